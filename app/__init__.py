@@ -1,0 +1,1 @@
+"""Columba: self-hosted transactional email."""
