@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-PG_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/columba_test
+PG_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/postgres
 PG_REDIS_URL ?= redis://127.0.0.1:6379/15
 
 .PHONY: dev test test-pg lint format bench openapi venv clean

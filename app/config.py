@@ -1,0 +1,171 @@
+"""Settings: one validated object read from the environment (prefix `COLUMBA_`)."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from app.durations import parse_duration, parse_schedule
+
+DEFAULT_RETRY_SCHEDULE = "5m,10m,20m,40m,1h"
+MIN_SECRET_KEY_LENGTH = 32
+
+Duration = Annotated[timedelta, NoDecode]
+CommaList = Annotated[tuple[str, ...], NoDecode]
+
+
+class UnsafeSettingsError(RuntimeError):
+    """Raised at start when settings are unsafe outside `columba dev`."""
+
+
+class Settings(BaseSettings):
+    """Every setting of Columba; names and defaults are fixed by ARCHITECTURE.md §5."""
+
+    model_config = SettingsConfigDict(env_prefix="COLUMBA_", extra="ignore", frozen=True)
+
+    database_url: str = "sqlite+aiosqlite:///./var/columba.db"
+    redis_url: str | None = None
+    secret_key: SecretStr | None = None
+    hostname: str = Field(default_factory=socket.getfqdn)
+    public_url: str = "http://127.0.0.1:8000"
+    dns_nameservers: CommaList = ()
+    mx_port: int = Field(default=25, ge=1, le=65535)
+    relay_url: str | None = None
+    retry_schedule: Annotated[tuple[timedelta, ...], NoDecode] = parse_schedule(
+        DEFAULT_RETRY_SCHEDULE
+    )
+    max_message_age: Duration = timedelta(days=5)
+    require_verified_domains: bool = True
+    smtp_tls_cert: Path | None = None
+    smtp_tls_key: Path | None = None
+    allow_private_destinations: bool = False
+
+    var_dir: Path = Path("./var")
+    dev_mode: bool = False
+    max_message_size: int = Field(default=30 * 1024 * 1024, ge=1024)
+    lease_duration: Duration = timedelta(minutes=15)
+    sweep_interval: Duration = timedelta(seconds=5)
+    smtp_connect_timeout: Duration = timedelta(seconds=30)
+    smtp_command_timeout: Duration = timedelta(minutes=5)
+    smtp_data_timeout: Duration = timedelta(minutes=10)
+    dns_timeout: Duration = timedelta(seconds=10)
+    worker_max_jobs: int = Field(default=20, ge=1)
+
+    @field_validator("dns_nameservers", mode="before")
+    @classmethod
+    def _split_comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("retry_schedule", mode="before")
+    @classmethod
+    def _parse_schedule(cls, value: Any) -> Any:
+        return parse_schedule(value) if isinstance(value, str) else value
+
+    @field_validator(
+        "max_message_age",
+        "lease_duration",
+        "sweep_interval",
+        "smtp_connect_timeout",
+        "smtp_command_timeout",
+        "smtp_data_timeout",
+        "dns_timeout",
+        mode="before",
+    )
+    @classmethod
+    def _parse_duration(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
+
+    @field_validator("relay_url")
+    @classmethod
+    def _check_relay_url(cls, value: str | None) -> str | None:
+        if value:
+            parts = urlsplit(value)
+            if parts.scheme not in {"smtp", "smtps"} or not parts.hostname:
+                raise ValueError("COLUMBA_RELAY_URL must look like smtp://[user:pass@]host:port")
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True for the embedded database."""
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def relay(self) -> Relay | None:
+        """The smarthost every message goes through, when one is configured."""
+        return Relay.from_url(self.relay_url) if self.relay_url else None
+
+    def secret_key_bytes(self) -> bytes:
+        """The secret key; callers run after `check_safe_to_start`, so it is present."""
+        if self.secret_key is None:
+            raise UnsafeSettingsError("COLUMBA_SECRET_KEY is not set")
+        return self.secret_key.get_secret_value().encode()
+
+    def problems(self) -> list[str]:
+        """Reasons these settings are unsafe for a production start (empty when fine)."""
+        if self.dev_mode:
+            return []
+        found: list[str] = []
+        key = self.secret_key.get_secret_value() if self.secret_key else ""
+        if not key:
+            found.append(
+                "COLUMBA_SECRET_KEY is not set: it encrypts DKIM keys and signs tokens. "
+                'Generate one with: python -c "import secrets; print(secrets.token_urlsafe(48))"'
+            )
+        elif len(key) < MIN_SECRET_KEY_LENGTH:
+            found.append(
+                f"COLUMBA_SECRET_KEY is shorter than {MIN_SECRET_KEY_LENGTH} characters; "
+                "use a long random value"
+            )
+        if "." not in self.hostname.strip("."):
+            found.append(
+                f"COLUMBA_HOSTNAME is {self.hostname!r}, not a fully qualified domain name: "
+                "receiving servers reject such EHLO names; set e.g. "
+                "COLUMBA_HOSTNAME=mail.example.com"
+            )
+        return found
+
+    def check_safe_to_start(self) -> None:
+        """Refuse to start with unsafe production settings, saying what to change."""
+        found = self.problems()
+        if found:
+            raise UnsafeSettingsError(
+                "refusing to start with unsafe settings:\n  - " + "\n  - ".join(found)
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """A smarthost parsed from COLUMBA_RELAY_URL."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    implicit_tls: bool = False
+
+    @classmethod
+    def from_url(cls, url: str) -> Relay:
+        """Parse `smtp://[user:pass@]host:port` (smtps:// for implicit TLS)."""
+        parts = urlsplit(url)
+        tls = parts.scheme == "smtps"
+        return cls(
+            host=parts.hostname or "",
+            port=parts.port or (465 if tls else 25),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            implicit_tls=tls,
+        )
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with explicit overrides (used by `columba dev` and tests)."""
+    return Settings(**overrides)

@@ -1,0 +1,1 @@
+"""Sending domains and their DKIM keys."""

@@ -1,0 +1,50 @@
+"""Table: events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app import clock
+from app.db import Base, JSONType, UTCDateTime
+from app.messages.models import AutoIncrement
+
+
+class EventType(StrEnum):
+    """What happened (ARCHITECTURE.md §3)."""
+
+    PROCESSED = "processed"
+    DROPPED = "dropped"
+    DEFERRED = "deferred"
+    DELIVERED = "delivered"
+    BOUNCED = "bounced"
+    EXPIRED = "expired"
+    OPENED = "opened"
+    CLICKED = "clicked"
+    UNSUBSCRIBED = "unsubscribed"
+    COMPLAINED = "complained"
+    CANCELLED = "cancelled"
+
+
+class Event(Base):
+    """An append-only fact about a message or recipient; the id is the feed cursor."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(AutoIncrement, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    message_id: Mapped[str | None] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), index=True, default=None
+    )
+    recipient_id: Mapped[str | None] = mapped_column(
+        ForeignKey("recipients.id", ondelete="CASCADE"), index=True, default=None
+    )
+    type: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

@@ -1,0 +1,1 @@
+"""Messages: accepting sends, the recipients they fan out to, and delivery attempts."""

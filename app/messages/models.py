@@ -1,0 +1,162 @@
+"""Tables: messages, message_attachments, recipients, attempts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app import clock
+from app.db import Base, JSONType, UTCDateTime
+from app.ids import new_id
+
+AutoIncrement = BigInteger().with_variant(Integer(), "sqlite")  # SQLite rowid needs INTEGER
+
+
+class RecipientStatus(StrEnum):
+    """Where one recipient's copy stands (ARCHITECTURE.md §3)."""
+
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    SENDING = "sending"
+    DELIVERED = "delivered"
+    DEFERRED = "deferred"
+    BOUNCED = "bounced"
+    EXPIRED = "expired"
+    DROPPED = "dropped"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        """True once no further delivery attempt will be made."""
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset(
+    {
+        RecipientStatus.DELIVERED,
+        RecipientStatus.BOUNCED,
+        RecipientStatus.EXPIRED,
+        RecipientStatus.DROPPED,
+        RecipientStatus.CANCELLED,
+    }
+)
+# Statuses a worker may claim once `next_attempt_at` has come.
+CLAIMABLE_STATUSES = (RecipientStatus.QUEUED, RecipientStatus.DEFERRED)
+
+
+class RecipientKind(StrEnum):
+    """Which header (if any) shows the recipient."""
+
+    TO = "to"
+    CC = "cc"
+    BCC = "bcc"
+
+
+class Message(Base):
+    """One accepted send: the content every recipient's copy is rendered from."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True, default=new_id)
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    api_key_id: Mapped[str | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="SET NULL"), default=None
+    )
+    domain_id: Mapped[str] = mapped_column(ForeignKey("domains.id", ondelete="RESTRICT"))
+    from_email: Mapped[str] = mapped_column(String(320))
+    from_name: Mapped[str | None] = mapped_column(String(256), default=None)
+    to_header: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    cc_header: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    reply_to: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    subject: Mapped[str] = mapped_column(Text)
+    text: Mapped[str | None] = mapped_column(Text, default=None)
+    html: Mapped[str | None] = mapped_column(Text, default=None)
+    headers: Mapped[list[list[str]]] = mapped_column(JSONType, default=list)
+    categories: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    custom_args: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    message_id_header: Mapped[str] = mapped_column(String(255), unique=True)
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
+
+    attachments: Mapped[list[MessageAttachment]] = relationship(
+        lazy="raise", order_by="MessageAttachment.position", cascade="all, delete-orphan"
+    )
+    recipients: Mapped[list[Recipient]] = relationship(lazy="raise", back_populates="message")
+
+
+class MessageAttachment(Base):
+    """A file attached to a message, decoded (base64 is undone at accept time)."""
+
+    __tablename__ = "message_attachments"
+
+    id: Mapped[int] = mapped_column(AutoIncrement, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
+    position: Mapped[int] = mapped_column(Integer)
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(255))
+    content_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    disposition: Mapped[str] = mapped_column(String(16), default="attachment")
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Recipient(Base):
+    """One delivered copy: an address and where its delivery stands."""
+
+    __tablename__ = "recipients"
+    __table_args__ = (Index("ix_recipients_due", "status", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True, default=new_id)
+    message_id: Mapped[str] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    email: Mapped[str] = mapped_column(String(320))
+    domain: Mapped[str] = mapped_column(String(253))
+    kind: Mapped[str] = mapped_column(String(3), default=RecipientKind.TO)
+    status: Mapped[str] = mapped_column(String(16), default=RecipientStatus.QUEUED)
+    attempt_count: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    lease_token: Mapped[str | None] = mapped_column(String(26), index=True, default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    last_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    last_enhanced_code: Mapped[str | None] = mapped_column(String(16), default=None)
+    last_response: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
+
+    message: Mapped[Message] = relationship(lazy="raise", back_populates="recipients")
+
+
+class Attempt(Base):
+    """One SMTP try for one recipient: where it went and what the server said."""
+
+    __tablename__ = "attempts"
+
+    id: Mapped[int] = mapped_column(AutoIncrement, primary_key=True, autoincrement=True)
+    recipient_id: Mapped[str] = mapped_column(
+        ForeignKey("recipients.id", ondelete="CASCADE"), index=True
+    )
+    message_id: Mapped[str] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+    outcome: Mapped[str] = mapped_column(String(16))
+    mx_host: Mapped[str | None] = mapped_column(String(253), default=None)
+    ip: Mapped[str | None] = mapped_column(String(45), default=None)
+    tls_version: Mapped[str | None] = mapped_column(String(16), default=None)
+    stage: Mapped[str | None] = mapped_column(String(16), default=None)
+    code: Mapped[int | None] = mapped_column(Integer, default=None)
+    enhanced_code: Mapped[str | None] = mapped_column(String(16), default=None)
+    response: Mapped[str | None] = mapped_column(Text, default=None)

@@ -1,0 +1,57 @@
+"""Alembic environment: async, URL from Columba's settings, batch mode on SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+
+from alembic import context
+from sqlalchemy.engine import Connection
+
+import app.models  # noqa: F401  (registers every table on Base.metadata)
+from app.config import load_settings
+from app.db import Base, create_engine
+
+target_metadata = Base.metadata
+
+
+def _configure(connection: Connection) -> None:
+    """Run the migrations on one connection."""
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        # SQLite cannot ALTER most things; batch mode rebuilds the table instead.
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def _run_online() -> None:
+    """Connect with the async engine and migrate."""
+    url = context.config.get_main_option("sqlalchemy.url")
+    settings = load_settings(database_url=url) if url else load_settings()
+    engine = create_engine(settings)
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(_configure)
+    finally:
+        await engine.dispose()
+
+
+def _run_offline() -> None:
+    """Emit SQL without a database (`alembic upgrade --sql`)."""
+    url = context.config.get_main_option("sqlalchemy.url") or load_settings().database_url
+    context.configure(url=url, target_metadata=target_metadata, literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+if context.is_offline_mode():
+    _run_offline()
+else:
+    connection = context.config.attributes.get("connection")
+    if connection is not None:
+        _configure(connection)
+    else:
+        asyncio.run(_run_online())
