@@ -1,0 +1,23 @@
+"""API key scopes, named as SendGrid names them."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Scope(StrEnum):
+    """What a key may do; a key without scopes may do everything (as in SendGrid)."""
+
+    MAIL_SEND = "mail.send"
+    MESSAGES_READ = "messages.read"
+
+
+def parse_scopes(names: list[str] | tuple[str, ...]) -> list[str]:
+    """Validate scope names given on the command line; unknown names raise ValueError."""
+    known = {scope.value for scope in Scope}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(
+            f"unknown scope(s): {', '.join(unknown)}; known scopes: {', '.join(sorted(known))}"
+        )
+    return sorted(set(names))

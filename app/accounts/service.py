@@ -1,0 +1,137 @@
+"""Accounts and API keys: creation, lookup, and authentication of a presented key."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import clock
+from app.accounts.models import Account, ApiKey
+
+DEFAULT_ACCOUNT = "default"
+KEY_PREFIX = "SG."  # SendGrid's key format, so tools that check the prefix accept ours
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    """A key just created: the plaintext exists only here, never in the database."""
+
+    api_key: ApiKey
+    plaintext: str
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the key and the account it belongs to."""
+
+    account: Account
+    api_key: ApiKey
+
+    def allows(self, scope: str) -> bool:
+        """True when the key carries `scope` or has full access."""
+        scopes = self.api_key.scopes
+        return scopes is None or scope in scopes
+
+
+def hash_secret(secret: str) -> str:
+    """SHA-256 of the key's secret part (keys are random, so no slow hash is needed)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def split_key(plaintext: str) -> tuple[str, str] | None:
+    """`SG.<prefix>.<secret>` → (prefix, secret); None when it is not of that form."""
+    if not plaintext.startswith(KEY_PREFIX):
+        return None
+    prefix, dot, secret = plaintext[len(KEY_PREFIX) :].partition(".")
+    return (prefix, secret) if dot and prefix and secret else None
+
+
+async def get_account_by_name(session: AsyncSession, *, name: str) -> Account | None:
+    """The account called `name`, if any."""
+    result = await session.execute(select(Account).where(Account.name == name))
+    return result.scalar_one_or_none()
+
+
+async def get_or_create_account(session: AsyncSession, *, name: str = DEFAULT_ACCOUNT) -> Account:
+    """The account called `name`, created if new."""
+    account = await get_account_by_name(session, name=name)
+    if account is None:
+        account = Account(name=name)
+        session.add(account)
+        await session.flush()
+    return account
+
+
+async def create_key(
+    session: AsyncSession, *, account: Account, name: str, scopes: list[str] | None
+) -> IssuedKey:
+    """A new key for `account`; `scopes` None gives full access."""
+    prefix = secrets.token_urlsafe(16)
+    secret = secrets.token_urlsafe(32)
+    api_key = ApiKey(
+        account_id=account.id,
+        name=name,
+        prefix=prefix,
+        secret_hash=hash_secret(secret),
+        scopes=scopes,
+    )
+    session.add(api_key)
+    await session.flush()
+    return IssuedKey(api_key=api_key, plaintext=f"{KEY_PREFIX}{prefix}.{secret}")
+
+
+async def list_keys(session: AsyncSession, *, account: Account | None = None) -> list[ApiKey]:
+    """Keys, oldest first, optionally of one account."""
+    query = select(ApiKey).order_by(ApiKey.created_at)
+    if account is not None:
+        query = query.where(ApiKey.account_id == account.id)
+    return list((await session.execute(query)).scalars())
+
+
+async def revoke_key(session: AsyncSession, *, prefix: str) -> bool:
+    """Revoke the key with this public prefix; False when there is none."""
+    result = await session.execute(
+        update(ApiKey)
+        .where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=clock.now())
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def authenticate(session: AsyncSession, *, plaintext: str) -> Principal | None:
+    """The principal for a presented key, or None when it is unknown, wrong or revoked."""
+    parts = split_key(plaintext)
+    if parts is None:
+        return None
+    prefix, secret = parts
+    row = (
+        await session.execute(select(ApiKey, Account).join(Account).where(ApiKey.prefix == prefix))
+    ).one_or_none()
+    if row is None:
+        return None
+    api_key, account = row
+    if api_key.revoked_at is not None:
+        return None
+    if not hmac.compare_digest(api_key.secret_hash, hash_secret(secret)):
+        return None
+    return Principal(account=account, api_key=api_key)
+
+
+def needs_last_used_update(api_key: ApiKey) -> bool:
+    """Record use at most once a minute per key, so reads stay reads."""
+    last = api_key.last_used_at
+    return last is None or clock.now() - last >= LAST_USED_RESOLUTION
+
+
+async def touch_key(session: AsyncSession, *, api_key_id: str) -> None:
+    """Set last_used_at to now."""
+    await session.execute(
+        update(ApiKey).where(ApiKey.id == api_key_id).values(last_used_at=clock.now())
+    )

@@ -1,0 +1,274 @@
+"""The `columba` command: dev, api, worker, migrate, keys, domains, openapi."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+
+from app import migrate
+from app.accounts import service as accounts
+from app.accounts.scopes import parse_scopes
+from app.config import Settings, UnsafeSettingsError, load_settings
+from app.db import Database
+from app.domains import service as domains
+from app.embedded_redis import redis_url_for
+
+T = TypeVar("T")
+
+
+def _settings_for_production() -> Settings:
+    """Settings from the environment, refusing to go on when they are unsafe."""
+    settings = load_settings()
+    try:
+        settings.check_safe_to_start()
+    except UnsafeSettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    return settings
+
+
+def _run_db(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
+    """Run `work` against the database, disposing of the engine afterwards."""
+
+    async def run() -> T:
+        database = Database(settings)
+        try:
+            return await work(database)
+        finally:
+            await database.dispose()
+
+    return asyncio.run(run())
+
+
+@click.group()
+@click.option("--log-level", default="INFO", show_default=True, help="Python logging level.")
+def main(log_level: str) -> None:
+    """Columba: self-hosted transactional email."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--smtp-port", default=2525, show_default=True, type=int, help="Capture SMTP port.")
+def dev(host: str, port: int, smtp_port: int) -> None:
+    """Everything on this machine: SQLite, embedded Redis, API, worker, capture SMTP server."""
+    from app.devserver import run_dev  # imported here: it pulls in uvicorn and the worker
+
+    run_dev(host=host, port=port, smtp_port=smtp_port)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=int)
+def api(host: str, port: int, workers: int) -> None:
+    """Serve the HTTP API with uvicorn."""
+    import uvicorn
+
+    _settings_for_production()
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,
+        proxy_headers=True,
+    )
+
+
+@main.command()
+def worker() -> None:
+    """Run a delivery worker (arq) with the sweeper."""
+    from worker.settings import build_worker
+
+    settings = _settings_for_production()
+    build_worker(settings, redis_url_for(settings.redis_url, settings.var_dir)).run()
+
+
+@main.command(name="migrate")
+def migrate_command() -> None:
+    """Apply the database migrations."""
+    settings = load_settings()
+    migrate.upgrade(settings.database_url)
+    click.echo(f"database is up to date ({_safe_url(settings.database_url)})")
+
+
+def _safe_url(url: str) -> str:
+    """The URL without a password, for printing."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        credentials, _, host = rest.rpartition("@")
+        rest = credentials.partition(":")[0] + ":***@" + host
+    return scheme + sep + rest
+
+
+@main.group()
+def keys() -> None:
+    """API keys."""
+
+
+@keys.command(name="create")
+@click.option("--name", required=True, help="A name to recognise the key by.")
+@click.option("--scope", "scopes", multiple=True, help="Repeatable; none gives full access.")
+@click.option("--account", default=accounts.DEFAULT_ACCOUNT, show_default=True)
+def keys_create(name: str, scopes: tuple[str, ...], account: str) -> None:
+    """Create a key and print it once (only its hash is stored)."""
+    try:
+        chosen = parse_scopes(scopes) if scopes else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--scope") from exc
+
+    async def work(database: Database) -> str:
+        async with database.session() as session:
+            owner = await accounts.get_or_create_account(session, name=account)
+            issued = await accounts.create_key(session, account=owner, name=name, scopes=chosen)
+            await session.commit()
+            return issued.plaintext
+
+    plaintext = _run_db(load_settings(), work)
+    click.echo(plaintext)
+    click.echo(
+        f"# key {name!r} for account {account!r}, scopes: {', '.join(chosen or ['full access'])}."
+        " It is shown only now.",
+        err=True,
+    )
+
+
+@keys.command(name="list")
+@click.option("--account", default=None, help="Only this account's keys.")
+def keys_list(account: str | None) -> None:
+    """List keys (prefixes only; secrets are never stored)."""
+
+    async def work(database: Database) -> list[Any]:
+        async with database.session() as session:
+            owner = await accounts.get_account_by_name(session, name=account) if account else None
+            if account and owner is None:
+                raise click.ClickException(f"no account named {account!r}")
+            return await accounts.list_keys(session, account=owner)
+
+    for key in _run_db(load_settings(), work):
+        state = "revoked" if key.revoked_at else "active"
+        scopes = ",".join(key.scopes) if key.scopes is not None else "full access"
+        click.echo(f"SG.{key.prefix}.…  {key.name}  {scopes}  {state}")
+
+
+@keys.command(name="revoke")
+@click.argument("prefix")
+def keys_revoke(prefix: str) -> None:
+    """Revoke a key by its public prefix (the part between `SG.` and the second dot)."""
+    prefix = prefix.removeprefix("SG.").split(".")[0]
+
+    async def work(database: Database) -> bool:
+        async with database.session() as session:
+            done = await accounts.revoke_key(session, prefix=prefix)
+            await session.commit()
+            return done
+
+    if not _run_db(load_settings(), work):
+        raise click.ClickException(f"no active key with prefix {prefix!r}")
+    click.echo(f"revoked SG.{prefix}")
+
+
+@main.group(name="domains")
+def domains_group() -> None:
+    """Sending domains."""
+
+
+@domains_group.command(name="add")
+@click.argument("domain")
+@click.option("--account", default=accounts.DEFAULT_ACCOUNT, show_default=True)
+def domains_add(domain: str, account: str) -> None:
+    """Create a DKIM key for DOMAIN and print the DNS records to publish."""
+    settings = _settings_for_production()
+
+    async def work(database: Database) -> list[domains.DnsRecord]:
+        async with database.session() as session:
+            owner = await accounts.get_or_create_account(session, name=account)
+            try:
+                added = await domains.add_domain(
+                    session, account=owner, name=domain, secret_key=settings.secret_key_bytes()
+                )
+            except domains.DomainExistsError as exc:
+                raise click.ClickException(f"{exc} is already a domain of {account!r}") from exc
+            await session.commit()
+            return domains.dns_records(added, hostname=settings.hostname)
+
+    records = _run_db(settings, work)
+    click.echo(f"Added {domain} to account {account!r}. Publish these DNS records:\n")
+    _print_records(records)
+    click.echo(f"\nThen run: columba domains verify {domain} --account {account}")
+
+
+def _print_records(records: list[domains.DnsRecord]) -> None:
+    for record in records:
+        click.echo(f"; {record.purpose}")
+        click.echo(f'{record.name}.  IN  {record.type}  "{record.value}"')
+
+
+@domains_group.command(name="list")
+@click.option("--account", default=None, help="Only this account's domains.")
+def domains_list(account: str | None) -> None:
+    """List sending domains with their verification state and DNS records."""
+    settings = load_settings()
+
+    async def work(database: Database) -> list[Any]:
+        async with database.session() as session:
+            owner = await accounts.get_account_by_name(session, name=account) if account else None
+            if account and owner is None:
+                raise click.ClickException(f"no account named {account!r}")
+            return await domains.list_domains(session, account_id=owner.id if owner else None)
+
+    for found in _run_db(settings, work):
+        state = "verified" if found.verified_at else "not verified"
+        click.echo(f"{found.name}  selector={found.dkim_selector}  {state}")
+        _print_records(domains.dns_records(found, hostname=settings.hostname))
+        click.echo()
+
+
+@domains_group.command(name="verify")
+@click.argument("domain")
+@click.option("--account", default=accounts.DEFAULT_ACCOUNT, show_default=True)
+def domains_verify(domain: str, account: str) -> None:
+    """Check that DOMAIN's DKIM record is published, and mark it verified."""
+    from app.delivery.resolver import make_resolver
+
+    settings = load_settings()
+
+    async def work(database: Database) -> tuple[bool, str]:
+        async with database.session() as session:
+            owner = await accounts.get_account_by_name(session, name=account)
+            name = domains.normalize_domain_name(domain)
+            found = (
+                await domains.get_domain(session, account_id=owner.id, name=name) if owner else None
+            )
+            if found is None:
+                raise click.ClickException(f"{domain} is not a domain of account {account!r}")
+            resolver = make_resolver(
+                settings.dns_nameservers, timeout=settings.dns_timeout.total_seconds()
+            )
+            result = await domains.verify_domain(session, resolver=resolver, domain=found)
+            await session.commit()
+            return result
+
+    ok, detail = _run_db(settings, work)
+    click.echo(f"{domain}: {detail}")
+    if not ok:
+        sys.exit(1)
+
+
+@main.command()
+def openapi() -> None:
+    """Print the OpenAPI description (what openapi/openapi.json holds)."""
+    from app.main import create_app
+
+    schema = create_app(Settings(dev_mode=True)).openapi()
+    click.echo(json.dumps(schema, indent=2, sort_keys=True))

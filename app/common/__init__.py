@@ -1,0 +1,1 @@
+"""Validation pieces shared by the native and SendGrid-compatible APIs."""

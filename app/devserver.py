@@ -1,0 +1,145 @@
+"""`columba dev`: the whole service in one process on the embedded defaults."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import shlex
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import uvicorn
+
+from app import migrate
+from app.accounts import service as accounts
+from app.config import Settings, load_settings
+from app.db import Database
+from app.devmail import start_capture_server
+from app.domains import service as domains
+from app.embedded_redis import redis_url_for, stop_embedded_redis
+from app.main import create_app
+from worker.settings import build_worker
+
+DEV_ACCOUNT = "dev"
+DEV_DOMAIN = "columba.test"
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its own signal handling: `columba dev` handles Ctrl-C for everything."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _secret_key(var_dir: Path) -> str:
+    """A secret key kept under var/, made on first start."""
+    path = var_dir / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def dev_settings(smtp_port: int) -> Settings:
+    """Embedded defaults; anything set in the environment still wins."""
+    var_dir = Path(os.environ.get("COLUMBA_VAR_DIR", "./var"))
+    var_dir.mkdir(parents=True, exist_ok=True)
+    defaults = {
+        "dev_mode": True,
+        "secret_key": _secret_key(var_dir),
+        "relay_url": f"smtp://127.0.0.1:{smtp_port}",
+        "require_verified_domains": False,
+        "allow_private_destinations": True,
+        "hostname": "localhost",
+    }
+    chosen = {k: v for k, v in defaults.items() if f"COLUMBA_{k.upper()}" not in os.environ}
+    return load_settings(**chosen)
+
+
+async def _dev_key(settings: Settings) -> str:
+    """The dev account's key: saved under var/ (dev only), created with its domain if new."""
+    path = settings.var_dir / "dev-api-key"
+    database = Database(settings)
+    try:
+        async with database.session() as session:
+            if path.exists():
+                saved = path.read_text().strip()
+                if await accounts.authenticate(session, plaintext=saved) is not None:
+                    return saved
+            account = await accounts.get_or_create_account(session, name=DEV_ACCOUNT)
+            if await domains.get_domain(session, account_id=account.id, name=DEV_DOMAIN) is None:
+                await domains.add_domain(
+                    session,
+                    account=account,
+                    name=DEV_DOMAIN,
+                    secret_key=settings.secret_key_bytes(),
+                )
+            issued = await accounts.create_key(session, account=account, name="dev", scopes=None)
+            await session.commit()
+    finally:
+        await database.dispose()
+    path.write_text(issued.plaintext + "\n")
+    path.chmod(0o600)
+    return issued.plaintext
+
+
+def _banner(key: str, host: str, port: int, mailbox: Path) -> str:
+    body = (
+        '{"from": "hello@' + DEV_DOMAIN + '", "to": ["you@example.test"], '
+        '"subject": "Hello from Columba", "text": "It works."}'
+    )
+    curl = (
+        f"curl -s -X POST http://{host}:{port}/v1/send "
+        f"-H {shlex.quote('Authorization: Bearer ' + key)} "
+        f"-H 'Content-Type: application/json' -d {shlex.quote(body)}"
+    )
+    return (
+        f"\nColumba dev is running on http://{host}:{port}  (Ctrl-C stops everything)\n"
+        f"  API key (account {DEV_ACCOUNT!r}, domain {DEV_DOMAIN}): {key}\n"
+        f"  Every message is captured under {mailbox}/\n\n"
+        f"Try:\n  {curl}\n"
+    )
+
+
+async def _serve(settings: Settings, host: str, port: int, smtp_port: int) -> None:
+    """Start capture SMTP, worker and API; stop them all on SIGINT/SIGTERM."""
+    redis_url = redis_url_for(settings.redis_url, settings.var_dir)
+    key = await _dev_key(settings)
+    mailbox = settings.var_dir / "mailbox"
+    capture = await start_capture_server(mailbox, "127.0.0.1", smtp_port)
+    worker = build_worker(settings, redis_url, handle_signals=False)
+    server = _EmbeddedServer(
+        uvicorn.Config(create_app(settings), host=host, port=port, access_log=False)
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    worker_task = asyncio.create_task(worker.main())
+    server_task = asyncio.create_task(server.serve())
+    await asyncio.sleep(0.5)
+    print(_banner(key, host, port, mailbox), flush=True)
+    await stop.wait()
+    print("\nstopping…", flush=True)
+    server.should_exit = True
+    await server_task
+    await worker.close()
+    worker_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await worker_task
+    capture.close()
+    await capture.wait_closed()
+
+
+def run_dev(*, host: str, port: int, smtp_port: int) -> None:
+    """Migrate, then run everything until Ctrl-C."""
+    settings = dev_settings(smtp_port)
+    migrate.upgrade(settings.database_url)
+    try:
+        asyncio.run(_serve(settings, host, port, smtp_port))
+    finally:
+        stop_embedded_redis()

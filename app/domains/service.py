@@ -1,0 +1,155 @@
+"""Sending domains: creation with a DKIM key, DNS records to publish, verification, lookup."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dns.asyncresolver
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import clock
+from app.accounts.models import Account
+from app.delivery.resolver import DnsTemporaryError, lookup
+from app.delivery.signing import DkimKey, generate_rsa_key, public_key_record
+from app.domains.models import Domain
+from app.encryption import decrypt, encrypt
+
+DKIM_PURPOSE = "dkim-private-key"
+
+
+class DomainExistsError(Exception):
+    """The account already has this domain."""
+
+
+@dataclass(frozen=True, slots=True)
+class DnsRecord:
+    """A record the domain owner publishes."""
+
+    type: str
+    name: str
+    value: str
+    purpose: str
+
+
+def dkim_selector() -> str:
+    """A selector naming the key's month, so a rotated key gets a new name."""
+    return "cb" + clock.now().strftime("%Y%m")
+
+
+def dkim_record_name(domain: Domain) -> str:
+    """Where the DKIM public key is published (RFC 6376 §3.6.2.1)."""
+    return f"{domain.dkim_selector}._domainkey.{domain.name}"
+
+
+def dns_records(domain: Domain, *, hostname: str) -> list[DnsRecord]:
+    """Every record to publish for a domain: DKIM, an SPF and a DMARC suggestion."""
+    return [
+        DnsRecord("TXT", dkim_record_name(domain), domain.dkim_public_record, "DKIM public key"),
+        DnsRecord(
+            "TXT", domain.name, f"v=spf1 a:{hostname} ~all", "SPF (merge into an existing one)"
+        ),
+        DnsRecord(
+            "TXT",
+            f"_dmarc.{domain.name}",
+            f"v=DMARC1; p=none; rua=mailto:dmarc-reports@{domain.name}",
+            "DMARC (start with p=none, tighten once reports are clean)",
+        ),
+    ]
+
+
+def normalize_domain_name(name: str) -> str:
+    """Lower-case, no trailing dot, IDNA (punycode) for non-ASCII names."""
+    name = name.strip().rstrip(".").lower()
+    return name.encode("idna").decode("ascii") if not name.isascii() else name
+
+
+async def add_domain(
+    session: AsyncSession, *, account: Account, name: str, secret_key: bytes
+) -> Domain:
+    """A new sending domain with a fresh RSA-2048 DKIM key, encrypted at rest."""
+    name = normalize_domain_name(name)
+    existing = await get_domain(session, account_id=account.id, name=name)
+    if existing is not None:
+        raise DomainExistsError(name)
+    private_pem = generate_rsa_key()
+    domain = Domain(
+        account_id=account.id,
+        name=name,
+        dkim_selector=dkim_selector(),
+        dkim_private_key=encrypt(secret_key, private_pem, purpose=DKIM_PURPOSE),
+        dkim_public_record=public_key_record(private_pem),
+        bounce_domain=f"bounces.{name}",
+    )
+    session.add(domain)
+    await session.flush()
+    return domain
+
+
+async def get_domain(session: AsyncSession, *, account_id: str, name: str) -> Domain | None:
+    """The account's domain called `name`."""
+    query = select(Domain).where(Domain.account_id == account_id, Domain.name == name)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def list_domains(session: AsyncSession, *, account_id: str | None = None) -> list[Domain]:
+    """Domains by name, optionally of one account."""
+    query = select(Domain).order_by(Domain.name)
+    if account_id is not None:
+        query = query.where(Domain.account_id == account_id)
+    return list((await session.execute(query)).scalars())
+
+
+def candidate_names(email_domain: str) -> list[str]:
+    """The domain and its parents, most specific first: mail from news.example.com may be
+    sent (and DKIM-signed, aligned under DMARC's relaxed mode) by example.com."""
+    labels = email_domain.split(".")
+    return [".".join(labels[i:]) for i in range(len(labels) - 1)]
+
+
+async def sending_domain_for(
+    session: AsyncSession, *, account_id: str, email_domain: str
+) -> Domain | None:
+    """The account's domain that covers the From domain, the most specific one."""
+    names = candidate_names(normalize_domain_name(email_domain))
+    query = select(Domain).where(Domain.account_id == account_id, Domain.name.in_(names))
+    found = {domain.name: domain for domain in (await session.execute(query)).scalars()}
+    return next((found[name] for name in names if name in found), None)
+
+
+def dkim_key(domain: Domain, *, secret_key: bytes) -> DkimKey:
+    """The domain's decrypted signing key."""
+    pem = decrypt(secret_key, domain.dkim_private_key, purpose=DKIM_PURPOSE)
+    return DkimKey(domain=domain.name, selector=domain.dkim_selector, private_key_pem=pem)
+
+
+def _public_key(record: str) -> str:
+    """The p= value of a DKIM record, whitespace removed."""
+    tags = dict(part.strip().partition("=")[::2] for part in record.split(";") if "=" in part)
+    return "".join(tags.get("p", "").split())
+
+
+async def check_dkim_published(
+    resolver: dns.asyncresolver.Resolver, domain: Domain
+) -> tuple[bool, str]:
+    """Whether DNS serves the domain's DKIM key, and what was found."""
+    try:
+        texts = await lookup(resolver, dkim_record_name(domain), "TXT")
+    except DnsTemporaryError as exc:
+        return False, f"DNS lookup failed: {exc}"
+    values = ["".join(part.strip('"') for part in text.split('" "')) for text in texts or []]
+    expected = _public_key(domain.dkim_public_record)
+    if any(_public_key(value) == expected for value in values):
+        return True, "DKIM record found"
+    return False, f"no matching DKIM TXT record at {dkim_record_name(domain)}"
+
+
+async def verify_domain(
+    session: AsyncSession, *, resolver: dns.asyncresolver.Resolver, domain: Domain
+) -> tuple[bool, str]:
+    """Mark the domain verified when its DKIM record is published."""
+    ok, detail = await check_dkim_published(resolver, domain)
+    if ok and domain.verified_at is None:
+        domain.verified_at = clock.now()
+        await session.flush()
+    return ok, detail

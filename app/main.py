@@ -1,0 +1,49 @@
+"""create_app(): assemble settings, database, queue, routers and error handlers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.config import Settings, load_settings
+from app.db import Database
+from app.embedded_redis import redis_url_for
+from app.errors import install_error_handlers
+from app.health import router as health_router
+from app.messages.router import router as messages_router
+from app.middleware import BodySizeLimit, body_limit_for
+from app.openapi import install_openapi
+from app.queue import Queue
+
+API_VERSION = "0.1.0"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The Columba HTTP API."""
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.settings = settings
+        app.state.db = Database(settings)
+        app.state.queue = Queue(redis_url_for(settings.redis_url, settings.var_dir))
+        try:
+            yield
+        finally:
+            await app.state.queue.close()
+            await app.state.db.dispose()
+
+    app = FastAPI(
+        title="Columba",
+        version=API_VERSION,
+        description="Self-hosted transactional email: a SendGrid-style API with its own MTA.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=body_limit_for(settings.max_message_size))
+    install_error_handlers(app)
+    install_openapi(app)
+    app.include_router(health_router)
+    app.include_router(messages_router)
+    return app

@@ -1,0 +1,275 @@
+"""The database side of delivery: claim due recipients with a lease, load what to send,
+record what happened. Workers call these; the SMTP work itself lives in app.delivery."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import clock
+from app.delivery.content import Address, Attachment, MessageContent
+from app.delivery.replies import Reply
+from app.delivery.retry import Decision
+from app.domains.models import Domain
+from app.events import service as events
+from app.ids import new_id
+from app.messages.models import (
+    CLAIMABLE_STATUSES,
+    Attempt,
+    Message,
+    MessageAttachment,
+    Recipient,
+    RecipientStatus,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedRecipient:
+    """A recipient this worker holds the lease on."""
+
+    id: str
+    email: str
+    domain: str
+    attempt_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Recipients claimed together under one lease token."""
+
+    token: str
+    message_id: str
+    recipients: tuple[ClaimedRecipient, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one attempt did for one recipient."""
+
+    recipient: ClaimedRecipient
+    decision: Decision
+    started_at: datetime
+    duration_ms: int
+    mx_host: str | None = None
+    ip: str | None = None
+    tls_version: str | None = None
+
+
+def _due(now: datetime) -> Any:
+    """Recipients ready for an attempt, or whose worker's lease ran out."""
+    return or_(
+        and_(Recipient.status.in_(CLAIMABLE_STATUSES), Recipient.next_attempt_at <= now),
+        and_(Recipient.status == RecipientStatus.SENDING, Recipient.lease_expires_at < now),
+    )
+
+
+async def claim(
+    session: AsyncSession, *, message_id: str, lease: timedelta, limit: int = 1000
+) -> Claim:
+    """Lease a message's due recipients in one statement, so two workers never share one.
+
+    PostgreSQL: FOR UPDATE SKIP LOCKED makes a concurrent claimer pass over rows being
+    claimed. SQLite: the UPDATE holds the database's single write lock, so it is atomic.
+    """
+    now = clock.now()
+    token = new_id()
+    candidates = (
+        select(Recipient.id)
+        .where(Recipient.message_id == message_id, _due(now))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    statement = (
+        update(Recipient)
+        .where(Recipient.id.in_(candidates.scalar_subquery()))
+        .values(
+            status=RecipientStatus.SENDING,
+            lease_token=token,
+            lease_expires_at=now + lease,
+            updated_at=now,
+        )
+        .returning(Recipient.id, Recipient.email, Recipient.domain, Recipient.attempt_count)
+        .execution_options(synchronize_session=False)
+    )
+    rows = (await session.execute(statement)).all()
+    recipients = tuple(ClaimedRecipient(*row) for row in rows)
+    return Claim(token=token, message_id=message_id, recipients=recipients)
+
+
+async def renew_lease(session: AsyncSession, *, token: str, lease: timedelta) -> int:
+    """Extend a claim's lease while its delivery is still running; returns rows renewed."""
+    result = await session.execute(
+        update(Recipient)
+        .where(Recipient.lease_token == token, Recipient.status == RecipientStatus.SENDING)
+        .values(lease_expires_at=clock.now() + lease)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def due_message_ids(session: AsyncSession, *, limit: int = 1000) -> list[str]:
+    """Messages with recipients due now: what the sweeper wakes the workers for."""
+    query = select(Recipient.message_id).where(_due(clock.now())).distinct().limit(limit)
+    return list((await session.execute(query)).scalars())
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedMessage:
+    """A message with what rendering and signing need."""
+
+    message: Message
+    attachments: tuple[MessageAttachment, ...]
+    domain: Domain
+
+
+async def load_message(session: AsyncSession, *, message_id: str) -> LoadedMessage:
+    """The message, its attachments in order, and its sending domain."""
+    message = await session.get_one(Message, message_id)
+    domain = await session.get_one(Domain, message.domain_id)
+    attachments = (
+        await session.execute(
+            select(MessageAttachment)
+            .where(MessageAttachment.message_id == message_id)
+            .order_by(MessageAttachment.position)
+        )
+    ).scalars()
+    return LoadedMessage(message, tuple(attachments), domain)
+
+
+def _addresses(rows: Sequence[dict[str, Any]]) -> tuple[Address, ...]:
+    return tuple(Address(email=row["email"], name=row.get("name")) for row in rows)
+
+
+def content_of(loaded: LoadedMessage) -> MessageContent:
+    """The renderable content of a stored message."""
+    message = loaded.message
+    return MessageContent(
+        message_id=message.message_id_header,
+        date=message.created_at,
+        sender=Address(email=message.from_email, name=message.from_name),
+        subject=message.subject,
+        to=_addresses(message.to_header),
+        cc=_addresses(message.cc_header),
+        reply_to=_addresses(message.reply_to),
+        text=message.text,
+        html=message.html,
+        headers=tuple((name, value) for name, value in message.headers),
+        attachments=tuple(
+            Attachment(
+                filename=a.filename,
+                content_type=a.content_type,
+                data=a.data,
+                content_id=a.content_id,
+                disposition=a.disposition,
+            )
+            for a in loaded.attachments
+        ),
+    )
+
+
+async def _still_leased(session: AsyncSession, claim: Claim) -> set[str]:
+    """The claim's recipients whose lease is still ours (fencing against a late worker).
+
+    An UPDATE, not a SELECT: it takes the row locks (PostgreSQL) or the write lock (SQLite)
+    that keep another worker from re-claiming them until we commit.
+    """
+    ids = [recipient.id for recipient in claim.recipients]
+    result = await session.execute(
+        update(Recipient)
+        .where(Recipient.id.in_(ids), Recipient.lease_token == claim.token)
+        .values(updated_at=clock.now())
+        .returning(Recipient.id)
+        .execution_options(synchronize_session=False)
+    )
+    return set(result.scalars())
+
+
+async def record_outcomes(
+    session: AsyncSession, *, claim: Claim, account_id: str, outcomes: Sequence[Outcome]
+) -> int:
+    """Attempts, new recipient states and events, for the recipients still leased to us."""
+    owned = await _still_leased(session, claim)
+    outcomes = [outcome for outcome in outcomes if outcome.recipient.id in owned]
+    if not outcomes:
+        return 0
+    now = clock.now()
+    table: Table = Recipient.__table__  # type: ignore[assignment]  # Core executemany: one round trip for every recipient
+    await session.execute(
+        update(table)
+        .where(table.c.id == bindparam("rid"))
+        .values(
+            status=bindparam("new_status"),
+            attempt_count=table.c.attempt_count + 1,
+            next_attempt_at=bindparam("next_at"),
+            lease_token=None,
+            lease_expires_at=None,
+            last_code=bindparam("code"),
+            last_enhanced_code=bindparam("enhanced"),
+            last_response=bindparam("text"),
+            updated_at=now,
+        ),
+        [_recipient_params(outcome) for outcome in outcomes],
+    )
+    await session.execute(
+        insert(Attempt), [_attempt_row(outcome, claim, account_id) for outcome in outcomes]
+    )
+    await events.record(session, [_event(outcome, claim, account_id) for outcome in outcomes])
+    return len(outcomes)
+
+
+def _recipient_params(outcome: Outcome) -> dict[str, Any]:
+    reply = outcome.decision.reply
+    return {
+        "rid": outcome.recipient.id,
+        "new_status": outcome.decision.status,
+        "next_at": outcome.decision.next_attempt_at,
+        "code": reply.code,
+        "enhanced": reply.enhanced,
+        "text": reply.text,
+    }
+
+
+def _attempt_row(outcome: Outcome, claim: Claim, account_id: str) -> dict[str, Any]:
+    reply = outcome.decision.reply
+    return {
+        "recipient_id": outcome.recipient.id,
+        "message_id": claim.message_id,
+        "account_id": account_id,
+        "started_at": outcome.started_at,
+        "duration_ms": outcome.duration_ms,
+        "outcome": outcome.decision.status,
+        "mx_host": outcome.mx_host,
+        "ip": outcome.ip,
+        "tls_version": outcome.tls_version,
+        "stage": reply.stage,
+        "code": reply.code,
+        "enhanced_code": reply.enhanced,
+        "response": reply.text,
+    }
+
+
+def _event(outcome: Outcome, claim: Claim, account_id: str) -> events.NewEvent:
+    reply: Reply = outcome.decision.reply
+    data: dict[str, Any] = {
+        "email": outcome.recipient.email,
+        "attempt": outcome.recipient.attempt_count + 1,
+        "code": reply.code,
+        "enhanced_code": reply.enhanced,
+        "response": str(reply),
+        "mx_host": outcome.mx_host,
+        "tls": outcome.tls_version is not None,
+    }
+    if outcome.decision.next_attempt_at is not None:
+        data["next_attempt_at"] = outcome.decision.next_attempt_at.isoformat()
+    return events.NewEvent(
+        account_id=account_id,
+        type=outcome.decision.status,
+        message_id=claim.message_id,
+        recipient_id=outcome.recipient.id,
+        data=data,
+    )

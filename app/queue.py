@@ -1,0 +1,69 @@
+"""The arq queue as a wake-up signal: losing a job delays delivery, never loses it.
+
+Jobs carry ids only. A delivery job's id is derived from the message, so repeated wake-ups
+for one message collapse into one queued job; `keep_result=0` frees the id once it ran.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from arq.connections import ArqRedis, RedisSettings, create_pool
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+DELIVER_JOB = "deliver_message"
+SWEEP_JOB = "sweep_due_recipients"
+QUEUE_NAME = "columba:queue"
+
+
+def delivery_job_id(message_id: str) -> str:
+    """One pending delivery job per message at a time."""
+    return f"deliver:{message_id}"
+
+
+def redis_settings(url: str) -> RedisSettings:
+    """arq connection settings from a redis:// or unix:// URL."""
+    settings = RedisSettings.from_dsn(url)
+    settings.conn_retries = 1
+    settings.conn_timeout = 2
+    return settings
+
+
+class Queue:
+    """Enqueues delivery wake-ups; Redis trouble is logged, never raised to the sender."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.redis_url = redis_url
+        self._pool: ArqRedis | None = None
+
+    async def pool(self) -> ArqRedis:
+        """The connection pool, created on first use."""
+        if self._pool is None:
+            self._pool = await create_pool(
+                redis_settings(self.redis_url), default_queue_name=QUEUE_NAME
+            )
+        return self._pool
+
+    async def wake_deliveries(self, message_ids: Iterable[str]) -> int:
+        """Enqueue a delivery job per message; returns how many were enqueued."""
+        enqueued = 0
+        try:
+            pool = await self.pool()
+            for message_id in message_ids:
+                job = await pool.enqueue_job(
+                    DELIVER_JOB, message_id, _job_id=delivery_job_id(message_id)
+                )
+                enqueued += job is not None
+        except (RedisError, OSError) as exc:
+            # The database holds the work; the sweeper enqueues it once Redis is back.
+            log.warning("could not enqueue delivery (the sweeper will): %s", exc)
+        return enqueued
+
+    async def close(self) -> None:
+        """Close the pool."""
+        if self._pool is not None:
+            await self._pool.aclose()
+            self._pool = None

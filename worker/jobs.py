@@ -1,0 +1,32 @@
+"""arq job functions: thin wrappers over the worker Runtime."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from app.queue import Queue
+from worker.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def _runtime(ctx: dict[str, Any]) -> Runtime:
+    runtime: Runtime = ctx["runtime"]
+    return runtime
+
+
+async def deliver_message(ctx: dict[str, Any], message_id: str) -> int:
+    """Deliver the due recipients of one message."""
+    return await _runtime(ctx).deliver_message(message_id)
+
+
+async def sweep_due_recipients(ctx: dict[str, Any]) -> int:
+    """Re-enqueue every message with due recipients: Redis may lose jobs, the database never
+    loses recipients (queued or deferred and due, or leased by a worker that died)."""
+    message_ids = await _runtime(ctx).sweep()
+    queue: Queue = ctx["queue"]
+    enqueued = await queue.wake_deliveries(message_ids)
+    if enqueued:
+        log.info("sweeper enqueued %d message(s)", enqueued)
+    return enqueued

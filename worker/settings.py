@@ -1,0 +1,57 @@
+"""arq worker configuration built from Columba's settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from arq import cron
+from arq.worker import Worker, func
+
+from app.config import Settings
+from app.queue import DELIVER_JOB, QUEUE_NAME, SWEEP_JOB, Queue, redis_settings
+from worker import jobs
+from worker.runtime import Runtime
+
+JOB_TIMEOUT_SECONDS = 3600  # a job may hold many slow MX conversations; leases cover crashes
+POLL_DELAY_SECONDS = 0.05  # low latency between a 202 and the first SMTP connection
+
+
+def sweep_seconds(settings: Settings) -> set[int]:
+    """The seconds of each minute at which the sweeper runs."""
+    step = max(1, min(60, int(settings.sweep_interval.total_seconds())))
+    return set(range(0, 60, step))
+
+
+def build_worker(settings: Settings, redis_url: str, **overrides: Any) -> Worker:
+    """An arq Worker running delivery jobs and the sweeper."""
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        ctx["runtime"] = Runtime(settings)
+        ctx["queue"] = Queue(redis_url)
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        await ctx["queue"].close()
+        await ctx["runtime"].close()
+
+    options: dict[str, Any] = {
+        "functions": [func(jobs.deliver_message, name=DELIVER_JOB)],
+        "cron_jobs": [
+            cron(
+                jobs.sweep_due_recipients,
+                name=SWEEP_JOB,
+                second=sweep_seconds(settings),
+                run_at_startup=True,
+            )
+        ],
+        "queue_name": QUEUE_NAME,
+        "redis_settings": redis_settings(redis_url),
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "max_jobs": settings.worker_max_jobs,
+        "job_timeout": JOB_TIMEOUT_SECONDS,
+        "keep_result": 0,  # frees the job id at once, so the sweeper can wake the message again
+        "poll_delay": POLL_DELAY_SECONDS,
+        "max_tries": 3,  # arq retries only help; recipient state changes only in the database
+    }
+    options.update(overrides)
+    return Worker(**options)
