@@ -1,0 +1,189 @@
+"""Helpers behind the fixtures: test databases, the live API server, senders, the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import dkim
+import dns.resolver
+import uvicorn
+from sqlalchemy import delete, text
+from sqlalchemy.engine import make_url
+
+from app import migrate
+from app.accounts import service as accounts
+from app.config import Settings
+from app.db import Base, Database
+from app.delivery.resolver import make_resolver
+from app.domains import service as domains
+from app.domains.models import Domain
+from app.main import create_app
+from tests.fakes.dns import FakeDNS
+from tests.fakes.mx import free_port
+from worker.settings import build_worker
+
+
+def _asyncpg_dsn(url: str, database: str | None = None) -> str:
+    """A plain postgresql:// DSN for asyncpg from a SQLAlchemy URL."""
+    parsed = make_url(url).set(drivername="postgresql")
+    if database is not None:
+        parsed = parsed.set(database=database)
+    return parsed.render_as_string(hide_password=False)
+
+
+async def create_test_database(base_url: str, name: str) -> str:
+    """Create database `name` on the server of `base_url`; returns its SQLAlchemy URL."""
+    connection = await asyncpg.connect(_asyncpg_dsn(base_url, "postgres"))
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    return make_url(base_url).set(database=name).render_as_string(hide_password=False)
+
+
+async def drop_test_database(base_url: str, url: str) -> None:
+    """Drop the session's database."""
+    name = make_url(url).database
+    connection = await asyncpg.connect(_asyncpg_dsn(base_url, "postgres"))
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+async def migrate_database(url: str) -> None:
+    """Apply the migrations (Alembic's env runs its own event loop, so use a thread)."""
+    await asyncio.to_thread(migrate.upgrade, url)
+
+
+async def truncate_all(database: Database) -> None:
+    """Empty every table."""
+    async with database.session() as session:
+        if database.settings.is_sqlite:
+            for table in reversed(Base.metadata.sorted_tables):
+                await session.execute(delete(table))
+        else:
+            names = ", ".join(table.name for table in Base.metadata.sorted_tables)
+            await session.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        await session.commit()
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without signal handlers: the test process owns its signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class ApiServer:
+    """A live uvicorn server of the API."""
+
+    url: str
+    settings: Settings
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def running(cls, settings: Settings) -> AsyncIterator[ApiServer]:
+        """Serve `create_app(settings)` on a free loopback port until the block ends."""
+        port = free_port()
+        config = uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=port, access_log=False, log_level="warning"
+        )
+        server = _QuietServer(config)
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        try:
+            yield cls(url=f"http://127.0.0.1:{port}", settings=settings)
+        finally:
+            server.should_exit = True
+            await task
+
+
+@dataclass
+class Sender:
+    """An account with a full-access key and a verified domain."""
+
+    account_id: str
+    account_name: str
+    key: str
+    domain: Domain
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Authorization header for this sender's key."""
+        return {"Authorization": f"Bearer {self.key}"}
+
+    def address(self, local: str = "noreply") -> str:
+        """An address at the sending domain."""
+        return f"{local}@{self.domain.name}"
+
+
+async def make_sender(
+    db: Database, dns_server: FakeDNS, settings: Settings, *, account: str, domain: str
+) -> Sender:
+    """Create account, key and domain; publish the DKIM key in DNS and verify it."""
+    async with db.session() as session:
+        owner = await accounts.get_or_create_account(session, name=account)
+        issued = await accounts.create_key(session, account=owner, name="test", scopes=None)
+        added = await domains.add_domain(
+            session, account=owner, name=domain, secret_key=settings.secret_key_bytes()
+        )
+        dns_server.add_txt(domains.dkim_record_name(added), added.dkim_public_record)
+        resolver = make_resolver(settings.dns_nameservers, timeout=2)
+        ok, detail = await domains.verify_domain(session, resolver=resolver, domain=added)
+        assert ok, detail
+        await session.commit()
+    return Sender(owner.id, owner.name, issued.plaintext, added)
+
+
+async def make_key(db: Database, *, account: str, scopes: list[str] | None) -> str:
+    """A key for `account` (created if new) with the given scopes."""
+    async with db.session() as session:
+        owner = await accounts.get_or_create_account(session, name=account)
+        issued = await accounts.create_key(session, account=owner, name="scoped", scopes=scopes)
+        await session.commit()
+    return issued.plaintext
+
+
+async def run_worker(settings: Settings, redis_url: str, **overrides: Any) -> int:
+    """An arq burst worker in this process: runs every queued job, then returns."""
+    worker = build_worker(
+        settings, redis_url, burst=True, handle_signals=False, poll_delay=0.01, **overrides
+    )
+    try:
+        await worker.main()
+    finally:
+        await worker.close()
+    return int(worker.jobs_complete + worker.jobs_failed)
+
+
+def _dkim_lookup(dns_server: FakeDNS) -> Any:
+    """dkimpy's dnsfunc, asking the test DNS server over the network."""
+
+    def lookup(name: bytes, timeout: int = 5) -> bytes | None:
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = [dns_server.host]
+        resolver.port = dns_server.port
+        resolver.lifetime = timeout
+        answer = resolver.resolve(name.decode().rstrip("."), "TXT")
+        return b"".join(answer[0].strings)  # type: ignore[attr-defined]
+
+    return lookup
+
+
+async def verify_dkim(message: bytes, dns_server: FakeDNS) -> bool:
+    """dkimpy's verdict on a received message, with the key from the test DNS server.
+
+    dkimpy resolves synchronously, so it runs in a thread while the loop serves DNS."""
+    lookup = _dkim_lookup(dns_server)
+    return bool(await asyncio.to_thread(dkim.verify, message, dnsfunc=lookup))
