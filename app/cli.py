@@ -272,3 +272,7 @@ def openapi() -> None:
 
     schema = create_app(Settings(dev_mode=True)).openapi()
     click.echo(json.dumps(schema, indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

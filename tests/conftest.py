@@ -197,9 +197,7 @@ async def start_mx(
 
 
 @pytest_asyncio.fixture
-async def mx(
-    start_mx: Callable[..., Awaitable[ScriptedMX]], dns_server: FakeDNS
-) -> ScriptedMX:
+async def mx(start_mx: Callable[..., Awaitable[ScriptedMX]], dns_server: FakeDNS) -> ScriptedMX:
     """One MX host for the domain `example.test` (mx1.example.test → 127.0.0.2)."""
     dns_server.add_mx("example.test", (10, "mx1.example.test"))
     dns_server.add_a("mx1.example.test", "127.0.0.2")

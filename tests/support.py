@@ -176,7 +176,7 @@ def _dkim_lookup(dns_server: FakeDNS) -> Any:
         resolver.port = dns_server.port
         resolver.lifetime = timeout
         answer = resolver.resolve(name.decode().rstrip("."), "TXT")
-        return b"".join(answer[0].strings)  # type: ignore[attr-defined]
+        return b"".join(answer[0].strings)
 
     return lookup
 

@@ -36,7 +36,7 @@ def test_environment_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_defaults_match_the_architecture() -> None:
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings()
     assert settings.database_url == "sqlite+aiosqlite:///./var/columba.db"
     assert settings.redis_url is None
     assert settings.public_url == "http://127.0.0.1:8000"

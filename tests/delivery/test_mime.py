@@ -292,7 +292,7 @@ def test_utf8_local_part_renders_raw_utf8_headers() -> None:
     raw = render(content)
     assert_wire_safe(raw)
     head, body = raw.split(b"\r\n\r\n", 1)
-    assert "To: Jörg Müller <jörg@xn--bcher-kva.de>".encode() in head
+    assert 'To: "Jörg Müller" <jörg@xn--bcher-kva.de>'.encode() in head
     assert "Subject: Grüße aus Köln".encode() in head
     assert body.isascii()
     msg = Parser(policy=email.policy.default).parsestr(raw.decode("utf-8"))

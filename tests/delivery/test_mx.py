@@ -5,12 +5,15 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+import dns.asyncresolver
+
 from app.delivery.mx import order_by_preference, resolve_destination
 from app.delivery.resolver import make_resolver
 from tests.fakes.dns import FakeDNS
 
 
-def resolver_for(dns_server: FakeDNS):  # type: ignore[no-untyped-def]
+def resolver_for(dns_server: FakeDNS) -> dns.asyncresolver.Resolver:
+    """A resolver asking only the test DNS server."""
     return make_resolver([dns_server.nameserver], timeout=1.0)
 
 
@@ -19,7 +22,9 @@ async def test_mx_hosts_come_best_first_with_their_addresses(dns_server: FakeDNS
     dns_server.add_a("a.multi.test", "127.0.0.2")
     dns_server.add_aaaa("a.multi.test", "::1")
     dns_server.add_a("b.multi.test", "127.0.0.3")
-    destination = await resolve_destination(resolver_for(dns_server), "multi.test", allow_private=True)
+    destination = await resolve_destination(
+        resolver_for(dns_server), "multi.test", allow_private=True
+    )
     assert destination.failure is None
     assert [(h.name, h.addresses) for h in destination.hosts] == [
         ("a.multi.test", ("127.0.0.2", "::1")),
@@ -31,7 +36,9 @@ async def test_a_domain_with_mx_is_never_sent_to_its_own_a_record(dns_server: Fa
     dns_server.add_mx("both.test", (10, "mx.both.test"))
     dns_server.add_a("mx.both.test", "127.0.0.2")
     dns_server.add_a("both.test", "127.0.0.9")
-    destination = await resolve_destination(resolver_for(dns_server), "both.test", allow_private=True)
+    destination = await resolve_destination(
+        resolver_for(dns_server), "both.test", allow_private=True
+    )
     assert [address for _, address in destination.addresses()] == ["127.0.0.2"]
 
 
@@ -56,8 +63,10 @@ async def test_nxdomain_is_permanent_and_servfail_temporary(dns_server: FakeDNS)
     resolver = resolver_for(dns_server)
     missing = await resolve_destination(resolver, "missing.test")
     flaky = await resolve_destination(resolver, "flaky.test")
-    assert missing.failure is not None and missing.failure.is_permanent
-    assert flaky.failure is not None and flaky.failure.is_transient
+    assert missing.failure is not None
+    assert missing.failure.is_permanent
+    assert flaky.failure is not None
+    assert flaky.failure.is_transient
 
 
 async def test_dns_timeout_is_temporary(dns_server: FakeDNS) -> None:
@@ -65,7 +74,8 @@ async def test_dns_timeout_is_temporary(dns_server: FakeDNS) -> None:
     destination = await resolve_destination(
         make_resolver([dns_server.nameserver], timeout=0.3), "slow.test"
     )
-    assert destination.failure is not None and destination.failure.enhanced == "4.4.3"
+    assert destination.failure is not None
+    assert destination.failure.enhanced == "4.4.3"
 
 
 async def test_private_addresses_are_refused_unless_allowed(dns_server: FakeDNS) -> None:
@@ -75,7 +85,8 @@ async def test_private_addresses_are_refused_unless_allowed(dns_server: FakeDNS)
     allowed = await resolve_destination(
         resolver_for(dns_server), "internal.test", allow_private=True
     )
-    assert refused.failure is not None and refused.failure.enhanced == "5.4.4"
+    assert refused.failure is not None
+    assert refused.failure.enhanced == "5.4.4"
     assert allowed.failure is None
 
 

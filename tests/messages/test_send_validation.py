@@ -72,7 +72,8 @@ async def test_invalid_input_is_400_and_writes_nothing(
     response = await post(client, sender, body(sender, **overrides))
     assert response.status_code == 400, response.text
     errors = response.json()["errors"]
-    assert errors and all(set(e) == {"message", "field", "help"} for e in errors)
+    assert errors
+    assert all(set(e) == {"message", "field", "help"} for e in errors)
     if field is not None:
         assert field in {e["field"] for e in errors}, errors
     assert await count_rows(db) == (0, 0, 0)

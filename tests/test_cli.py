@@ -1,0 +1,130 @@
+"""The `columba` command, run as a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app import migrate
+from tests.fakes.mx import free_port
+
+COLUMBA = [sys.executable, "-m", "app.cli"]
+
+
+def run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run a columba command and capture its output."""
+    return subprocess.run(
+        COLUMBA + args, env=env, cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """An environment with its own SQLite database and a production-grade secret key."""
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+    migrate.upgrade(database_url)
+    return {
+        **os.environ,
+        "COLUMBA_DATABASE_URL": database_url,
+        "COLUMBA_SECRET_KEY": "cli-test-secret-" + "k" * 32,
+        "COLUMBA_HOSTNAME": "mta.columba.test",
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+    }
+
+
+def test_keys_create_prints_the_key_once(env: dict[str, str], tmp_path: Path) -> None:
+    result = run(["keys", "create", "--name", "ci", "--scope", "mail.send"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    key = result.stdout.strip()
+    assert re.fullmatch(r"SG\.[\w-]{22}\.[\w-]{43}", key)
+    listed = run(["keys", "list"], env, tmp_path)
+    assert key.split(".")[1] in listed.stdout
+    assert key.split(".")[2] not in listed.stdout
+    assert "mail.send" in listed.stdout
+
+
+def test_unknown_scope_is_refused(env: dict[str, str], tmp_path: Path) -> None:
+    result = run(["keys", "create", "--name", "x", "--scope", "mail.sned"], env, tmp_path)
+    assert result.returncode != 0
+    assert "unknown scope" in result.stderr
+
+
+def test_domains_add_prints_the_records_to_publish(env: dict[str, str], tmp_path: Path) -> None:
+    result = run(["domains", "add", "shop.example", "--account", "shop"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert re.search(
+        r"cb\d{6}\._domainkey\.shop\.example\.\s+IN\s+TXT\s+\"v=DKIM1; k=rsa; p=", result.stdout
+    )
+    assert "v=spf1" in result.stdout
+    assert "_dmarc.shop.example." in result.stdout
+    again = run(["domains", "add", "shop.example", "--account", "shop"], env, tmp_path)
+    assert again.returncode != 0
+    listed = run(["domains", "list"], env, tmp_path)
+    assert "shop.example" in listed.stdout
+    assert "not verified" in listed.stdout
+
+
+def test_production_commands_refuse_to_start_without_a_secret_key(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    unsafe = {k: v for k, v in env.items() if k != "COLUMBA_SECRET_KEY"}
+    for command in (["api"], ["worker"], ["domains", "add", "x.example"]):
+        result = run(command, unsafe, tmp_path)
+        assert result.returncode != 0, command
+        assert "COLUMBA_SECRET_KEY is not set" in result.stderr
+
+
+async def test_dev_runs_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    port, smtp_port = free_port(), free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("COLUMBA_")} | {
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent)
+    }
+    process = await asyncio.create_subprocess_exec(
+        *COLUMBA,
+        "dev",
+        "--port",
+        str(port),
+        "--smtp-port",
+        str(smtp_port),
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    try:
+        output = ""
+        async with asyncio.timeout(60):
+            while "curl" not in output:
+                output += (await process.stdout.readline()).decode()
+        curl_line = next(line for line in output.splitlines() if line.strip().startswith("curl"))
+        args = shlex.split(curl_line)
+        headers = dict(args[i + 1].split(": ", 1) for i, arg in enumerate(args) if arg == "-H")
+        payload = args[args.index("-d") + 1]
+        async with httpx.AsyncClient() as http:
+            response = await http.post(
+                args[args.index("POST") + 1], content=payload, headers=headers
+            )
+        assert response.status_code == 202, response.text
+        mailbox = tmp_path / "var" / "mailbox"
+        async with asyncio.timeout(20):
+            while not list(mailbox.glob("*.eml")):
+                await asyncio.sleep(0.1)
+        [captured] = list(mailbox.glob("*.eml"))
+        assert b"Subject: Hello from Columba" in captured.read_bytes()
+        assert b"DKIM-Signature:" in captured.read_bytes()
+    finally:
+        process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(30):
+            rest = await process.stdout.read()
+            code = await process.wait()
+    assert code == 0, rest.decode()[-2000:]
