@@ -5,6 +5,7 @@ from app.db import Base
 from app.domains.models import Domain
 from app.events.models import Event
 from app.messages.models import Attempt, Message, MessageAttachment, Recipient
+from app.suppressions.models import Suppression
 
 __all__ = [
     "Account",
@@ -16,4 +17,5 @@ __all__ = [
     "Message",
     "MessageAttachment",
     "Recipient",
+    "Suppression",
 ]

@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any, Literal
 
+import sqlalchemy as sa
 from alembic import context
 from sqlalchemy.engine import Connection
 
 import app.models  # noqa: F401  (registers every table on Base.metadata)
 from app.config import load_settings
-from app.db import Base, create_engine
+from app.db import Base, UTCDateTime, create_engine
 
 target_metadata = Base.metadata
+
+
+def _render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[False]:
+    """Spell Columba's column types in plain SQLAlchemy, so migrations never import app code."""
+    if type_ != "type":
+        return False
+    if isinstance(obj, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    if isinstance(obj, sa.JSON) or isinstance(getattr(obj, "impl", None), sa.JSON):
+        autogen_context.imports.add("from sqlalchemy.dialects import postgresql")
+        return 'sa.JSON().with_variant(postgresql.JSONB(), "postgresql")'
+    if isinstance(obj, sa.BigInteger) and "sqlite" in getattr(obj, "_variant_mapping", {}):
+        return 'sa.BigInteger().with_variant(sa.Integer(), "sqlite")'
+    return False
 
 
 def _configure(connection: Connection) -> None:
@@ -22,6 +38,7 @@ def _configure(connection: Connection) -> None:
         # SQLite cannot ALTER most things; batch mode rebuilds the table instead.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        render_item=_render_item,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
@@ -20,7 +20,6 @@ import dns.asyncresolver
 from app import clock
 from app.config import Settings
 from app.db import Database
-from app.delivery import mime
 from app.delivery.mx import Destination, relay_destination, resolve_destination
 from app.delivery.replies import Reply, synthetic
 from app.delivery.resolver import make_resolver, resolve_host
@@ -29,12 +28,11 @@ from app.delivery.signing import DkimSigner
 from app.delivery.smtp import Envelope, SmtpOptions, TransactionResult, deliver
 from app.domains.service import dkim_key
 from app.messages import dispatch
+from app.messages.compose import Composer, Copy, Refused, return_path
 from app.messages.dispatch import Claim, ClaimedRecipient, LoadedMessage, Outcome
 
 log = logging.getLogger(__name__)
 
-RENDER_CACHE_SIZE = 64
-RENDER_CACHE_MAX_BYTES = 1024 * 1024  # bigger messages are re-rendered rather than kept
 DESTINATION_CONCURRENCY = 50
 
 
@@ -48,8 +46,8 @@ class Runtime:
             settings.dns_nameservers, timeout=settings.dns_timeout.total_seconds()
         )
         self.retry_policy = RetryPolicy(settings.retry_schedule, settings.max_message_age)
-        self._rendered: OrderedDict[str, bytes] = OrderedDict()
         self._signers: dict[str, DkimSigner] = {}
+        self.composer = Composer(self.signer)
 
     async def close(self) -> None:
         """Release the database pool."""
@@ -104,49 +102,53 @@ class Runtime:
                 await task
 
     async def _attempt(self, claim: Claim, loaded: LoadedMessage) -> list[Outcome]:
-        """Send to every destination of the claim; a local failure defers everyone."""
+        """Send every recipient's copy; recipients with identical copies share a transaction."""
         started = clock.now()
         try:
-            data, smtputf8 = self.signed_message(loaded)
+            prepared = self.composer.copies(loaded, claim.recipients)
         except Exception as exc:  # a bad key or content must not leave recipients leased
             log.exception("cannot render or sign message %s", claim.message_id)
             reply = synthetic(451, "4.3.0", f"local error preparing the message: {exc}")
             return [self._outcome(r, reply, loaded, started, 0) for r in claim.recipients]
-        by_domain: dict[str, list[ClaimedRecipient]] = defaultdict(list)
-        for recipient in claim.recipients:
-            by_domain[recipient.domain].append(recipient)
+        outcomes = [
+            self._outcome(item.recipient, item.reply, loaded, started, 0)
+            for item in prepared
+            if isinstance(item, Refused)
+        ]
+        groups = group_copies([item for item in prepared if isinstance(item, Copy)])
         limit = asyncio.Semaphore(DESTINATION_CONCURRENCY)
 
-        async def one(domain: str, recipients: list[ClaimedRecipient]) -> list[Outcome]:
+        async def one(group: list[Copy]) -> list[Outcome]:
             async with limit:
-                return await self._deliver_to(domain, recipients, loaded, data, smtputf8)
+                return await self._deliver_group(group, loaded)
 
-        groups = await asyncio.gather(*(one(d, rs) for d, rs in by_domain.items()))
-        return [outcome for group in groups for outcome in group]
+        results = await asyncio.gather(*(one(group) for group in groups))
+        return outcomes + [outcome for result in results for outcome in result]
 
-    async def _deliver_to(
-        self,
-        domain: str,
-        recipients: Sequence[ClaimedRecipient],
-        loaded: LoadedMessage,
-        data: bytes,
-        smtputf8: bool,
-    ) -> list[Outcome]:
-        """One destination: resolve, transact, turn replies into outcomes."""
+    async def _deliver_group(self, group: list[Copy], loaded: LoadedMessage) -> list[Outcome]:
+        """One transaction's worth of identical copies to one domain."""
         started, began = clock.now(), time.perf_counter()
-        emails = tuple(recipient.email for recipient in recipients)
+        leader = group[0]
+        emails = tuple(copy.recipient.email for copy in group)
         envelope = Envelope(
-            mail_from=loaded.message.from_email,
+            mail_from=return_path(loaded, leader.recipient),
             recipients=emails,
-            data=data,
-            smtputf8=smtputf8 or not all(email.isascii() for email in emails),
+            data=leader.data,
+            smtputf8=leader.smtputf8 or not all(email.isascii() for email in emails),
         )
-        destination = await self.destination(domain)
+        destination = await self.destination(leader.recipient.domain)
         result = await deliver(destination, envelope, self.smtp_options())
         elapsed = int((time.perf_counter() - began) * 1000)
         return [
-            self._outcome(r, _reply_for(result, r.email), loaded, started, elapsed, result)
-            for r in recipients
+            self._outcome(
+                copy.recipient,
+                _reply_for(result, copy.recipient.email),
+                loaded,
+                started,
+                elapsed,
+                result,
+            )
+            for copy in group
         ]
 
     def _outcome(
@@ -198,27 +200,6 @@ class Runtime:
             implicit_tls=relay.implicit_tls if relay else False,
         )
 
-    def signed_message(self, loaded: LoadedMessage) -> tuple[bytes, bool]:
-        """The message rendered and DKIM-signed, and whether it needs SMTPUTF8.
-
-        Rendering and signing are deterministic (fixed Message-ID, Date, boundaries and t=),
-        so every retry sends the same bytes; the cache only saves the work."""
-        message_id = loaded.message.id
-        content = dispatch.content_of(loaded)
-        smtputf8 = mime.needs_smtputf8(content)
-        cached = self._rendered.get(message_id)
-        if cached is not None:
-            self._rendered.move_to_end(message_id)
-            return cached, smtputf8
-        body = mime.render(content)
-        timestamp = int(loaded.message.created_at.timestamp())
-        signed = self.signer(loaded).sign(body, timestamp=timestamp) + body
-        if len(signed) <= RENDER_CACHE_MAX_BYTES:
-            self._rendered[message_id] = signed
-            if len(self._rendered) > RENDER_CACHE_SIZE:
-                self._rendered.popitem(last=False)
-        return signed, smtputf8
-
     def signer(self, loaded: LoadedMessage) -> DkimSigner:
         """The sending domain's signer, its key decrypted once per process."""
         domain = loaded.domain
@@ -227,6 +208,14 @@ class Runtime:
             key = dkim_key(domain, secret_key=self.settings.secret_key_bytes())
             signer = self._signers[domain.id] = DkimSigner([key])
         return signer
+
+
+def group_copies(copies: Sequence[Copy]) -> list[list[Copy]]:
+    """Copies that may share one SMTP transaction: same domain and identical bytes."""
+    groups: dict[tuple[str, bytes], list[Copy]] = defaultdict(list)
+    for copy in copies:
+        groups[(copy.recipient.domain, copy.digest)].append(copy)
+    return list(groups.values())
 
 
 def _reply_for(result: TransactionResult, email: str) -> Reply:

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from email import headerregistry
+from email.charset import Charset
 from email.header import Header
 from email.message import EmailMessage, MIMEPart
 from types import MappingProxyType
@@ -31,9 +32,12 @@ _POLICY = email.policy.SMTP.clone(cte_type="7bit", refold_source="none")
 # RFC 6532 §3.2: a message whose addresses have UTF-8 local parts carries raw UTF-8 headers.
 _POLICY_UTF8 = _POLICY.clone(utf8=True)
 
-# RFC 5322 §2.1.1: a line MUST be no longer than 998 octets (excluding CRLF), SHOULD be <= 78.
+# RFC 5322 §2.1.1: a line MUST be no longer than 998 octets (excluding CRLF), SHOULD be <= 78;
+# RFC 2047 §2: lines holding encoded-words at most 76, and an encoded-word at most 75 chars.
 _MAX_LINE = 998
-_SOFT_LINE = 78
+_SOFT_LINE = 76
+_MAX_ENCODED_WORD = 75
+_UTF8 = Charset("utf-8")
 # RFC 5322 §3.6.8: field-name = 1*ftext, printable ASCII except ":".
 _FIELD_NAME = re.compile(r"[!-9;-~]+\Z")
 # Header-bound text must never smuggle a line break (CHECKLIST 41). Besides CR and LF, Python's
@@ -109,9 +113,10 @@ def needs_smtputf8(content: MessageContent) -> bool:
 # Every header except Date, Message-ID and MIME-Version is formatted here and stored verbatim
 # with `set_raw`, because the policy's folder in CPython 3.11 is unreliable for what we send:
 # it may encode the comma between addresses (gh-100884), drop or add the space between
-# adjacent encoded-words (gh-92081, gh-144156), emit encoded-words of 76 chars (RFC 2047 §2
-# allows 75), and turns long ASCII tokens such as List-Unsubscribe URIs into encoded-words.
-# Encoded-words come from `email.header.Header`, which keeps all whitespace inside the words.
+# adjacent encoded-words (gh-92081, gh-144156), emit encoded-words of 76 chars, and turns long
+# ASCII tokens such as List-Unsubscribe URIs into encoded-words. A header is built as a list of
+# tokens (words, quoted-string pieces, encoded-words, <addr-spec>) that `_fold_tokens` joins
+# with single spaces, folding between tokens only, so the text itself is never altered.
 
 
 def _all_addresses(content: MessageContent) -> Iterable[Address]:
@@ -139,33 +144,39 @@ def _add_standard_headers(msg: EmailMessage, content: MessageContent, utf8: bool
 def _add_addresses(
     msg: EmailMessage, name: str, addresses: tuple[Address, ...], utf8: bool
 ) -> None:
-    """Add an address-list field, one mailbox per line, when there are any addresses."""
-    if addresses:
-        first, *rest = addresses
-        mailboxes = [_mailbox(first, name, utf8), *(_mailbox(a, "", utf8) for a in rest)]
-        _set_folded(msg, name, ",\r\n ".join(mailboxes))
+    """Add an address-list field (RFC 5322 §3.4) when there are any addresses."""
+    tokens: list[str] = []
+    for address in addresses:
+        if tokens:
+            tokens[-1] += ","
+        tokens += _mailbox(address, name, utf8)
+    if tokens:
+        _set_folded(msg, name, _fold_tokens(name, tokens))
 
 
-def _mailbox(address: Address, field: str, utf8: bool) -> str:
-    """Format `name <addr-spec>` (RFC 5322 §3.4) with the domain as an IDNA A-label."""
+def _mailbox(address: Address, field: str, utf8: bool) -> list[str]:
+    """Return the tokens of `name <addr-spec>`, with the domain as an IDNA A-label."""
     _check_header_text(address.email)
     local, domain = _split_email(address.email)
     # The email package quotes a local part that is not a dot-atom.
     spec = headerregistry.Address(username=local, domain=_ascii_domain(domain)).addr_spec
     if not address.name:
-        return spec
+        return [spec]
     _check_header_text(address.name)
-    return f"{_phrase(address.name, field, utf8)} <{spec}>"
+    return [*_phrase(address.name, field, utf8), f"<{spec}>"]
 
 
-def _phrase(name: str, field: str, utf8: bool) -> str:
-    """Format a display name as atoms, a quoted-string or encoded-words (RFC 2047 §5(3))."""
+def _phrase(name: str, field: str, utf8: bool) -> list[str]:
+    """Return a display name as atoms, a quoted-string or encoded-words (RFC 2047 §5(3))."""
     # "=?" is encoded too, or clients would decode a literal look-alike encoded-word.
     if "=?" in name or not name.isprintable() or not (utf8 or name.isascii()):
-        return _encoded_words(field, name)
+        single = _UTF8.header_encode(name)
+        # One word when it fits: Python's own phrase parser (unlike RFC 2047 §6.2) keeps
+        # the folding space between adjacent encoded-words.
+        return [single] if len(single) <= _MAX_ENCODED_WORD else _encoded_words(field, name)
     if _ATOMS.match(name):
-        return name
-    return '"' + email.utils.quote(name) + '"'
+        return name.split(" ")
+    return ('"' + email.utils.quote(name) + '"').split(" ")
 
 
 def _split_email(addr: str) -> tuple[str, str]:
@@ -189,17 +200,17 @@ def _unstructured(name: str, value: str, utf8: bool) -> str:
     # values, non-printable ones, and non-ASCII ones without SMTPUTF8 are encoded.
     plain = "=?" not in value and value.isprintable() and value == value.strip(" ")
     if plain and (utf8 or value.isascii()):
-        folded = _fold_words(name, value)
+        folded = _fold_tokens(name, value.split(" "))
         if _fits(name, folded):
             return folded
-    return _encoded_words(name, value)
+    return _fold_tokens(name, _encoded_words(name, value))
 
 
-def _encoded_words(name: str, value: str) -> str:
-    """Encode text as UTF-8 encoded-words of at most 75 chars, folded on 78-char lines."""
-    # maxlinelen=76: continuation lines are one space plus a word of at most 75 (RFC 2047 §2).
-    header = Header(value, "utf-8", maxlinelen=76, header_name=name)
-    return header.encode(linesep="\r\n")
+def _encoded_words(name: str, value: str) -> list[str]:
+    """Encode text as UTF-8 encoded-words of at most 75 chars (RFC 2047 §2)."""
+    # The email package splits between characters and keeps every space inside the words.
+    header = Header(value, _UTF8, maxlinelen=_SOFT_LINE, header_name=name)
+    return header.encode(linesep="\r\n").split()
 
 
 def _add_custom_header(msg: EmailMessage, name: str, value: str, utf8: bool) -> None:
@@ -209,28 +220,33 @@ def _add_custom_header(msg: EmailMessage, name: str, value: str, utf8: bool) -> 
     if name.lower() in _RESERVED_HEADERS:
         raise ValueError(f"header {name!r} cannot be set as a custom header")
     _check_header_text(value)
-    if not (utf8 or value.isascii()):
-        _set_folded(msg, name, _encoded_words(name, value))
-        return
     # Structured values such as List-Unsubscribe URIs (RFC 8058) must stay literal: they are
     # only folded at spaces, and one that cannot fit is refused rather than encoded.
-    folded = _fold_words(name, value)
-    if not _fits(name, folded):
-        raise ValueError(f"header {name!r} has a word longer than {_MAX_LINE} octets")
-    _set_folded(msg, name, folded)
+    plain = utf8 or value.isascii()
+    tokens = value.split(" ") if plain else _encoded_words(name, value)
+    _set_folded(msg, name, _fold_tokens(name, tokens))
 
 
-def _fold_words(name: str, value: str) -> str:
-    """Fold at spaces to keep lines near 78 chars (RFC 5322 §2.2.3); the text is unchanged."""
-    first, *words = value.split(" ")
-    lines = [f"{name}: {first}"]
-    for word in words:
-        # Folding before an empty word would leave a whitespace-only line (RFC 5322 §3.2.2).
-        if word and len(lines[-1]) + 1 + len(word) > _SOFT_LINE:
-            lines.append(" " + word)
+def _fold_tokens(name: str, tokens: list[str]) -> str:
+    """Join tokens with spaces, folding before one that would pass column 76 (RFC 5322 §2.2.3)."""
+    lines = [name + ":"]
+    for token in tokens:
+        if _fold_before(lines[-1], token):
+            lines.append(" " + token)
         else:
-            lines[-1] += " " + word
-    return "\r\n".join(lines)[len(name) + 2 :]
+            lines[-1] += " " + token
+    folded = "\r\n".join(lines)[len(name) + 1 :]
+    # The generator writes "name: " itself; a value folded before its first token keeps CRLF.
+    return folded[1:] if folded.startswith(" ") else folded
+
+
+def _fold_before(line: str, token: str) -> bool:
+    """True when `token` should start a new line rather than extend `line`."""
+    width = len(line) + 1 + len(token)
+    # A token too long for any line is only moved when the line would pass 998 octets; an
+    # empty one never is, which would leave a whitespace-only line (RFC 5322 §3.2.2).
+    helps = len(token) < _SOFT_LINE or width > _MAX_LINE
+    return bool(token) and width > _SOFT_LINE and helps
 
 
 def _fits(name: str, folded: str) -> bool:

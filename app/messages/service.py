@@ -35,6 +35,8 @@ from app.messages.schemas import (
     SendAccepted,
     SendRequest,
 )
+from app.suppressions import service as suppressions
+from app.suppressions.models import SuppressionType
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +143,9 @@ async def accept(
     session.add_all(_attachment_rows(request, files, message_id))
     await session.flush()
     rows = _recipient_rows(request, message_id=message_id, account_id=principal.account.id)
+    drops = await _apply_suppressions(session, principal.account.id, rows)
     await session.execute(insert(Recipient), rows)
-    await events.record(session, [_processed(row) for row in rows])
+    await events.record(session, [drops.get(row["id"]) or _processed(row) for row in rows])
     return SendAccepted(
         id=message_id,
         recipients=[
@@ -198,6 +201,43 @@ def _attachment_rows(
         )
         for position, (attachment, data) in enumerate(zip(request.attachments, files, strict=True))
     ]
+
+
+# SendGrid's drop reasons, so SendGrid-format consumers see familiar texts.
+DROP_REASONS = {
+    SuppressionType.BOUNCE: "Bounced Address",
+    SuppressionType.COMPLAINT: "Spam Reporting Address",
+    SuppressionType.UNSUBSCRIBE: "Unsubscribed Address",
+    SuppressionType.MANUAL: "Suppressed Address",
+}
+
+
+async def _apply_suppressions(
+    session: AsyncSession, account_id: str, rows: list[dict[str, Any]]
+) -> dict[str, events.NewEvent]:
+    """Mark suppressed recipients `dropped` (never attempted); their events by recipient id."""
+    found = await suppressions.suppressed(
+        session, account_id=account_id, emails=[row["email"] for row in rows]
+    )
+    drops: dict[str, events.NewEvent] = {}
+    for row in rows:
+        entry = found.get(suppressions.suppression_key(row["email"]))
+        if entry is None:
+            continue
+        row["status"] = RecipientStatus.DROPPED.value
+        row["next_attempt_at"] = None
+        drops[row["id"]] = events.NewEvent(
+            account_id=account_id,
+            type=EventType.DROPPED,
+            message_id=row["message_id"],
+            recipient_id=row["id"],
+            data={
+                "email": row["email"],
+                "reason": DROP_REASONS[SuppressionType(entry.type)],
+                "suppression": entry.type,
+            },
+        )
+    return drops
 
 
 def _processed(row: dict[str, Any]) -> events.NewEvent:

@@ -1,0 +1,1 @@
+"""Suppressions: addresses an account no longer sends to, and why."""

@@ -1,0 +1,190 @@
+"""A whole Columba for benchmarks: database, Redis, DNS, a sink MX, API and worker processes.
+
+The API and the workers run as real `columba` processes, as in production; the bench process
+hosts the DNS server and the sink, so that send and arrival times come from one clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from app import migrate
+from app.accounts import service as accounts
+from app.config import Settings
+from app.db import Database
+from app.domains import service as domains
+from app.embedded_redis import embedded_redis_url, stop_embedded_redis
+from tests.fakes.dns import FakeDNS
+from tests.fakes.mx import free_port
+from tests.support import create_test_database, drop_test_database
+
+ROOT = Path(__file__).resolve().parent.parent
+SINK_HOST = "127.0.0.2"
+
+
+@dataclass
+class Sink:
+    """An SMTP server that accepts everything and stamps each message's arrival time."""
+
+    arrivals: dict[str, float] = field(default_factory=dict)  # Message-ID → perf_counter()
+    recipients: int = 0
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+        """Record the Message-ID and time, then 250."""
+        data = envelope.original_content or b""
+        start = data.find(b"\nMessage-ID: <")
+        message_id = data[start + 14 : data.find(b">", start)].decode() if start >= 0 else ""
+        self.arrivals[message_id] = time.perf_counter()
+        self.recipients += len(envelope.rcpt_tos)
+        self.event.set()
+        return "250 2.0.0 OK"
+
+    async def wait_for_recipients(self, count: int, timeout: float) -> None:
+        """Until `count` recipients arrived in total."""
+        async with asyncio.timeout(timeout):
+            while self.recipients < count:
+                self.event.clear()
+                await self.event.wait()
+
+
+@dataclass
+class Stack:
+    """A running Columba with a key, a sending domain and a recipient domain on the sink."""
+
+    api_url: str
+    key: str
+    sender: str
+    recipient_domain: str
+    sink: Sink
+    settings: Settings
+
+    def headers(self) -> dict[str, str]:
+        """Authorization for the bench key."""
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+def _environment(settings: Settings) -> dict[str, str]:
+    """The COLUMBA_* variables the child processes need."""
+    values: dict[str, Any] = {
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "SECRET_KEY": settings.secret_key_bytes().decode(),
+        "HOSTNAME": settings.hostname,
+        "DNS_NAMESERVERS": ",".join(settings.dns_nameservers),
+        "MX_PORT": settings.mx_port,
+        "ALLOW_PRIVATE_DESTINATIONS": "true",
+        "REQUIRE_VERIFIED_DOMAINS": "false",
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLUMBA_")}
+    env.update({f"COLUMBA_{k}": str(v) for k, v in values.items()})
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+async def _provision(settings: Settings) -> tuple[str, str]:
+    """A key and a sending domain; returns (key, domain)."""
+    database = Database(settings)
+    try:
+        async with database.session() as session:
+            account = await accounts.get_or_create_account(session, name="bench")
+            issued = await accounts.create_key(session, account=account, name="bench", scopes=None)
+            domain = await domains.add_domain(
+                session, account=account, name="bench.test", secret_key=settings.secret_key_bytes()
+            )
+            await session.commit()
+        return issued.plaintext, domain.name
+    finally:
+        await database.dispose()
+
+
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    handle = log.open("wb")
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "--log-level", "WARNING", *args],
+        env=env,
+        cwd=ROOT,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+    )
+
+
+async def _wait_healthy(url: str, timeout: float = 30) -> None:
+    async with httpx.AsyncClient() as http, asyncio.timeout(timeout):
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if (await http.get(url + "/healthz")).status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
+
+
+@contextlib.asynccontextmanager
+async def running_stack(
+    *, postgres_url: str | None, redis_url: str | None, workers: int = 1, api_workers: int = 1
+) -> AsyncIterator[Stack]:
+    """Start everything; stop everything when the block ends."""
+    with tempfile.TemporaryDirectory(prefix="columba-bench-") as tmp:
+        var_dir = Path(tmp)
+        if postgres_url:
+            database_url = await create_test_database(
+                postgres_url, "columba_bench_" + secrets.token_hex(4)
+            )
+        else:
+            database_url = f"sqlite+aiosqlite:///{var_dir / 'bench.db'}"
+        await asyncio.to_thread(migrate.upgrade, database_url)
+        mx_port = free_port()
+        async with FakeDNS() as dns_server:
+            dns_server.add_mx("sink.test", (10, "mx.sink.test"))
+            dns_server.add_a("mx.sink.test", SINK_HOST)
+            settings = Settings(
+                database_url=database_url,
+                redis_url=redis_url or embedded_redis_url(var_dir),
+                secret_key="bench-secret-" + "b" * 40,
+                hostname="bench.columba.test",
+                dns_nameservers=(dns_server.nameserver,),
+                mx_port=mx_port,
+                var_dir=var_dir,
+            )
+            key, domain = await _provision(settings)
+            sink = Sink()
+            loop = asyncio.get_running_loop()
+            server = await loop.create_server(
+                lambda: SMTP(sink, hostname="sink.test", decode_data=False), SINK_HOST, mx_port
+            )
+            env = _environment(settings)
+            api_port = free_port()
+            processes = [
+                _spawn(
+                    ["api", "--port", str(api_port), "--workers", str(api_workers)],
+                    env,
+                    var_dir / "api.log",
+                )
+            ] + [_spawn(["worker"], env, var_dir / f"worker{i}.log") for i in range(workers)]
+            try:
+                api_url = f"http://127.0.0.1:{api_port}"
+                await _wait_healthy(api_url)
+                yield Stack(api_url, key, f"bench@{domain}", "sink.test", sink, settings)
+            finally:
+                for process in processes:
+                    process.terminate()
+                for process in processes:
+                    process.wait(timeout=30)
+                server.close()
+                await server.wait_closed()
+                stop_embedded_redis()
+                if postgres_url:
+                    await drop_test_database(postgres_url, database_url)
