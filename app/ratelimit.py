@@ -1,0 +1,55 @@
+"""Rate limits shared by every process through Redis: fixed windows, as SendGrid's
+X-RateLimit-Limit / -Remaining / -Reset headers describe them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from app import clock
+
+# INCRBY then EXPIRE on first use, atomically: concurrent replicas never lose a count.
+_HIT = """
+local count = redis.call('INCRBY', KEYS[1], ARGV[1])
+if count == tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return count
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitResult:
+    """Whether this hit is allowed, and the numbers for the X-RateLimit headers."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_at: int  # Unix time when the window resets
+
+    def headers(self) -> dict[str, str]:
+        """SendGrid's rate-limit response headers."""
+        return {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Reset": str(self.reset_at),
+        }
+
+
+class FixedWindowLimiter:
+    """At most `limit` units per `window` seconds per key, counted in Redis."""
+
+    def __init__(self, redis: Redis, *, prefix: str) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self._script = redis.register_script(_HIT)
+
+    async def hit(self, key: str, *, limit: int, window: int, cost: int = 1) -> RateLimitResult:
+        """Count `cost` units against `key`; refused (and still counted) past the limit."""
+        now = int(clock.now().timestamp())
+        index = now // window
+        reset_at = (index + 1) * window
+        redis_key = f"{self.prefix}:{key}:{index}"
+        count = int(await self._script(keys=[redis_key], args=[cost, window + 1]))
+        return RateLimitResult(
+            allowed=count <= limit, limit=limit, remaining=max(0, limit - count), reset_at=reset_at
+        )
