@@ -18,6 +18,7 @@ from app import migrate
 from tests.fakes.mx import free_port
 
 COLUMBA = [sys.executable, "-m", "app.cli"]
+ROOT = str(Path(__file__).resolve().parent.parent)
 
 
 def run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -37,7 +38,7 @@ def env(tmp_path: Path) -> dict[str, str]:
         "COLUMBA_DATABASE_URL": database_url,
         "COLUMBA_SECRET_KEY": "cli-test-secret-" + "k" * 32,
         "COLUMBA_HOSTNAME": "mta.columba.test",
-        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+        "PYTHONPATH": ROOT,
     }
 
 
@@ -86,7 +87,7 @@ def test_production_commands_refuse_to_start_without_a_secret_key(
 async def test_dev_runs_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     port, smtp_port = free_port(), free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("COLUMBA_")} | {
-        "PYTHONPATH": str(Path(__file__).resolve().parent.parent)
+        "PYTHONPATH": ROOT
     }
     process = await asyncio.create_subprocess_exec(
         *COLUMBA,
@@ -117,7 +118,7 @@ async def test_dev_runs_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         assert response.status_code == 202, response.text
         mailbox = tmp_path / "var" / "mailbox"
         async with asyncio.timeout(20):
-            while not list(mailbox.glob("*.eml")):
+            while not list(mailbox.glob("*.eml")):  # noqa: ASYNC110 (polling a directory)
                 await asyncio.sleep(0.1)
         [captured] = list(mailbox.glob("*.eml"))
         assert b"Subject: Hello from Columba" in captured.read_bytes()
