@@ -6,7 +6,7 @@ import socket
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -57,6 +57,14 @@ class Settings(BaseSettings):
     smtp_data_timeout: Duration = timedelta(minutes=10)
     dns_timeout: Duration = timedelta(seconds=10)
     worker_max_jobs: int = Field(default=20, ge=1)
+    # SMTP submission (`columba smtp`): limits and protections of a public listener.
+    smtp_rate_limit: int = Field(default=100, ge=1)  # messages per minute per key
+    smtp_max_recipients: int = Field(default=1000, ge=1)
+    smtp_auth_max_failures: int = Field(default=5, ge=1)  # per client IP
+    smtp_auth_max_key_failures: int = Field(default=10, ge=1)  # per API key
+    smtp_auth_lockout: Duration = timedelta(minutes=15)
+    smtp_bare_line_endings: Literal["normalize", "reject"] = "normalize"
+    smtp_idle_timeout: Duration = timedelta(minutes=5)  # RFC 5321 §4.5.3.2.7
 
     @field_validator("dns_nameservers", mode="before")
     @classmethod
@@ -78,6 +86,8 @@ class Settings(BaseSettings):
         "smtp_command_timeout",
         "smtp_data_timeout",
         "dns_timeout",
+        "smtp_auth_lockout",
+        "smtp_idle_timeout",
         mode="before",
     )
     @classmethod

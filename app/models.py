@@ -5,6 +5,7 @@ from app.db import Base
 from app.domains.models import Domain
 from app.events.models import Event
 from app.messages.models import Attempt, Message, MessageAttachment, Recipient
+from app.submission.models import Submission
 from app.suppressions.models import Suppression
 
 __all__ = [
@@ -17,5 +18,6 @@ __all__ = [
     "Message",
     "MessageAttachment",
     "Recipient",
+    "Submission",
     "Suppression",
 ]

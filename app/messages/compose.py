@@ -12,6 +12,7 @@ from app.delivery import mime
 from app.delivery.replies import Reply
 from app.delivery.signing import DkimSigner
 from app.messages.dispatch import ClaimedRecipient, LoadedMessage, content_of
+from app.submission import compose as submitted
 
 RENDER_CACHE_SIZE = 64
 RENDER_CACHE_MAX_BYTES = 1024 * 1024  # bigger messages are re-rendered rather than kept
@@ -50,6 +51,9 @@ class Composer:
         self, loaded: LoadedMessage, recipients: Sequence[ClaimedRecipient]
     ) -> list[Copy | Refused]:
         """One copy per recipient (all identical for a plain message)."""
+        if loaded.message.raw_mime is not None:  # submitted over SMTP: signed as stored
+            data, smtputf8 = submitted.signed(loaded, self._signer_for(loaded))
+            return [Copy(recipient, data, smtputf8) for recipient in recipients]
         data, smtputf8 = self.signed(loaded)
         return [Copy(recipient, data, smtputf8) for recipient in recipients]
 

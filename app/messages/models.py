@@ -83,6 +83,8 @@ class Message(Base):
     message_id_header: Mapped[str] = mapped_column(String(255), unique=True)
     size: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
+    # A message submitted over SMTP is kept as the bytes to sign and send, not as fields.
+    raw_mime: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
 
     attachments: Mapped[list[MessageAttachment]] = relationship(
         lazy="raise", order_by="MessageAttachment.position", cascade="all, delete-orphan"

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import email.policy
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from email.parser import BytesHeaderParser
 from typing import Any
 
 from sqlalchemy import insert, select
@@ -98,31 +102,45 @@ def content_size(request: SendRequest, attachments: list[bytes]) -> int:
     return bodies + headers + len(request.subject.encode()) + sum(map(len, attachments))
 
 
+@dataclass(frozen=True, slots=True)
+class NewRecipient:
+    """An address to deliver a copy to, and which header (if any) shows it."""
+
+    email: str
+    kind: RecipientKind
+
+
 def _recipient_rows(
-    request: SendRequest, *, message_id: str, account_id: str
+    recipients: Sequence[NewRecipient],
+    *,
+    message_id: str,
+    account_id: str,
+    first_attempt_at: datetime | None,
 ) -> list[dict[str, Any]]:
     now = clock.now()
-    kinds = (
-        (RecipientKind.TO, request.to),
-        (RecipientKind.CC, request.cc),
-        (RecipientKind.BCC, request.bcc),
-    )
     return [
         {
             "id": new_id(),
             "message_id": message_id,
             "account_id": account_id,
-            "email": address.email,
-            "domain": recipient_domain(address.email),
-            "kind": kind.value,
+            "email": recipient.email,
+            "domain": recipient_domain(recipient.email),
+            "kind": recipient.kind.value,
             "status": RecipientStatus.QUEUED.value,
-            "next_attempt_at": now,
+            "next_attempt_at": first_attempt_at or now,
             "created_at": now,
             "updated_at": now,
         }
-        for kind, addresses in kinds
-        for address in addresses
+        for recipient in recipients
     ]
+
+
+def check_size(size: int, *, policy: AcceptPolicy) -> None:
+    """413 when a message is over the size limit."""
+    if size > policy.max_message_size:
+        raise PayloadTooLarge(
+            f"the message is {size} bytes; the limit is {policy.max_message_size} bytes"
+        )
 
 
 async def accept(
@@ -134,20 +152,49 @@ async def accept(
     )
     files = [attachment.decoded() for attachment in request.attachments]
     size = content_size(request, files)
-    if size > policy.max_message_size:
-        raise PayloadTooLarge(
-            f"the message is {size} bytes; the limit is {policy.max_message_size} bytes"
-        )
+    check_size(size, policy=policy)
     message_id = new_id()
-    session.add(_message_row(request, principal, domain, message_id, size, policy.hostname))
-    session.add_all(_attachment_rows(request, files, message_id))
+    kinds = (
+        (RecipientKind.TO, request.to),
+        (RecipientKind.CC, request.cc),
+        (RecipientKind.BCC, request.bcc),
+    )
+    return await store_message(
+        session,
+        message=_message_row(request, principal, domain, message_id, size, policy.hostname),
+        attachments=_attachment_rows(request, files, message_id),
+        recipients=[
+            NewRecipient(address.email, kind) for kind, addresses in kinds for address in addresses
+        ],
+    )
+
+
+async def store_message(
+    session: AsyncSession,
+    *,
+    message: Message,
+    recipients: Sequence[NewRecipient],
+    attachments: Sequence[MessageAttachment] = (),
+    first_attempt_at: datetime | None = None,
+) -> SendAccepted:
+    """Write an authorised message, its recipients (suppressed ones `dropped`) and an event per
+    recipient, in the caller's transaction; every accept path ends here. Flushes, never commits.
+
+    `first_attempt_at` holds delivery back until then (a scheduled send)."""
+    session.add(message)
+    session.add_all(attachments)
     await session.flush()
-    rows = _recipient_rows(request, message_id=message_id, account_id=principal.account.id)
-    drops = await _apply_suppressions(session, principal.account.id, rows)
+    rows = _recipient_rows(
+        recipients,
+        message_id=message.id,
+        account_id=message.account_id,
+        first_attempt_at=first_attempt_at,
+    )
+    drops = await _apply_suppressions(session, message.account_id, rows)
     await session.execute(insert(Recipient), rows)
     await events.record(session, [drops.get(row["id"]) or _processed(row) for row in rows])
     return SendAccepted(
-        id=message_id,
+        id=message.id,
         recipients=[
             RecipientAccepted(id=r["id"], email=r["email"], status=r["status"]) for r in rows
         ],
@@ -278,7 +325,7 @@ async def get_message_view(
     return MessageView.model_validate(
         {
             "id": message.id,
-            "message_id": message.message_id_header,
+            "message_id": _message_id_header(message),
             "from": {"email": message.from_email, "name": message.from_name},
             "subject": message.subject,
             "categories": message.categories,
@@ -291,6 +338,15 @@ async def get_message_view(
             ],
         }
     )
+
+
+def _message_id_header(message: Message) -> str:
+    """The Message-ID recipients see: a message submitted over SMTP keeps its own."""
+    if message.raw_mime is None:
+        return message.message_id_header
+    head = message.raw_mime.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+    value = BytesHeaderParser(policy=email.policy.compat32).parsebytes(head).get("Message-ID")
+    return " ".join(str(value).split()) if value else message.message_id_header
 
 
 def _recipient_view(

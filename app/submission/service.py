@@ -1,0 +1,135 @@
+"""Accepting a message submitted over SMTP: the rules and the one transaction of POST /v1/send
+(app.messages.service), fed from the SMTP envelope and the prepared MIME."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.accounts import service as accounts
+from app.accounts.scopes import Scope
+from app.delivery.content import Address
+from app.errors import Forbidden, Unauthorized
+from app.messages import service as messages
+from app.messages.models import Message, RecipientKind
+from app.messages.schemas import SendAccepted
+from app.submission.models import Submission
+from app.submission.prepare import PreparedMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """One SMTP mail transaction as the listener received it."""
+
+    message_id: str
+    api_key_id: str
+    mail_from: str
+    recipients: tuple[str, ...]  # normalised, without duplicates
+    size: int  # bytes the client sent (what SIZE and the size limit count)
+    client_ip: str
+    helo: str
+    tls_version: str | None
+    accepted_at: datetime
+
+
+async def accept_submission(
+    session: AsyncSession,
+    *,
+    transaction: Transaction,
+    prepared: PreparedMessage,
+    policy: messages.AcceptPolicy,
+) -> SendAccepted:
+    """Write the message as POST /v1/send would; the caller commits, then replies 250."""
+    # The key is checked again: a key revoked during a long session stops sending at once.
+    principal = await accounts.active_principal(session, api_key_id=transaction.api_key_id)
+    if principal is None:
+        raise Unauthorized("the API key was revoked")
+    if not principal.allows(Scope.MAIL_SEND):
+        raise Forbidden(f"this API key lacks the {Scope.MAIL_SEND} scope")
+    domain = await messages.authorise_sender(
+        session, principal=principal, email=prepared.sender.email, policy=policy
+    )
+    messages.check_size(transaction.size, policy=policy)
+    accepted = await messages.store_message(
+        session,
+        message=_message_row(
+            transaction,
+            prepared,
+            account_id=principal.account.id,
+            domain_id=domain.id,
+            hostname=policy.hostname,
+        ),
+        recipients=_recipients(transaction, prepared),
+        first_attempt_at=prepared.options.send_at,
+    )
+    session.add(_submission_row(transaction, prepared, account_id=principal.account.id))
+    await session.flush()
+    return accepted
+
+
+def _message_row(
+    transaction: Transaction,
+    prepared: PreparedMessage,
+    *,
+    account_id: str,
+    domain_id: str,
+    hostname: str,
+) -> Message:
+    """The messages row: the raw MIME to send, and the fields the message view shows."""
+    return Message(
+        id=transaction.message_id,
+        account_id=account_id,
+        api_key_id=transaction.api_key_id,
+        domain_id=domain_id,
+        from_email=prepared.sender.email,
+        from_name=prepared.sender.name,
+        to_header=[_address_json(a) for a in prepared.to],
+        cc_header=[_address_json(a) for a in prepared.cc],
+        reply_to=[],
+        subject=prepared.subject,
+        headers=[],
+        categories=list(prepared.options.categories),
+        custom_args=dict(prepared.options.unique_args),
+        # Columba's own id in Message-ID form (unique); the MIME keeps the client's Message-ID,
+        # which need not be unique (a client may resend, or split recipients over transactions).
+        message_id_header=f"<{transaction.message_id.lower()}@{hostname}>",
+        size=len(prepared.data),
+        created_at=transaction.accepted_at,
+        raw_mime=prepared.data,
+    )
+
+
+def _recipients(transaction: Transaction, prepared: PreparedMessage) -> list[messages.NewRecipient]:
+    """Envelope recipients, each marked by the header that shows it (none: Bcc)."""
+    to = {address.email.lower() for address in prepared.to}
+    cc = {address.email.lower() for address in prepared.cc}
+
+    def kind(email: str) -> RecipientKind:
+        if email.lower() in to:
+            return RecipientKind.TO
+        return RecipientKind.CC if email.lower() in cc else RecipientKind.BCC
+
+    return [messages.NewRecipient(email, kind(email)) for email in transaction.recipients]
+
+
+def _submission_row(
+    transaction: Transaction, prepared: PreparedMessage, *, account_id: str
+) -> Submission:
+    return Submission(
+        message_id=transaction.message_id,
+        account_id=account_id,
+        api_key_id=transaction.api_key_id,
+        client_ip=transaction.client_ip,
+        helo=transaction.helo[:255],
+        tls_version=transaction.tls_version,
+        envelope_from=transaction.mail_from[:320],
+        asm_group_id=prepared.options.asm_group_id,
+        created_at=transaction.accepted_at,
+    )
+
+
+def _address_json(address: Address) -> dict[str, Any]:
+    return {"email": address.email, "name": address.name}
