@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import func, select, text
 
 from app.db import Database
@@ -143,3 +144,29 @@ async def test_unexpected_quit_during_data_stores_nothing(
     await asyncio.to_thread(vanish)
     await asyncio.sleep(0.2)
     assert await _count(db, Message) == 0
+
+
+async def test_mail_is_accepted_while_redis_is_down(
+    start_submission: Callable[..., Awaitable[Listener]],
+    sender: Sender,
+    db: Database,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Nothing listens on port 1: the rate limit, lockouts and wake-up cannot reach Redis.
+    listener = await start_submission(redis_url="redis://127.0.0.1:1/0")
+    code, reply = await asyncio.to_thread(send, listener, sender, ["a@example.test"])
+    assert code == 250, reply  # the database holds it; the sweeper wakes a worker later
+    assert await _count(db, Message) == 1
+    assert "SMTP protections unavailable" in caplog.text
+
+
+async def test_the_default_rate_applies_to_keys_without_their_own(
+    start_submission: Callable[..., Awaitable[Listener]], sender: Sender
+) -> None:
+    listener = await start_submission(smtp_rate_limit=1)
+
+    def two_messages() -> list[int]:
+        with listener.smtp(login=sender.key) as client:
+            return [client.mail(sender.address())[0], client.rset()[0], client.mail("x@y.test")[0]]
+
+    assert await asyncio.to_thread(two_messages) == [250, 250, 451]
