@@ -20,16 +20,16 @@ from app.accounts.service import Principal
 from app.common.fields import valid_email
 from app.config import Settings
 from app.db import Database
-from app.errors import Forbidden, PayloadTooLarge, Unauthorized
 from app.ids import new_id
 from app.messages.service import AcceptPolicy, policy_from
 from app.queue import Queue
 from app.submission import replies
+from app.submission.committer import GroupCommitter
 from app.submission.data import DataRules, too_big
 from app.submission.guard import Guard
-from app.submission.prepare import Arrival, PreparedMessage, prepare
+from app.submission.prepare import Arrival, prepare
 from app.submission.replies import Refusal
-from app.submission.service import Transaction, accept_submission
+from app.submission.service import Transaction
 
 if TYPE_CHECKING:
     from app.submission.protocol import SubmissionSession, SubmissionSMTP
@@ -57,6 +57,10 @@ class SubmissionHandler:
         self.queue = queue
         self.guard = guard
         self.policy: AcceptPolicy = policy_from(settings)
+        # SQLite takes one writer at a time; PostgreSQL overlaps a few transactions.
+        self.committer = GroupCommitter(
+            database, self.policy, concurrency=1 if settings.is_sqlite else 4
+        )
         self.data_rules = DataRules(
             max_size=settings.max_message_size,
             normalize_bare_line_endings=settings.smtp_bare_line_endings == "normalize",
@@ -215,7 +219,7 @@ class SubmissionHandler:
         )
         try:
             prepared = prepare(envelope.original_content, arrival)
-            message_id = await self._store(transaction, prepared)
+            message_id = await self.committer.store(transaction, prepared)
         except Refusal as refusal:
             return refusal.reply
         if prepared.options.send_at is None:  # a scheduled message is woken by the sweeper
@@ -248,25 +252,6 @@ class SubmissionHandler:
             tls_version=_tls_of(server).version,
             accepted_at=clock.now(),
         )
-
-    async def _store(self, transaction: Transaction, prepared: PreparedMessage) -> str:
-        """Commit the message; a refusal or a temporary failure otherwise (CHECKLIST 21)."""
-        try:
-            async with self.database.session() as session:
-                accepted = await accept_submission(
-                    session, transaction=transaction, prepared=prepared, policy=self.policy
-                )
-                await session.commit()
-        except Forbidden as exc:
-            raise Refusal(550, "5.7.1", str(exc)) from None
-        except Unauthorized as exc:
-            raise Refusal(550, "5.7.8", f"Authentication credentials invalid: {exc}") from None
-        except PayloadTooLarge:
-            raise too_big(self.settings.max_message_size) from None
-        except (SQLAlchemyError, OSError, TimeoutError):
-            log.exception("SMTP submission: could not store message %s", transaction.message_id)
-            raise replies.not_stored() from None
-        return accepted.id
 
 
 def _locked_out(ip: str, seconds: int) -> Refusal:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -11,13 +11,23 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts import service as accounts
 from app.accounts.scopes import Scope
+from app.accounts.service import Principal
 from app.delivery.content import Address
+from app.domains.models import Domain
 from app.errors import Forbidden, Unauthorized
 from app.messages import service as messages
 from app.messages.models import Message, RecipientKind
 from app.messages.schemas import SendAccepted
 from app.submission.models import Submission
 from app.submission.prepare import PreparedMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Authorised:
+    """What the checks established: whose message it is and which domain signs it."""
+
+    account_id: str
+    domain_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,55 +45,76 @@ class Transaction:
     accepted_at: datetime
 
 
-async def accept_submission(
+@dataclass
+class Lookups:
+    """Keys and sending domains already looked up in the current transaction: the messages of
+    one batch share the answers (they cannot differ within one transaction's moment)."""
+
+    principals: dict[str, Principal | None] = field(default_factory=dict)
+    domains: dict[tuple[str, str], Domain] = field(default_factory=dict)
+
+
+async def authorise_submission(
     session: AsyncSession,
     *,
     transaction: Transaction,
     prepared: PreparedMessage,
     policy: messages.AcceptPolicy,
-) -> SendAccepted:
-    """Write the message as POST /v1/send would; the caller commits, then replies 250."""
-    # The key is checked again: a key revoked during a long session stops sending at once.
-    principal = await accounts.active_principal(session, api_key_id=transaction.api_key_id)
+    lookups: Lookups,
+) -> Authorised:
+    """The checks of POST /v1/send, before anything is written: the key is still active (a
+    key revoked during a long session stops sending at once), may send mail, owns the From
+    domain, and the message is within the size limit. Raises the API's errors."""
+    key_id = transaction.api_key_id
+    if key_id not in lookups.principals:
+        lookups.principals[key_id] = await accounts.active_principal(session, api_key_id=key_id)
+    principal = lookups.principals[key_id]
     if principal is None:
         raise Unauthorized("the API key was revoked")
     if not principal.allows(Scope.MAIL_SEND):
         raise Forbidden(f"this API key lacks the {Scope.MAIL_SEND} scope")
-    domain = await messages.authorise_sender(
-        session, principal=principal, email=prepared.sender.email, policy=policy
-    )
+    from_domain = (principal.account.id, prepared.sender.email.rpartition("@")[2].lower())
+    domain = lookups.domains.get(from_domain)
+    if domain is None:
+        domain = await messages.authorise_sender(
+            session, principal=principal, email=prepared.sender.email, policy=policy
+        )
+        lookups.domains[from_domain] = domain
     messages.check_size(transaction.size, policy=policy)
-    accepted = await messages.store_message(
+    return Authorised(account_id=principal.account.id, domain_id=domain.id)
+
+
+async def write_submission(
+    session: AsyncSession,
+    *,
+    transaction: Transaction,
+    prepared: PreparedMessage,
+    authorised: Authorised,
+    hostname: str,
+) -> SendAccepted:
+    """Write an authorised message as POST /v1/send would (its submissions row is added by
+    the caller, with those of the whole batch); the caller commits, then replies."""
+    return await messages.store_message(
         session,
-        message=_message_row(
-            transaction,
-            prepared,
-            account_id=principal.account.id,
-            domain_id=domain.id,
-            hostname=policy.hostname,
-        ),
+        message=_message_row(transaction, prepared, authorised=authorised, hostname=hostname),
         recipients=_recipients(transaction, prepared),
         first_attempt_at=prepared.options.send_at,
     )
-    session.add(_submission_row(transaction, prepared, account_id=principal.account.id))
-    await session.flush()
-    return accepted
 
 
 def _message_row(
     transaction: Transaction,
     prepared: PreparedMessage,
     *,
-    account_id: str,
-    domain_id: str,
+    authorised: Authorised,
     hostname: str,
 ) -> Message:
     """The messages row: the raw MIME to send, and the fields the message view shows."""
     return Message(
         id=transaction.message_id,
-        account_id=account_id,
+        account_id=authorised.account_id,
         api_key_id=transaction.api_key_id,
-        domain_id=domain_id,
+        domain_id=authorised.domain_id,
         from_email=prepared.sender.email,
         from_name=prepared.sender.name,
         to_header=[_address_json(a) for a in prepared.to],
@@ -115,9 +146,10 @@ def _recipients(transaction: Transaction, prepared: PreparedMessage) -> list[mes
     return [messages.NewRecipient(email, kind(email)) for email in transaction.recipients]
 
 
-def _submission_row(
+def submission_row(
     transaction: Transaction, prepared: PreparedMessage, *, account_id: str
 ) -> Submission:
+    """The SMTP side of the message: where it came from, and its unsubscribe group."""
     return Submission(
         message_id=transaction.message_id,
         account_id=account_id,

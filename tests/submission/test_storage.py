@@ -170,3 +170,24 @@ async def test_the_default_rate_applies_to_keys_without_their_own(
             return [client.mail(sender.address())[0], client.rset()[0], client.mail("x@y.test")[0]]
 
     assert await asyncio.to_thread(two_messages) == [250, 250, 451]
+
+
+async def test_concurrent_messages_share_transactions_but_not_refusals(
+    submission: Listener, sender: Sender, db: Database
+) -> None:
+    def one(number: int) -> tuple[int, bytes]:
+        author = sender.address() if number % 3 else "someone@elsewhere.test"
+        data = f"From: {author}\r\nSubject: {number}\r\n\r\nHi.\r\n".encode()
+        with submission.smtp(login=sender.key) as client:
+            client.mail(sender.address())
+            client.rcpt(f"r{number}@example.test")
+            return client.data(data)
+
+    replies = await asyncio.gather(*(asyncio.to_thread(one, n) for n in range(24)))
+    codes = [code for code, _ in replies]
+    assert codes == [550 if n % 3 == 0 else 250 for n in range(24)]
+    ids = {QUEUED.findall(f"250 {reply.decode()}")[0] for code, reply in replies if code == 250}
+    assert len(ids) == 16  # sixteen different messages
+    assert await _count(db, Message) == 16
+    assert await _count(db, Submission) == 16
+    assert await _count(db, Recipient) == 16
