@@ -128,8 +128,6 @@ def smtp(host: str, port: int, tls_port: int) -> None:
         raise click.ClickException(str(exc)) from exc
     if not (port or tls_port):
         raise click.BadParameter("give --port or --tls-port (or both)", param_hint="--port")
-    # aiosmtpd logs every command at INFO, addresses included; our own log says what matters.
-    logging.getLogger("mail.log").setLevel(logging.WARNING)
     try:
         asyncio.run(
             serve(settings, tls_context, host=host, port=port or None, tls_port=tls_port or None)

@@ -75,22 +75,31 @@ class GroupCommitter:
     async def _commit(self, batch: list[_Pending]) -> None:
         """One transaction for the batch; every waiting client learns its outcome."""
         outcomes: list[str | Refusal] = []
-        lookups, rows = Lookups(), list[Submission]()
+        committed = False
         try:
-            async with self.database.session() as session:
-                for item in batch:
-                    outcomes.append(await self._add(session, item, lookups, rows))
-                # Added last, so that one INSERT writes the submissions rows of the batch.
-                session.add_all(rows)
-                await session.commit()
+            outcomes = await self._write(batch)
+            committed = True
         except (SQLAlchemyError, OSError, TimeoutError):
             log.exception("SMTP submission: could not store %d message(s)", len(batch))
-            outcomes = [replies.not_stored() for _ in batch]
+        except Exception:  # a bug must not leave clients waiting, nor be taken for success
+            log.exception("SMTP submission: unexpected error storing %d message(s)", len(batch))
         finally:
-            # Also on an unexpected error or cancellation: nobody is left waiting.
-            outcomes += [replies.not_stored() for _ in batch[len(outcomes) :]]
+            if not committed:  # also on cancellation: nothing was stored, say so to everyone
+                outcomes = [replies.not_stored() for _ in batch]
             for item, outcome in zip(batch, outcomes, strict=True):
                 _settle(item.outcome, outcome)
+
+    async def _write(self, batch: list[_Pending]) -> list[str | Refusal]:
+        """Check and write every message of the batch, then commit; the outcome of each."""
+        outcomes: list[str | Refusal] = []
+        lookups, rows = Lookups(), list[Submission]()
+        async with self.database.session() as session:
+            for item in batch:
+                outcomes.append(await self._add(session, item, lookups, rows))
+            # Added last, so that one INSERT writes the submissions rows of the whole batch.
+            session.add_all(rows)
+            await session.commit()
+        return outcomes
 
     async def _add(
         self, session: AsyncSession, item: _Pending, lookups: Lookups, rows: list[Submission]

@@ -181,7 +181,9 @@ def _received(arrival: Arrival) -> bytes:
     """Our trace field, first in the message (RFC 5321 §4.4); ESMTPSA is RFC 3848's name for
     ESMTP with STARTTLS or TLS and AUTH."""
     helo = _HELO_SAFE.sub("?", arrival.helo)[:255] or "unknown"
-    lines = [f"Received: from {helo} ([{arrival.client_ip}])"]
+    # RFC 5321 §4.1.3: an IPv6 address literal is tagged "IPv6:".
+    ip = f"IPv6:{arrival.client_ip}" if ":" in arrival.client_ip else arrival.client_ip
+    lines = [f"Received: from {helo} ([{ip}])"]
     if arrival.tls_version:
         bits = f" ({arrival.tls_bits}/{arrival.tls_bits} bits)" if arrival.tls_bits else ""
         lines.append(f"\t(using {arrival.tls_version} with cipher {arrival.tls_cipher}{bits})")

@@ -39,6 +39,8 @@ class SubmissionServer:
     """Listens for submissions until closed."""
 
     def __init__(self, settings: Settings, tls_context: ssl.SSLContext) -> None:
+        # aiosmtpd logs every command at INFO, addresses included; ours says what matters.
+        logging.getLogger("mail.log").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
         self.settings = settings
         self.tls_context = tls_context
         redis_url = redis_url_for(settings.redis_url, settings.var_dir)

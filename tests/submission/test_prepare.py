@@ -134,3 +134,9 @@ def test_eight_bit_attachment_becomes_base64() -> None:
     assert prepared.data.isascii()
     assert b"Content-Transfer-Encoding: base64\r\n\r\n//4AAQ==\r\n" in prepared.data
     assert b"Content-Type: text/plain\r\n\r\nplain ascii\r\n" in prepared.data  # untouched
+
+
+def test_ipv6_clients_are_address_literals() -> None:
+    arrival = dataclasses.replace(ARRIVAL, client_ip="2001:db8::7")
+    prepared = prepare(b"From: a@shop.test\r\n\r\n", arrival)
+    assert prepared.data.startswith(b"Received: from erp.client.test ([IPv6:2001:db8::7])\r\n")
