@@ -273,3 +273,32 @@ def _event(outcome: Outcome, claim: Claim, account_id: str) -> events.NewEvent:
         recipient_id=outcome.recipient.id,
         data=data,
     )
+
+
+async def release(
+    session: AsyncSession,
+    *,
+    claim: Claim,
+    recipients: Sequence[ClaimedRecipient],
+    retry_at: datetime,
+) -> None:
+    """Hand recipients back unattempted: no attempt spent, no event, due again at `retry_at`."""
+    table: Table = Recipient.__table__  # type: ignore[assignment]
+    await session.execute(
+        update(table)
+        .where(table.c.id == bindparam("rid"), table.c.lease_token == claim.token)
+        .values(
+            status=bindparam("back_to"),
+            next_attempt_at=retry_at,
+            lease_token=None,
+            lease_expires_at=None,
+            updated_at=clock.now(),
+        ),
+        [
+            {
+                "rid": r.id,
+                "back_to": RecipientStatus.DEFERRED if r.attempt_count else RecipientStatus.QUEUED,
+            }
+            for r in recipients
+        ],
+    )
