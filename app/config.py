@@ -58,12 +58,14 @@ class Settings(BaseSettings):
     smtp_data_timeout: Duration = timedelta(minutes=10)
     dns_timeout: Duration = timedelta(seconds=10)
     worker_max_jobs: int = Field(default=20, ge=1)
+    worker_capacity: int = Field(default=500, ge=1)
+    worker_batch_size: int = Field(default=100, ge=1)
     smtp_max_recipients: int = Field(default=100, ge=1, le=1000)
     smtp_idle_timeout: Duration = timedelta(seconds=30)
     smtp_max_messages_per_connection: int = Field(default=100, ge=1)
-    destination_max_connections: int = Field(default=10, ge=1)
+    destination_max_connections: int = Field(default=20, ge=1)
     destination_rate: float = Field(default=0.0, ge=0.0)
-    throttle_wait: Duration = timedelta(seconds=2)
+    throttle_wait: Duration = timedelta(seconds=10)
 
     @field_validator("dns_nameservers", mode="before")
     @classmethod
