@@ -254,6 +254,7 @@ def smtp_options(settings: Settings) -> SmtpOptions:
         port=relay.port if relay else settings.mx_port,
         helo_name=settings.hostname,
         connect_timeout=settings.smtp_connect_timeout.total_seconds(),
+        greeting_timeout=settings.smtp_greeting_timeout.total_seconds(),
         command_timeout=settings.smtp_command_timeout.total_seconds(),
         data_timeout=settings.smtp_data_timeout.total_seconds(),
         username=relay.username if relay else None,
