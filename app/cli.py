@@ -166,7 +166,7 @@ def keys() -> None:
     "--smtp-rate-limit",
     type=click.IntRange(min=1),
     default=None,
-    help="Messages per minute over SMTP [default: COLUMBA_SMTP_RATE_LIMIT].",
+    help="Messages per minute over SMTP [default: COLUMBA_SUBMISSION_RATE_LIMIT].",
 )
 def keys_create(
     name: str, scopes: tuple[str, ...], account: str, smtp_rate_limit: int | None
@@ -210,7 +210,7 @@ def keys_list(account: str | None) -> None:
     for key in _run_db(settings, work):
         state = "revoked" if key.revoked_at else "active"
         scopes = ",".join(key.scopes) if key.scopes is not None else "full access"
-        rate = key.smtp_messages_per_minute or settings.smtp_rate_limit
+        rate = key.smtp_messages_per_minute or settings.submission_rate_limit
         click.echo(f"SG.{key.prefix}.…  {key.name}  {scopes}  {state}  smtp {rate}/min")
 
 
@@ -219,7 +219,7 @@ def keys_list(account: str | None) -> None:
 @click.option(
     "--smtp-rate-limit",
     required=True,
-    help="Messages per minute over SMTP, or `default` for COLUMBA_SMTP_RATE_LIMIT.",
+    help="Messages per minute over SMTP, or `default` for COLUMBA_SUBMISSION_RATE_LIMIT.",
 )
 def keys_limit(prefix: str, smtp_rate_limit: str) -> None:
     """Set a key's SMTP message rate, by its public prefix."""
@@ -267,7 +267,8 @@ def domains_group() -> None:
 @domains_group.command(name="add")
 @click.argument("domain")
 @click.option("--account", default=accounts.DEFAULT_ACCOUNT, show_default=True)
-def domains_add(domain: str, account: str) -> None:
+@click.option("--ed25519", is_flag=True, help="Also sign with an Ed25519 key (RFC 8463).")
+def domains_add(domain: str, account: str, ed25519: bool) -> None:
     """Create a DKIM key for DOMAIN and print the DNS records to publish."""
     settings = _settings_for_production()
 
@@ -276,7 +277,11 @@ def domains_add(domain: str, account: str) -> None:
             owner = await accounts.get_or_create_account(session, name=account)
             try:
                 added = await domains.add_domain(
-                    session, account=owner, name=domain, secret_key=settings.secret_key_bytes()
+                    session,
+                    account=owner,
+                    name=domain,
+                    secret_key=settings.secret_key_bytes(),
+                    ed25519=ed25519,
                 )
             except domains.DomainExistsError as exc:
                 raise click.ClickException(f"{exc} is already a domain of {account!r}") from exc

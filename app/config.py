@@ -12,6 +12,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.delivery.throttle import DestinationLimits
 from app.durations import parse_duration, parse_schedule
 
 DEFAULT_RETRY_SCHEDULE = "5m,10m,20m,40m,1h"
@@ -53,18 +54,27 @@ class Settings(BaseSettings):
     lease_duration: Duration = timedelta(minutes=15)
     sweep_interval: Duration = timedelta(seconds=5)
     smtp_connect_timeout: Duration = timedelta(seconds=30)
+    smtp_greeting_timeout: Duration = timedelta(minutes=5)
     smtp_command_timeout: Duration = timedelta(minutes=5)
     smtp_data_timeout: Duration = timedelta(minutes=10)
     dns_timeout: Duration = timedelta(seconds=10)
     worker_max_jobs: int = Field(default=20, ge=1)
+    worker_capacity: int = Field(default=500, ge=1)
+    worker_batch_size: int = Field(default=100, ge=1)
+    smtp_max_recipients: int = Field(default=100, ge=1, le=1000)
+    smtp_idle_timeout: Duration = timedelta(seconds=30)
+    smtp_max_messages_per_connection: int = Field(default=100, ge=1)
+    destination_max_connections: int = Field(default=20, ge=1)
+    destination_rate: float = Field(default=0.0, ge=0.0)
+    throttle_wait: Duration = timedelta(seconds=10)
     # SMTP submission (`columba smtp`): limits and protections of a public listener.
-    smtp_rate_limit: int = Field(default=100, ge=1)  # messages per minute per key
-    smtp_max_recipients: int = Field(default=1000, ge=1)
-    smtp_auth_max_failures: int = Field(default=5, ge=1)  # per client IP
-    smtp_auth_max_key_failures: int = Field(default=10, ge=1)  # per API key
-    smtp_auth_lockout: Duration = timedelta(minutes=15)
-    smtp_bare_line_endings: Literal["normalize", "reject"] = "normalize"
-    smtp_idle_timeout: Duration = timedelta(minutes=5)  # RFC 5321 §4.5.3.2.7
+    submission_rate_limit: int = Field(default=100, ge=1)  # messages per minute per key
+    submission_max_recipients: int = Field(default=1000, ge=1)
+    submission_auth_max_failures: int = Field(default=5, ge=1)  # per client IP
+    submission_auth_max_key_failures: int = Field(default=10, ge=1)  # per API key
+    submission_auth_lockout: Duration = timedelta(minutes=15)
+    submission_bare_line_endings: Literal["normalize", "reject"] = "normalize"
+    submission_idle_timeout: Duration = timedelta(minutes=5)  # RFC 5321 §4.5.3.2.7
 
     @field_validator("dns_nameservers", mode="before")
     @classmethod
@@ -83,11 +93,14 @@ class Settings(BaseSettings):
         "lease_duration",
         "sweep_interval",
         "smtp_connect_timeout",
+        "smtp_greeting_timeout",
         "smtp_command_timeout",
         "smtp_data_timeout",
         "dns_timeout",
-        "smtp_auth_lockout",
         "smtp_idle_timeout",
+        "throttle_wait",
+        "submission_auth_lockout",
+        "submission_idle_timeout",
         mode="before",
     )
     @classmethod
@@ -107,6 +120,15 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         """True for the embedded database."""
         return self.database_url.startswith("sqlite")
+
+    @property
+    def destination_limits(self) -> DestinationLimits:
+        """The budget of a destination without a provider rule."""
+        return DestinationLimits(
+            max_connections=self.destination_max_connections,
+            rate=self.destination_rate,
+            burst=max(1, int(self.destination_rate * 2)),
+        )
 
     @property
     def relay(self) -> Relay | None:

@@ -1,45 +1,49 @@
-"""What one worker process holds: settings, database, resolver, signing keys, rendered bytes.
+"""What one worker process holds: settings, database, resolver, signing keys, SMTP pool and
+the delivery pump.
 
-A delivery job is: claim due recipients → render and sign the message once → send to each
-destination → record every outcome. The steps live in app.messages.dispatch (database) and
-app.delivery (MIME, DKIM, DNS, SMTP); this module only strings them together.
+Delivering a batch is: load the messages → render and sign each recipient's copy → send
+each group of identical copies to its destination → turn replies into outcomes. The steps
+live in app.messages (database, composition) and app.delivery (DNS, SMTP, limits); this
+module strings them together, and worker/pump.py keeps batches flowing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 
 import dns.asyncresolver
+from redis.asyncio import Redis
 
 from app import clock
 from app.config import Settings
 from app.db import Database
 from app.delivery.mx import Destination, relay_destination, resolve_destination
+from app.delivery.outbound import deliver
+from app.delivery.pool import ConnectionPool, Throttled
 from app.delivery.replies import Reply, synthetic
 from app.delivery.resolver import make_resolver, resolve_host
 from app.delivery.retry import RetryPolicy, decide
 from app.delivery.signing import DkimSigner
-from app.delivery.smtp import Envelope, SmtpOptions, TransactionResult, deliver
-from app.domains.service import dkim_key
+from app.delivery.smtp import Envelope, SmtpOptions, TransactionResult
+from app.delivery.throttle import DestinationKey, DestinationThrottle, destination_key
+from app.domains.service import dkim_keys
 from app.messages import dispatch
 from app.messages.compose import Composer, Copy, Refused, return_path
 from app.messages.dispatch import Claim, ClaimedRecipient, LoadedMessage, Outcome
+from worker.pump import Emit, Pump, PumpSettings, Released, Results
 
 log = logging.getLogger(__name__)
-
-DESTINATION_CONCURRENCY = 50
 
 
 class Runtime:
     """Long-lived per-process state of a worker."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, redis: Redis | None = None) -> None:
         self.settings = settings
         self.db = Database(settings)
         self.resolver: dns.asyncresolver.Resolver = make_resolver(
@@ -48,84 +52,122 @@ class Runtime:
         self.retry_policy = RetryPolicy(settings.retry_schedule, settings.max_message_age)
         self._signers: dict[str, DkimSigner] = {}
         self.composer = Composer(self.signer)
+        self.pool = ConnectionPool(
+            smtp_options(settings),
+            throttle=DestinationThrottle(redis) if redis is not None else None,
+            idle_timeout=settings.smtp_idle_timeout.total_seconds(),
+            max_messages=settings.smtp_max_messages_per_connection,
+            slot_wait=settings.throttle_wait.total_seconds(),
+        )
+        self.pump = Pump(
+            claim=self.claim,
+            process=self.process,
+            record=self.record,
+            renew=self.renew,
+            settings=PumpSettings(
+                capacity=settings.worker_capacity,
+                batch_size=settings.worker_batch_size,
+                idle_poll=settings.sweep_interval.total_seconds(),
+                lease=settings.lease_duration,
+            ),
+        )
+
+    def start(self) -> None:
+        """Begin delivering, and closing idle connections."""
+        self.pool.start()
+        self.pump.start()
+
+    def wake(self) -> None:
+        """New work may be due."""
+        self.pump.wake()
+
+    async def drain(self) -> None:
+        """Until everything due now is delivered and recorded."""
+        await self.pump.drain()
 
     async def close(self) -> None:
-        """Release the database pool."""
+        """Finish what is in flight, then close SMTP connections and the database pool."""
+        await self.pump.stop()
+        await self.pool.close()
         await self.db.dispose()
 
-    async def deliver_message(self, message_id: str) -> int:
-        """Deliver every due recipient of a message; returns how many outcomes were recorded."""
+    async def claim(self, limit: int, message_id: str | None = None) -> Claim:
+        """Lease up to `limit` due recipients."""
         async with self.db.session() as session:
             claim = await dispatch.claim(
-                session, message_id=message_id, lease=self.settings.lease_duration
+                session, lease=self.settings.lease_duration, limit=limit, message_id=message_id
             )
             await session.commit()
-        if not claim.recipients:
-            return 0
-        async with self._keep_lease(claim):
-            async with self.db.session() as session:
-                loaded = await dispatch.load_message(session, message_id=message_id)
-            outcomes = await self._attempt(claim, loaded)
+        return claim
+
+    async def record(self, outcomes: list[Outcome], released: list[Released]) -> int:
+        """Outcomes and hand-backs in one transaction (a group commit)."""
         async with self.db.session() as session:
-            recorded = await dispatch.record_outcomes(
-                session, claim=claim, account_id=loaded.message.account_id, outcomes=outcomes
-            )
+            recorded = await dispatch.record_outcomes(session, outcomes=outcomes)
+            await dispatch.release(session, released=released)
             await session.commit()
         return recorded
+
+    async def renew(self, tokens: list[str]) -> int:
+        """Extend the leases of claims still in flight."""
+        async with self.db.session() as session:
+            renewed = await dispatch.renew_leases(
+                session, tokens=tokens, lease=self.settings.lease_duration
+            )
+            await session.commit()
+        return renewed
+
+    async def deliver_message(self, message_id: str) -> int:
+        """Deliver one message's due recipients now, outside the pump; returns outcomes."""
+        total = 0
+        while (claim := await self.claim(1000, message_id)).recipients:
+            results = Results()
+            await self.process(claim.recipients, results.emit)
+            total += await self.record(results.outcomes, results.released)
+        return total
 
     async def sweep(self) -> list[str]:
         """Messages with due recipients (the caller enqueues them)."""
         async with self.db.session() as session:
             return await dispatch.due_message_ids(session)
 
-    @contextlib.asynccontextmanager
-    async def _keep_lease(self, claim: Claim) -> AsyncIterator[None]:
-        """Renew the claim's lease while the delivery runs, so a long SMTP exchange
-        is not mistaken for a dead worker."""
-        interval = self.settings.lease_duration.total_seconds() / 3
+    async def process(self, recipients: Sequence[ClaimedRecipient], emit: Emit) -> None:
+        """Deliver a batch; each transaction's outcomes are emitted as soon as it ends, so
+        they are recorded without waiting for the slowest destination of the batch."""
+        async with self.db.session() as session:
+            loaded = await dispatch.load_messages(
+                session, message_ids=sorted({r.message_id for r in recipients})
+            )
+        by_message: dict[str, list[ClaimedRecipient]] = defaultdict(list)
+        for recipient in recipients:
+            by_message[recipient.message_id].append(recipient)
+        await asyncio.gather(
+            *(self._message(loaded[mid], batch, emit) for mid, batch in by_message.items())
+        )
 
-        async def renew() -> None:
-            while True:
-                await asyncio.sleep(interval)
-                async with self.db.session() as session:
-                    await dispatch.renew_lease(
-                        session, token=claim.token, lease=self.settings.lease_duration
-                    )
-                    await session.commit()
-
-        task = asyncio.create_task(renew())
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _attempt(self, claim: Claim, loaded: LoadedMessage) -> list[Outcome]:
-        """Send every recipient's copy; recipients with identical copies share a transaction."""
+    async def _message(
+        self, loaded: LoadedMessage, recipients: list[ClaimedRecipient], emit: Emit
+    ) -> None:
+        """One message's recipients: compose their copies, deliver each group."""
         started = clock.now()
         try:
-            prepared = self.composer.copies(loaded, claim.recipients)
+            prepared = self.composer.copies(loaded, recipients)
         except Exception as exc:  # a bad key or content must not leave recipients leased
-            log.exception("cannot render or sign message %s", claim.message_id)
+            log.exception("cannot render or sign message %s", loaded.message.id)
             reply = synthetic(451, "4.3.0", f"local error preparing the message: {exc}")
-            return [self._outcome(r, reply, loaded, started, 0) for r in claim.recipients]
-        outcomes = [
+            emit([self._outcome(r, reply, loaded, started, 0) for r in recipients], [])
+            return
+        refused = [
             self._outcome(item.recipient, item.reply, loaded, started, 0)
             for item in prepared
             if isinstance(item, Refused)
         ]
+        if refused:
+            emit(refused, [])
         groups = group_copies([item for item in prepared if isinstance(item, Copy)])
-        limit = asyncio.Semaphore(DESTINATION_CONCURRENCY)
+        await asyncio.gather(*(self._deliver_group(g, loaded, emit) for g in groups))
 
-        async def one(group: list[Copy]) -> list[Outcome]:
-            async with limit:
-                return await self._deliver_group(group, loaded)
-
-        results = await asyncio.gather(*(one(group) for group in groups))
-        return outcomes + [outcome for result in results for outcome in result]
-
-    async def _deliver_group(self, group: list[Copy], loaded: LoadedMessage) -> list[Outcome]:
+    async def _deliver_group(self, group: list[Copy], loaded: LoadedMessage, emit: Emit) -> None:
         """One transaction's worth of identical copies to one domain."""
         started, began = clock.now(), time.perf_counter()
         leader = group[0]
@@ -137,19 +179,21 @@ class Runtime:
             smtputf8=leader.smtputf8 or not all(email.isascii() for email in emails),
         )
         destination = await self.destination(leader.recipient.domain)
-        result = await deliver(destination, envelope, self.smtp_options())
+        try:
+            result = await deliver(destination, envelope, self.pool, self.throttle_key(destination))
+        except Throttled as exc:
+            retry_at = clock.now() + timedelta(seconds=exc.retry_after)
+            log.info("%s throttled; %d recipient(s) wait", exc.destination.name, len(group))
+            emit([], [(copy.recipient, retry_at) for copy in group])
+            return
         elapsed = int((time.perf_counter() - began) * 1000)
-        return [
+        outcomes = [
             self._outcome(
-                copy.recipient,
-                _reply_for(result, copy.recipient.email),
-                loaded,
-                started,
-                elapsed,
-                result,
+                c.recipient, _reply_for(result, c.recipient.email), loaded, started, elapsed, result
             )
-            for copy in group
+            for c in group
         ]
+        emit(outcomes, [])
 
     def _outcome(
         self,
@@ -186,18 +230,11 @@ class Runtime:
             self.resolver, domain, allow_private=self.settings.allow_private_destinations
         )
 
-    def smtp_options(self) -> SmtpOptions:
-        """Connection options for MX hosts, or for the relay."""
-        settings, relay = self.settings, self.settings.relay
-        return SmtpOptions(
-            port=relay.port if relay else settings.mx_port,
-            helo_name=settings.hostname,
-            connect_timeout=settings.smtp_connect_timeout.total_seconds(),
-            command_timeout=settings.smtp_command_timeout.total_seconds(),
-            data_timeout=settings.smtp_data_timeout.total_seconds(),
-            username=relay.username if relay else None,
-            password=relay.password if relay else None,
-            implicit_tls=relay.implicit_tls if relay else False,
+    def throttle_key(self, destination: Destination) -> DestinationKey:
+        """Which budget a destination spends: its MX host set (or its provider)."""
+        return destination_key(
+            [host.name for host in destination.hosts] or [destination.domain],
+            self.settings.destination_limits,
         )
 
     def signer(self, loaded: LoadedMessage) -> DkimSigner:
@@ -205,9 +242,26 @@ class Runtime:
         domain = loaded.domain
         signer = self._signers.get(domain.id)
         if signer is None:
-            key = dkim_key(domain, secret_key=self.settings.secret_key_bytes())
-            signer = self._signers[domain.id] = DkimSigner([key])
+            keys = dkim_keys(domain, secret_key=self.settings.secret_key_bytes())
+            signer = self._signers[domain.id] = DkimSigner(keys)
         return signer
+
+
+def smtp_options(settings: Settings) -> SmtpOptions:
+    """Connection options for MX hosts, or for the relay."""
+    relay = settings.relay
+    return SmtpOptions(
+        port=relay.port if relay else settings.mx_port,
+        helo_name=settings.hostname,
+        connect_timeout=settings.smtp_connect_timeout.total_seconds(),
+        greeting_timeout=settings.smtp_greeting_timeout.total_seconds(),
+        command_timeout=settings.smtp_command_timeout.total_seconds(),
+        data_timeout=settings.smtp_data_timeout.total_seconds(),
+        username=relay.username if relay else None,
+        password=relay.password if relay else None,
+        implicit_tls=relay.implicit_tls if relay else False,
+        max_recipients=settings.smtp_max_recipients,
+    )
 
 
 def group_copies(copies: Sequence[Copy]) -> list[list[Copy]]:

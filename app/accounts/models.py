@@ -38,5 +38,5 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
-    # Messages per minute over SMTP submission; None means COLUMBA_SMTP_RATE_LIMIT.
+    # Messages per minute over SMTP submission; None means COLUMBA_SUBMISSION_RATE_LIMIT.
     smtp_messages_per_minute: Mapped[int | None] = mapped_column(Integer, default=None)

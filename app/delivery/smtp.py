@@ -1,4 +1,4 @@
-"""The SMTP client side of delivery: one transaction to the first MX host that takes it.
+"""The SMTP client side of delivery: sessions and transactions on them.
 
 Replies are mapped per stage as RFC 5321 §4.2 and §4.5.3 describe: RCPT replies apply to one
 recipient, MAIL and DATA replies to every recipient of the transaction, and a dropped
@@ -7,14 +7,16 @@ connection or a timeout counts as 451 for whoever has no final reply yet.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import socket
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import aiosmtplib
 
-from app.delivery.mx import Destination, MXHost
+from app.delivery.mx import MXHost
 from app.delivery.replies import Reply, synthetic
 
 _SUCCESS = (250, 251)
@@ -37,6 +39,7 @@ class SmtpOptions:
     port: int = 25
     helo_name: str = "localhost"
     connect_timeout: float = 30.0
+    greeting_timeout: float = 300.0
     command_timeout: float = 300.0
     data_timeout: float = 600.0
     username: str | None = None
@@ -130,11 +133,33 @@ async def _greet(client: aiosmtplib.SMTP, timeout: float) -> None:
         await client.helo(timeout=timeout)
 
 
+async def _tcp_connect(ip: str, port: int, timeout: float) -> socket.socket:
+    """A connected socket; its own timeout, shorter than the greeting's (RFC 5321 §4.5.3.2.1
+    allows 5 minutes for the 220, but a host that does not even answer SYN is skipped fast)."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (ip, port)), timeout)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 async def _connect(host: MXHost, ip: str, options: SmtpOptions, *, try_tls: bool) -> SmtpSession:
     """Connect, greet and (when offered and wanted) STARTTLS; raises HostUnusable."""
+    try:
+        sock = await _tcp_connect(ip, options.port, options.connect_timeout)
+    except (OSError, TimeoutError) as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+        raise HostUnusable(
+            synthetic(
+                451, "4.4.1", f"cannot connect to {host.name} [{ip}]: {reason}", stage="CONNECT"
+            )
+        ) from exc
     client = aiosmtplib.SMTP(
-        hostname=ip,
-        port=options.port,
+        sock=sock,
         local_hostname=options.helo_name,
         timeout=options.command_timeout,
         use_tls=options.implicit_tls,
@@ -144,7 +169,7 @@ async def _connect(host: MXHost, ip: str, options: SmtpOptions, *, try_tls: bool
     )
     stage = "CONNECT"
     try:
-        await client.connect(timeout=options.connect_timeout)
+        await client.connect(timeout=options.greeting_timeout)
         stage = "EHLO"
         await _greet(client, options.command_timeout)
         if try_tls and not options.implicit_tls and client.supports_extension("starttls"):
@@ -158,6 +183,7 @@ async def _connect(host: MXHost, ip: str, options: SmtpOptions, *, try_tls: bool
         raise HostUnusable(_reply_of(exc, stage)) from exc
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
         client.close()
+        sock.close()
         raise HostUnusable(
             synthetic(451, "4.4.1", f"cannot talk to {host.name} [{ip}]: {exc}", stage=stage)
         ) from exc
@@ -304,37 +330,3 @@ async def send_envelope(
 
 def _leftover_reply() -> Reply:
     return synthetic(452, "4.5.3", "too many recipients", stage="RCPT")
-
-
-async def deliver(
-    destination: Destination, envelope: Envelope, options: SmtpOptions
-) -> TransactionResult:
-    """Deliver `envelope` to the first host of `destination` that takes the transaction."""
-    if destination.failure is not None:
-        return _everyone(envelope, destination.failure)
-    last = synthetic(451, "4.4.1", f"no mail host of {destination.domain} could be reached")
-    for host, ip in destination.addresses():
-        try:
-            session = await open_session(host, ip, options)
-        except HostUnusable as exc:
-            last = exc.reply
-            continue
-        try:
-            refusal = check_extensions(session, envelope)
-            if refusal is not None and refusal.enhanced == "5.6.7":
-                last = refusal  # RFC 6531: another MX may support SMTPUTF8
-                continue
-            replies = (
-                {r: refusal for r in envelope.recipients}
-                if refusal is not None
-                else await send_envelope(session, envelope, options.max_recipients)
-            )
-            return TransactionResult(replies, host.name, ip, session.tls_version)
-        finally:
-            await session.close()
-    return _everyone(envelope, last)
-
-
-def _everyone(envelope: Envelope, reply: Reply) -> TransactionResult:
-    """The same reply for every recipient (DNS failure, no reachable host)."""
-    return TransactionResult(replies={recipient: reply for recipient in envelope.recipients})

@@ -1,7 +1,7 @@
 """Reading DATA (RFC 5321 §4.1.1.4, §4.5.2) so that SMTP smuggling is impossible.
 
 The message ends only at <CRLF>.<CRLF>. Inside it, a bare LF or CR is either refused or
-normalised to CRLF (COLUMBA_SMTP_BARE_LINE_ENDINGS, as Postfix's smtpd_forbid_bare_newline).
+normalised to CRLF (COLUMBA_SUBMISSION_BARE_LINE_ENDINGS, as Postfix's smtpd_forbid_bare_newline).
 Either way the stored message holds CRLF line endings only and the worker dot-stuffs every line,
 so no sequence a client sends (`\\n.\\n`, `\\r\\n.\\r`, …) can end our DATA early or another
 server's DATA when we relay it (CVE-2023-51764, CVE-2023-51765, CVE-2023-51766).

@@ -63,7 +63,7 @@ class SubmissionHandler:
         )
         self.data_rules = DataRules(
             max_size=settings.max_message_size,
-            normalize_bare_line_endings=settings.smtp_bare_line_endings == "normalize",
+            normalize_bare_line_endings=settings.submission_bare_line_endings == "normalize",
         )
         self.connections: set[SubmissionSMTP] = set()
         self.idle = asyncio.Event()  # set while no message is being stored
@@ -161,7 +161,9 @@ class SubmissionHandler:
         declared = _declared_size(options)
         if declared is not None and declared > self.settings.max_message_size:
             return too_big(self.settings.max_message_size).reply
-        per_minute = principal.api_key.smtp_messages_per_minute or self.settings.smtp_rate_limit
+        per_minute = (
+            principal.api_key.smtp_messages_per_minute or self.settings.submission_rate_limit
+        )
         rate = await self.guard.message_allowed(
             api_key_id=principal.api_key.id, per_minute=per_minute
         )
@@ -184,7 +186,7 @@ class SubmissionHandler:
         options: list[str],
     ) -> str:
         """Any address for an authenticated sender, up to the recipient limit."""
-        if len(envelope.rcpt_tos) >= self.settings.smtp_max_recipients:
+        if len(envelope.rcpt_tos) >= self.settings.submission_max_recipients:
             return replies.TOO_MANY_RECIPIENTS
         if not address.isascii() and not envelope.smtp_utf8:
             # RFC 6531 §3.4: an internationalised address needs MAIL FROM … SMTPUTF8.

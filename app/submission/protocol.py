@@ -64,7 +64,7 @@ class SubmissionSMTP(SMTP):
             ident="ESMTP Columba",
             # Port 465 is TLS from the first byte (RFC 8314 §3); 587 offers STARTTLS (RFC 3207).
             tls_context=None if implicit_tls else tls_context,
-            timeout=settings.smtp_idle_timeout.total_seconds(),
+            timeout=settings.submission_idle_timeout.total_seconds(),
             # RFC 4954 §4: no AUTH (so no mail at all) until the channel is encrypted.
             auth_required=True,
             auth_require_tls=True,

@@ -29,9 +29,9 @@ SHUTDOWN_GRACE_SECONDS = 10.0  # how long close() waits for messages being store
 def guard_limits(settings: Settings) -> GuardLimits:
     """The lockout thresholds the settings describe."""
     return GuardLimits(
-        max_ip_failures=settings.smtp_auth_max_failures,
-        max_key_failures=settings.smtp_auth_max_key_failures,
-        lockout_seconds=max(1, int(settings.smtp_auth_lockout.total_seconds())),
+        max_ip_failures=settings.submission_auth_max_failures,
+        max_key_failures=settings.submission_auth_max_key_failures,
+        lockout_seconds=max(1, int(settings.submission_auth_lockout.total_seconds())),
     )
 
 

@@ -151,7 +151,7 @@ async def test_size_is_advertised_and_enforced(
 async def test_recipients_past_the_limit_get_452(
     start_submission: StartSubmission, sender: Sender
 ) -> None:
-    listener = await start_submission(smtp_max_recipients=2)
+    listener = await start_submission(submission_max_recipients=2)
 
     def talk() -> dict[str, tuple[int, bytes]]:
         with listener.smtp(login=sender.key) as client:
@@ -249,7 +249,9 @@ async def test_a_key_without_mail_send_cannot_log_in(
 async def test_failures_against_one_key_lock_it_from_any_address(
     start_submission: StartSubmission, sender: Sender
 ) -> None:
-    listener = await start_submission(smtp_auth_max_failures=100, smtp_auth_max_key_failures=3)
+    listener = await start_submission(
+        submission_auth_max_failures=100, submission_auth_max_key_failures=3
+    )
     wrong = sender.key[:-4] + "AAAA"
 
     def attempt(source: str, key: str) -> int:

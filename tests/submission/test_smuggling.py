@@ -68,7 +68,7 @@ async def test_bare_line_endings_can_be_refused(
     db: Database,
     sequence: bytes,
 ) -> None:
-    listener = await start_submission(smtp_bare_line_endings="reject")
+    listener = await start_submission(submission_bare_line_endings="reject")
     replies = await asyncio.to_thread(send_raw, listener, sender, message(sender, sequence))
     assert [code for code, _ in replies] == [354, 554, 250]
     assert replies[1][1].startswith(b"5.6.0 Message refused: bare CR or LF")

@@ -13,7 +13,7 @@ from sqlalchemy import func, select, text
 
 from app.db import Database
 from app.delivery.signing import DkimSigner
-from app.domains.service import dkim_key
+from app.domains.service import dkim_keys
 from app.events.models import Event
 from app.messages import dispatch
 from app.messages.compose import Composer, Copy
@@ -121,7 +121,7 @@ async def test_stored_message_is_signed_identically_for_every_recipient_and_retr
         loaded = await dispatch.load_message(session, message_id=found.group(1))
         claim = await dispatch.claim(session, message_id=found.group(1), lease=timedelta(minutes=1))
     assert loaded.message.raw_mime is not None
-    signer = DkimSigner([dkim_key(loaded.domain, secret_key=SECRET_KEY.encode())])
+    signer = DkimSigner(dkim_keys(loaded.domain, secret_key=SECRET_KEY.encode()))
     first = Composer(lambda _: signer).copies(loaded, claim.recipients)
     again = Composer(lambda _: signer).copies(loaded, claim.recipients)  # a retry, cache cold
     assert all(isinstance(copy, Copy) for copy in first + again)
@@ -165,7 +165,7 @@ async def test_mail_is_accepted_while_redis_is_down(
 async def test_the_default_rate_applies_to_keys_without_their_own(
     start_submission: Callable[..., Awaitable[Listener]], sender: Sender
 ) -> None:
-    listener = await start_submission(smtp_rate_limit=1)
+    listener = await start_submission(submission_rate_limit=1)
 
     def two_messages() -> list[int]:
         with listener.smtp(login=sender.key) as client:

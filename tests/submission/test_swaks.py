@@ -106,7 +106,7 @@ async def test_repeated_failures_lock_the_client_ip_out(
     travel: Callable[[timedelta], None],
 ) -> None:
     listener = await start_submission(
-        smtp_auth_max_failures=3, smtp_auth_lockout=timedelta(minutes=10)
+        submission_auth_max_failures=3, submission_auth_lockout=timedelta(minutes=10)
     )
     wrong = sender.key[:-4] + "AAAA"
     args = ("--from", sender.address(), "--to", "a@example.test", "--quit-after", "AUTH")
