@@ -111,7 +111,9 @@ async def test_dev_runs_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         output = ""
         async with asyncio.timeout(60):
             while "swaks" not in output:
-                output += (await process.stdout.readline()).decode()
+                line = (await process.stdout.readline()).decode()
+                assert line, f"columba dev exited early:\n{output}"
+                output += line
         curl_line = next(line for line in output.splitlines() if line.strip().startswith("curl"))
         args = shlex.split(curl_line)
         headers = dict(args[i + 1].split(": ", 1) for i, arg in enumerate(args) if arg == "-H")
@@ -192,7 +194,9 @@ async def test_smtp_serves_submissions_and_stops_on_sigterm(
         output = ""
         async with asyncio.timeout(30):
             while "implicit TLS" not in output:
-                output += (await process.stdout.readline()).decode()
+                line = (await process.stdout.readline()).decode()
+                assert line, f"columba smtp exited early:\n{output}"
+                output += line
         for tls in (["--tls", "--port", str(port)], ["--tls-on-connect", "--port", str(tls_port)]):
             swaks = await asyncio.create_subprocess_exec(
                 "swaks", "--server", "127.0.0.1", *tls, "--auth", "PLAIN",
