@@ -23,7 +23,7 @@ from app.db import Database
 from app.delivery.mx import Destination, relay_destination, resolve_destination
 from app.delivery.replies import Reply, synthetic
 from app.delivery.resolver import make_resolver, resolve_host
-from app.delivery.retry import RetryPolicy, decide
+from app.delivery.retry import Decision, RetryPolicy, decide
 from app.delivery.signing import DkimSigner
 from app.delivery.smtp import Envelope, SmtpOptions, TransactionResult, deliver
 from app.domains.service import dkim_key
@@ -110,11 +110,7 @@ class Runtime:
             log.exception("cannot render or sign message %s", claim.message_id)
             reply = synthetic(451, "4.3.0", f"local error preparing the message: {exc}")
             return [self._outcome(r, reply, loaded, started, 0) for r in claim.recipients]
-        outcomes = [
-            self._outcome(item.recipient, item.reply, loaded, started, 0)
-            for item in prepared
-            if isinstance(item, Refused)
-        ]
+        outcomes = [_refused(item, started) for item in prepared if isinstance(item, Refused)]
         groups = group_copies([item for item in prepared if isinstance(item, Copy)])
         limit = asyncio.Semaphore(DESTINATION_CONCURRENCY)
 
@@ -216,6 +212,13 @@ def group_copies(copies: Sequence[Copy]) -> list[list[Copy]]:
     for copy in copies:
         groups[(copy.recipient.domain, copy.digest)].append(copy)
     return list(groups.values())
+
+
+def _refused(item: Refused, started: datetime) -> Outcome:
+    """A recipient whose copy could not be made ends in the state the composer chose
+    (dropped), with the reason in its event; it is not retried."""
+    decision = Decision(item.status, item.reply)
+    return Outcome(recipient=item.recipient, decision=decision, started_at=started, duration_ms=0)
 
 
 def _reply_for(result: TransactionResult, email: str) -> Reply:

@@ -36,6 +36,7 @@ class ClaimedRecipient:
     email: str
     domain: str
     attempt_count: int
+    personalization: dict[str, Any] | None = None  # see app.messages.personalize
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +94,13 @@ async def claim(
             lease_expires_at=now + lease,
             updated_at=now,
         )
-        .returning(Recipient.id, Recipient.email, Recipient.domain, Recipient.attempt_count)
+        .returning(
+            Recipient.id,
+            Recipient.email,
+            Recipient.domain,
+            Recipient.attempt_count,
+            Recipient.personalization,
+        )
         .execution_options(synchronize_session=False)
     )
     rows = (await session.execute(statement)).all()

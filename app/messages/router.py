@@ -24,11 +24,14 @@ async def send(
 ) -> SendAccepted:
     """Accept a message for delivery; 202 only once it and every recipient are committed."""
     accepted = await service.accept(
-        session, principal=principal, request=body, policy=service.policy_from(settings)
+        session,
+        principal=principal,
+        submission=body.submission(),
+        policy=service.policy_from(settings),
     )
     await session.commit()
-    await queue.wake_deliveries([accepted.id])
-    return accepted
+    await queue.wake_deliveries([accepted.message_id])
+    return accepted.view()
 
 
 @router.get(
