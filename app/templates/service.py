@@ -163,3 +163,9 @@ async def activate(session: AsyncSession, *, version: TemplateVersion) -> None:
 async def _touch(session: AsyncSession, template: Template) -> None:
     template.updated_at = clock.now()
     await session.flush()
+
+
+async def rename_template(session: AsyncSession, *, template: Template, name: str) -> None:
+    """Give a template a new name."""
+    template.name = name
+    await _touch(session, template)
