@@ -8,11 +8,11 @@ import json
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from app.delivery import mime
 from app.delivery.content import MessageContent
 from app.delivery.replies import Reply, synthetic
-from app.delivery.signing import DkimSigner
 from app.messages.dispatch import ClaimedRecipient, LoadedMessage, content_of
 from app.messages.models import RecipientStatus
 from app.messages.personalize import content_for, needs_rendering, render_inputs
@@ -48,12 +48,20 @@ class Refused:
     status: str = RecipientStatus.DROPPED
 
 
+class Signer(Protocol):
+    """What signs a rendered message (app.delivery.signing.DkimSigner)."""
+
+    def sign(self, data: bytes, *, timestamp: int) -> bytes:
+        """The signature header field(s) to put before `data`."""
+        ...
+
+
 class Composer:
     """Renders and signs messages; deterministic, so the cache only saves work."""
 
     def __init__(
         self,
-        signer_for: Callable[[LoadedMessage], DkimSigner],
+        signer_for: Callable[[LoadedMessage], Signer],
         limits: RenderLimits | None = None,
     ) -> None:
         self._signer_for = signer_for

@@ -22,6 +22,7 @@ from app.messages import attachments
 from app.messages.submission import FileData, Personalization, Submission
 
 MAX_RECIPIENTS = 1000
+HEADER_NAMES: dict[str, Any] = {"propertyNames": {"pattern": "^[!-9;-~]+$"}}
 MAX_CATEGORIES = 10
 MAX_CATEGORY_LENGTH = 255
 # Headers Columba writes itself; a custom header may not replace or duplicate them.
@@ -104,7 +105,7 @@ class BulkRecipient(BaseModel):
         default=None, description="When to send this copy (ISO 8601 or Unix time)."
     )
     subject: HeaderText | None = Field(default=None, min_length=1, max_length=998)
-    headers: dict[str, HeaderText] = Field(default_factory=dict)
+    headers: dict[str, HeaderText] = Field(default_factory=dict, json_schema_extra=HEADER_NAMES)
 
     _valid_headers = field_validator("headers")(_check_headers)
 
@@ -194,7 +195,7 @@ class SendRequest(BaseModel):
     subject: HeaderText | None = Field(default=None, min_length=1, max_length=998)
     text: str | None = None
     html: str | None = None
-    headers: dict[str, HeaderText] = Field(default_factory=dict)
+    headers: dict[str, HeaderText] = Field(default_factory=dict, json_schema_extra=HEADER_NAMES)
     attachments: list[AttachmentIn] = Field(default_factory=list)
     categories: list[HeaderText] = Field(default_factory=list, max_length=MAX_CATEGORIES)
     metadata: Metadata = Field(default_factory=dict)

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.common.fields import EmailAddress, header_name
+from app.common.fields import EmailAddress, header_name, header_safe
 from app.errors import BadRequest, ErrorItem, field_path
 from app.messages import attachments as attachment_rules
 from app.messages.schemas import RESERVED_HEADERS
@@ -269,9 +269,10 @@ def _header_problems(headers: Mapping[str, Any], path: str) -> Iterator[ErrorIte
             continue
         if name.lower() in SENDGRID_RESERVED or name.lower() in RESERVED_HEADERS:
             yield ErrorItem(f"The header {name} is reserved and cannot be set.", f"{path}.{name}")
-        elif any(char in value for char in "\r\n\0"):
+        elif not header_safe(value):
             yield ErrorItem(
-                "Header values must not contain CR, LF or NUL characters.", f"{path}.{name}"
+                "Header values must not contain CR, LF, NUL or other control characters.",
+                f"{path}.{name}",
             )
 
 
@@ -288,9 +289,10 @@ def _category_problems(categories: Sequence[str]) -> Iterator[ErrorItem]:
                 f"A category may not exceed {MAX_CATEGORY_LENGTH} characters.",
                 f"categories.{index}",
             )
-        elif any(char in category for char in "\r\n\0"):
+        elif not header_safe(category):
             yield ErrorItem(
-                "Categories must not contain CR, LF or NUL characters.", f"categories.{index}"
+                "Categories must not contain CR, LF, NUL or other control characters.",
+                f"categories.{index}",
             )
 
 

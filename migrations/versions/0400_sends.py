@@ -52,9 +52,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         _account_fk("idempotency_keys"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_idempotency_keys")),
-        sa.UniqueConstraint(
-            "account_id", "key", name=op.f("uq_idempotency_keys_account_id_key")
-        ),
+        sa.UniqueConstraint("account_id", "key", name=op.f("uq_idempotency_keys_account_id_key")),
     )
     op.create_index("ix_idempotency_keys_account_id", "idempotency_keys", ["account_id"])
     op.create_index("ix_idempotency_keys_expires_at", "idempotency_keys", ["expires_at"])
@@ -106,15 +104,11 @@ def upgrade() -> None:
 
     op.add_column("messages", sa.Column("template_id", sa.String(length=64), nullable=True))
     op.add_column("messages", sa.Column("template_engine", sa.String(length=16), nullable=True))
-    op.add_column(
-        "messages", sa.Column("sections", sa.JSON(), nullable=False, server_default="{}")
-    )
+    op.add_column("messages", sa.Column("sections", sa.JSON(), nullable=False, server_default="{}"))
     op.add_column("messages", sa.Column("batch_id", sa.String(length=64), nullable=True))
     op.add_column("messages", sa.Column("send_at", sa.DateTime(timezone=True), nullable=True))
     op.add_column("messages", sa.Column("asm_group_id", sa.Integer(), nullable=True))
-    op.add_column(
-        "messages", sa.Column("settings", JSONType, nullable=False, server_default="{}")
-    )
+    op.add_column("messages", sa.Column("settings", JSONType, nullable=False, server_default="{}"))
     op.create_index("ix_messages_batch_id", "messages", ["batch_id"])
     op.add_column("recipients", sa.Column("personalization", sa.JSON(), nullable=True))
 

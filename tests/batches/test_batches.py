@@ -135,12 +135,14 @@ async def test_paused_recipients_are_not_claimed(
     batch = (await client.post("/v1/batches", headers=sender.headers)).json()
     accepted = await send(client, sender, to=["a@example.test"], batch_id=batch["id"])
     pause = await client.post(f"/v1/batches/{batch['id']}/pause", headers=sender.headers)
-    assert pause.json()["status"] == "pause" and pause.json()["changed"] == 1
+    assert pause.json()["status"] == "pause"
+    assert pause.json()["changed"] == 1
     async with db.session() as session:
         claim = await dispatch.claim(session, message_id=accepted["id"], lease=timedelta(minutes=5))
         due = await dispatch.due_message_ids(session)
         await session.commit()
-    assert claim.recipients == () and due == []
+    assert claim.recipients == ()
+    assert due == []
     # Sends into a paused batch wait too.
     later = await send(client, sender, to=["b@example.test"], batch_id=batch["id"])
     assert [r["status"] for r in later["recipients"]] == ["paused"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import email.header
 import email.policy
 import email.utils
 import re
@@ -41,6 +42,23 @@ def make(**changes: Any) -> MessageContent:
 def parse(raw: bytes) -> EmailMessage:
     """Parse rendered bytes with the modern policy, as a receiving client would."""
     return BytesParser(policy=email.policy.default).parsebytes(raw)
+
+
+_ONLY_ENCODED_WORDS = re.compile(r"(?:=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=\s*)+")
+
+
+def display_name(raw: bytes, field: str) -> str:
+    """The first display name of `field` as RFC 2047 §6.2 decodes it.
+
+    A name too long for one encoded-word is sent as several, with the whitespace between them
+    meaning nothing (§6.2); CPython 3.11's phrase parser keeps that whitespace (and collapses
+    runs of blanks inside a word), so names sent as encoded-words are decoded with the standard
+    library's RFC 2047 decoder instead of the phrase parser."""
+    value = BytesParser(policy=email.policy.compat32).parsebytes(raw)[field]
+    phrase = re.sub(r"\r?\n(?=[ \t])", "", str(value)).rpartition("<")[0].strip()
+    if phrase and _ONLY_ENCODED_WORDS.fullmatch(phrase):
+        return str(email.header.make_header(email.header.decode_header(phrase)))
+    return str(parse(raw)[field].addresses[0].display_name)
 
 
 def header_block(raw: bytes) -> bytes:
@@ -222,8 +240,8 @@ def test_non_ascii_subject_and_names_are_short_encoded_words() -> None:
     assert max(len(w) for w in words) <= 75
     msg = parse(raw)
     assert msg["Subject"] == subject
-    assert msg["From"].addresses[0].display_name == content.sender.name
-    assert msg["To"].addresses[0].display_name == content.to[0].name
+    assert display_name(raw, "From") == content.sender.name
+    assert display_name(raw, "To") == content.to[0].name
 
 
 # Any text without control characters, which render refuses in headers (tested above); mixes
@@ -240,7 +258,7 @@ HEADER_TEXT = st.text(
 
 
 @settings(max_examples=300, deadline=None)
-@given(subject=HEADER_TEXT, name=HEADER_TEXT)
+@given(subject=HEADER_TEXT, name=HEADER_TEXT.filter(lambda name: name.strip()))
 def test_any_subject_and_display_name_round_trip(subject: str, name: str) -> None:
     """Property: arbitrary Unicode subjects and names survive the trip, with short words."""
     raw = render(make(subject=subject, sender=Address("noreply@example.com", name)))
@@ -249,7 +267,7 @@ def test_any_subject_and_display_name_round_trip(subject: str, name: str) -> Non
     assert all(len(w) <= 75 for w in ENCODED_WORD.findall(header_block(raw)))
     msg = parse(raw)
     assert msg["Subject"] == subject
-    assert msg["From"].addresses[0].display_name == name
+    assert display_name(raw, "From") == name
     assert msg["From"].addresses[0].addr_spec == "noreply@example.com"
 
 

@@ -169,8 +169,10 @@ async def test_concurrent_identical_requests_send_exactly_once(
     codes = sorted(r.status_code for r in responses)
     assert set(codes) <= {202, 409}, codes
     accepted = [identity(r) for r in responses if r.status_code == 202]
-    assert accepted and all(a == accepted[0] for a in accepted)
+    assert accepted
+    assert all(a == accepted[0] for a in accepted)
     assert await messages(db) == 1
     # Once the first has answered, every retry gets its answer.
     retry = await post(client, sender, path, body, "stampede")
-    assert retry.status_code == 202 and identity(retry) == accepted[0]
+    assert retry.status_code == 202
+    assert identity(retry) == accepted[0]

@@ -17,7 +17,6 @@ from app import clock
 from app.db import Database
 from app.messages import dispatch
 from app.messages.compose import Composer, Copy
-from app.messages.dispatch import ClaimedRecipient
 from tests.fakes.mx import ScriptedMX
 from tests.support import Sender
 from tests.test_end_to_end import Deliver, message_view, send
@@ -79,8 +78,10 @@ async def test_each_recipient_gets_their_own_rendered_copy(
     assert alice["Subject"] == "Hello Alice <3"
     assert "<p>Hi Alice &lt;3</p><i>1</i><i>2</i>" in html_of(alice)  # html autoescaped
     text = bob.get_body(("plain",))
-    assert text is not None and "your code is DEFAULT." in text.get_content()
-    assert bob["X-Campaign"] == "spring" and alice["X-Campaign"] is None
+    assert text is not None
+    assert "your code is DEFAULT." in text.get_content()
+    assert bob["X-Campaign"] == "spring"
+    assert alice["X-Campaign"] is None
     assert alice["Message-ID"] != bob["Message-ID"]
     view = await message_view(client, sender, accepted["id"])
     metadata = {r["email"]: r["events"][0]["data"]["custom_args"] for r in view["recipients"]}

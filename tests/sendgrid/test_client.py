@@ -96,7 +96,8 @@ async def test_plain_and_html_content_is_delivered(
     assert parsed["From"].addresses[0].display_name == "Örders Désk"
     assert parsed["To"] == "Alice <alice@example.test>"
     plain, html = parsed.get_body(("plain",)), parsed.get_body(("html",))
-    assert plain is not None and html is not None
+    assert plain is not None
+    assert html is not None
     assert plain.get_content().strip() == "Thanks for your order."
     assert "<b>order</b>" in html.get_content()
 
@@ -178,7 +179,7 @@ async def test_attachment_and_inline_image(
     [received] = await mx.wait_for(1)
     parsed = parse(received.data)
     assert parsed.get_content_type() == "multipart/mixed"
-    related = parsed.get_payload()[0]
+    related = next(parsed.iter_parts())
     assert related.get_content_type() == "multipart/related"
     image = next(p for p in parsed.walk() if p.get_content_type() == "image/png")
     assert image["Content-ID"] == "<logo>"
@@ -259,11 +260,13 @@ async def test_dynamic_template_data_renders_a_handlebars_template(
     assert bob["Subject"] == "Yours, Bob"
     alice_html = alice.get_body(("html",))
     bob_html = bob.get_body(("html",))
-    assert alice_html is not None and bob_html is not None
+    assert alice_html is not None
+    assert bob_html is not None
     assert "<p>Hi Al &amp; Co</p><li>a</li>" in alice_html.get_content()
     assert "<li>x</li><li>y</li>" in bob_html.get_content()
     bob_text = bob.get_body(("plain",))
-    assert bob_text is not None and "Hi Bob (standard)" in bob_text.get_content()
+    assert bob_text is not None
+    assert "Hi Bob (standard)" in bob_text.get_content()
 
 
 async def test_send_at_schedules_until_due(

@@ -98,8 +98,8 @@ ERRORS = [
     ({"custom_args": {"n": 1}}, "custom_args.n", "Invalid type. Expected: string, given: integer."),
     ({"headers": {"Subject": "x"}}, "headers.Subject", "is reserved"),
     ({"headers": {"X-Sg-Id": "x"}}, "headers.X-Sg-Id", "is reserved"),
-    ({"headers": {"X-Evil": "a\r\nBcc: b@example.test"}}, "headers.X-Evil", "CR, LF or NUL"),
-    ({"subject": "Hi\r\nBcc: b@example.test"}, "subject", "CR, LF or NUL"),
+    ({"headers": {"X-Evil": "a\r\nBcc: b@example.test"}}, "headers.X-Evil", "CR, LF, NUL"),
+    ({"subject": "Hi\r\nBcc: b@example.test"}, "subject", "CR, LF, NUL"),
     (
         {"attachments": [{"content": "%%%", "filename": "a.txt"}]},
         "attachments.0.content",

@@ -33,7 +33,8 @@ async def test_create_version_activate_and_send(
     client: httpx.AsyncClient, sender: Sender, mx: ScriptedMX, deliver: Deliver
 ) -> None:
     template = await create(client, sender, name="welcome", version=VERSION)
-    assert template["id"].startswith("d-") and len(template["id"]) == 34
+    assert template["id"].startswith("d-")
+    assert len(template["id"]) == 34
     assert template["engine"] == "jinja"
     [first] = template["versions"]
     assert first["active"] is True  # the first version is active, as in SendGrid
@@ -71,7 +72,8 @@ async def test_a_template_edited_after_a_send_does_not_change_that_send(
         headers=sender.headers,
         json={"subject": "Changed"},
     )
-    assert edit.status_code == 200 and edit.json()["subject"] == "Changed"
+    assert edit.status_code == 200
+    assert edit.json()["subject"] == "Changed"
     await deliver()
     [received] = await mx.wait_for(1)
     parsed = email.message_from_bytes(received.data, policy=email.policy.default)
