@@ -25,14 +25,14 @@ log = logging.getLogger(__name__)
 INVALID_KEY = "The provided authorization grant is invalid, expired, or revoked"
 
 
-def get_settings(request: Request) -> Settings:
-    """The app's settings."""
+async def get_settings(request: Request) -> Settings:
+    """The app's settings (async: FastAPI would run a plain function in a thread)."""
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_queue(request: Request) -> Queue:
-    """The app's queue."""
+async def get_queue(request: Request) -> Queue:
+    """The app's queue (async: FastAPI would run a plain function in a thread)."""
     queue: Queue = request.app.state.queue
     return queue
 
@@ -55,7 +55,7 @@ RATE_LIMIT_PREFIX = "columba:ratelimit"
 async def limit_rate(request: Request, *, key: str) -> None:
     """Count the request against `key` in Redis (shared by every API replica); 429 over the
     limit. Redis being down lets requests through: the database, not Redis, holds sends."""
-    rule = get_settings(request).rate_limit_rule
+    rule = (await get_settings(request)).rate_limit_rule
     if rule is None:
         return
     try:
@@ -74,7 +74,7 @@ async def _limiter(request: Request) -> FixedWindowLimiter:
     """One limiter per app, on the queue's Redis connection pool."""
     limiter: FixedWindowLimiter | None = getattr(request.app.state, "limiter", None)
     if limiter is None:
-        pool = await get_queue(request).pool()
+        pool = await (await get_queue(request)).pool()
         limiter = request.app.state.limiter = FixedWindowLimiter(pool, prefix=RATE_LIMIT_PREFIX)
     return limiter
 
@@ -105,10 +105,12 @@ async def get_principal(request: Request, session: SessionDep) -> Principal:
         raise Unauthorized(INVALID_KEY)
     await limit_rate(request, key=f"key:{principal.api_key.id}")
     if accounts.needs_last_used_update(principal.api_key):
-        database: Database = request.app.state.db
-        async with database.session() as own:  # its own commit: reads stay read-only
-            await accounts.touch_key(own, api_key_id=principal.api_key.id)
-            await own.commit()
+        # In the request's session, which so far has only read the key, and committed at once.
+        # A second session here would hold two pooled connections per request: under more
+        # concurrent requests than the pool has connections, every request would wait for a
+        # second one that never frees (a deadlock seen at 32 connections in bench/send.py).
+        await accounts.touch_key(session, api_key_id=principal.api_key.id)
+        await session.commit()
     return principal
 
 

@@ -72,14 +72,15 @@ class Stack:
     recipient_domain: str
     sink: Sink
     settings: Settings
+    api_pid: int = 0
 
     def headers(self) -> dict[str, str]:
         """Authorization for the bench key."""
         return {"Authorization": f"Bearer {self.key}"}
 
 
-def _environment(settings: Settings) -> dict[str, str]:
-    """The COLUMBA_* variables the child processes need."""
+def _environment(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The COLUMBA_* variables the child processes need (`extra`: more, without the prefix)."""
     values: dict[str, Any] = {
         "DATABASE_URL": settings.database_url,
         "REDIS_URL": settings.redis_url,
@@ -89,6 +90,7 @@ def _environment(settings: Settings) -> dict[str, str]:
         "MX_PORT": settings.mx_port,
         "ALLOW_PRIVATE_DESTINATIONS": "true",
         "REQUIRE_VERIFIED_DOMAINS": "false",
+        **(extra or {}),
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLUMBA_")}
     env.update({f"COLUMBA_{k}": str(v) for k, v in values.items()})
@@ -134,7 +136,12 @@ async def _wait_healthy(url: str, timeout: float = 30) -> None:
 
 @contextlib.asynccontextmanager
 async def running_stack(
-    *, postgres_url: str | None, redis_url: str | None, workers: int = 1, api_workers: int = 1
+    *,
+    postgres_url: str | None,
+    redis_url: str | None,
+    workers: int = 1,
+    api_workers: int = 1,
+    extra_env: dict[str, str] | None = None,
 ) -> AsyncIterator[Stack]:
     """Start everything; stop everything when the block ends."""
     with tempfile.TemporaryDirectory(prefix="columba-bench-") as tmp:
@@ -165,7 +172,7 @@ async def running_stack(
             server = await loop.create_server(
                 lambda: SMTP(sink, hostname="sink.test", decode_data=False), SINK_HOST, mx_port
             )
-            env = _environment(settings)
+            env = _environment(settings, extra_env)
             api_port = free_port()
             processes = [
                 _spawn(
@@ -177,7 +184,9 @@ async def running_stack(
             try:
                 api_url = f"http://127.0.0.1:{api_port}"
                 await _wait_healthy(api_url)
-                yield Stack(api_url, key, f"bench@{domain}", "sink.test", sink, settings)
+                yield Stack(
+                    api_url, key, f"bench@{domain}", "sink.test", sink, settings, processes[0].pid
+                )
             finally:
                 for process in processes:
                     process.terminate()

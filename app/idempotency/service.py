@@ -21,15 +21,15 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import clock
 from app.accounts.service import Principal
 from app.config import Settings
-from app.db import Database
 from app.errors import BadRequest, Conflict, Unprocessable
 from app.idempotency.models import IdempotencyKey
+from app.ids import new_id
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
@@ -85,7 +85,7 @@ def key_from(request: Request) -> str | None:
 
 
 async def begin(
-    database: Database,
+    session: AsyncSession,
     *,
     account_id: str,
     key: str,
@@ -93,15 +93,18 @@ async def begin(
     ttl: timedelta,
     lock: timedelta,
 ) -> Claim | StoredResponse:
-    """Claim the key, or the stored answer of the request that used it first."""
+    """Claim the key, or the stored answer of the request that used it first.
+
+    Commits `session` (the request's, which has only read so far): the claim must be
+    visible to other requests before the send begins. One session per request also means
+    one pooled connection per request, however many requests run at once."""
     for _ in range(3):  # an expired key is deleted and claimed again
-        async with database.session() as session:
-            claim = await _insert(session, account_id, key, fingerprint, ttl, lock)
-            if claim is not None:
-                return claim
-            outcome = await _existing(session, account_id, key, fingerprint, lock)
-            if outcome is not None:
-                return outcome
+        claim = await _insert(session, account_id, key, fingerprint, ttl, lock)
+        if claim is not None:
+            return claim
+        outcome = await _existing(session, account_id, key, fingerprint, lock)
+        if outcome is not None:
+            return outcome
     raise Conflict(f"The {HEADER} {key!r} is being used by another request; retry later.", HEADER)
 
 
@@ -113,24 +116,31 @@ async def _insert(
     ttl: timedelta,
     lock: timedelta,
 ) -> Claim | None:
-    """INSERT the key; None when it exists (the unique constraint said no)."""
+    """INSERT the key; None when it exists (the unique constraint said no).
+
+    ON CONFLICT DO NOTHING rather than catching the error: a failed statement would roll the
+    request's whole session back and expire what it has loaded (the caller's principal)."""
     now = clock.now()
-    row = IdempotencyKey(
-        account_id=account_id,
-        key=key,
-        fingerprint=fingerprint,
-        response_headers={},
-        locked_until=now + lock,
-        expires_at=now + ttl,
-        created_at=now,
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = (
+        insert(IdempotencyKey)
+        .values(
+            id=new_id(),
+            account_id=account_id,
+            key=key,
+            fingerprint=fingerprint,
+            response_headers={},
+            locked_until=now + lock,
+            expires_at=now + ttl,
+            created_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["account_id", "key"])
+        .returning(IdempotencyKey.id)
     )
-    session.add(row)
-    try:
-        await session.commit()
-    except IntegrityError:
-        await session.rollback()
-        return None
-    return Claim(record_id=row.id, fence=row.locked_until)
+    record_id = (await session.execute(statement)).scalar_one_or_none()
+    await session.commit()
+    return None if record_id is None else Claim(record_id=record_id, fence=now + lock)
 
 
 async def _existing(
@@ -206,15 +216,15 @@ async def complete(session: AsyncSession, *, claim: Claim, response: StoredRespo
         raise Conflict(f"The {HEADER} was taken over by another request.", HEADER)
 
 
-async def release(database: Database, *, claim: Claim) -> None:
+async def release(session: AsyncSession, *, claim: Claim) -> None:
     """Forget a claim whose request failed, so the key can be used again."""
-    async with database.session() as session:
-        await session.execute(
-            delete(IdempotencyKey).where(
-                IdempotencyKey.id == claim.record_id, IdempotencyKey.status_code.is_(None)
-            )
+    await session.rollback()  # whatever the failed attempt left unfinished
+    await session.execute(
+        delete(IdempotencyKey).where(
+            IdempotencyKey.id == claim.record_id, IdempotencyKey.status_code.is_(None)
         )
-        await session.commit()
+    )
+    await session.commit()
 
 
 async def purge_expired(session: AsyncSession) -> int:
@@ -229,15 +239,19 @@ Work = Callable[[Claim | None], Awaitable[StoredResponse]]
 
 
 async def run(
-    request: Request, *, principal: Principal, settings: Settings, work: Work
+    request: Request,
+    *,
+    session: AsyncSession,
+    principal: Principal,
+    settings: Settings,
+    work: Work,
 ) -> Response:
     """Run `work` once per Idempotency-Key (or plainly, without one) and answer."""
     key = key_from(request)
     if key is None:
         return (await work(None)).to_response()
-    database: Database = request.app.state.db
     outcome = await begin(
-        database,
+        session,
         account_id=principal.account.id,
         key=key,
         fingerprint=fingerprint(request.method, request.url.path, await request.body()),
@@ -248,7 +262,7 @@ async def run(
         return outcome.to_response(replayed=True)
     try:
         stored = await work(outcome)
-    except BaseException:
-        await release(database, claim=outcome)
+    except Exception:
+        await release(session, claim=outcome)
         raise
     return stored.to_response()

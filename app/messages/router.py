@@ -50,7 +50,9 @@ async def send(
         await queue.wake_deliveries([accepted.message_id])
         return stored
 
-    return await idempotency.run(request, principal=principal, settings=settings, work=work)
+    return await idempotency.run(
+        request, session=session, principal=principal, settings=settings, work=work
+    )
 
 
 @router.get(

@@ -85,7 +85,9 @@ async def mail_send(
         await queue.wake_deliveries([accepted.message_id])
         return stored
 
-    return await idempotency.run(request, principal=principal, settings=settings, work=work)
+    return await idempotency.run(
+        request, session=session, principal=principal, settings=settings, work=work
+    )
 
 
 def _sender_identity(exc: Forbidden) -> Forbidden:

@@ -89,14 +89,15 @@ async def test_a_request_while_the_first_is_in_flight_is_409(
     client: httpx.AsyncClient, sender: Sender, db: Database, path: str
 ) -> None:
     body = BODIES[path](sender)
-    claim = await idempotency.begin(
-        db,
-        account_id=sender.account_id,
-        key="busy",
-        fingerprint=idempotency.fingerprint("POST", path, json.dumps(body).encode()),
-        ttl=timedelta(hours=24),
-        lock=timedelta(seconds=60),
-    )
+    async with db.session() as session:
+        claim = await idempotency.begin(
+            session,
+            account_id=sender.account_id,
+            key="busy",
+            fingerprint=idempotency.fingerprint("POST", path, json.dumps(body).encode()),
+            ttl=timedelta(hours=24),
+            lock=timedelta(seconds=60),
+        )
     assert isinstance(claim, idempotency.Claim)
     response = await post(client, sender, path, body, "busy")
     assert response.status_code == 409
@@ -110,14 +111,15 @@ async def test_a_claim_whose_request_died_is_taken_over_after_its_lock(
     travel: Callable[[timedelta], None],
 ) -> None:
     body = v1_body(sender)
-    await idempotency.begin(
-        db,
-        account_id=sender.account_id,
-        key="orphan",
-        fingerprint=idempotency.fingerprint("POST", V1, json.dumps(body).encode()),
-        ttl=timedelta(hours=24),
-        lock=timedelta(seconds=60),
-    )
+    async with db.session() as session:
+        await idempotency.begin(
+            session,
+            account_id=sender.account_id,
+            key="orphan",
+            fingerprint=idempotency.fingerprint("POST", V1, json.dumps(body).encode()),
+            ttl=timedelta(hours=24),
+            lock=timedelta(seconds=60),
+        )
     travel(timedelta(seconds=61))
     response = await post(client, sender, V1, body, "orphan")
     assert response.status_code == 202
