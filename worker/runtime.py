@@ -30,6 +30,7 @@ from app.domains.service import dkim_key
 from app.messages import dispatch
 from app.messages.compose import Composer, Copy, Refused, return_path
 from app.messages.dispatch import Claim, ClaimedRecipient, LoadedMessage, Outcome
+from app.templates.engines import RenderLimits
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class Runtime:
         )
         self.retry_policy = RetryPolicy(settings.retry_schedule, settings.max_message_age)
         self._signers: dict[str, DkimSigner] = {}
-        self.composer = Composer(self.signer)
+        self.composer = Composer(self.signer, render_limits(settings))
 
     async def close(self) -> None:
         """Release the database pool."""
@@ -204,6 +205,14 @@ class Runtime:
             key = dkim_key(domain, secret_key=self.settings.secret_key_bytes())
             signer = self._signers[domain.id] = DkimSigner([key])
         return signer
+
+
+def render_limits(settings: Settings) -> RenderLimits:
+    """How long one recipient's template may render and how much it may produce."""
+    return RenderLimits(
+        max_seconds=settings.template_render_timeout.total_seconds(),
+        max_output=settings.template_max_output,
+    )
 
 
 def group_copies(copies: Sequence[Copy]) -> list[list[Copy]]:
