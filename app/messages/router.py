@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from fastapi import APIRouter, Request, Response
 
 from app.deps import MailSender, MessagesReader, QueueDep, SessionDep, SettingsDep
@@ -10,6 +12,7 @@ from app.idempotency.service import Claim, StoredResponse
 from app.messages import service
 from app.messages.schemas import MessageView, SendAccepted, SendRequest
 from app.openapi import IDEMPOTENCY_KEY, errors
+from app.sendgrid.translate import refuse_nul
 
 router = APIRouter(tags=["messages"])
 
@@ -35,6 +38,8 @@ async def send(
     each recipient gets a copy of their own, rendered at delivery with their `template_data`,
     carrying their `metadata` into events, sent at their `send_at`. With an
     `Idempotency-Key`, a retried request returns the first answer and sends nothing again."""
+
+    refuse_nul(json.loads(await request.body()))
 
     async def work(claim: Claim | None) -> StoredResponse:
         accepted = await service.accept(

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.common.fields import EmailAddress, header_name, header_safe
+from app.common.fields import EmailAddress, header_name, header_safe, nul_path
 from app.errors import BadRequest, ErrorItem, field_path
 from app.messages import attachments as attachment_rules
 from app.messages.schemas import RESERVED_HEADERS
@@ -81,11 +81,19 @@ def parse(body: bytes) -> schemas.MailSend:
         raise BadRequest("Bad Request") from exc
     if not isinstance(document, dict):
         raise BadRequest("Bad Request")
+    refuse_nul(document)
     try:
         return schemas.MailSend.model_validate(document)
     except ValidationError as exc:
         items = _deduplicated(_sendgrid_error(error) for error in exc.errors())
         raise BadRequest(items[0].message, errors=items) from exc
+
+
+def refuse_nul(document: object) -> None:
+    """400 for a NUL character anywhere in the request (mail and PostgreSQL refuse it)."""
+    path = nul_path(document)
+    if path is not None:
+        raise BadRequest("NUL characters are not allowed.", path)
 
 
 def _deduplicated(items: Iterator[ErrorItem]) -> list[ErrorItem]:

@@ -215,6 +215,11 @@ async def test_bulk_rules_are_enforced(client: httpx.AsyncClient, sender: Sender
         ({"recipients": [{"to": "a@example.test"}], "cc": ["c@example.test"]}, None),
         ({"to": ["a@example.test"], "text": "{% if %}", "template_engine": "jinja"}, "text"),
         ({"to": ["a@example.test"], "send_at": "2026-01-01T00:00:00"}, "send_at"),
+        ({"to": ["a@example.test"], "text": "nul\u0000"}, "text"),
+        (
+            {"recipients": [{"to": "a@example.test", "metadata": {"k": "\u0000"}}]},
+            "recipients.0.metadata.k",
+        ),
     ]
     for extra, field in cases:
         response = await client.post("/v1/send", headers=sender.headers, json={**base, **extra})

@@ -131,6 +131,7 @@ ERRORS = [
         "The content_id parameter is required if disposition is set to inline.",
     ),
     ({"batch_id": "no-such-batch"}, "batch_id", "invalid batch id"),
+    ({"custom_args": {"k": "\u0000"}}, "custom_args.k", "NUL characters are not allowed."),
     ({"template_id": "d-00000000000000000000000000000000"}, "template_id", "is not a template"),
     ({"send_at": 4_102_444_800}, "send_at", "send_at may be at most 7d ahead"),
     ({"send_at": -5}, "send_at", "valid Unix timestamp"),
