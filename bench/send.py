@@ -263,7 +263,7 @@ async def main() -> None:
                 seconds=args.seconds,
             )
         )
-    extra = {"RATE_LIMIT": "100000000/1m"}  # the limiter still runs; it never refuses here
+    extra = {"COLUMBA_RATE_LIMIT": "100000000/1m"}  # the limiter still runs; never refuses
     async with running_stack(
         postgres_url=args.postgres,
         redis_url=args.redis,

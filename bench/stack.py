@@ -72,15 +72,15 @@ class Stack:
     recipient_domain: str
     sink: Sink
     settings: Settings
-    api_pid: int = 0
+    api_pid: int = 0  # the API process (for profilers)
 
     def headers(self) -> dict[str, str]:
         """Authorization for the bench key."""
         return {"Authorization": f"Bearer {self.key}"}
 
 
-def _environment(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The COLUMBA_* variables the child processes need (`extra`: more, without the prefix)."""
+def _environment(settings: Settings) -> dict[str, str]:
+    """The COLUMBA_* variables the child processes need."""
     values: dict[str, Any] = {
         "DATABASE_URL": settings.database_url,
         "REDIS_URL": settings.redis_url,
@@ -90,7 +90,6 @@ def _environment(settings: Settings, extra: dict[str, str] | None = None) -> dic
         "MX_PORT": settings.mx_port,
         "ALLOW_PRIVATE_DESTINATIONS": "true",
         "REQUIRE_VERIFIED_DOMAINS": "false",
-        **(extra or {}),
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLUMBA_")}
     env.update({f"COLUMBA_{k}": str(v) for k, v in values.items()})
@@ -141,6 +140,7 @@ async def running_stack(
     redis_url: str | None,
     workers: int = 1,
     api_workers: int = 1,
+    external_sink_port: int | None = None,
     extra_env: dict[str, str] | None = None,
 ) -> AsyncIterator[Stack]:
     """Start everything; stop everything when the block ends."""
@@ -153,10 +153,11 @@ async def running_stack(
         else:
             database_url = f"sqlite+aiosqlite:///{var_dir / 'bench.db'}"
         await asyncio.to_thread(migrate.upgrade, database_url)
-        mx_port = free_port()
+        mx_port = external_sink_port or free_port()
+        sink_host = "127.0.0.1" if external_sink_port else SINK_HOST
         async with FakeDNS() as dns_server:
             dns_server.add_mx("sink.test", (10, "mx.sink.test"))
-            dns_server.add_a("mx.sink.test", SINK_HOST)
+            dns_server.add_a("mx.sink.test", sink_host)
             settings = Settings(
                 database_url=database_url,
                 redis_url=redis_url or embedded_redis_url(var_dir),
@@ -168,11 +169,12 @@ async def running_stack(
             )
             key, domain = await _provision(settings)
             sink = Sink()
-            loop = asyncio.get_running_loop()
-            server = await loop.create_server(
-                lambda: SMTP(sink, hostname="sink.test", decode_data=False), SINK_HOST, mx_port
-            )
-            env = _environment(settings, extra_env)
+            server = None
+            if external_sink_port is None:
+                server = await asyncio.get_running_loop().create_server(
+                    lambda: SMTP(sink, hostname="sink.test", decode_data=False), SINK_HOST, mx_port
+                )
+            env = _environment(settings) | (extra_env or {})
             api_port = free_port()
             processes = [
                 _spawn(
@@ -191,9 +193,10 @@ async def running_stack(
                 for process in processes:
                     process.terminate()
                 for process in processes:
-                    process.wait(timeout=30)
-                server.close()
-                await server.wait_closed()
+                    await asyncio.to_thread(process.wait, 30)
+                if server is not None:
+                    server.close()
+                    await server.wait_closed()
                 stop_embedded_redis()
                 if postgres_url:
                     await drop_test_database(postgres_url, database_url)
