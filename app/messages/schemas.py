@@ -259,7 +259,7 @@ class SendRequest(BaseModel):
                 Personalization(to=tuple(self.to), cc=tuple(self.cc), bcc=tuple(self.bcc)),
             )
         return Submission(
-            sender=EmailAddress(email=self.from_.email, name=self.from_.name),
+            sender=self.from_,
             personalizations=personalizations,
             subject=self.subject,
             text=self.text,

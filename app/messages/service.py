@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import clock
@@ -282,7 +283,7 @@ async def accept(
         await session.execute(insert(_ATTACHMENTS), files)
     rows = _recipient_rows(submission, message=message)
     new_events = await _initial_states(session, submission, message, rows, batch_status)
-    await session.execute(insert(_RECIPIENTS), rows)
+    await _insert_recipients(session, rows)
     await events.record(session, new_events)
     return Accepted(
         message_id=message.id,
@@ -401,6 +402,35 @@ def _recipient_rows(submission: Submission, *, message: Message) -> list[dict[st
                 }
             )
     return rows
+
+
+# PostgreSQL takes a thousand recipients as one INSERT … SELECT FROM unnest(arrays): a column
+# per parameter instead of a parameter per value, several times faster than executemany.
+_UNNEST_RECIPIENTS = text(
+    "INSERT INTO recipients (id, message_id, account_id, email, domain, kind, status, "
+    "attempt_count, next_attempt_at, created_at, updated_at, personalization) "
+    "SELECT id, message_id, account_id, email, domain, kind, status, 0, next_attempt_at, "
+    "created_at, updated_at, personalization::json FROM unnest("
+    "CAST(:id AS varchar[]), CAST(:message_id AS varchar[]), CAST(:account_id AS varchar[]), "
+    "CAST(:email AS varchar[]), CAST(:domain AS varchar[]), CAST(:kind AS varchar[]), "
+    "CAST(:status AS varchar[]), CAST(:next_attempt_at AS timestamptz[]), "
+    "CAST(:created_at AS timestamptz[]), CAST(:updated_at AS timestamptz[]), "
+    "CAST(:personalization AS text[])) AS r(id, message_id, account_id, email, domain, kind, "
+    "status, next_attempt_at, created_at, updated_at, personalization)"
+)
+
+
+async def _insert_recipients(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Insert the recipient rows: one unnest statement on PostgreSQL, executemany elsewhere."""
+    if session.get_bind().dialect.name != "postgresql":
+        await session.execute(insert(_RECIPIENTS), rows)
+        return
+    columns = {name: [row[name] for row in rows] for name in rows[0]}
+    columns["personalization"] = [
+        None if value is None else json.dumps(value) for value in columns["personalization"]
+    ]
+    columns["status"] = [str(status) for status in columns["status"]]
+    await session.execute(_UNNEST_RECIPIENTS, columns)
 
 
 # SendGrid's drop reasons, so SendGrid-format consumers see familiar texts.

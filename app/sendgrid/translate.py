@@ -378,7 +378,8 @@ def _personalization(personal: schemas.Personalization, index: int) -> Personali
 
 
 def _address(address: schemas.MailAddress) -> EmailAddress:
-    return EmailAddress(email=address.email, name=address.name)
+    """The same address as the accept service's type (already validated: not again)."""
+    return EmailAddress.model_construct(email=address.email, name=address.name)
 
 
 def _file(attachment: schemas.Attachment) -> FileData:
