@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     destination_max_connections: int = Field(default=10, ge=1)
     destination_rate: float = Field(default=0.0, ge=0.0)
     throttle_wait: Duration = timedelta(seconds=2)
+    db_pool_size: int = Field(default=10, ge=1)
     max_schedule_ahead: Duration = timedelta(days=7)
     template_render_timeout: Duration = timedelta(seconds=2)
     template_max_output: int = Field(default=1024 * 1024, ge=1024)

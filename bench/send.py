@@ -248,6 +248,12 @@ async def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--profile", action="store_true", help="py-spy the API during (b)")
+    parser.add_argument(
+        "--db-pool-size",
+        type=int,
+        default=32,
+        help="COLUMBA_DB_POOL_SIZE for the API (default: the connection count)",
+    )
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="columba-bench-send-"))
     results: list[Result] = []
@@ -263,7 +269,10 @@ async def main() -> None:
                 seconds=args.seconds,
             )
         )
-    extra = {"COLUMBA_RATE_LIMIT": "100000000/1m"}  # the limiter still runs; never refuses
+    extra = {
+        "COLUMBA_RATE_LIMIT": "100000000/1m",  # the limiter still runs; it never refuses here
+        "COLUMBA_DB_POOL_SIZE": str(args.db_pool_size),
+    }
     async with running_stack(
         postgres_url=args.postgres,
         redis_url=args.redis,
@@ -318,7 +327,8 @@ def report(results: list[Result], args: argparse.Namespace, scratch: Path) -> No
     ceiling = results[0].requests_per_second
     print(
         f"\nSend API on PostgreSQL, {args.api_workers} uvicorn worker(s), wrk {args.seconds}s, "
-        f"{args.connections} connections ((d): 1), {os.cpu_count()} CPUs"
+        f"{args.connections} connections ((d): 1), DB pool {args.db_pool_size}, "
+        f"{os.cpu_count()} CPUs"
     )
     print(f"{'scenario':<58}{'req/s':>9}{'vs (a)':>8}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
     for result in results:
