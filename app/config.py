@@ -54,16 +54,19 @@ class Settings(BaseSettings):
     lease_duration: Duration = timedelta(minutes=15)
     sweep_interval: Duration = timedelta(seconds=5)
     smtp_connect_timeout: Duration = timedelta(seconds=30)
+    smtp_greeting_timeout: Duration = timedelta(minutes=5)
     smtp_command_timeout: Duration = timedelta(minutes=5)
     smtp_data_timeout: Duration = timedelta(minutes=10)
     dns_timeout: Duration = timedelta(seconds=10)
     worker_max_jobs: int = Field(default=20, ge=1)
+    worker_capacity: int = Field(default=500, ge=1)
+    worker_batch_size: int = Field(default=100, ge=1)
     smtp_max_recipients: int = Field(default=100, ge=1, le=1000)
     smtp_idle_timeout: Duration = timedelta(seconds=30)
     smtp_max_messages_per_connection: int = Field(default=100, ge=1)
-    destination_max_connections: int = Field(default=10, ge=1)
+    destination_max_connections: int = Field(default=20, ge=1)
     destination_rate: float = Field(default=0.0, ge=0.0)
-    throttle_wait: Duration = timedelta(seconds=2)
+    throttle_wait: Duration = timedelta(seconds=10)
     db_pool_size: int = Field(default=10, ge=1)
     max_schedule_ahead: Duration = timedelta(days=7)
     template_render_timeout: Duration = timedelta(seconds=2)
@@ -89,6 +92,7 @@ class Settings(BaseSettings):
         "lease_duration",
         "sweep_interval",
         "smtp_connect_timeout",
+        "smtp_greeting_timeout",
         "smtp_command_timeout",
         "smtp_data_timeout",
         "dns_timeout",
