@@ -50,8 +50,6 @@ FINAL_STATUSES = frozenset(
 )
 # Statuses a worker may claim once `next_attempt_at` has come (`paused` never is).
 CLAIMABLE_STATUSES = (RecipientStatus.SCHEDULED, RecipientStatus.QUEUED, RecipientStatus.DEFERRED)
-# Statuses of recipients no worker holds yet: a batch's pause or cancel may still stop them.
-UNCLAIMED_STATUSES = (RecipientStatus.SCHEDULED, RecipientStatus.QUEUED, RecipientStatus.PAUSED)
 
 
 class RecipientKind(StrEnum):
