@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app.batches.router import router as batches_router
 from app.config import Settings, load_settings
 from app.db import Database
 from app.embedded_redis import redis_url_for
@@ -16,6 +17,10 @@ from app.messages.router import router as messages_router
 from app.middleware import BodySizeLimit, body_limit_for
 from app.openapi import install_openapi
 from app.queue import Queue
+from app.ratelimit import RateLimitHeaders
+from app.sendgrid.router import router as sendgrid_router
+from app.sendgrid.schemas import MailSend
+from app.templates.router import router as templates_router
 
 API_VERSION = "0.1.0"
 
@@ -41,9 +46,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Self-hosted transactional email: a SendGrid-style API with its own MTA.",
         lifespan=lifespan,
     )
+    app.add_middleware(RateLimitHeaders)
     app.add_middleware(BodySizeLimit, max_bytes=body_limit_for(settings.max_message_size))
     install_error_handlers(app)
-    install_openapi(app)
+    install_openapi(app, extra_models=[MailSend])
     app.include_router(health_router)
     app.include_router(messages_router)
+    app.include_router(sendgrid_router)
+    app.include_router(batches_router)
+    app.include_router(templates_router)
     return app

@@ -1,23 +1,30 @@
 """Imports every table so that `Base.metadata` is complete (for Alembic and tests)."""
 
 from app.accounts.models import Account, ApiKey
+from app.batches.models import Batch
 from app.db import Base
 from app.domains.models import Domain
 from app.events.models import Event
+from app.idempotency.models import IdempotencyKey
 from app.messages.models import Attempt, Message, MessageAttachment, Recipient
-from app.submission.models import Submission
+from app.submission.models import SmtpSubmission
 from app.suppressions.models import Suppression
+from app.templates.models import Template, TemplateVersion
 
 __all__ = [
     "Account",
     "ApiKey",
     "Attempt",
     "Base",
+    "Batch",
     "Domain",
     "Event",
+    "IdempotencyKey",
     "Message",
     "MessageAttachment",
     "Recipient",
-    "Submission",
+    "SmtpSubmission",
     "Suppression",
+    "Template",
+    "TemplateVersion",
 ]

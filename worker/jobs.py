@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from app.idempotency import service as idempotency
 from app.queue import Queue
 from worker.runtime import Runtime
 
@@ -31,3 +32,11 @@ async def sweep_due_recipients(ctx: dict[str, Any]) -> int:
     if enqueued:
         log.info("sweeper enqueued %d message(s)", enqueued)
     return enqueued
+
+
+async def purge_idempotency_keys(ctx: dict[str, Any]) -> int:
+    """Forget Idempotency-Keys past COLUMBA_IDEMPOTENCY_TTL."""
+    async with _runtime(ctx).db.session() as session:
+        purged = await idempotency.purge_expired(session)
+        await session.commit()
+    return purged

@@ -13,6 +13,7 @@ from worker import jobs
 from worker.runtime import Runtime
 
 JOB_TIMEOUT_SECONDS = 3600  # a job may hold many slow MX conversations; leases cover crashes
+PURGE_JOB = "purge_idempotency_keys"
 POLL_DELAY_SECONDS = 0.05  # low latency between a 202 and the first SMTP connection
 
 
@@ -43,7 +44,8 @@ def build_worker(settings: Settings, redis_url: str, **overrides: Any) -> Worker
                 name=SWEEP_JOB,
                 second=sweep_seconds(settings),
                 run_at_startup=True,
-            )
+            ),
+            cron(jobs.purge_idempotency_keys, name=PURGE_JOB, minute=17, second=0),
         ],
         "queue_name": QUEUE_NAME,
         "redis_settings": redis_settings(redis_url),

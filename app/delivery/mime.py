@@ -160,8 +160,8 @@ def _mailbox(address: Address, field: str, utf8: bool) -> list[str]:
     local, domain = _split_email(address.email)
     # The email package quotes a local part that is not a dot-atom.
     spec = headerregistry.Address(username=local, domain=_ascii_domain(domain)).addr_spec
-    if not address.name:
-        return [spec]
+    if not address.name or not address.name.strip():
+        return [spec]  # a name of only blanks shows nothing; parsers would not keep it
     _check_header_text(address.name)
     return [*_phrase(address.name, field, utf8), f"<{spec}>"]
 

@@ -21,7 +21,7 @@ from app.errors import Forbidden, PayloadTooLarge, Unauthorized
 from app.messages.service import AcceptPolicy
 from app.submission import replies
 from app.submission.data import too_big
-from app.submission.models import Submission
+from app.submission.models import SmtpSubmission
 from app.submission.prepare import PreparedMessage
 from app.submission.replies import Refusal
 from app.submission.service import (
@@ -92,7 +92,7 @@ class GroupCommitter:
     async def _write(self, batch: list[_Pending]) -> list[str | Refusal]:
         """Check and write every message of the batch, then commit; the outcome of each."""
         outcomes: list[str | Refusal] = []
-        lookups, rows = Lookups(), list[Submission]()
+        lookups, rows = Lookups(), list[SmtpSubmission]()
         async with self.database.session() as session:
             for item in batch:
                 outcomes.append(await self._add(session, item, lookups, rows))
@@ -102,7 +102,7 @@ class GroupCommitter:
         return outcomes
 
     async def _add(
-        self, session: AsyncSession, item: _Pending, lookups: Lookups, rows: list[Submission]
+        self, session: AsyncSession, item: _Pending, lookups: Lookups, rows: list[SmtpSubmission]
     ) -> str | Refusal:
         """Check the message, then write it; a refusal leaves nothing behind (the checks write
         nothing), so the other messages of the transaction are unaffected."""
@@ -130,7 +130,7 @@ class GroupCommitter:
         rows.append(
             submission_row(item.transaction, item.prepared, account_id=authorised.account_id)
         )
-        return accepted.id
+        return accepted.message_id
 
 
 def _settle(future: asyncio.Future[str], outcome: str | Refusal) -> None:

@@ -6,8 +6,17 @@ the DKIM t= is the accept time, so a retry sends identical bytes (CHECKLIST 26).
 
 from __future__ import annotations
 
-from app.delivery.signing import DkimSigner
+from typing import Protocol
+
 from app.messages.dispatch import LoadedMessage
+
+
+class Signer(Protocol):
+    """What signs a message (app.delivery.signing.DkimSigner)."""
+
+    def sign(self, data: bytes, *, timestamp: int) -> bytes:
+        """The signature header field(s) to put before `data`."""
+        ...
 
 
 def needs_smtputf8(data: bytes) -> bool:
@@ -16,7 +25,7 @@ def needs_smtputf8(data: bytes) -> bool:
     return not (data if end < 0 else data[:end]).isascii()
 
 
-def signed(loaded: LoadedMessage, signer: DkimSigner) -> tuple[bytes, bool]:
+def signed(loaded: LoadedMessage, signer: Signer) -> tuple[bytes, bool]:
     """The stored message with our DKIM-Signature on top, and whether it needs SMTPUTF8."""
     data = loaded.message.raw_mime
     if data is None:

@@ -220,7 +220,11 @@ class SubmissionHandler:
             tls_bits=tls.bits,
         )
         try:
-            prepared = prepare(envelope.original_content, arrival)
+            prepared = prepare(
+                envelope.original_content,
+                arrival,
+                max_schedule_ahead=self.settings.max_schedule_ahead,
+            )
             message_id = await self.committer.store(transaction, prepared)
         except Refusal as refusal:
             return refusal.reply

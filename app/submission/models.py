@@ -1,21 +1,21 @@
-"""Table: submissions, the SMTP side of a message accepted by `columba smtp`."""
+"""Table: smtp_submissions, the SMTP side of a message accepted by `columba smtp`."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String
+from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app import clock
 from app.db import Base, UTCDateTime
 
 
-class Submission(Base):
-    """Who handed a message over SMTP, from where, and the X-SMTPAPI options with no column
-    on messages (the message itself is `messages.raw_mime`)."""
+class SmtpSubmission(Base):
+    """Who handed a message over SMTP, from where and how (the message itself is
+    `messages.raw_mime`); what Received says, queryable."""
 
-    __tablename__ = "submissions"
+    __tablename__ = "smtp_submissions"
 
     message_id: Mapped[str] = mapped_column(
         ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
@@ -30,5 +30,4 @@ class Submission(Base):
     helo: Mapped[str] = mapped_column(String(255))
     tls_version: Mapped[str | None] = mapped_column(String(16), default=None)
     envelope_from: Mapped[str] = mapped_column(String(320))
-    asm_group_id: Mapped[int | None] = mapped_column(Integer, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)

@@ -16,7 +16,7 @@ import email.utils
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.headerregistry import Address as HeaderAddress
 from email.message import EmailMessage
 from email.parser import Parser
@@ -38,6 +38,7 @@ _DROPPED_FIELDS = frozenset({"bcc", "resent-bcc", "return-path", "content-length
 _FIELD_START = re.compile(rb"[!-9;-~]+[ \t]*:")
 _HELO_SAFE = re.compile(r"[^A-Za-z0-9.\-\[\]:_]")
 _MAX_NAME = 256  # messages.from_name
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,14 +75,15 @@ class _Field:
     raw: bytes
 
 
-def prepare(raw: bytes, arrival: Arrival) -> PreparedMessage:
-    """Check the message and build what is stored; Refusal says why it cannot be taken."""
+def prepare(raw: bytes, arrival: Arrival, *, max_schedule_ahead: timedelta) -> PreparedMessage:
+    """Check the message and build what is stored; Refusal says why it cannot be taken.
+    X-SMTPAPI's send_at may lie `max_schedule_ahead` ahead at most."""
     head, body = _split(raw)
     fields = _fields(head)
     _check_counts(fields)
     text = _decoded_head(head)
     parsed = Parser(policy=email.policy.default).parsestr(text + "\r\n", headersonly=True)
-    options = _smtpapi_options(fields, arrival.received_at)
+    options = _smtpapi_options(fields, arrival.received_at, max_schedule_ahead)
     kept = [f for f in fields if f.name not in _DROPPED_FIELDS]
     kept += _missing_fields(fields, arrival)
     data = _received(arrival) + b"".join(f.raw for f in kept) + b"\r\n" + body
@@ -153,13 +155,13 @@ def _unfolded(raw: bytes) -> str:
     return re.sub(r"\r\n(?=[ \t])", "", value).strip()
 
 
-def _smtpapi_options(fields: list[_Field], now: datetime) -> SmtpApiOptions:
+def _smtpapi_options(fields: list[_Field], now: datetime, max_ahead: timedelta) -> SmtpApiOptions:
     """The X-SMTPAPI options, or none; a header that cannot be honoured is refused."""
     found = next((f for f in fields if f.name == smtpapi.HEADER), None)
     if found is None:
         return SmtpApiOptions()
     try:
-        return smtpapi.parse(_unfolded(found.raw), now=now)
+        return smtpapi.parse(_unfolded(found.raw), now=now, max_ahead=max_ahead)
     except SmtpApiError as exc:
         raise refused_content(f"X-SMTPAPI: {exc}") from None
 
@@ -222,5 +224,8 @@ def _header_addresses(parsed: EmailMessage, name: str) -> tuple[HeaderAddress, .
 
 
 def _address(item: HeaderAddress) -> Address:
-    """A header address, normalised as the HTTP API normalises; ValueError when invalid."""
-    return Address(email=valid_email(item.addr_spec), name=item.display_name[:_MAX_NAME] or None)
+    """A header address, normalised as the HTTP API normalises; ValueError when invalid. The
+    display name is for the message view only: control characters (an encoded-word may
+    decode to any) become spaces there, while the MIME keeps what the client wrote."""
+    name = _CONTROLS.sub(" ", item.display_name)[:_MAX_NAME].strip()
+    return Address(email=valid_email(item.addr_spec), name=name or None)

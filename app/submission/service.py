@@ -12,13 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts import service as accounts
 from app.accounts.scopes import Scope
 from app.accounts.service import Principal
+from app.common.fields import EmailAddress
 from app.delivery.content import Address
 from app.domains.models import Domain
 from app.errors import Forbidden, Unauthorized
 from app.messages import service as messages
-from app.messages.models import Message, RecipientKind
-from app.messages.schemas import SendAccepted
-from app.submission.models import Submission
+from app.messages.models import Message
+from app.messages.submission import Personalization, Submission
+from app.submission.models import SmtpSubmission
 from app.submission.prepare import PreparedMessage
 
 
@@ -91,14 +92,13 @@ async def write_submission(
     prepared: PreparedMessage,
     authorised: Authorised,
     hostname: str,
-) -> SendAccepted:
-    """Write an authorised message as POST /v1/send would (its submissions row is added by
-    the caller, with those of the whole batch); the caller commits, then replies."""
-    return await messages.store_message(
+) -> messages.Accepted:
+    """Write an authorised message through the accept path of the send APIs (its
+    smtp_submissions row is added by the caller, with those of the whole batch)."""
+    return await messages.write_message(
         session,
         message=_message_row(transaction, prepared, authorised=authorised, hostname=hostname),
-        recipients=_recipients(transaction, prepared),
-        first_attempt_at=prepared.options.send_at,
+        submission=_as_submission(transaction, prepared),
     )
 
 
@@ -110,6 +110,7 @@ def _message_row(
     hostname: str,
 ) -> Message:
     """The messages row: the raw MIME to send, and the fields the message view shows."""
+    options = prepared.options
     return Message(
         id=transaction.message_id,
         account_id=authorised.account_id,
@@ -121,36 +122,58 @@ def _message_row(
         cc_header=[_address_json(a) for a in prepared.cc],
         reply_to=[],
         subject=prepared.subject,
+        text=None,
+        html=None,
         headers=[],
-        categories=list(prepared.options.categories),
-        custom_args=dict(prepared.options.unique_args),
+        categories=list(options.categories),
+        custom_args=dict(options.unique_args),
         # Columba's own id in Message-ID form (unique); the MIME keeps the client's Message-ID,
         # which need not be unique (a client may resend, or split recipients over transactions).
         message_id_header=f"<{transaction.message_id.lower()}@{hostname}>",
         size=len(prepared.data),
         created_at=transaction.accepted_at,
+        template_id=None,
+        template_engine=None,
+        sections={},
+        batch_id=None,
+        send_at=options.send_at,
+        asm_group_id=options.asm_group_id,
+        settings={},
         raw_mime=prepared.data,
     )
 
 
-def _recipients(transaction: Transaction, prepared: PreparedMessage) -> list[messages.NewRecipient]:
-    """Envelope recipients, each marked by the header that shows it (none: Bcc)."""
-    to = {address.email.lower() for address in prepared.to}
-    cc = {address.email.lower() for address in prepared.cc}
-
-    def kind(email: str) -> RecipientKind:
-        if email.lower() in to:
-            return RecipientKind.TO
-        return RecipientKind.CC if email.lower() in cc else RecipientKind.BCC
-
-    return [messages.NewRecipient(email, kind(email)) for email in transaction.recipients]
+def _as_submission(transaction: Transaction, prepared: PreparedMessage) -> Submission:
+    """The message as the accept path sees a send: one copy for every envelope recipient,
+    each under the header that shows it (none: Bcc), and the X-SMTPAPI options."""
+    # To wins over Cc for an address in both, as a mail client shows it.
+    shown = {a.email.lower(): "cc" for a in prepared.cc} | {
+        a.email.lower(): "to" for a in prepared.to
+    }
+    kinds: dict[str, list[EmailAddress]] = {"to": [], "cc": [], "bcc": []}
+    for email in transaction.recipients:
+        # Validated at RCPT already: constructed, not validated again.
+        kinds[shown.get(email.lower(), "bcc")].append(EmailAddress.model_construct(email=email))
+    sender = prepared.sender
+    options = prepared.options
+    return Submission(
+        sender=EmailAddress.model_construct(email=sender.email, name=sender.name),
+        personalizations=(
+            Personalization(to=tuple(kinds["to"]), cc=tuple(kinds["cc"]), bcc=tuple(kinds["bcc"])),
+        ),
+        subject=prepared.subject,
+        categories=options.categories,
+        custom_args=dict(options.unique_args),
+        send_at=options.send_at,
+        asm_group_id=options.asm_group_id,
+    )
 
 
 def submission_row(
     transaction: Transaction, prepared: PreparedMessage, *, account_id: str
-) -> Submission:
-    """The SMTP side of the message: where it came from, and its unsubscribe group."""
-    return Submission(
+) -> SmtpSubmission:
+    """The SMTP side of the message: who handed it over, from where, how."""
+    return SmtpSubmission(
         message_id=transaction.message_id,
         account_id=account_id,
         api_key_id=transaction.api_key_id,
@@ -158,7 +181,6 @@ def submission_row(
         helo=transaction.helo[:255],
         tls_version=transaction.tls_version,
         envelope_from=transaction.mail_from[:320],
-        asm_group_id=prepared.options.asm_group_id,
         created_at=transaction.accepted_at,
     )
 

@@ -15,11 +15,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from app.common.fields import no_line_breaks
+from app.durations import format_duration
 from app.messages.schemas import MAX_CATEGORIES, MAX_CATEGORY_LENGTH
 
 HEADER = "x-smtpapi"
 MAX_UNIQUE_ARGS_BYTES = 10_000  # SendGrid's limit for unique_args
-MAX_SCHEDULE_AHEAD = timedelta(hours=72)  # SendGrid schedules at most 72 hours ahead
 # Settings of features Columba lacks that do not change the mail (SendGrid IP pools).
 _IGNORED = frozenset({"ip_pool"})
 # Personalisation of SendGrid's legacy SMTP API: refused, as a different message would go out.
@@ -43,8 +43,9 @@ class SmtpApiOptions:
     asm_group_id: int | None = None
 
 
-def parse(value: str, *, now: datetime) -> SmtpApiOptions:
-    """Parse the (unfolded) header value; SmtpApiError says what is wrong."""
+def parse(value: str, *, now: datetime, max_ahead: timedelta) -> SmtpApiOptions:
+    """Parse the (unfolded) header value; SmtpApiError says what is wrong. `send_at` may lie
+    `max_ahead` ahead at most (COLUMBA_MAX_SCHEDULE_AHEAD, as for the send APIs)."""
     try:
         document = json.loads(value)
     except ValueError as exc:
@@ -55,7 +56,7 @@ def parse(value: str, *, now: datetime) -> SmtpApiOptions:
     return SmtpApiOptions(
         categories=_categories(document.get("category")),
         unique_args=_unique_args(document.get("unique_args")),
-        send_at=_send_at(document.get("send_at"), now=now),
+        send_at=_send_at(document.get("send_at"), now=now, max_ahead=max_ahead),
         asm_group_id=_asm_group_id(document.get("asm_group_id")),
     )
 
@@ -117,15 +118,15 @@ def _unique_args(value: object) -> dict[str, Scalar]:
     return dict(value)
 
 
-def _send_at(value: object, *, now: datetime) -> datetime | None:
-    """`send_at`: a Unix time at most 72 hours ahead; a past time means now."""
+def _send_at(value: object, *, now: datetime, max_ahead: timedelta) -> datetime | None:
+    """`send_at`: a Unix time at most `max_ahead` ahead; a past time means now."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise SmtpApiError("'send_at' must be a Unix timestamp (an integer)")
     when = datetime.fromtimestamp(value, UTC)
-    if when > now + MAX_SCHEDULE_AHEAD:
-        raise SmtpApiError("'send_at' may be at most 72 hours ahead")
+    if when > now + max_ahead:
+        raise SmtpApiError(f"'send_at' may be at most {format_duration(max_ahead)} ahead")
     return when if when > now else None
 
 

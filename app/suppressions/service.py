@@ -35,6 +35,21 @@ async def suppressed(
     return found
 
 
+async def all_suppressions(
+    session: AsyncSession, *, account_id: str, emails: Iterable[str]
+) -> dict[str, list[Suppression]]:
+    """Every suppression of any of `emails` (an address may be on several lists), by address."""
+    keys = sorted({suppression_key(email) for email in emails})
+    found: dict[str, list[Suppression]] = {}
+    for start in range(0, len(keys), 500):  # stay under bind-parameter limits
+        query = select(Suppression).where(
+            Suppression.account_id == account_id, Suppression.email.in_(keys[start : start + 500])
+        )
+        for row in (await session.execute(query)).scalars():
+            found.setdefault(row.email, []).append(row)
+    return found
+
+
 async def suppress(
     session: AsyncSession,
     *,

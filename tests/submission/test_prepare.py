@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -12,6 +12,7 @@ from app.submission.prepare import Arrival, prepare
 from app.submission.replies import Refusal
 
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+AHEAD = timedelta(days=7)
 ARRIVAL = Arrival(
     message_id="01JTESTMESSAGE0000000000AB",
     hostname="mta.columba.test",
@@ -27,7 +28,7 @@ ARRIVAL = Arrival(
 def refusal(raw: bytes) -> Refusal:
     """The refusal prepare() raises."""
     with pytest.raises(Refusal) as refused:
-        prepare(raw, ARRIVAL)
+        prepare(raw, ARRIVAL, max_schedule_ahead=AHEAD)
     return refused.value
 
 
@@ -40,7 +41,7 @@ def test_headers_are_kept_byte_for_byte_below_our_received() -> None:
         b"Message-ID: <own@shop.test>\r\n"
         b"Date: Sun, 1 Mar 2026 11:59:00 +0000\r\n"
     )
-    prepared = prepare(head + b"\r\nBody.\r\n", ARRIVAL)
+    prepared = prepare(head + b"\r\nBody.\r\n", ARRIVAL, max_schedule_ahead=AHEAD)
     received, rest = prepared.data.split(b"\r\nFrom:", 1)
     assert received.decode() == (
         "Received: from erp.client.test ([192.0.2.7])\r\n"
@@ -56,7 +57,7 @@ def test_headers_are_kept_byte_for_byte_below_our_received() -> None:
 
 
 def test_message_id_and_date_are_added_when_missing() -> None:
-    prepared = prepare(b"From: a@shop.test\r\n\r\nHi\r\n", ARRIVAL)
+    prepared = prepare(b"From: a@shop.test\r\n\r\nHi\r\n", ARRIVAL, max_schedule_ahead=AHEAD)
     assert prepared.data.endswith(
         b"From: a@shop.test\r\n"
         b"Message-ID: <01jtestmessage0000000000ab@mta.columba.test>\r\n"
@@ -70,7 +71,7 @@ def test_bcc_return_path_and_smtpapi_are_removed() -> None:
         b"Resent-Bcc: also@example.test\r\nContent-Length: 3\r\n"
         b'X-SMTPAPI: {"category": "c",\r\n "asm_group_id": 3}\r\n\r\nHi\r\n'
     )
-    prepared = prepare(raw, ARRIVAL)
+    prepared = prepare(raw, ARRIVAL, max_schedule_ahead=AHEAD)
     for name in (b"Return-Path", b"Bcc", b"Resent-Bcc", b"Content-Length", b"X-SMTPAPI"):
         assert b"\r\n" + name + b":" not in prepared.data
     assert prepared.options.categories == ("c",)
@@ -78,7 +79,9 @@ def test_bcc_return_path_and_smtpapi_are_removed() -> None:
 
 
 def test_a_message_without_body_gets_one_empty_line() -> None:
-    prepared = prepare(b"From: a@shop.test\r\nSubject: only headers\r\n", ARRIVAL)
+    prepared = prepare(
+        b"From: a@shop.test\r\nSubject: only headers\r\n", ARRIVAL, max_schedule_ahead=AHEAD
+    )
     assert prepared.data.endswith(b"Subject: only headers\r\nMessage-ID: "
                                   b"<01jtestmessage0000000000ab@mta.columba.test>\r\n"
                                   b"Date: Sun, 01 Mar 2026 12:00:00 +0000\r\n\r\n")  # fmt: skip
@@ -86,7 +89,7 @@ def test_a_message_without_body_gets_one_empty_line() -> None:
 
 def test_an_odd_helo_cannot_break_the_received_field() -> None:
     arrival = dataclasses.replace(ARRIVAL, helo="evil (x); by y\u00e9")
-    prepared = prepare(b"From: a@shop.test\r\n\r\n", arrival)
+    prepared = prepare(b"From: a@shop.test\r\n\r\n", arrival, max_schedule_ahead=AHEAD)
     assert prepared.data.startswith(b"Received: from evil??x???by?y? ([192.0.2.7])\r\n")
 
 
@@ -130,7 +133,7 @@ def test_eight_bit_attachment_becomes_base64() -> None:
         b"--b\r\nContent-Type: text/plain\r\n\r\nplain ascii\r\n"
         b"--b\r\nContent-Type: application/octet-stream\r\n\r\n\xff\xfe\x00\x01\r\n--b--\r\n"
     )
-    prepared = prepare(raw, ARRIVAL)
+    prepared = prepare(raw, ARRIVAL, max_schedule_ahead=AHEAD)
     assert prepared.data.isascii()
     assert b"Content-Transfer-Encoding: base64\r\n\r\n//4AAQ==\r\n" in prepared.data
     assert b"Content-Type: text/plain\r\n\r\nplain ascii\r\n" in prepared.data  # untouched
@@ -138,5 +141,15 @@ def test_eight_bit_attachment_becomes_base64() -> None:
 
 def test_ipv6_clients_are_address_literals() -> None:
     arrival = dataclasses.replace(ARRIVAL, client_ip="2001:db8::7")
-    prepared = prepare(b"From: a@shop.test\r\n\r\n", arrival)
+    prepared = prepare(b"From: a@shop.test\r\n\r\n", arrival, max_schedule_ahead=AHEAD)
     assert prepared.data.startswith(b"Received: from erp.client.test ([IPv6:2001:db8::7])\r\n")
+
+
+def test_display_names_in_the_view_hold_no_control_characters() -> None:
+    raw = b"From: =?utf-8?q?Evil=07Bell?= <a@shop.test>\r\n\r\nx\r\n"
+    prepared = prepare(raw, ARRIVAL, max_schedule_ahead=AHEAD)
+    assert prepared.sender.name == "Evil Bell"
+    assert b"From: =?utf-8?q?Evil=07Bell?= <a@shop.test>\r\n" in prepared.data  # kept as sent
+    # A From whose encoded name holds a line break is not one the listener can trust.
+    refused = refusal(b"From: =?utf-8?q?Evil=0D=0ABcc=3A_x?= <a@shop.test>\r\n\r\nx\r\n")
+    assert "exactly one address" in refused.text

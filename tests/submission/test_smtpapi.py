@@ -10,6 +10,7 @@ import pytest
 from app.submission.smtpapi import SmtpApiError, SmtpApiOptions, parse
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+AHEAD = timedelta(days=7)
 
 
 def test_honoured_keys() -> None:
@@ -26,6 +27,7 @@ def test_honoured_keys() -> None:
             }
         ),
         now=NOW,
+        max_ahead=AHEAD,
     )
     assert options == SmtpApiOptions(
         categories=("welcome", "trial"),
@@ -36,13 +38,15 @@ def test_honoured_keys() -> None:
 
 
 def test_a_single_category_string_and_a_past_send_at() -> None:
-    options = parse('{"category": "receipt", "send_at": 1}', now=NOW)
+    options = parse('{"category": "receipt", "send_at": 1}', now=NOW, max_ahead=AHEAD)
     assert options.categories == ("receipt",)
     assert options.send_at is None  # in the past: send now
 
 
 def test_empty_personalisation_keys_are_harmless() -> None:
-    assert parse('{"to": [], "sub": {}, "section": {}}', now=NOW) == SmtpApiOptions()
+    assert (
+        parse('{"to": [], "sub": {}, "section": {}}', now=NOW, max_ahead=AHEAD) == SmtpApiOptions()
+    )
 
 
 @pytest.mark.parametrize(
@@ -50,14 +54,14 @@ def test_empty_personalisation_keys_are_harmless() -> None:
     [
         ("[1, 2]", "must be a JSON object"),
         ('{"category": 5}', "'category' must be a string or a list of strings"),
-        ('{"category": ["a\\r\\nBcc: x@y.test"]}', "CR, LF or NUL"),
+        ('{"category": ["a\\r\\nBcc: x@y.test"]}', "CR, LF, NUL"),
         (json.dumps({"category": [str(n) for n in range(11)]}), "at most 10 categories"),
         (json.dumps({"category": ["x" * 256]}), "1 to 255 characters"),
         ('{"unique_args": ["a"]}', "'unique_args' must be an object"),
         ('{"unique_args": {"a": {"nested": 1}}}', "unique_args.a must be a string"),
         (json.dumps({"unique_args": {"k": "v" * 10_001}}), "larger than 10000 bytes"),
         ('{"send_at": true}', "Unix timestamp"),
-        (json.dumps({"send_at": int((NOW + timedelta(hours=73)).timestamp())}), "72 hours"),
+        (json.dumps({"send_at": int((NOW + timedelta(days=8)).timestamp())}), "at most 7d ahead"),
         ('{"asm_group_id": 0}', "positive integer"),
         ('{"send_each_at": [1, 2]}', "'send_each_at' (per-recipient personalisation)"),
         ('{"filters": {"footer": {"settings": {"enable": 1}}}}', "filter 'footer'"),
@@ -67,5 +71,5 @@ def test_empty_personalisation_keys_are_harmless() -> None:
 )
 def test_what_cannot_be_honoured_is_refused(value: str, problem: str) -> None:
     with pytest.raises(SmtpApiError) as refused:
-        parse(value, now=NOW)
+        parse(value, now=NOW, max_ahead=AHEAD)
     assert problem in str(refused.value)

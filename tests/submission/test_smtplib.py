@@ -330,7 +330,9 @@ async def test_smtpapi_send_at_holds_delivery_until_then(
     message_id = await asyncio.to_thread(submit, submission, sender, ["a@example.test"], data)
     view = await message_view(client, sender, message_id)
     [recipient] = view["recipients"]
-    assert recipient["status"] == "queued"
+    assert recipient["status"] == "scheduled"
+    [processed] = recipient["events"]
+    assert processed["data"]["asm_group_id"] == 12  # events carry it, as for the send APIs
     assert recipient["next_attempt_at"].startswith(
         clock.now().fromtimestamp(send_at, clock.now().tzinfo).isoformat()[:19]
     )

@@ -18,7 +18,7 @@ from app.events.models import Event
 from app.messages import dispatch
 from app.messages.compose import Composer, Copy
 from app.messages.models import Message, Recipient
-from app.submission.models import Submission
+from app.submission.models import SmtpSubmission
 from tests.conftest import SECRET_KEY
 from tests.submission.clients import QUEUED, Listener
 from tests.support import Sender
@@ -80,7 +80,7 @@ async def test_database_failure_answers_451_and_writes_nothing(
         )  # concurrent messages may share the failing transaction: all of them are refused
     assert {code for code, _ in replies} == {451}
     assert all(reply.startswith(b"4.3.0") for _, reply in replies)
-    for model in (Message, Recipient, Event, Submission):
+    for model in (Message, Recipient, Event, SmtpSubmission):
         assert await _count(db, model) == 0, model  # one transaction: all or nothing
     code, reply = await asyncio.to_thread(send, submission, sender, ["a@example.test"])
     assert code == 250, reply  # the client's retry goes through
@@ -191,5 +191,5 @@ async def test_concurrent_messages_share_transactions_but_not_refusals(
     ids = {QUEUED.findall(f"250 {reply.decode()}")[0] for code, reply in replies if code == 250}
     assert len(ids) == 16  # sixteen different messages
     assert await _count(db, Message) == 16
-    assert await _count(db, Submission) == 16
+    assert await _count(db, SmtpSubmission) == 16
     assert await _count(db, Recipient) == 16
