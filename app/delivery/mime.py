@@ -147,9 +147,15 @@ def render(content: MessageContent) -> bytes:
     policy = _PREFOLDED_UTF8 if utf8 else _PREFOLDED
     msg = MIMEPart(policy=policy)
     _add_standard_headers(msg, content, utf8)
+    # set_content() clears every Content-* field, so custom ones (Content-Language, …)
+    # are added once the body is in place; the others keep their place before it.
+    late = [(n, v) for n, v in content.headers if n.lower().startswith("content-")]
     for name, value in content.headers:
-        _add_custom_header(msg, name, value, utf8)
+        if not name.lower().startswith("content-"):
+            _add_custom_header(msg, name, value, utf8)
     _fill(msg, _plan(content), policy)
+    for name, value in late:
+        _add_custom_header(msg, name, value, utf8)
     return msg.as_bytes()
 
 

@@ -792,3 +792,20 @@ def test_fast_paths_match_the_header_registry(
     fast = outcome(lambda: render(content))
     with header_registry_only():
         assert outcome(lambda: render(content)) == fast
+
+
+@pytest.mark.parametrize("html", [None, "<p>Hallo</p>"])
+def test_custom_content_headers_survive_the_body(html: str | None) -> None:
+    content = MessageContent(
+        message_id="<custom-content@columba.test>",
+        date=datetime(2026, 11, 28, 12, 0, tzinfo=UTC),
+        sender=Address("a@sender.test"),
+        subject="Hallo",
+        to=(Address("b@example.test"),),
+        text="Hallo",
+        html=html,
+        headers=(("Content-Language", "de"), ("X-Campaign", "autumn")),
+    )
+    parsed = email.message_from_bytes(mime.render(content), policy=email.policy.default)
+    assert parsed["Content-Language"] == "de"
+    assert parsed["X-Campaign"] == "autumn"
