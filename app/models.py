@@ -1,11 +1,14 @@
 """Imports every table so that `Base.metadata` is complete (for Alembic and tests)."""
 
 from app.accounts.models import Account, ApiKey
+from app.bounces.models import InboundReport
 from app.db import Base
 from app.domains.models import Domain
 from app.events.models import Event
 from app.messages.models import Attempt, Message, MessageAttachment, Recipient
+from app.stats.models import StatsCounter
 from app.suppressions.models import Suppression
+from app.webhooks.models import Webhook, WebhookAttempt, WebhookBatch, WebhookOutbox
 
 __all__ = [
     "Account",
@@ -14,8 +17,14 @@ __all__ = [
     "Base",
     "Domain",
     "Event",
+    "InboundReport",
     "Message",
     "MessageAttachment",
     "Recipient",
+    "StatsCounter",
     "Suppression",
+    "Webhook",
+    "WebhookAttempt",
+    "WebhookBatch",
+    "WebhookOutbox",
 ]

@@ -1,0 +1,130 @@
+"""Keeping the counters: each event adds to SendGrid's metrics for its account, UTC hour and
+categories, in the transaction that writes the event (one upsert per `record()` call)."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import clock
+from app.bounces.classification import BounceKind, classify
+from app.events.models import EventType
+from app.events.recorded import RecordedEvent
+from app.stats.models import ALL_CATEGORIES, METRICS, StatsCounter
+
+# Concurrent transactions that count for the same account and hour would queue on one row
+# lock until they commit; spreading them over a few rows (summed when read) keeps workers
+# from waiting on each other.
+SHARDS = 8
+UPSERT_CHUNK = 500
+
+# Drop reasons by suppression type: which of SendGrid's drop metrics a drop counts in.
+_DROP_METRIC = {
+    "bounce": "bounce_drops",
+    "complaint": "spam_report_drops",
+    "unsubscribe": "unsubscribe_drops",
+    "invalid": "invalid_emails",
+}
+_SIMPLE = {
+    EventType.PROCESSED: ("requests", "processed"),
+    EventType.DELIVERED: ("delivered",),
+    EventType.DEFERRED: ("deferred",),
+    EventType.EXPIRED: ("blocks",),  # SendGrid turns mail deferred past its age into a block
+    EventType.UNSUBSCRIBED: ("unsubscribes",),
+    EventType.COMPLAINED: ("spam_reports",),
+}
+
+
+def metrics_for(event_type: str, data: dict[str, Any]) -> tuple[str, ...]:
+    """The metrics one event adds 1 to (none for events SendGrid does not count)."""
+    simple = _SIMPLE.get(event_type)  # type: ignore[call-overload]
+    if simple is not None:
+        return tuple(simple)
+    if event_type == EventType.DROPPED:
+        reason = _DROP_METRIC.get(str(data.get("suppression", "")))
+        return ("requests", "drops", reason) if reason else ("requests", "drops")
+    if event_type == EventType.BOUNCED:
+        return ("blocks",) if bounce_kind(data) is BounceKind.BLOCK else ("bounces",)
+    if event_type == EventType.OPENED:
+        return ("opens", "unique_opens") if data.get("unique") else ("opens",)
+    if event_type == EventType.CLICKED:
+        return ("clicks", "unique_clicks") if data.get("unique") else ("clicks",)
+    return ()
+
+
+def bounce_kind(data: dict[str, Any]) -> BounceKind:
+    """A bounce event's kind: as recorded, else classified from its codes."""
+    recorded = data.get("classification")
+    if recorded in BounceKind.__members__.values():
+        return BounceKind(recorded)
+    code = data.get("code")
+    return classify(
+        data.get("enhanced_code"),
+        str(data.get("response") or data.get("reason") or ""),
+        code=code if isinstance(code, int) else None,
+    ).kind
+
+
+def hour_of(moment: datetime) -> datetime:
+    """The UTC hour a moment falls in."""
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+Key = tuple[str, str, datetime]  # account, category, hour
+
+
+def tally(events: Iterable[RecordedEvent]) -> dict[Key, Counter[str]]:
+    """Metric increments per (account, category, hour); every event counts in the
+    all-mail row and in the row of each of its message's categories."""
+    totals: dict[Key, Counter[str]] = defaultdict(Counter)
+    for event in events:
+        metrics = metrics_for(event.type, event.data)
+        if not metrics:
+            continue
+        hour = hour_of(event.created_at)
+        for category in (ALL_CATEGORIES, *dict.fromkeys(event.categories)):
+            totals[(event.account_id, category, hour)].update(metrics)
+    return totals
+
+
+async def count(session: AsyncSession, events: Sequence[RecordedEvent]) -> None:
+    """Add the events to the counters (in the caller's transaction)."""
+    await add(session, tally(events))
+
+
+async def add(session: AsyncSession, totals: dict[Key, Counter[str]]) -> None:
+    """Upsert increments; keys sorted so concurrent writers lock rows in the same order."""
+    if not totals:
+        return
+    shard = random.randrange(SHARDS)
+    now = clock.now()
+    rows = [
+        {
+            "account_id": account_id,
+            "category": category,
+            "hour": hour,
+            "shard": shard,
+            "updated_at": now,
+            **{metric: increments.get(metric, 0) for metric in METRICS},
+        }
+        for (account_id, category, hour), increments in sorted(totals.items())
+    ]
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    for start in range(0, len(rows), UPSERT_CHUNK):
+        statement = insert(StatsCounter).values(rows[start : start + UPSERT_CHUNK])
+        table = StatsCounter.__table__.c
+        statement = statement.on_conflict_do_update(
+            index_elements=["account_id", "category", "hour", "shard"],
+            set_={
+                "updated_at": statement.excluded.updated_at,
+                **{metric: table[metric] + statement.excluded[metric] for metric in METRICS},
+            },
+        )
+        await session.execute(statement)
