@@ -58,6 +58,15 @@ class Settings(BaseSettings):
     dns_timeout: Duration = timedelta(seconds=10)
     worker_max_jobs: int = Field(default=20, ge=1)
 
+    webhook_timeout: Duration = timedelta(seconds=10)
+    webhook_retry_min: Duration = timedelta(seconds=5)
+    webhook_retry_max_interval: Duration = timedelta(hours=6)
+    webhook_retry_period: Duration = timedelta(days=3)
+    webhook_disable_after_failures: int = Field(default=25, ge=1)
+    webhook_batch_size: int = Field(default=100, ge=1, le=100)
+    webhook_concurrency: int = Field(default=20, ge=1)
+    inbound_max_message_size: int = Field(default=10 * 1024 * 1024, ge=1024)
+
     @field_validator("dns_nameservers", mode="before")
     @classmethod
     def _split_comma_list(cls, value: Any) -> Any:
@@ -78,6 +87,10 @@ class Settings(BaseSettings):
         "smtp_command_timeout",
         "smtp_data_timeout",
         "dns_timeout",
+        "webhook_timeout",
+        "webhook_retry_min",
+        "webhook_retry_max_interval",
+        "webhook_retry_period",
         mode="before",
     )
     @classmethod

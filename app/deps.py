@@ -25,6 +25,12 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
+def get_database(request: Request) -> Database:
+    """The app's database (for routes that need several short transactions)."""
+    database: Database = request.app.state.db
+    return database
+
+
 def get_queue(request: Request) -> Queue:
     """The app's queue."""
     queue: Queue = request.app.state.queue
@@ -41,6 +47,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 QueueDep = Annotated[Queue, Depends(get_queue)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
 
 
 def _bearer_token(request: Request) -> str:
@@ -78,3 +85,9 @@ def require(scope: Scope) -> Callable[[Principal], Awaitable[Principal]]:
 
 MailSender = Annotated[Principal, Depends(require(Scope.MAIL_SEND))]
 MessagesReader = Annotated[Principal, Depends(require(Scope.MESSAGES_READ))]
+StatsReader = Annotated[Principal, Depends(require(Scope.STATS_READ))]
+SuppressionReader = Annotated[Principal, Depends(require(Scope.SUPPRESSION_READ))]
+SuppressionCreator = Annotated[Principal, Depends(require(Scope.SUPPRESSION_CREATE))]
+SuppressionDeleter = Annotated[Principal, Depends(require(Scope.SUPPRESSION_DELETE))]
+WebhooksReader = Annotated[Principal, Depends(require(Scope.WEBHOOKS_READ))]
+WebhooksEditor = Annotated[Principal, Depends(require(Scope.WEBHOOKS_UPDATE))]

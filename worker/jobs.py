@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from app.events import sequencer
 from app.queue import Queue
+from app.webhooks.dispatcher import Dispatcher
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -30,3 +32,17 @@ async def sweep_due_recipients(ctx: dict[str, Any]) -> int:
     if enqueued:
         log.info("sweeper enqueued %d message(s)", enqueued)
     return enqueued
+
+
+async def dispatch_webhooks(ctx: dict[str, Any]) -> int:
+    """Deliver due webhook batches (issue 5; the logic lives in app.webhooks.dispatcher)."""
+    dispatcher: Dispatcher = ctx["webhooks"]
+    return await dispatcher.run()
+
+
+async def sequence_events(ctx: dict[str, Any]) -> int:
+    """Give newly committed events their feed positions (app.events.sequencer)."""
+    async with _runtime(ctx).db.session() as session:
+        numbered = await sequencer.sequence(session)
+        await session.commit()
+    return numbered

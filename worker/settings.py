@@ -5,12 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from arq import cron
+from arq.cron import CronJob
 from arq.worker import Worker, func
 
 from app.config import Settings
 from app.queue import DELIVER_JOB, QUEUE_NAME, SWEEP_JOB, Queue, redis_settings
+from app.webhooks.dispatcher import build_dispatcher
 from worker import jobs
 from worker.runtime import Runtime
+
+WEBHOOKS_JOB = "dispatch_webhooks"
+SEQUENCE_JOB = "sequence_events"
 
 JOB_TIMEOUT_SECONDS = 3600  # a job may hold many slow MX conversations; leases cover crashes
 POLL_DELAY_SECONDS = 0.05  # low latency between a 202 and the first SMTP connection
@@ -22,14 +27,25 @@ def sweep_seconds(settings: Settings) -> set[int]:
     return set(range(0, 60, step))
 
 
+def feedback_cron_jobs() -> list[CronJob]:
+    """Issue 5's periodic jobs: webhook delivery and feed sequencing, every second."""
+    every_second = set(range(60))
+    return [
+        cron(jobs.dispatch_webhooks, name=WEBHOOKS_JOB, second=every_second, run_at_startup=True),
+        cron(jobs.sequence_events, name=SEQUENCE_JOB, second=every_second, run_at_startup=True),
+    ]
+
+
 def build_worker(settings: Settings, redis_url: str, **overrides: Any) -> Worker:
     """An arq Worker running delivery jobs and the sweeper."""
 
     async def startup(ctx: dict[str, Any]) -> None:
         ctx["runtime"] = Runtime(settings)
         ctx["queue"] = Queue(redis_url)
+        ctx["webhooks"] = build_dispatcher(settings, ctx["runtime"].db)
 
     async def shutdown(ctx: dict[str, Any]) -> None:
+        await ctx["webhooks"].client.close()
         await ctx["queue"].close()
         await ctx["runtime"].close()
 
@@ -41,7 +57,8 @@ def build_worker(settings: Settings, redis_url: str, **overrides: Any) -> Worker
                 name=SWEEP_JOB,
                 second=sweep_seconds(settings),
                 run_at_startup=True,
-            )
+            ),
+            *feedback_cron_jobs(),
         ],
         "queue_name": QUEUE_NAME,
         "redis_settings": redis_settings(redis_url),

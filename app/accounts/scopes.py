@@ -10,6 +10,12 @@ class Scope(StrEnum):
 
     MAIL_SEND = "mail.send"
     MESSAGES_READ = "messages.read"
+    STATS_READ = "stats.read"
+    SUPPRESSION_READ = "suppression.read"
+    SUPPRESSION_CREATE = "suppression.create"
+    SUPPRESSION_DELETE = "suppression.delete"
+    WEBHOOKS_READ = "user.webhooks.event.settings.read"
+    WEBHOOKS_UPDATE = "user.webhooks.event.settings.update"
 
 
 def parse_scopes(names: list[str] | tuple[str, ...]) -> list[str]:

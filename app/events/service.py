@@ -42,7 +42,7 @@ async def record(session: AsyncSession, events: Sequence[NewEvent]) -> list[int]
     if not events:
         return []
     now = clock.now()
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "account_id": event.account_id,
             "type": event.type,
@@ -59,15 +59,15 @@ async def record(session: AsyncSession, events: Sequence[NewEvent]) -> list[int]
     recorded = [
         RecordedEvent(
             id=event_id,
-            account_id=row["account_id"],
-            type=row["type"],
-            message_id=row["message_id"],
-            recipient_id=row["recipient_id"],
-            data=row["data"],
+            account_id=event.account_id,
+            type=event.type,
+            message_id=event.message_id,
+            recipient_id=event.recipient_id,
+            data=event.data,
             created_at=row["created_at"],
-            categories=categories.get(row["message_id"], ()),
+            categories=categories.get(event.message_id or "", ()),
         )
-        for event_id, row in zip(ids, rows, strict=True)
+        for event_id, event, row in zip(ids, events, rows, strict=True)
     ]
     await counters.count(session, recorded)
     await outbox.enqueue(session, recorded)

@@ -60,8 +60,8 @@ def metrics_for(event_type: str, data: dict[str, Any]) -> tuple[str, ...]:
 
 def bounce_kind(data: dict[str, Any]) -> BounceKind:
     """A bounce event's kind: as recorded, else classified from its codes."""
-    recorded = data.get("classification")
-    if recorded in BounceKind.__members__.values():
+    recorded = str(data.get("classification", ""))
+    if recorded in {kind.value for kind in BounceKind}:
         return BounceKind(recorded)
     code = data.get("code")
     return classify(
@@ -88,7 +88,7 @@ def tally(events: Iterable[RecordedEvent]) -> dict[Key, Counter[str]]:
         if not metrics:
             continue
         hour = hour_of(event.created_at)
-        for category in (ALL_CATEGORIES, *dict.fromkeys(event.categories)):
+        for category in (ALL_CATEGORIES, *dict.fromkeys(c for c in event.categories if c)):
             totals[(event.account_id, category, hour)].update(metrics)
     return totals
 

@@ -1,0 +1,112 @@
+"""One webhook POST: to a checked address, no redirects, bounded time, a short record."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import dns.asyncresolver
+import httpx
+
+from app.webhooks.destinations import (
+    DestinationError,
+    addresses_of,
+    allowed_addresses,
+    parse_target,
+)
+
+USER_AGENT = "Columba-Webhooks/1.0"
+ERROR_BODY_BYTES = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PostResult:
+    """What came of one POST."""
+
+    status: int | None  # the HTTP status, None when no response came
+    error: str | None
+    ip: str | None
+    duration_ms: int
+
+    @property
+    def succeeded(self) -> bool:
+        """2xx only: a redirect is not followed and counts as a failure."""
+        return self.status is not None and 200 <= self.status < 300
+
+
+class WebhookClient:
+    """Posts signed bodies; one connection pool per process."""
+
+    def __init__(
+        self, resolver: dns.asyncresolver.Resolver, *, timeout: float, allow_private: bool
+    ) -> None:
+        self.resolver = resolver
+        self.allow_private = allow_private
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout),
+            follow_redirects=False,
+            trust_env=False,  # no proxies from the environment: we choose the address
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        )
+
+    async def close(self) -> None:
+        """Close pooled connections."""
+        await self._http.aclose()
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> PostResult:
+        """POST `body` to `url`, connecting only to an address that passes the SSRF check."""
+        began = time.perf_counter()
+        try:
+            target = parse_target(url)
+            addresses = allowed_addresses(
+                await addresses_of(self.resolver, target.host),
+                allow_private=self.allow_private,
+                host=target.host,
+            )
+        except DestinationError as exc:
+            return PostResult(None, f"refused: {exc}", None, _elapsed(began))
+        address = addresses[0]
+        request_headers = {
+            **headers,
+            "Host": target.host_header,
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        request = self._http.build_request(
+            "POST",
+            target.url_for(address),
+            content=body,
+            headers=request_headers,
+            extensions={"sni_hostname": target.host},
+        )
+        try:
+            response = await self._http.send(request, stream=True)
+            try:
+                error = await _error_of(response)
+            finally:
+                await response.aclose()
+        except httpx.TimeoutException:
+            return PostResult(None, "timed out", address, _elapsed(began))
+        except httpx.HTTPError as exc:
+            return PostResult(None, f"{type(exc).__name__}: {exc}", address, _elapsed(began))
+        return PostResult(response.status_code, error, address, _elapsed(began))
+
+
+async def _error_of(response: httpx.Response) -> str | None:
+    """A short description of a non-2xx answer (reading at most 1 KB of its body)."""
+    if 200 <= response.status_code < 300:
+        return None
+    if 300 <= response.status_code < 400:
+        location = response.headers.get("location", "")
+        return f"redirect to {location[:200]!r} not followed"
+    head = b""
+    async for chunk in response.aiter_raw():
+        head += chunk
+        if len(head) >= ERROR_BODY_BYTES:
+            break
+    text = head[:ERROR_BODY_BYTES].decode("utf-8", "replace").strip()
+    return f"HTTP {response.status_code}" + (f": {text[:200]}" if text else "")
+
+
+def _elapsed(began: float) -> int:
+    return int((time.perf_counter() - began) * 1000)
