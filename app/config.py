@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     worker_max_jobs: int = Field(default=20, ge=1)
 
     webhook_timeout: Duration = timedelta(seconds=10)
+    webhook_poll_interval: Duration = timedelta(seconds=1)
     webhook_retry_min: Duration = timedelta(seconds=5)
     webhook_retry_max_interval: Duration = timedelta(hours=6)
     webhook_retry_period: Duration = timedelta(days=3)
@@ -88,6 +89,7 @@ class Settings(BaseSettings):
         "smtp_data_timeout",
         "dns_timeout",
         "webhook_timeout",
+        "webhook_poll_interval",
         "webhook_retry_min",
         "webhook_retry_max_interval",
         "webhook_retry_period",

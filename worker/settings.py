@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from arq import cron
@@ -27,12 +28,28 @@ def sweep_seconds(settings: Settings) -> set[int]:
     return set(range(0, 60, step))
 
 
-def feedback_cron_jobs() -> list[CronJob]:
-    """Issue 5's periodic jobs: webhook delivery and feed sequencing, every second."""
-    every_second = set(range(60))
+def seconds_every(interval: timedelta) -> set[int]:
+    """The seconds of each minute at which a job with this interval runs."""
+    step = max(1, min(60, int(interval.total_seconds())))
+    return set(range(0, 60, step))
+
+
+def feedback_cron_jobs(settings: Settings) -> list[CronJob]:
+    """Issue 5's periodic jobs: webhook delivery (every WEBHOOK_POLL_INTERVAL) and feed
+    sequencing (every SWEEP_INTERVAL; readers of the feed also sequence before reading)."""
     return [
-        cron(jobs.dispatch_webhooks, name=WEBHOOKS_JOB, second=every_second, run_at_startup=True),
-        cron(jobs.sequence_events, name=SEQUENCE_JOB, second=every_second, run_at_startup=True),
+        cron(
+            jobs.dispatch_webhooks,
+            name=WEBHOOKS_JOB,
+            second=seconds_every(settings.webhook_poll_interval),
+            run_at_startup=True,
+        ),
+        cron(
+            jobs.sequence_events,
+            name=SEQUENCE_JOB,
+            second=seconds_every(settings.sweep_interval),
+            run_at_startup=True,
+        ),
     ]
 
 
@@ -58,7 +75,7 @@ def build_worker(settings: Settings, redis_url: str, **overrides: Any) -> Worker
                 second=sweep_seconds(settings),
                 run_at_startup=True,
             ),
-            *feedback_cron_jobs(),
+            *feedback_cron_jobs(settings),
         ],
         "queue_name": QUEUE_NAME,
         "redis_settings": redis_settings(redis_url),

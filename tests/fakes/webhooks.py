@@ -27,6 +27,7 @@ class ReceivedRequest:
     headers: dict[str, str]
     body: bytes
     answered: int
+    stalled: bool = False  # held past the sender's patience (answered late, if at all)
 
     def json(self) -> Any:
         """The body, parsed."""
@@ -38,6 +39,8 @@ class _Answer:
     status: int
     stall: float = 0.0
     location: str | None = None
+    hang: bool = False
+    path: str | None = None
 
 
 @dataclass
@@ -55,13 +58,17 @@ class WebhookReceiver:
         """http://host:port."""
         return f"http://{self.host}:{self.port}"
 
-    def answer(self, status: int, *, times: int = 1) -> None:
-        """Answer the next `times` requests with `status`."""
-        self._script.extend(_Answer(status) for _ in range(times))
+    def answer(self, status: int, *, times: int = 1, path: str | None = None) -> None:
+        """Answer the next `times` requests (to `path`, if given) with `status`."""
+        self._script.extend(_Answer(status, path=path) for _ in range(times))
 
     def stall(self, seconds: float, *, times: int = 1) -> None:
-        """Hold the next requests for `seconds` before answering 200 (past a sender's timeout)."""
+        """Hold the next requests for `seconds`, then answer 200 (slow but in time)."""
         self._script.extend(_Answer(200, stall=seconds) for _ in range(times))
+
+    def hang(self, seconds: float, *, times: int = 1) -> None:
+        """Hold the next requests for `seconds`, past the sender's timeout."""
+        self._script.extend(_Answer(200, stall=seconds, hang=True) for _ in range(times))
 
     def redirect(self, location: str, *, status: int = 302, times: int = 1) -> None:
         """Answer with a redirect to `location`."""
@@ -70,7 +77,7 @@ class WebhookReceiver:
     @property
     def accepted(self) -> list[ReceivedRequest]:
         """The requests answered 2xx."""
-        return [r for r in self.requests if 200 <= r.answered < 300]
+        return [r for r in self.requests if 200 <= r.answered < 300 and not r.stalled]
 
     async def wait_for(self, count: int, timeout: float = 10) -> list[ReceivedRequest]:
         """Until `count` requests arrived."""
@@ -79,6 +86,14 @@ class WebhookReceiver:
                 self._arrived.clear()
                 await self._arrived.wait()
         return self.requests
+
+    def _next_answer(self, path: str) -> _Answer:
+        """The first scripted answer for this path (or any path); 200 when none."""
+        for answer in self._script:
+            if answer.path in (None, path):
+                self._script.remove(answer)
+                return answer
+        return _Answer(200)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI app."""
@@ -90,12 +105,13 @@ class WebhookReceiver:
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
-        answer = self._script.popleft() if self._script else _Answer(200)
+        answer = self._next_answer(scope["path"])
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        received = ReceivedRequest(scope["path"], headers, body, answer.status, answer.hang)
+        self.requests.append(received)
+        self._arrived.set()
         if answer.stall:
             await asyncio.sleep(answer.stall)
-        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        self.requests.append(ReceivedRequest(scope["path"], headers, body, answer.status))
-        self._arrived.set()
         out = [(b"content-type", b"text/plain")]
         if answer.location:
             out.append((b"location", answer.location.encode()))
@@ -110,9 +126,11 @@ class _QuietServer(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def running_receiver(host: str = "127.0.0.7") -> AsyncIterator[WebhookReceiver]:
-    """A receiver served on host:free port until the block ends."""
-    receiver = WebhookReceiver(host)
+async def running_receiver(
+    host: str = "127.0.0.7", port: int | None = None
+) -> AsyncIterator[WebhookReceiver]:
+    """A receiver served on host:port (a free one by default) until the block ends."""
+    receiver = WebhookReceiver(host, port) if port else WebhookReceiver(host)
     config = uvicorn.Config(
         receiver,
         host=host,
