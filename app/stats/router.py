@@ -63,14 +63,23 @@ async def get_stats(
     start: Annotated[str, Query(description="A date or ISO 8601 time (inclusive).")],
     end: Annotated[
         str | None,
-        Query(description="A date (inclusive) or ISO 8601 time (exclusive); default now."),
+        Query(
+            description="A date (inclusive) or ISO 8601 time (exclusive); "
+            "default the end of the current hour."
+        ),
     ] = None,
     granularity: Granularity = Granularity.DAY,
     category: Annotated[str | None, Query(max_length=255)] = None,
 ) -> Response:
     """Metrics per hour, day, week or month (UTC), for all mail or one category."""
     start_at = parse_moment(start, "start")
-    end_at = parse_moment(end, "end", end=True) if end else clock.now()
+    # Default: the end of the current hour, so that the answer (and its ETag) stays the same
+    # while nothing happens, however often a dashboard polls.
+    end_at = (
+        parse_moment(end, "end", end=True)
+        if end
+        else service.period_start(clock.now(), Granularity.HOUR) + timedelta(hours=1)
+    )
     try:
         rows = await service.series(
             session,
