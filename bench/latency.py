@@ -1,6 +1,6 @@
 """End-to-end latency of one message: POST /v1/send → the MX's 250, sequentially.
 
-    python -m bench.latency [--count 50] [--postgres URL --redis URL]
+python -m bench.latency [--count 50] [--postgres URL --redis URL]
 """
 
 from __future__ import annotations

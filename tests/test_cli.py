@@ -66,6 +66,9 @@ def test_domains_add_prints_the_records_to_publish(env: dict[str, str], tmp_path
         r"cb\d{6}\._domainkey\.shop\.example\.\s+IN\s+TXT\s+\"v=DKIM1; k=rsa; p=", result.stdout
     )
     assert "v=spf1" in result.stdout
+    # The bounce domain's MX (to `columba inbound`) and SPF (the VERP MAIL FROM lives there).
+    assert re.search(r"bounces\.shop\.example\.\s+IN\s+MX\s+10 ", result.stdout)
+    assert result.stdout.count("v=spf1") == 2
     assert "_dmarc.shop.example." in result.stdout
     again = run(["domains", "add", "shop.example", "--account", "shop"], env, tmp_path)
     assert again.returncode != 0

@@ -48,7 +48,9 @@ def upgrade() -> None:
             name=op.f("fk_stats_counters_account_id_accounts"),
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint("account_id", "category", "hour", "shard", name=op.f("pk_stats_counters")),
+        sa.PrimaryKeyConstraint(
+            "account_id", "category", "hour", "shard", name=op.f("pk_stats_counters")
+        ),
     )
     op.create_table(
         "webhooks",

@@ -27,7 +27,8 @@ async def test_adding_suppresses_at_once_and_deleting_allows_again(
     client: httpx.AsyncClient, sender: Sender
 ) -> None:
     [entry] = await add(client, sender, {"email": "Stop@Example.test", "reason": "asked us"})
-    assert entry["email"] == "stop@example.test" and entry["type"] == "manual"
+    assert entry["email"] == "stop@example.test"
+    assert entry["type"] == "manual"
     accepted = await send(client, sender, to=["stop@example.test"])
     assert accepted["recipients"][0]["status"] == "dropped"
     response = await client.delete("/v1/suppressions/stop@example.test", headers=sender.headers)
@@ -45,7 +46,8 @@ async def test_list_lookup_and_pagination(client: httpx.AsyncClient, sender: Sen
         *[{"email": f"user{i}@example.test", "type": "unsubscribe"} for i in range(5)],
         {"email": "user0@example.test", "type": "complaint", "reason": "ARF"},
     )
-    seen, cursor = [], None
+    seen: list[str] = []
+    cursor = None
     while True:
         params: dict[str, Any] = {"limit": 2, "type": "unsubscribe"}
         if cursor:
@@ -152,9 +154,11 @@ async def test_sendgrid_lists_have_sendgrids_shapes(
     bounces = await listing("bounces")
     assert sorted(b["email"] for b in bounces) == ["hard2@example.test", "hard@example.test"]
     assert set(bounces[0]) == {"created", "email", "reason", "status"}
-    assert bounces[0]["status"] == "5.1.1" and isinstance(bounces[0]["created"], int)
+    assert bounces[0]["status"] == "5.1.1"
+    assert isinstance(bounces[0]["created"], int)
     [block] = await listing("blocks")
-    assert block["email"] == "policy@example.test" and block["status"] == "5.7.1"
+    assert block["email"] == "policy@example.test"
+    assert block["status"] == "5.7.1"
     [spam] = await listing("spam_reports")
     assert set(spam) == {"created", "email", "ip"}
     [invalid] = await listing("invalid_emails")

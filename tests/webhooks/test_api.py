@@ -29,7 +29,8 @@ async def test_secret_is_shown_once_and_stored_encrypted(
     assert [w["id"] for w in listed] == [hook["id"]]
     assert "secret" not in listed[0]
     one = (await client.get(f"/v1/webhooks/{hook['id']}", headers=sender.headers)).json()
-    assert "secret" not in one and one["description"] == "orders"
+    assert "secret" not in one
+    assert one["description"] == "orders"
     async with db.session() as session:
         stored = await session.get_one(Webhook, hook["id"])
     assert hook["secret"].encode() not in stored.secret
@@ -45,7 +46,8 @@ async def test_rotation_signs_with_both_secrets_for_a_while(
     response = await client.post(f"/v1/webhooks/{hook['id']}/rotate-secret", headers=sender.headers)
     assert response.status_code == 200
     new_secret = response.json()["secret"]
-    assert new_secret.startswith("whsec_") and new_secret != hook["secret"]
+    assert new_secret.startswith("whsec_")
+    assert new_secret != hook["secret"]
     await send(client, sender, to=["x@example.test"])
     await drain_until(dispatcher, lambda: len(receiver.accepted) >= 1)
     [request] = receiver.requests
@@ -80,7 +82,8 @@ async def test_event_type_filter_and_changes(
     bad = await client.patch(
         f"/v1/webhooks/{hook['id']}", json={"event_types": ["nope"]}, headers=sender.headers
     )
-    assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "event_types"
+    assert bad.status_code == 400
+    assert bad.json()["errors"][0]["field"] == "event_types"
 
 
 async def test_sendgrid_format_uses_sendgrids_field_names(
@@ -114,12 +117,14 @@ async def test_sendgrid_format_uses_sendgrids_field_names(
     assert bounce["bounce_classification"] == "Invalid Address"
     assert "no such user" in bounce["reason"]
     delivered = by_event[("delivered", "ok@example.test")]
-    assert delivered["tls"] == 0 and delivered["response"].startswith("250")
+    assert delivered["tls"] == 0
+    assert delivered["response"].startswith("250")
     for item in items:
         assert item["category"] == "receipt"
         assert item["order_id"] == "1234"  # custom args merged flat
         assert item["sg_message_id"].startswith(accepted["id"] + ".")
-        assert item["smtp-id"].startswith("<") and len(item["sg_event_id"]) == 22
+        assert item["smtp-id"].startswith("<")
+        assert len(item["sg_event_id"]) == 22
         assert isinstance(item["timestamp"], int)
     assert ("processed", "ok@example.test") in by_event
 
@@ -139,7 +144,8 @@ async def test_replay_resends_events_since_a_time(
         params={"since": "2000-01-01T00:00:00Z"},
         headers=sender.headers,
     )
-    assert response.status_code == 202 and response.json() == {"queued": 2}
+    assert response.status_code == 202
+    assert response.json() == {"queued": 2}
     await drain_until(dispatcher, lambda: len(receiver.accepted) >= 2)
     again = receiver.requests[1]
     assert again.json()["data"] == first.json()["data"]
@@ -195,7 +201,8 @@ async def test_urls_are_validated(client: httpx.AsyncClient, sender: Sender) -> 
         response = await client.post("/v1/webhooks", json={"url": url}, headers=sender.headers)
         assert response.status_code == 400, url
         [error] = response.json()["errors"]
-        assert error["field"] == "url" and words in error["message"], error
+        assert error["field"] == "url", error
+        assert words in error["message"], error
 
 
 async def test_private_addresses_are_refused_unless_allowed(

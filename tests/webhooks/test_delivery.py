@@ -15,9 +15,9 @@ from app.config import Settings
 from app.db import Database
 from app.webhooks.dispatcher import Dispatcher, build_dispatcher
 from app.webhooks.models import WebhookBatch
+from tests.fakes.dns import FakeDNS
 from tests.fakes.mx import ScriptedMX
 from tests.fakes.webhooks import ReceivedRequest, WebhookReceiver, running_receiver
-from tests.fakes.dns import FakeDNS
 from tests.support import Sender, run_worker
 from tests.test_end_to_end import Deliver, send
 from tests.webhooks.conftest import create_webhook, drain_until, hook_url, quick_settings
@@ -78,7 +78,8 @@ async def test_batches_hold_at_most_100_events_one_at_a_time(
     sizes = [len(verified(hook["secret"], r)["data"]) for r in receiver.requests]
     assert sizes == [100, 100, 50]
     ids = delivered_ids(receiver, hook["secret"])
-    assert ids == sorted(ids) and len(set(ids)) == 250
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 250
     assert len({r.headers["webhook-id"] for r in receiver.requests}) == 3
 
 
@@ -104,9 +105,11 @@ async def test_failures_are_retried_with_the_same_webhook_id_until_recovery(
     assert [a["attempt"] for a in attempts] == [5, 4, 3, 2, 1]
     assert [a["response_status"] for a in attempts] == [200, 503, None, 500, 500]
     assert attempts[2]["error"] == "timed out"
-    assert attempts[0]["succeeded"] and attempts[0]["batch_state"] == "delivered"
+    assert attempts[0]["succeeded"]
+    assert attempts[0]["batch_state"] == "delivered"
     webhook = (await client.get(f"/v1/webhooks/{hook['id']}", headers=sender.headers)).json()
-    assert webhook["consecutive_failures"] == 0 and webhook["enabled"]
+    assert webhook["consecutive_failures"] == 0
+    assert webhook["enabled"]
 
 
 async def test_410_gone_disables_the_endpoint_with_an_event(
@@ -168,7 +171,8 @@ async def test_a_run_of_failures_disables_the_endpoint(
     response = await client.patch(
         f"/v1/webhooks/{hook['id']}", json={"enabled": True}, headers=sender.headers
     )
-    assert response.status_code == 200 and response.json()["consecutive_failures"] == 0
+    assert response.status_code == 200
+    assert response.json()["consecutive_failures"] == 0
     receiver._script.clear()
     quick = build_dispatcher(quick_settings(settings), db)
     await drain_until(quick, lambda: len(receiver.accepted) >= 1)
@@ -241,4 +245,5 @@ async def test_nothing_is_lost_across_a_worker_restart(
                 break
             await asyncio.sleep(0.1)
         ids = delivered_ids(live, hook["secret"])
-    assert len(ids) == 4 and len(set(ids)) == 4
+    assert len(ids) == 4
+    assert len(set(ids)) == 4
