@@ -12,6 +12,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.delivery.throttle import DestinationLimits
 from app.durations import parse_duration, parse_schedule
 
 DEFAULT_RETRY_SCHEDULE = "5m,10m,20m,40m,1h"
@@ -57,6 +58,12 @@ class Settings(BaseSettings):
     smtp_data_timeout: Duration = timedelta(minutes=10)
     dns_timeout: Duration = timedelta(seconds=10)
     worker_max_jobs: int = Field(default=20, ge=1)
+    smtp_max_recipients: int = Field(default=100, ge=1, le=1000)
+    smtp_idle_timeout: Duration = timedelta(seconds=30)
+    smtp_max_messages_per_connection: int = Field(default=100, ge=1)
+    destination_max_connections: int = Field(default=10, ge=1)
+    destination_rate: float = Field(default=0.0, ge=0.0)
+    throttle_wait: Duration = timedelta(seconds=2)
 
     webhook_timeout: Duration = timedelta(seconds=10)
     webhook_poll_interval: Duration = timedelta(seconds=1)
@@ -88,6 +95,8 @@ class Settings(BaseSettings):
         "smtp_command_timeout",
         "smtp_data_timeout",
         "dns_timeout",
+        "smtp_idle_timeout",
+        "throttle_wait",
         "webhook_timeout",
         "webhook_poll_interval",
         "webhook_retry_min",
@@ -112,6 +121,15 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         """True for the embedded database."""
         return self.database_url.startswith("sqlite")
+
+    @property
+    def destination_limits(self) -> DestinationLimits:
+        """The budget of a destination without a provider rule."""
+        return DestinationLimits(
+            max_connections=self.destination_max_connections,
+            rate=self.destination_rate,
+            burst=max(1, int(self.destination_rate * 2)),
+        )
 
     @property
     def relay(self) -> Relay | None:

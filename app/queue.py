@@ -6,6 +6,7 @@ for one message collapse into one queued job; `keep_result=0` frees the id once 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 
@@ -38,13 +39,16 @@ class Queue:
     def __init__(self, redis_url: str) -> None:
         self.redis_url = redis_url
         self._pool: ArqRedis | None = None
+        self._creating = asyncio.Lock()  # concurrent first requests must share one pool
 
     async def pool(self) -> ArqRedis:
         """The connection pool, created on first use."""
         if self._pool is None:
-            self._pool = await create_pool(
-                redis_settings(self.redis_url), default_queue_name=QUEUE_NAME
-            )
+            async with self._creating:
+                if self._pool is None:
+                    self._pool = await create_pool(
+                        redis_settings(self.redis_url), default_queue_name=QUEUE_NAME
+                    )
         return self._pool
 
     async def wake_deliveries(self, message_ids: Iterable[str]) -> int:

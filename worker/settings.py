@@ -57,7 +57,9 @@ def build_worker(settings: Settings, redis_url: str, **overrides: Any) -> Worker
     """An arq Worker running delivery jobs and the sweeper."""
 
     async def startup(ctx: dict[str, Any]) -> None:
-        ctx["runtime"] = Runtime(settings)
+        runtime = Runtime(settings, redis=ctx["redis"])
+        runtime.start()
+        ctx["runtime"] = runtime
         ctx["queue"] = Queue(redis_url)
         ctx["webhooks"] = build_dispatcher(settings, ctx["runtime"].db)
 

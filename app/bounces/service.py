@@ -18,9 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import clock
 from app.bounces import verp
-from app.bounces.classification import INVALID_ADDRESS, BounceKind, classify
 from app.bounces.models import InboundReport, ReportKind
 from app.bounces.reports import DeliveryReport, FeedbackReport, RecipientStatus
+from app.delivery.classify import BounceKind, Bucket, Classification, classify, suppresses
+from app.delivery.replies import Reply
 from app.domains.models import Domain
 from app.events import service as events
 from app.events.models import EventType
@@ -159,7 +160,7 @@ async def _bounce(
     )
     if moved.first() is None:
         return False  # not delivered (already bounced, or never accepted): nothing to add
-    classification = classify(reply.enhanced, reply.text, code=reply.code)
+    classification = classify(reply)
     await events.record(
         session,
         [
@@ -173,8 +174,9 @@ async def _bounce(
                     "code": reply.code,
                     "enhanced_code": reply.enhanced,
                     "response": str(reply),
-                    "classification": classification.kind.value,
-                    "bounce_classification": classification.bucket,
+                    "bounce_type": classification.kind.value,
+                    "bounce_classification": str(classification.bucket),
+                    "classification_rule": classification.rule,
                     "asynchronous": True,
                     "reporting_mta": reporter,
                     "remote_mta": status.remote_mta,
@@ -182,26 +184,20 @@ async def _bounce(
             )
         ],
     )
-    await _suppress_bounce(
-        session, recipient, reply.enhanced, str(reply), classification.kind, classification.bucket
-    )
+    await _suppress_bounce(session, recipient, reply, classification)
     return True
 
 
 async def _suppress_bounce(
-    session: AsyncSession,
-    recipient: Recipient,
-    enhanced: str | None,
-    reason: str,
-    kind: BounceKind,
-    bucket: str,
+    session: AsyncSession, recipient: Recipient, reply: Reply, classification: Classification
 ) -> None:
-    """Hard bounces suppress (as invalid when the domain is gone); blocks are only listed."""
-    if kind is BounceKind.SOFT:
-        return
-    if kind is BounceKind.BLOCK:
+    """Hard bounces suppress (as invalid when the domain is gone); blocks are only listed;
+    soft and unrecognised failures change nothing."""
+    if classification.kind is BounceKind.BLOCK:
         entry = SuppressionType.BLOCK
-    elif enhanced in _DOMAIN_GONE and bucket == INVALID_ADDRESS:
+    elif not suppresses(classification):
+        return
+    elif reply.enhanced in _DOMAIN_GONE and classification.bucket is Bucket.INVALID_ADDRESS:
         entry = SuppressionType.INVALID
     else:
         entry = SuppressionType.BOUNCE
@@ -210,8 +206,8 @@ async def _suppress_bounce(
         account_id=recipient.account_id,
         email=recipient.email,
         type=entry,
-        reason=reason,
-        status=enhanced or "",
+        reason=str(reply),
+        status=reply.enhanced or "",
     )
 
 

@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from app.delivery.replies import Reply, synthetic
+
+# "try again in 300 seconds", "retry after 5 minutes", "please try again in 1 hour" …
+_HINT = re.compile(
+    r"(?:try|retry)(?:\s+again)?\s+(?:in|after)\s+(\d+)\s*"
+    r"(seconds?|secs?|s|minutes?|mins?|m|hours?|hrs?|h)\b",
+    re.IGNORECASE,
+)
+_HINT_UNITS = {"s": 1, "m": 60, "h": 3600}
+MIN_HINT = timedelta(seconds=30)  # a hint never makes us hammer a server
+
+
+def retry_hint(reply: Reply) -> timedelta | None:
+    """The wait a server asked for in its reply text, if it named one."""
+    match = _HINT.search(reply.text)
+    if match is None:
+        return None
+    amount, unit = int(match.group(1)), match.group(2)[0].lower()
+    return timedelta(seconds=amount * _HINT_UNITS[unit])
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,5 +74,9 @@ def decide(
             reply.code, "4.4.7", f"message expired after {policy.max_age}; last reply: {reply}"
         )
         return Decision("expired", expired)
-    retry_at = min(now + policy.delay(attempts_made, rng), deadline)
-    return Decision("deferred", reply, retry_at)
+    wait = policy.delay(attempts_made, rng)
+    hint = retry_hint(reply)
+    if hint is not None:
+        # Honour the server's own schedule, within sane bounds.
+        wait = min(max(hint, MIN_HINT), max(policy.schedule))
+    return Decision("deferred", reply, min(now + wait, deadline))

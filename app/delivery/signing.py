@@ -208,6 +208,11 @@ class _BodyHashCache:
             self._entries.move_to_end(key)
             return value
 
+    def clear(self) -> None:
+        """Forget every entry (benchmarks use it to measure the uncached cost)."""
+        with self._lock:
+            self._entries.clear()
+
     def put(self, key: bytes, value: bytes) -> None:
         """Store a value, evicting the least recently used entry when full."""
         with self._lock:

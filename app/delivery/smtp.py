@@ -1,4 +1,4 @@
-"""The SMTP client side of delivery: one transaction to the first MX host that takes it.
+"""The SMTP client side of delivery: sessions and transactions on them.
 
 Replies are mapped per stage as RFC 5321 §4.2 and §4.5.3 describe: RCPT replies apply to one
 recipient, MAIL and DATA replies to every recipient of the transaction, and a dropped
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import aiosmtplib
 
-from app.delivery.mx import Destination, MXHost
+from app.delivery.mx import MXHost
 from app.delivery.replies import Reply, synthetic
 
 _SUCCESS = (250, 251)
@@ -304,37 +304,3 @@ async def send_envelope(
 
 def _leftover_reply() -> Reply:
     return synthetic(452, "4.5.3", "too many recipients", stage="RCPT")
-
-
-async def deliver(
-    destination: Destination, envelope: Envelope, options: SmtpOptions
-) -> TransactionResult:
-    """Deliver `envelope` to the first host of `destination` that takes the transaction."""
-    if destination.failure is not None:
-        return _everyone(envelope, destination.failure)
-    last = synthetic(451, "4.4.1", f"no mail host of {destination.domain} could be reached")
-    for host, ip in destination.addresses():
-        try:
-            session = await open_session(host, ip, options)
-        except HostUnusable as exc:
-            last = exc.reply
-            continue
-        try:
-            refusal = check_extensions(session, envelope)
-            if refusal is not None and refusal.enhanced == "5.6.7":
-                last = refusal  # RFC 6531: another MX may support SMTPUTF8
-                continue
-            replies = (
-                {r: refusal for r in envelope.recipients}
-                if refusal is not None
-                else await send_envelope(session, envelope, options.max_recipients)
-            )
-            return TransactionResult(replies, host.name, ip, session.tls_version)
-        finally:
-            await session.close()
-    return _everyone(envelope, last)
-
-
-def _everyone(envelope: Envelope, reply: Reply) -> TransactionResult:
-    """The same reply for every recipient (DNS failure, no reachable host)."""
-    return TransactionResult(replies={recipient: reply for recipient in envelope.recipients})

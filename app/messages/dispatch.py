@@ -12,6 +12,7 @@ from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import clock
+from app.delivery.classify import Classification, classify, suppresses
 from app.delivery.content import Address, Attachment, MessageContent
 from app.delivery.replies import Reply
 from app.delivery.retry import Decision
@@ -26,6 +27,8 @@ from app.messages.models import (
     Recipient,
     RecipientStatus,
 )
+from app.suppressions import service as suppressions
+from app.suppressions.models import SuppressionType
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +222,33 @@ async def record_outcomes(
         insert(Attempt), [_attempt_row(outcome, claim, account_id) for outcome in outcomes]
     )
     await events.record(session, [_event(outcome, claim, account_id) for outcome in outcomes])
+    await _suppress_hard_bounces(session, account_id, outcomes)
     return len(outcomes)
+
+
+def failure_class(outcome: Outcome) -> Classification | None:
+    """How a failed attempt is classified (None for deliveries)."""
+    reply = outcome.decision.reply
+    return None if reply.is_success else classify(reply)
+
+
+async def _suppress_hard_bounces(
+    session: AsyncSession, account_id: str, outcomes: Sequence[Outcome]
+) -> None:
+    """A hard bounce (the mailbox or domain does not exist) suppresses the address for the
+    account; blocks and soft bounces never do (CHECKLIST 38)."""
+    for outcome in outcomes:
+        if outcome.decision.status != RecipientStatus.BOUNCED:
+            continue
+        classification = failure_class(outcome)
+        if classification is not None and suppresses(classification):
+            await suppressions.suppress(
+                session,
+                account_id=account_id,
+                email=outcome.recipient.email,
+                type=SuppressionType.BOUNCE,
+                reason=str(outcome.decision.reply),
+            )
 
 
 def _recipient_params(outcome: Outcome) -> dict[str, Any]:
@@ -266,10 +295,44 @@ def _event(outcome: Outcome, claim: Claim, account_id: str) -> events.NewEvent:
     }
     if outcome.decision.next_attempt_at is not None:
         data["next_attempt_at"] = outcome.decision.next_attempt_at.isoformat()
+    classification = failure_class(outcome)
+    if classification is not None:
+        data["bounce_type"] = classification.kind.value
+        data["bounce_classification"] = str(classification.bucket)
+        data["classification_rule"] = classification.rule
     return events.NewEvent(
         account_id=account_id,
         type=outcome.decision.status,
         message_id=claim.message_id,
         recipient_id=outcome.recipient.id,
         data=data,
+    )
+
+
+async def release(
+    session: AsyncSession,
+    *,
+    claim: Claim,
+    recipients: Sequence[ClaimedRecipient],
+    retry_at: datetime,
+) -> None:
+    """Hand recipients back unattempted: no attempt spent, no event, due again at `retry_at`."""
+    table: Table = Recipient.__table__  # type: ignore[assignment]
+    await session.execute(
+        update(table)
+        .where(table.c.id == bindparam("rid"), table.c.lease_token == claim.token)
+        .values(
+            status=bindparam("back_to"),
+            next_attempt_at=retry_at,
+            lease_token=None,
+            lease_expires_at=None,
+            updated_at=clock.now(),
+        ),
+        [
+            {
+                "rid": r.id,
+                "back_to": RecipientStatus.DEFERRED if r.attempt_count else RecipientStatus.QUEUED,
+            }
+            for r in recipients
+        ],
     )

@@ -13,7 +13,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import clock
-from app.bounces.classification import BounceKind, classify
+from app.delivery.classify import BounceKind, classify
+from app.delivery.replies import Reply
 from app.events.models import EventType
 from app.events.recorded import RecordedEvent
 from app.stats.models import ALL_CATEGORIES, METRICS, StatsCounter
@@ -59,16 +60,22 @@ def metrics_for(event_type: str, data: dict[str, Any]) -> tuple[str, ...]:
 
 
 def bounce_kind(data: dict[str, Any]) -> BounceKind:
-    """A bounce event's kind: as recorded, else classified from its codes."""
-    recorded = str(data.get("classification", ""))
+    """A bounce event's kind: as the delivery engine recorded it (`bounce_type`), else
+    classified from the event's reply (events written before classification existed)."""
+    recorded = str(data.get("bounce_type", ""))
     if recorded in {kind.value for kind in BounceKind}:
         return BounceKind(recorded)
+    return classify(reply_of(data)).kind
+
+
+def reply_of(data: dict[str, Any]) -> Reply:
+    """The SMTP reply an event's data describes (a 5xx when it names no code)."""
     code = data.get("code")
-    return classify(
-        data.get("enhanced_code"),
-        str(data.get("response") or data.get("reason") or ""),
-        code=code if isinstance(code, int) else None,
-    ).kind
+    text = str(data.get("response") or data.get("reason") or "")
+    parsed = Reply.parse(code if isinstance(code, int) and code >= 400 else 550, text)
+    if parsed.enhanced is None and data.get("enhanced_code"):
+        return Reply(parsed.code, parsed.text, str(data["enhanced_code"]))
+    return parsed
 
 
 def hour_of(moment: datetime) -> datetime:

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from app.bounces.classification import classify
+from app.delivery.classify import BounceKind, Bucket, classify
 from app.events.models import EventType
-from app.stats.counters import bounce_kind
+from app.stats.counters import bounce_kind, reply_of
 
 BATCH_TYPE = "message.events"
 
@@ -132,14 +132,16 @@ def _bounce_details(event_type: str, data: dict[str, Any]) -> dict[str, Any]:
     """reason, status, type (bounce or blocked) and bounce_classification."""
     enhanced = data.get("enhanced_code") or data.get("status")
     reason = str(data.get("response") or data.get("reason") or "")
-    code = data.get("code")
-    classification = classify(enhanced, reason, code=code if isinstance(code, int) else None)
-    blocked = event_type == EventType.EXPIRED or bounce_kind(data).value == "block"
+    if event_type == EventType.EXPIRED:
+        blocked, bucket = True, str(Bucket.TECHNICAL)
+    else:
+        blocked = bounce_kind(data) is BounceKind.BLOCK
+        bucket = str(data.get("bounce_classification") or classify(reply_of(data)).bucket)
     return {
         "reason": reason,
         "status": enhanced or ("4.4.7" if event_type == EventType.EXPIRED else "5.0.0"),
         "type": "blocked" if blocked else "bounce",
-        "bounce_classification": data.get("bounce_classification") or classification.bucket,
+        "bounce_classification": bucket,
     }
 
 

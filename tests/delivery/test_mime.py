@@ -7,6 +7,7 @@ import email.policy
 import email.utils
 import re
 from datetime import UTC, datetime, timedelta, timezone
+from email.header import decode_header, make_header
 from email.message import EmailMessage
 from email.parser import BytesParser, Parser
 from typing import Any
@@ -211,36 +212,58 @@ def test_non_ascii_subject_and_names_are_short_encoded_words() -> None:
     subject = "Ваш заказ №123 отправлен — 您的订单已发货 — ¡Tu pedido está en camino! 🚚" * 2
     content = make(
         subject=subject,
-        sender=Address("noreply@example.com", "Ëxample Shöp — Ünïcødé Départment Störe"),
-        to=(Address("alice@example.org", "Алиса Пример-Очень-Длинное-Имя"),),
+        sender=Address("noreply@example.com", "Ëxample Shöp — Ünïcødé, Inc."),
+        to=(Address("alice@example.org", "Алиса Пример-Длинное"),),
     )
     raw = render(content)
     assert raw.isascii()
     assert_wire_safe(raw)
     words = ENCODED_WORD.findall(header_block(raw))
-    assert words
+    assert len(words) > 3
     assert max(len(w) for w in words) <= 75
+    # RFC 2047 §2: a line holding encoded-words is at most 76 characters.
+    assert all(len(line) <= 76 for line in header_block(raw).split(b"\r\n") if b"=?" in line)
     msg = parse(raw)
     assert msg["Subject"] == subject
     assert msg["From"].addresses[0].display_name == content.sender.name
     assert msg["To"].addresses[0].display_name == content.to[0].name
 
 
+def raw_phrase(raw: bytes, name: str) -> str:
+    """The undecoded display-name text of the first mailbox in field `name`."""
+    unfolded = header_block(raw).replace(b"\r\n ", b" ").decode("ascii")
+    line = next(v for v in unfolded.split("\r\n") if v.startswith(name + ":"))
+    return line[len(name) + 1 : line.rindex(" <")].strip()
+
+
+def test_long_display_name_is_split_into_encoded_words() -> None:
+    """A name too long for one word is split per RFC 2047, spaces kept inside the words."""
+    name = "Ëxample Shöp — Ünïcødé Départment Störe of Lörem Ïpsum"
+    raw = render(make(sender=Address("noreply@example.com", name)))
+    phrase = raw_phrase(raw, "From")
+    assert len(ENCODED_WORD.findall(phrase.encode())) > 1
+    assert all(len(w) <= 75 for w in ENCODED_WORD.findall(phrase.encode()))
+    # An RFC 2047 §6.2 decoder ignores the space between adjacent words. (Python 3.11's
+    # address parser keeps it, giving one extra space at each join: its bug, not ours.)
+    assert str(make_header(decode_header(phrase))) == name
+
+
 # Any text without control characters, which render refuses in headers (tested above); mixes
 # of ASCII words, spaces, quotes and specials are drawn often enough to hit every branch.
-HEADER_TEXT = st.text(
-    alphabet=st.one_of(
-        st.sampled_from(' "\\,;:<>@()[]=?._-'),
-        st.characters(min_codepoint=0x20, max_codepoint=0x7E),
-        st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")),
-    ),
-    min_size=1,
-    max_size=120,
+CHARS = st.one_of(
+    st.sampled_from(' "\\,;:<>@()[]=?._-'),
+    st.characters(min_codepoint=0x20, max_codepoint=0x7E),
+    st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")),
 )
+HEADER_TEXT = st.text(alphabet=CHARS, min_size=1, max_size=120)
+# Display names as people write them: words separated by single spaces. (Python's address
+# parser collapses runs of whitespace inside decoded encoded-words, so those cannot round-trip.)
+NAME_WORD = st.text(alphabet=CHARS.filter(lambda c: not c.isspace()), min_size=1, max_size=12)
+DISPLAY_NAME = st.lists(NAME_WORD, min_size=1, max_size=6).map(" ".join)
 
 
 @settings(max_examples=300, deadline=None)
-@given(subject=HEADER_TEXT, name=HEADER_TEXT)
+@given(subject=HEADER_TEXT, name=DISPLAY_NAME)
 def test_any_subject_and_display_name_round_trip(subject: str, name: str) -> None:
     """Property: arbitrary Unicode subjects and names survive the trip, with short words."""
     raw = render(make(subject=subject, sender=Address("noreply@example.com", name)))
@@ -249,8 +272,12 @@ def test_any_subject_and_display_name_round_trip(subject: str, name: str) -> Non
     assert all(len(w) <= 75 for w in ENCODED_WORD.findall(header_block(raw)))
     msg = parse(raw)
     assert msg["Subject"] == subject
-    assert msg["From"].addresses[0].display_name == name
     assert msg["From"].addresses[0].addr_spec == "noreply@example.com"
+    phrase = raw_phrase(raw, "From")
+    if len(ENCODED_WORD.findall(phrase.encode())) > 1:
+        assert str(make_header(decode_header(phrase))) == name
+    else:
+        assert msg["From"].addresses[0].display_name == name
 
 
 def test_idna_domains_are_punycode_in_headers() -> None:
@@ -526,3 +553,20 @@ def test_declared_attachment_types(declared: str, expected: str) -> None:
     assert attachment.get_payload(decode=True) == b"a,b\r\n1,2\r\n"
     if declared.startswith("text/csv"):
         assert attachment.get_content_charset() == "utf-8"
+
+
+@pytest.mark.parametrize(
+    "filename",
+    [
+        "Rechnung Nr. 2026-000042 für Bestellung vom 28. November – Kopie (Ärztehaus Süd).pdf",
+        'quote " and; semicolon, comma.txt',
+        "a" * 150 + ".txt",
+    ],
+)
+def test_awkward_filenames_round_trip(filename: str) -> None:
+    """Long, non-ASCII and special-character filenames survive (RFC 2231 where needed)."""
+    raw = render(make(attachments=(Attachment(filename, "text/plain", b"x"),)))
+    assert raw.isascii()
+    assert_wire_safe(raw)
+    (attachment,) = parse(raw).iter_attachments()
+    assert attachment.get_filename() == filename

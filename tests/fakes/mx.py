@@ -185,8 +185,12 @@ class _ScriptedSMTP(SMTP):
 
     @override
     def connection_lost(self, error: Exception | None) -> None:
-        """Untrack the session."""
+        """Untrack the session and close its stream writer: a client that vanishes without
+        QUIT (a killed worker) must not leave an unclosed StreamWriter behind."""
+        writer = getattr(self, "_writer", None)
         super().connection_lost(error)
+        if writer is not None:
+            writer.close()
         self._mx.connections.discard(self)
 
     def abort(self) -> None:
