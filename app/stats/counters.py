@@ -7,6 +7,7 @@ import random
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
@@ -19,11 +20,16 @@ from app.events.models import EventType
 from app.events.recorded import RecordedEvent
 from app.stats.models import ALL_CATEGORIES, METRICS, StatsCounter
 
-# Concurrent transactions that count for the same account and hour would queue on one row
-# lock until they commit; spreading them over a few rows (summed when read) keeps workers
-# from waiting on each other.
+# On PostgreSQL, concurrent transactions that count for the same account and hour would queue
+# on one row lock until they commit; spreading them over a few rows (summed when read) keeps
+# workers from waiting on each other. SQLite has one writer at a time: one row is enough.
 SHARDS = 8
-UPSERT_CHUNK = 500
+
+
+def shard_count(dialect: str) -> int:
+    """How many rows one (account, category, hour) is spread over."""
+    return SHARDS if dialect == "postgresql" else 1
+
 
 # Drop reasons by suppression type: which of SendGrid's drop metrics a drop counts in.
 _DROP_METRIC = {
@@ -109,7 +115,10 @@ async def add(session: AsyncSession, totals: dict[Key, Counter[str]]) -> None:
     """Upsert increments; keys sorted so concurrent writers lock rows in the same order."""
     if not totals:
         return
-    shard = random.randrange(SHARDS)
+    # One shard per transaction: a transaction that counts twice touches rows of one shard
+    # only, so two such transactions cannot lock each other's rows in opposite orders.
+    dialect = session.get_bind().dialect.name
+    shard = session.info.setdefault("stats_shard", random.randrange(shard_count(dialect)))
     now = clock.now()
     rows = [
         {
@@ -122,16 +131,21 @@ async def add(session: AsyncSession, totals: dict[Key, Counter[str]]) -> None:
         }
         for (account_id, category, hour), increments in sorted(totals.items())
     ]
-    dialect = session.get_bind().dialect.name
+    # One cached statement run with many parameter sets: SQLAlchemy compiles it once per
+    # process, where a multi-row VALUES would be compiled again on every call.
+    await session.execute(_upsert(dialect), rows)
+
+
+@cache
+def _upsert(dialect: str) -> Any:
+    """INSERT … ON CONFLICT DO UPDATE adding each metric to the stored one."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    for start in range(0, len(rows), UPSERT_CHUNK):
-        statement = insert(StatsCounter).values(rows[start : start + UPSERT_CHUNK])
-        table = StatsCounter.__table__.c
-        statement = statement.on_conflict_do_update(
-            index_elements=["account_id", "category", "hour", "shard"],
-            set_={
-                "updated_at": statement.excluded.updated_at,
-                **{metric: table[metric] + statement.excluded[metric] for metric in METRICS},
-            },
-        )
-        await session.execute(statement)
+    statement = insert(StatsCounter)
+    table = StatsCounter.__table__.c
+    return statement.on_conflict_do_update(
+        index_elements=["account_id", "category", "hour", "shard"],
+        set_={
+            "updated_at": statement.excluded.updated_at,
+            **{metric: table[metric] + statement.excluded[metric] for metric in METRICS},
+        },
+    )

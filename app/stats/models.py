@@ -39,6 +39,8 @@ class StatsCounter(Base):
     Written by app.events.service.record() in the transaction that writes the events."""
 
     __tablename__ = "stats_counters"
+    # SQLite: the primary key is the table's order, so a range of hours is read contiguously.
+    __table_args__ = ({"sqlite_with_rowid": False},)
 
     account_id: Mapped[str] = mapped_column(
         ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True

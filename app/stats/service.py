@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
@@ -69,6 +68,7 @@ def day_start(day: date) -> datetime:
 
 
 Metrics = dict[str, int]
+Values = tuple[int, ...]  # one int per metric, in METRICS order
 
 
 async def hourly(
@@ -78,9 +78,9 @@ async def hourly(
     categories: Sequence[str],
     start: datetime,
     end: datetime,
-) -> dict[tuple[str, datetime], Counter[str]]:
+) -> dict[tuple[str, datetime], Values]:
     """Counters summed over shards per (category, hour) in [start, end)."""
-    columns = [func.sum(getattr(StatsCounter, metric)).label(metric) for metric in METRICS]
+    columns = [func.sum(getattr(StatsCounter, metric)) for metric in METRICS]
     query = (
         select(StatsCounter.category, StatsCounter.hour, *columns)
         .where(
@@ -91,13 +91,8 @@ async def hourly(
         )
         .group_by(StatsCounter.category, StatsCounter.hour)
     )
-    found: dict[tuple[str, datetime], Counter[str]] = {}
-    for row in await session.execute(query):
-        values = row._mapping
-        found[(row.category, row.hour)] = Counter(
-            {metric: int(values[metric] or 0) for metric in METRICS}
-        )
-    return found
+    result = await session.execute(query)
+    return {(row[0], row[1]): tuple(int(v or 0) for v in row[2:]) for row in result}
 
 
 async def series(
@@ -115,21 +110,23 @@ async def series(
     rows = await hourly(
         session, account_id=account_id, categories=categories, start=first_hour, end=end
     )
-    sums: dict[tuple[str, datetime], Counter[str]] = {}
-    for (category, hour), metrics in rows.items():
-        sums.setdefault((category, period_start(hour, granularity)), Counter()).update(metrics)
+    sums: dict[tuple[str, datetime], list[int]] = {}
+    for (category, hour), values in rows.items():
+        key = (category, period_start(hour, granularity))
+        found = sums.get(key)
+        if found is None:
+            sums[key] = list(values)
+        else:
+            for index, value in enumerate(values):
+                found[index] += value
+    zero = [0] * len(METRICS)
     return [
         (
             period,
             {
-                category: _complete(sums.get((category, period), Counter()))
+                category: dict(zip(METRICS, sums.get((category, period), zero), strict=True))
                 for category in categories
             },
         )
         for period in starts
     ]
-
-
-def _complete(counter: Counter[str]) -> Metrics:
-    """Every metric, zero when absent."""
-    return {metric: int(counter.get(metric, 0)) for metric in METRICS}

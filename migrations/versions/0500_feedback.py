@@ -51,6 +51,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint(
             "account_id", "category", "hour", "shard", name=op.f("pk_stats_counters")
         ),
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "webhooks",
