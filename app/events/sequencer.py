@@ -42,6 +42,11 @@ async def _take_lock(session: AsyncSession) -> bool:
 async def sequence(session: AsyncSession, *, limit: int = BATCH) -> int:
     """Give committed events without a position the next positions, in id order; returns how
     many were numbered. The caller commits (which releases the lock)."""
+    # A read first: long polls call this several times a second, and an UPDATE would take
+    # SQLite's write lock (and PostgreSQL's advisory lock) even with nothing to number.
+    waiting = await session.execute(text("SELECT 1 FROM events WHERE position IS NULL LIMIT 1"))
+    if waiting.first() is None:
+        return 0
     if not await _take_lock(session):
         return 0  # another process is numbering right now; its rows show up on the next read
     base = (await session.execute(text("SELECT coalesce(max(position), 0) FROM events"))).scalar()

@@ -17,6 +17,7 @@ from app.webhooks.destinations import (
 
 USER_AGENT = "Columba-Webhooks/1.0"
 ERROR_BODY_BYTES = 1024
+MAX_BODY_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,17 +94,19 @@ class WebhookClient:
 
 
 async def _error_of(response: httpx.Response) -> str | None:
-    """A short description of a non-2xx answer (reading at most 1 KB of its body)."""
+    """A short description of a non-2xx answer, from at most the first KB of its body.
+
+    The body is read to its end when short, so the connection can be reused."""
+    head = b""
+    async for chunk in response.aiter_raw():
+        head += chunk
+        if len(head) > MAX_BODY_BYTES:
+            break  # a long answer is not worth reading: the connection is closed instead
     if 200 <= response.status_code < 300:
         return None
     if 300 <= response.status_code < 400:
         location = response.headers.get("location", "")
         return f"redirect to {location[:200]!r} not followed"
-    head = b""
-    async for chunk in response.aiter_raw():
-        head += chunk
-        if len(head) >= ERROR_BODY_BYTES:
-            break
     text = head[:ERROR_BODY_BYTES].decode("utf-8", "replace").strip()
     return f"HTTP {response.status_code}" + (f": {text[:200]}" if text else "")
 

@@ -332,9 +332,14 @@ async def _due_batch(session: AsyncSession, webhook: Webhook, size: int) -> Webh
 
 async def batch_events(session: AsyncSession, batch_id: str) -> list[EventContext]:
     """The batch's events in outbox order, with their message's fields."""
-    query = (
+    query = (  # columns, not ORM objects: this runs for every batch
         select(
-            Event,
+            Event.id,
+            Event.type,
+            Event.created_at,
+            Event.data,
+            Event.message_id,
+            Event.recipient_id,
             Message.message_id_header,
             Message.categories,
             Message.custom_args,
@@ -348,18 +353,18 @@ async def batch_events(session: AsyncSession, batch_id: str) -> list[EventContex
     )
     return [
         EventContext(
-            id=event.id,
-            type=event.type,
-            created_at=event.created_at,
-            data=event.data,
-            message_id=event.message_id,
-            recipient_id=event.recipient_id,
-            smtp_id=smtp_id,
-            categories=tuple(categories or ()),
-            custom_args=dict(custom_args or {}),
-            email=email or event.data.get("email"),
+            id=row.id,
+            type=row.type,
+            created_at=row.created_at,
+            data=row.data,
+            message_id=row.message_id,
+            recipient_id=row.recipient_id,
+            smtp_id=row.message_id_header,
+            categories=tuple(row.categories or ()),
+            custom_args=dict(row.custom_args or {}),
+            email=row.email or row.data.get("email"),
         )
-        for event, smtp_id, categories, custom_args, email in await session.execute(query)
+        for row in await session.execute(query)
     ]
 
 
