@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from app import clock
 from app.events import sequencer
 from app.queue import Queue
+from app.stats import compaction
 from app.webhooks.dispatcher import Dispatcher
 from worker.runtime import Runtime
 
@@ -46,3 +48,12 @@ async def sequence_events(ctx: dict[str, Any]) -> int:
         numbered = await sequencer.sequence(session)
         await session.commit()
     return numbered
+
+
+async def compact_stats(ctx: dict[str, Any]) -> int:
+    """Fold the counter shards of past hours into one row each (app.stats.compaction)."""
+    before = clock.now().replace(minute=0, second=0, microsecond=0)
+    async with _runtime(ctx).db.session() as session:
+        folded = await compaction.compact(session, before=before)
+        await session.commit()
+    return folded

@@ -17,6 +17,7 @@ from worker.runtime import Runtime
 
 WEBHOOKS_JOB = "dispatch_webhooks"
 SEQUENCE_JOB = "sequence_events"
+COMPACT_JOB = "compact_stats"
 
 JOB_TIMEOUT_SECONDS = 3600  # a job may hold many slow MX conversations; leases cover crashes
 POLL_DELAY_SECONDS = 0.05  # low latency between a 202 and the first SMTP connection
@@ -35,8 +36,9 @@ def seconds_every(interval: timedelta) -> set[int]:
 
 
 def feedback_cron_jobs(settings: Settings) -> list[CronJob]:
-    """Issue 5's periodic jobs: webhook delivery (every WEBHOOK_POLL_INTERVAL) and feed
-    sequencing (every SWEEP_INTERVAL; readers of the feed also sequence before reading)."""
+    """Issue 5's periodic jobs: webhook delivery (every WEBHOOK_POLL_INTERVAL), feed
+    sequencing (every SWEEP_INTERVAL; readers of the feed also sequence before reading) and
+    folding the stats shards of past hours (four times an hour)."""
     return [
         cron(
             jobs.dispatch_webhooks,
@@ -50,6 +52,7 @@ def feedback_cron_jobs(settings: Settings) -> list[CronJob]:
             second=seconds_every(settings.sweep_interval),
             run_at_startup=True,
         ),
+        cron(jobs.compact_stats, name=COMPACT_JOB, minute={1, 16, 31, 46}, second=30),
     ]
 
 

@@ -111,14 +111,17 @@ async def count(session: AsyncSession, events: Sequence[RecordedEvent]) -> None:
     await add(session, tally(events))
 
 
-async def add(session: AsyncSession, totals: dict[Key, Counter[str]]) -> None:
+async def add(
+    session: AsyncSession, totals: dict[Key, Counter[str]], *, shard: int | None = None
+) -> None:
     """Upsert increments; keys sorted so concurrent writers lock rows in the same order."""
     if not totals:
         return
-    # One shard per transaction: a transaction that counts twice touches rows of one shard
-    # only, so two such transactions cannot lock each other's rows in opposite orders.
     dialect = session.get_bind().dialect.name
-    shard = session.info.setdefault("stats_shard", random.randrange(shard_count(dialect)))
+    if shard is None:
+        # One shard per transaction: a transaction that counts twice touches rows of one
+        # shard only, so two such transactions cannot lock each other's rows in opposite orders.
+        shard = session.info.setdefault("stats_shard", random.randrange(shard_count(dialect)))
     now = clock.now()
     rows = [
         {
