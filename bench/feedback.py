@@ -10,8 +10,9 @@
 2. Stats. Counters for 1,000,000 recipients over 30 days (processed, delivered, some deferred
    and bounced, 10 categories, every counter shard in use as concurrent writers leave them
    (8 on PostgreSQL, 1 on SQLite, which has a single writer), plus four other
-   accounts) are written through the counters' upsert; then `GET /v1/stats` for 30 days of
-   hourly buckets is timed in the service and over HTTP. Baseline, same run: `GET /healthz`.
+   accounts) are written through the counters' upsert, and the shards of those (past) hours are
+   folded as the worker's compact_stats job does; then `GET /v1/stats` for 30 days of hourly
+   buckets is timed in the service and over HTTP. Baseline, same run: `GET /healthz`.
 """
 
 from __future__ import annotations
