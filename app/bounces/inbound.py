@@ -29,6 +29,7 @@ class InboundHandler:
     """aiosmtpd hooks: check each RCPT, record each message's report."""
 
     def __init__(self, settings: Settings, db: Database) -> None:
+        """Hold the database and the VERP key."""
         self.db = db
         self.secret_key = settings.secret_key_bytes()
 

@@ -42,6 +42,7 @@ def verp_key(secret_key: bytes) -> bytes:
 
 
 def _mac(key: bytes, recipient_id: str, domain: str) -> str:
+    """The HMAC of recipient and domain, as 16 lower-case base32 characters."""
     digest = hmac.new(key, f"{recipient_id}@{domain}".encode(), hashlib.sha256).digest()
     return base64.b32encode(digest).decode()[:MAC_LENGTH].lower()
 

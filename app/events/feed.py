@@ -73,6 +73,7 @@ async def page(session: AsyncSession, query: FeedQuery) -> EventPage:
 
 
 def _view(event: Event) -> FeedEvent:
+    """An event as the feed shows it."""
     email = event.data.get("email") if isinstance(event.data, dict) else None
     return FeedEvent(
         id=event.id,

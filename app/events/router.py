@@ -58,6 +58,7 @@ async def list_events(
     )
 
     async def read() -> EventPage:
+        """Sequence what has committed, then read one page."""
         async with database.session() as session:
             await sequencer.sequence(session)
             await session.commit()

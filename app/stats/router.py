@@ -125,6 +125,7 @@ def _sendgrid_range(start_date: str, end_date: str | None) -> tuple[datetime, da
 
 
 def _sendgrid_metrics(metrics: dict[str, int]) -> dict[str, int]:
+    """Only SendGrid's own metric names."""
     return {metric: metrics[metric] for metric in SENDGRID_METRICS}
 
 

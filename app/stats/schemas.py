@@ -10,6 +10,7 @@ from app.stats.models import METRICS, SENDGRID_METRICS
 
 
 def _metrics_model(name: str, metrics: tuple[str, ...], doc: str) -> type[BaseModel]:
+    """A model with an int field, default 0, per metric."""
     fields: dict[str, object] = {metric: (int, 0) for metric in metrics}
     model: type[BaseModel] = create_model(name, __doc__=doc, **fields)  # type: ignore[call-overload]
     return model

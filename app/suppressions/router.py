@@ -121,6 +121,7 @@ def _sendgrid_entry(name: str, row: Suppression) -> dict[str, Any]:
 
 
 def _timestamp(value: int | None) -> datetime | None:
+    """A Unix time as an aware datetime."""
     return datetime.fromtimestamp(value, UTC) if value is not None else None
 
 
@@ -137,6 +138,7 @@ def _add_sendgrid_routes(name: str, kind: SuppressionType) -> None:
         offset: Annotated[int, Query(ge=0)] = 0,
         email: Annotated[str | None, Query(description="Prefix; `%` is a wildcard.")] = None,
     ) -> list[dict[str, Any]]:
+        """The list, newest first, with SendGrid's filters."""
         where = service.ListFilter(
             account_id=principal.account.id,
             types=(kind.value,),
@@ -150,6 +152,7 @@ def _add_sendgrid_routes(name: str, kind: SuppressionType) -> None:
     async def delete_entries(
         principal: SuppressionDeleter, session: SessionDep, body: SendGridDeleteMany
     ) -> Response:
+        """Delete some addresses, or all, from the list."""
         await service.remove(
             session,
             account_id=principal.account.id,
@@ -162,6 +165,7 @@ def _add_sendgrid_routes(name: str, kind: SuppressionType) -> None:
     async def get_entry(
         email: str, principal: SuppressionReader, session: SessionDep
     ) -> list[dict[str, Any]]:
+        """One address's entry (an empty list when absent)."""
         rows = await service.lookup(
             session, account_id=principal.account.id, email=email, types=(kind.value,)
         )
@@ -170,6 +174,7 @@ def _add_sendgrid_routes(name: str, kind: SuppressionType) -> None:
     async def delete_entry(
         email: str, principal: SuppressionDeleter, session: SessionDep
     ) -> Response:
+        """Delete one address from the list."""
         removed = await service.remove(
             session, account_id=principal.account.id, types=(kind.value,), emails=[email]
         )

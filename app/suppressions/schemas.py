@@ -68,6 +68,7 @@ class SendGridDeleteMany(BaseModel):
 
     @model_validator(mode="after")
     def _one_of(self) -> SendGridDeleteMany:
+        """Exactly one of the two ways to delete."""
         if self.delete_all and self.emails:
             raise ValueError("You can not have both `emails` and `delete_all` set")
         if not self.delete_all and not self.emails:

@@ -41,6 +41,7 @@ class WebhookClient:
     def __init__(
         self, resolver: dns.asyncresolver.Resolver, *, timeout: float, allow_private: bool
     ) -> None:
+        """A pooled HTTP client that never follows redirects nor reads proxy settings."""
         self.resolver = resolver
         self.allow_private = allow_private
         self._http = httpx.AsyncClient(
@@ -112,4 +113,5 @@ async def _error_of(response: httpx.Response) -> str | None:
 
 
 def _elapsed(began: float) -> int:
+    """Milliseconds since `began`."""
     return int((time.perf_counter() - began) * 1000)

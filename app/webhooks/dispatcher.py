@@ -86,6 +86,7 @@ class Dispatcher:
     """Delivers due webhook batches; one per worker process."""
 
     def __init__(self, settings: Settings, db: Database, client: WebhookClient) -> None:
+        """Keep the settings, database and HTTP client."""
         self.settings = settings
         self.db = db
         self.client = client
@@ -103,6 +104,7 @@ class Dispatcher:
         deadline = time.monotonic() + budget
 
         async def one(webhook_id: str) -> int:
+            """Drain one endpoint, a bounded number at a time."""
             async with limit:
                 return await self.drain(webhook_id, deadline=deadline)
 
@@ -145,6 +147,7 @@ class Dispatcher:
         return token if claimed else None
 
     async def _release(self, webhook_id: str, token: str) -> None:
+        """Give the endpoint's lease back (if it is still ours)."""
         async with self.db.session() as session:
             await session.execute(
                 update(Webhook)
@@ -238,6 +241,7 @@ class Dispatcher:
 
 
 def _succeeded(webhook: Webhook, batch: WebhookBatch) -> None:
+    """The batch is delivered; the endpoint's failure run ends."""
     now = clock.now()
     batch.state = BatchState.DELIVERED
     batch.completed_at = now
@@ -266,6 +270,7 @@ async def disable(session: AsyncSession, webhook: Webhook, *, reason: str) -> No
 
 
 def _body(payload_format: str, contexts: list[EventContext], sent_at: datetime) -> str | None:
+    """The body in the endpoint's format (None: nothing to send in it)."""
     if payload_format == PayloadFormat.SENDGRID:
         return payloads.sendgrid_body(contexts)
     return payloads.standard_body(contexts, timestamp=sent_at)

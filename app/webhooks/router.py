@@ -60,6 +60,7 @@ async def create_webhook(
 
 
 def _fields(webhook: object) -> dict[str, object]:
+    """An endpoint's public fields."""
     return WebhookView.model_validate(webhook).model_dump()
 
 

@@ -62,10 +62,12 @@ async def delivered(
 
 
 def recipient(view: dict[str, Any], email: str) -> dict[str, Any]:
+    """One recipient of a message view."""
     return next(r for r in view["recipients"] if r["email"] == email)
 
 
 async def suppressions_of(client: httpx.AsyncClient, sender: Sender) -> dict[str, str]:
+    """The account's suppressions by address."""
     listed = (await client.get("/v1/suppressions", headers=sender.headers)).json()
     return {s["email"]: s["type"] for s in listed["suppressions"]}
 
@@ -280,6 +282,7 @@ async def test_nothing_is_acknowledged_before_it_is_committed(
     real = suppressions_service.suppress
 
     async def failing(*args: Any, **kwargs: Any) -> None:
+        """A database write that fails mid-transaction."""
         raise ConnectionError("database went away")  # an injected fault after the first writes
 
     monkeypatch.setattr(suppressions_service, "suppress", failing)

@@ -122,6 +122,7 @@ class WebhookReceiver:
 class _QuietServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
+        """Leave signals to the test process."""
         yield
 
 

@@ -25,6 +25,7 @@ async def _count(db: Database, account_id: str, hour: datetime, shard: int, n: i
 
 
 async def _delivered(db: Database, account_id: str, hours: int) -> list[int]:
+    """Delivered per hour over the last `hours` hours."""
     now = clock.now()
     async with db.session() as session:
         rows = await series(
@@ -38,6 +39,7 @@ async def _delivered(db: Database, account_id: str, hours: int) -> list[int]:
 
 
 async def _rows(db: Database) -> int:
+    """How many counter rows exist."""
     async with db.session() as session:
         return int(await session.scalar(select(func.count()).select_from(StatsCounter)) or 0)
 
@@ -63,10 +65,12 @@ async def test_writers_racing_the_compaction_lose_nothing(sender: Sender, db: Da
     past = clock.now().replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
 
     async def writer(shard: int) -> None:
+        """Twenty one-count transactions on one shard."""
         for _ in range(20):
             await _count(db, sender.account_id, past, shard)
 
     async def compactor() -> None:
+        """Compaction runs interleaved with the writers."""
         for _ in range(20):
             async with db.session() as session:
                 await compaction.compact(session, before=past + timedelta(hours=1))

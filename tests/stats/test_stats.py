@@ -31,6 +31,7 @@ async def stats(client: httpx.AsyncClient, sender: Sender, **params: Any) -> dic
 
 
 def today() -> str:
+    """Today's date (UTC) as YYYY-MM-DD."""
     return clock.now().date().isoformat()
 
 

@@ -145,6 +145,7 @@ async def test_sendgrid_lists_have_sendgrids_shapes(
     await _seed(db, sender)
 
     async def listing(name: str, **params: Any) -> Any:
+        """GET a /v3/suppression list."""
         response = await client.get(
             f"/v3/suppression/{name}", params=params, headers=sender.headers
         )

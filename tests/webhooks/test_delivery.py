@@ -124,6 +124,7 @@ async def test_410_gone_disables_the_endpoint_with_an_event(
     await send(client, sender, to=["x@example.test"])
 
     def watcher_saw_disable() -> bool:
+        """Whether the second endpoint got the webhook_disabled event."""
         return any(
             e["type"] == "webhook_disabled"
             for r in receiver.accepted
@@ -155,6 +156,7 @@ async def test_a_run_of_failures_disables_the_endpoint(
     await send(client, sender, to=["x@example.test"])
 
     async def disabled() -> bool:
+        """Whether the endpoint is disabled now."""
         state = (await client.get(f"/v1/webhooks/{hook['id']}", headers=sender.headers)).json()
         return not state["enabled"]
 
