@@ -71,17 +71,22 @@ async def suppress(
     status: str = "",
 ) -> None:
     """Add a suppression; adding one that exists changes nothing (safe under concurrency)."""
-    await add_many(
-        session,
-        account_id=account_id,
-        entries=[NewSuppression(email=email, type=type, reason=reason, status=status)],
-    )
+    entry = NewSuppression(email=email, type=type, reason=reason, status=status)
+    await _insert(session, account_id, [entry])
 
 
 async def add_many(
     session: AsyncSession, *, account_id: str, entries: Sequence[NewSuppression]
 ) -> list[Suppression]:
     """Add entries (existing ones are kept as they are); returns them all, as stored."""
+    keys = await _insert(session, account_id, entries)
+    return await _stored(session, account_id, keys)
+
+
+async def _insert(
+    session: AsyncSession, account_id: str, entries: Sequence[NewSuppression]
+) -> list[tuple[str, str]]:
+    """INSERT … ON CONFLICT DO NOTHING; returns the (email, type) keys given."""
     now = clock.now()
     rows = {
         (suppression_key(entry.email), entry.type.value): {
@@ -100,7 +105,7 @@ async def add_many(
     for start in range(0, len(values), LOOKUP_CHUNK):
         statement = insert(Suppression).values(values[start : start + LOOKUP_CHUNK])
         await session.execute(statement.on_conflict_do_nothing())
-    return await _stored(session, account_id, list(rows))
+    return list(rows)
 
 
 async def _stored(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import dns.asyncresolver
@@ -17,6 +19,7 @@ from app.webhooks.destinations import (
 
 USER_AGENT = "Columba-Webhooks/1.0"
 ERROR_BODY_BYTES = 1024
+MAX_POOLS = 256
 MAX_BODY_BYTES = 64 * 1024
 
 
@@ -36,24 +39,46 @@ class PostResult:
 
 
 class WebhookClient:
-    """Posts signed bodies; one connection pool per process."""
+    """Posts signed bodies, keeping connections open per endpoint host.
+
+    Connections are made to checked addresses, so httpx pools them by address; a pool per
+    host name keeps a TLS connection verified for one name from carrying another name's
+    requests when both resolve to one address."""
 
     def __init__(
         self, resolver: dns.asyncresolver.Resolver, *, timeout: float, allow_private: bool
     ) -> None:
-        """A pooled HTTP client that never follows redirects nor reads proxy settings."""
+        """Pools are made on first use, at most MAX_POOLS at a time."""
         self.resolver = resolver
         self.allow_private = allow_private
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout),
-            follow_redirects=False,
-            trust_env=False,  # no proxies from the environment: we choose the address
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-        )
+        self.timeout = timeout
+        self._pools: OrderedDict[str, httpx.AsyncClient] = OrderedDict()
+        self._closing: set[asyncio.Future[None]] = set()
+
+    def _pool(self, host: str) -> httpx.AsyncClient:
+        """The host's client; the least recently used one is closed beyond MAX_POOLS."""
+        client = self._pools.get(host)
+        if client is None:
+            client = self._pools[host] = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.timeout),
+                follow_redirects=False,
+                trust_env=False,  # no proxies from the environment: we choose the address
+                limits=httpx.Limits(max_connections=10, max_keepalive_connections=4),
+            )
+            if len(self._pools) > MAX_POOLS:
+                _, oldest = self._pools.popitem(last=False)
+                closing = asyncio.ensure_future(oldest.aclose())
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
+        self._pools.move_to_end(host)
+        return client
 
     async def close(self) -> None:
-        """Close pooled connections."""
-        await self._http.aclose()
+        """Close every pooled connection."""
+        for client in self._pools.values():
+            await client.aclose()
+        self._pools.clear()
+        await asyncio.gather(*self._closing)
 
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> PostResult:
         """POST `body` to `url`, connecting only to an address that passes the SSRF check."""
@@ -74,7 +99,8 @@ class WebhookClient:
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
         }
-        request = self._http.build_request(
+        http = self._pool(target.host)
+        request = http.build_request(
             "POST",
             target.url_for(address),
             content=body,
@@ -82,7 +108,7 @@ class WebhookClient:
             extensions={"sni_hostname": target.host},
         )
         try:
-            response = await self._http.send(request, stream=True)
+            response = await http.send(request, stream=True)
             try:
                 error = await _error_of(response)
             finally:
