@@ -134,7 +134,13 @@ async def _wait_healthy(url: str, timeout: float = 30) -> None:
 
 @contextlib.asynccontextmanager
 async def running_stack(
-    *, postgres_url: str | None, redis_url: str | None, workers: int = 1, api_workers: int = 1
+    *,
+    postgres_url: str | None,
+    redis_url: str | None,
+    workers: int = 1,
+    api_workers: int = 1,
+    external_sink_port: int | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> AsyncIterator[Stack]:
     """Start everything; stop everything when the block ends."""
     with tempfile.TemporaryDirectory(prefix="columba-bench-") as tmp:
@@ -146,10 +152,11 @@ async def running_stack(
         else:
             database_url = f"sqlite+aiosqlite:///{var_dir / 'bench.db'}"
         await asyncio.to_thread(migrate.upgrade, database_url)
-        mx_port = free_port()
+        mx_port = external_sink_port or free_port()
+        sink_host = "127.0.0.1" if external_sink_port else SINK_HOST
         async with FakeDNS() as dns_server:
             dns_server.add_mx("sink.test", (10, "mx.sink.test"))
-            dns_server.add_a("mx.sink.test", SINK_HOST)
+            dns_server.add_a("mx.sink.test", sink_host)
             settings = Settings(
                 database_url=database_url,
                 redis_url=redis_url or embedded_redis_url(var_dir),
@@ -161,11 +168,12 @@ async def running_stack(
             )
             key, domain = await _provision(settings)
             sink = Sink()
-            loop = asyncio.get_running_loop()
-            server = await loop.create_server(
-                lambda: SMTP(sink, hostname="sink.test", decode_data=False), SINK_HOST, mx_port
-            )
-            env = _environment(settings)
+            server = None
+            if external_sink_port is None:
+                server = await asyncio.get_running_loop().create_server(
+                    lambda: SMTP(sink, hostname="sink.test", decode_data=False), SINK_HOST, mx_port
+                )
+            env = _environment(settings) | (extra_env or {})
             api_port = free_port()
             processes = [
                 _spawn(
@@ -182,9 +190,10 @@ async def running_stack(
                 for process in processes:
                     process.terminate()
                 for process in processes:
-                    process.wait(timeout=30)
-                server.close()
-                await server.wait_closed()
+                    await asyncio.to_thread(process.wait, 30)
+                if server is not None:
+                    server.close()
+                    await server.wait_closed()
                 stop_embedded_redis()
                 if postgres_url:
                     await drop_test_database(postgres_url, database_url)
