@@ -92,7 +92,7 @@ async def hourly(
         .group_by(StatsCounter.category, StatsCounter.hour)
     )
     result = await session.execute(query)
-    return {(row[0], row[1]): tuple(int(v or 0) for v in row[2:]) for row in result}
+    return {(row[0], row[1]): tuple([int(v) if v else 0 for v in row[2:]]) for row in result}
 
 
 async def series(
@@ -110,15 +110,16 @@ async def series(
     rows = await hourly(
         session, account_id=account_id, categories=categories, start=first_hour, end=end
     )
-    sums: dict[tuple[str, datetime], list[int]] = {}
-    for (category, hour), values in rows.items():
+    sums: dict[tuple[str, datetime], list[int] | Values] = {}
+    if granularity is Granularity.HOUR:
+        sums.update(rows)  # counters are hourly already
+    for (category, hour), values in rows.items() if granularity is not Granularity.HOUR else ():
         key = (category, period_start(hour, granularity))
         found = sums.get(key)
         if found is None:
             sums[key] = list(values)
         else:
-            for index, value in enumerate(values):
-                found[index] += value
+            sums[key] = [a + b for a, b in zip(found, values, strict=True)]
     zero = [0] * len(METRICS)
     return [
         (
