@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -46,12 +47,19 @@ class WebhookClient:
     requests when both resolve to one address."""
 
     def __init__(
-        self, resolver: dns.asyncresolver.Resolver, *, timeout: float, allow_private: bool
+        self,
+        resolver: dns.asyncresolver.Resolver,
+        *,
+        timeout: float,
+        allow_private: bool,
+        verify: ssl.SSLContext | None = None,
     ) -> None:
-        """Pools are made on first use, at most MAX_POOLS at a time."""
+        """Pools are made on first use, at most MAX_POOLS at a time. `verify`: the TLS
+        context to check endpoints' certificates with (default: the system's CAs)."""
         self.resolver = resolver
         self.allow_private = allow_private
         self.timeout = timeout
+        self.verify: ssl.SSLContext | bool = verify if verify is not None else True
         self._pools: OrderedDict[str, httpx.AsyncClient] = OrderedDict()
         self._closing: set[asyncio.Future[None]] = set()
 
@@ -63,6 +71,7 @@ class WebhookClient:
                 timeout=httpx.Timeout(self.timeout),
                 follow_redirects=False,
                 trust_env=False,  # no proxies from the environment: we choose the address
+                verify=self.verify,
                 limits=httpx.Limits(max_connections=10, max_keepalive_connections=4),
             )
             if len(self._pools) > MAX_POOLS:

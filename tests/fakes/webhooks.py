@@ -11,6 +11,7 @@ import json
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -128,9 +129,10 @@ class _QuietServer(uvicorn.Server):
 
 @contextlib.asynccontextmanager
 async def running_receiver(
-    host: str = "127.0.0.7", port: int | None = None
+    host: str = "127.0.0.7", port: int | None = None, *, tls_pem: Path | None = None
 ) -> AsyncIterator[WebhookReceiver]:
-    """A receiver served on host:port (a free one by default) until the block ends."""
+    """A receiver served on host:port (a free one by default) until the block ends; over
+    TLS with the key and certificate chain in `tls_pem` when given."""
     receiver = WebhookReceiver(host, port) if port else WebhookReceiver(host)
     config = uvicorn.Config(
         receiver,
@@ -139,6 +141,8 @@ async def running_receiver(
         access_log=False,
         log_level="warning",
         timeout_graceful_shutdown=1,
+        ssl_certfile=tls_pem,
+        ssl_keyfile=tls_pem,
     )
     server = _QuietServer(config)
     task = asyncio.create_task(server.serve())

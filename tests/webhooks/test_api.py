@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
 from typing import Any
 
 import httpx
+import trustme
 from sqlalchemy import func, select
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
@@ -15,7 +18,7 @@ from app.webhooks.dispatcher import Dispatcher, build_dispatcher
 from app.webhooks.models import Webhook, WebhookOutbox
 from tests.fakes.dns import FakeDNS
 from tests.fakes.mx import ScriptedMX
-from tests.fakes.webhooks import WebhookReceiver
+from tests.fakes.webhooks import WebhookReceiver, running_receiver
 from tests.support import ApiServer, Sender, make_sender
 from tests.test_end_to_end import Deliver, send
 from tests.webhooks.conftest import create_webhook, drain_until, hook_url, quick_settings
@@ -244,3 +247,47 @@ async def test_the_address_connected_to_is_checked_again(
     ).json()["deliveries"]
     assert attempts[0]["error"].startswith("refused:")
     assert attempts[0]["ip"] is None
+
+
+async def test_https_endpoints_are_verified_against_their_host_name(
+    client: httpx.AsyncClient,
+    sender: Sender,
+    settings: Settings,
+    db: Database,
+    dns_server: FakeDNS,
+    tls_ca: trustme.CA,
+    tmp_path: Path,
+) -> None:
+    """The dispatcher connects to the checked address, yet TLS still verifies the name in the
+    URL (SNI), and a name the certificate does not cover is refused."""
+    pem = tmp_path / "hooks.pem"
+    tls_ca.issue_cert("secure-hooks.test").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    dns_server.add_a("secure-hooks.test", "127.0.0.8")
+    dns_server.add_a("other-name.test", "127.0.0.8")
+    context = ssl.create_default_context()
+    tls_ca.configure_trust(context)
+    async with running_receiver("127.0.0.8", tls_pem=pem) as receiver:
+        good = await create_webhook(
+            client,
+            sender,
+            f"https://secure-hooks.test:{receiver.port}/ok",
+            event_types=["processed"],
+        )
+        bad = await create_webhook(
+            client,
+            sender,
+            f"https://other-name.test:{receiver.port}/bad",
+            event_types=["processed"],
+        )
+        dispatcher = build_dispatcher(quick_settings(settings), db)
+        dispatcher.client.verify = context
+        await send(client, sender, to=["x@example.test"])
+        await drain_until(dispatcher, lambda: len(receiver.accepted) >= 1)
+        await dispatcher.client.close()
+    assert [r.path for r in receiver.requests] == ["/ok"]
+    assert receiver.requests[0].headers["host"] == f"secure-hooks.test:{receiver.port}"
+    refused = (
+        await client.get(f"/v1/webhooks/{bad['id']}/deliveries", headers=sender.headers)
+    ).json()["deliveries"]
+    assert "CERTIFICATE_VERIFY_FAILED" in refused[0]["error"]
+    del good
