@@ -3,6 +3,7 @@ formats) sent over SMTP; what they change; what the listener refuses."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import aiosmtplib
 import httpx
 import pytest
 import pytest_asyncio
+import trustme
 
 from app.bounces import verp
 from app.bounces.inbound import start_inbound
@@ -296,3 +298,46 @@ async def test_nothing_is_acknowledged_before_it_is_committed(
     assert "1 recorded" in reply
     view_after = await message_view(client, sender, view["id"])
     assert recipient(view_after, "gone@example.test")["status"] == "bounced"
+
+
+async def test_inbound_offers_starttls_when_a_certificate_is_configured(
+    settings: Settings,
+    db: Database,
+    client: httpx.AsyncClient,
+    sender: Sender,
+    mx: ScriptedMX,
+    deliver: Deliver,
+    tls_ca: trustme.CA,
+    tmp_path: Path,
+) -> None:
+    pem = tmp_path / "inbound.pem"
+    certificate = tls_ca.issue_cert("mta.columba.test", INBOUND_HOST)
+    certificate.private_key_and_cert_chain_pem.write_to_path(str(pem))
+    with_tls = settings.model_copy(update={"smtp_tls_cert": pem, "smtp_tls_key": pem})
+    port = free_port()
+    server = await start_inbound(with_tls, db, host=INBOUND_HOST, port=port)
+    try:
+        view, mail_from, message_id = await delivered(
+            client, sender, mx, deliver, "gone@example.test"
+        )
+        data = render(
+            "gmail_no_such_user.eml",
+            VERP=mail_from,
+            RCPT="gone@example.test",
+            MESSAGE_ID=message_id,
+        )
+        context = ssl.create_default_context()
+        tls_ca.configure_trust(context)
+        async with aiosmtplib.SMTP(
+            hostname=INBOUND_HOST,
+            port=port,
+            start_tls=True,
+            tls_context=context,
+        ) as smtp:
+            assert smtp.get_transport_info("sslcontext") is not None
+            await smtp.sendmail("", [mail_from], data)
+    finally:
+        server.close()
+        await server.wait_closed()
+    view = await message_view(client, sender, view["id"])
+    assert recipient(view, "gone@example.test")["status"] == "bounced"
