@@ -39,6 +39,7 @@ from app import clock, migrate
 from app.accounts import service as accounts
 from app.config import Settings
 from app.db import Database
+from app.embedded_redis import stop_embedded_redis
 from app.events import service as events
 from app.stats import compaction, counters
 from app.stats.models import ALL_CATEGORIES
@@ -300,6 +301,7 @@ async def stats_bench(settings: Settings, db: Database, recipients: int) -> None
         over_http = await timed(lambda: http.get("/v1/stats", params=params, headers=headers))
         health = await timed(lambda: http.get("/healthz"))
         body = (await http.get("/v1/stats", params=params, headers=headers)).json()
+    stop_embedded_redis()  # the API server's embedded Redis (this bench has no other)
     assert len(body["stats"]) == 720, len(body["stats"])
     http_median, health_median = statistics.median(over_http), statistics.median(health)
     print(f"Stats (30 days of hourly buckets, {recipients:,} recipients, {_store(settings)};")
