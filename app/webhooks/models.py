@@ -82,7 +82,10 @@ class WebhookBatch(Base):
     """Up to 100 events sent together; its id is the `webhook-id`, the same on every retry."""
 
     __tablename__ = "webhook_batches"
-    __table_args__ = (Index("ix_webhook_batches_webhook_id_state", "webhook_id", "state"),)
+    __table_args__ = (
+        Index("ix_webhook_batches_webhook_id_state", "webhook_id", "state"),
+        Index("ix_webhook_batches_due", "state", "next_attempt_at"),  # the dispatcher's scan
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))

@@ -112,6 +112,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_webhook_batches_webhook_id_state", "webhook_batches", ["webhook_id", "state"]
     )
+    op.create_index("ix_webhook_batches_due", "webhook_batches", ["state", "next_attempt_at"])
 
     op.create_table(
         "webhook_attempts",
