@@ -53,8 +53,11 @@ async def record(session: AsyncSession, events: Sequence[NewEvent]) -> list[int]
         }
         for event in events
     ]
-    statement = insert(Event).returning(Event.id, sort_by_parameter_order=True)
-    ids = list((await session.execute(statement, rows)).scalars())
+    # One multi-row INSERT … RETURNING per 1,000 rows (SQLAlchemy's "insertmanyvalues").
+    # RETURNING promises no order, but each statement numbers its VALUES rows in order (one
+    # sequence on PostgreSQL, max(rowid)+1 under SQLite's write lock), so the sorted ids are the
+    # rows' ids. (Asking SQLAlchemy to sort falls back to one INSERT per row on SQLite.)
+    ids = sorted((await session.execute(insert(Event).returning(Event.id), rows)).scalars())
     categories = await _categories(session, {e.message_id for e in events if e.message_id})
     recorded = [
         RecordedEvent(
