@@ -162,6 +162,7 @@ async def run_worker(settings: Settings, redis_url: str, **overrides: Any) -> in
     )
     try:
         await worker.main()
+        await worker.ctx["runtime"].drain()  # jobs only wake the pump: wait for its work
     finally:
         await worker.close()
     return int(worker.jobs_complete + worker.jobs_failed)

@@ -79,14 +79,10 @@ async def test_a_late_worker_cannot_overwrite_a_reclaimed_recipient(
     assert [r.id for r in fresh.recipients] == [r.id for r in stale.recipients]
     async with db.session() as session:
         # The first worker wakes up and tries to record: fenced out by the lease token.
-        assert (
-            await dispatch.record_outcomes(
-                session, claim=stale, account_id=sender.account_id, outcomes=[]
-            )
-            == 0
-        )
-        owned = await dispatch._still_leased(session, stale)
-        assert owned == set()
+        assert await dispatch.still_leased(session, stale.recipients) == set()
+        assert await dispatch.still_leased(session, fresh.recipients) == {
+            r.id for r in fresh.recipients
+        }
 
 
 async def test_arq_giving_up_never_changes_a_recipient(
@@ -96,25 +92,46 @@ async def test_arq_giving_up_never_changes_a_recipient(
     settings: Settings,
     redis_url: str,
     db: Database,
-    travel: Travel,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     accepted = await send(client, sender, to=["sturdy@example.test"])
 
+    def broken(self: Runtime) -> None:
+        raise RuntimeError("job failed")
+
+    monkeypatch.setattr(Runtime, "wake", broken)
+    jobs = await run_worker(settings, redis_url, max_tries=1)  # every job fails, arq gives up
+    assert jobs >= 1
+    [row] = await recipient_rows(db, accepted["id"])
+    assert row.status == "delivered"  # the database, not arq, decided: the pump found it due
+    assert len(mx.messages) == 1
+
+
+async def test_a_failing_batch_leaves_recipients_to_their_lease(
+    client: httpx.AsyncClient,
+    sender: Sender,
+    mx: ScriptedMX,
+    settings: Settings,
+    redis_url: str,
+    db: Database,
+    travel: Travel,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    accepted = await send(client, sender, to=["patient@example.test"])
+
     async def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(dispatch, "load_message", broken)
-    await run_worker(settings, redis_url, max_tries=1)  # the job fails and arq gives up
+    with monkeypatch.context() as patched:
+        patched.setattr(dispatch, "load_messages", broken)
+        await run_worker(settings, redis_url)
     [row] = await recipient_rows(db, accepted["id"])
     assert row.status == "sending"  # only the lease says anything; no final state was written
-    monkeypatch.undo()
     travel(settings.lease_duration + timedelta(seconds=1))
-    await run_worker(settings, redis_url)  # the sweeper finds the expired lease
-    [received] = await mx.wait_for(1)
+    await run_worker(settings, redis_url)  # the lease ran out: claimed and delivered
     [row] = await recipient_rows(db, accepted["id"])
     assert row.status == "delivered"
-    assert received.rcpt_tos == ["sturdy@example.test"]
+    assert [m.rcpt_tos for m in mx.messages] == [["patient@example.test"]]
 
 
 async def test_retries_send_byte_identical_messages(

@@ -20,9 +20,10 @@ def _runtime(ctx: dict[str, Any]) -> Runtime:
     return runtime
 
 
-async def deliver_message(ctx: dict[str, Any], message_id: str) -> int:
-    """Deliver the due recipients of one message."""
-    return await _runtime(ctx).deliver_message(message_id)
+async def deliver_message(ctx: dict[str, Any], message_id: str) -> None:
+    """A wake-up: recipients of this message are due. The pump claims them (with whatever
+    else is due), so the job itself returns at once."""
+    _runtime(ctx).wake()
 
 
 async def sweep_due_recipients(ctx: dict[str, Any]) -> int:

@@ -1,20 +1,19 @@
-"""What one worker process holds: settings, database, resolver, signing keys, SMTP pool.
+"""What one worker process holds: settings, database, resolver, signing keys, SMTP pool and
+the delivery pump.
 
-A delivery job is: claim due recipients → render and sign their copies → send each group of
-identical copies to its destination → record every outcome. The steps live in
-app.messages (database, composition) and app.delivery (DNS, SMTP, limits); this module only
-strings them together.
+Delivering a batch is: load the messages → render and sign each recipient's copy → send
+each group of identical copies to its destination → turn replies into outcomes. The steps
+live in app.messages (database, composition) and app.delivery (DNS, SMTP, limits); this
+module strings them together, and worker/pump.py keeps batches flowing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import dns.asyncresolver
@@ -36,18 +35,9 @@ from app.domains.service import dkim_key
 from app.messages import dispatch
 from app.messages.compose import Composer, Copy, Refused, return_path
 from app.messages.dispatch import Claim, ClaimedRecipient, LoadedMessage, Outcome
+from worker.pump import Emit, Pump, PumpSettings, Released, Results
 
 log = logging.getLogger(__name__)
-
-DESTINATION_CONCURRENCY = 50  # transactions one job runs at once (across destinations)
-
-
-@dataclass(frozen=True, slots=True)
-class Released:
-    """A recipient handed back unattempted (its destination was at its limit)."""
-
-    recipient: ClaimedRecipient
-    retry_at: datetime
 
 
 class Runtime:
@@ -69,98 +59,115 @@ class Runtime:
             max_messages=settings.smtp_max_messages_per_connection,
             slot_wait=settings.throttle_wait.total_seconds(),
         )
+        self.pump = Pump(
+            claim=self.claim,
+            process=self.process,
+            record=self.record,
+            renew=self.renew,
+            settings=PumpSettings(
+                capacity=settings.worker_capacity,
+                batch_size=settings.worker_batch_size,
+                idle_poll=settings.sweep_interval.total_seconds(),
+                lease=settings.lease_duration,
+            ),
+        )
 
     def start(self) -> None:
-        """Begin background upkeep (closing idle connections)."""
+        """Begin delivering, and closing idle connections."""
         self.pool.start()
+        self.pump.start()
+
+    def wake(self) -> None:
+        """New work may be due."""
+        self.pump.wake()
+
+    async def drain(self) -> None:
+        """Until everything due now is delivered and recorded."""
+        await self.pump.drain()
 
     async def close(self) -> None:
-        """Close SMTP connections and the database pool."""
+        """Finish what is in flight, then close SMTP connections and the database pool."""
+        await self.pump.stop()
         await self.pool.close()
         await self.db.dispose()
 
-    async def deliver_message(self, message_id: str) -> int:
-        """Deliver every due recipient of a message; returns how many outcomes were recorded."""
+    async def claim(self, limit: int, message_id: str | None = None) -> Claim:
+        """Lease up to `limit` due recipients."""
         async with self.db.session() as session:
             claim = await dispatch.claim(
-                session, message_id=message_id, lease=self.settings.lease_duration
+                session, lease=self.settings.lease_duration, limit=limit, message_id=message_id
             )
             await session.commit()
-        if not claim.recipients:
-            return 0
-        async with self._keep_lease(claim):
-            async with self.db.session() as session:
-                loaded = await dispatch.load_message(session, message_id=message_id)
-            outcomes, released = await self._attempt(claim, loaded)
+        return claim
+
+    async def record(self, outcomes: list[Outcome], released: list[Released]) -> int:
+        """Outcomes and hand-backs in one transaction (a group commit)."""
         async with self.db.session() as session:
-            recorded = await dispatch.record_outcomes(
-                session, claim=claim, account_id=loaded.message.account_id, outcomes=outcomes
-            )
-            for retry_at, recipients in _by_retry_time(released).items():
-                await dispatch.release(
-                    session, claim=claim, recipients=recipients, retry_at=retry_at
-                )
+            recorded = await dispatch.record_outcomes(session, outcomes=outcomes)
+            await dispatch.release(session, released=released)
             await session.commit()
         return recorded
+
+    async def renew(self, tokens: list[str]) -> int:
+        """Extend the leases of claims still in flight."""
+        async with self.db.session() as session:
+            renewed = await dispatch.renew_leases(
+                session, tokens=tokens, lease=self.settings.lease_duration
+            )
+            await session.commit()
+        return renewed
+
+    async def deliver_message(self, message_id: str) -> int:
+        """Deliver one message's due recipients now, outside the pump; returns outcomes."""
+        total = 0
+        while (claim := await self.claim(1000, message_id)).recipients:
+            results = Results()
+            await self.process(claim.recipients, results.emit)
+            total += await self.record(results.outcomes, results.released)
+        return total
 
     async def sweep(self) -> list[str]:
         """Messages with due recipients (the caller enqueues them)."""
         async with self.db.session() as session:
             return await dispatch.due_message_ids(session)
 
-    @contextlib.asynccontextmanager
-    async def _keep_lease(self, claim: Claim) -> AsyncIterator[None]:
-        """Renew the claim's lease while the delivery runs, so a long SMTP exchange
-        is not mistaken for a dead worker."""
-        interval = self.settings.lease_duration.total_seconds() / 3
+    async def process(self, recipients: Sequence[ClaimedRecipient], emit: Emit) -> None:
+        """Deliver a batch; each transaction's outcomes are emitted as soon as it ends, so
+        they are recorded without waiting for the slowest destination of the batch."""
+        async with self.db.session() as session:
+            loaded = await dispatch.load_messages(
+                session, message_ids=sorted({r.message_id for r in recipients})
+            )
+        by_message: dict[str, list[ClaimedRecipient]] = defaultdict(list)
+        for recipient in recipients:
+            by_message[recipient.message_id].append(recipient)
+        await asyncio.gather(
+            *(self._message(loaded[mid], batch, emit) for mid, batch in by_message.items())
+        )
 
-        async def renew() -> None:
-            while True:
-                await asyncio.sleep(interval)
-                async with self.db.session() as session:
-                    await dispatch.renew_lease(
-                        session, token=claim.token, lease=self.settings.lease_duration
-                    )
-                    await session.commit()
-
-        task = asyncio.create_task(renew())
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _attempt(
-        self, claim: Claim, loaded: LoadedMessage
-    ) -> tuple[list[Outcome], list[Released]]:
-        """Send every recipient's copy; recipients with identical copies share a transaction."""
+    async def _message(
+        self, loaded: LoadedMessage, recipients: list[ClaimedRecipient], emit: Emit
+    ) -> None:
+        """One message's recipients: compose their copies, deliver each group."""
         started = clock.now()
         try:
-            prepared = self.composer.copies(loaded, claim.recipients)
+            prepared = self.composer.copies(loaded, recipients)
         except Exception as exc:  # a bad key or content must not leave recipients leased
-            log.exception("cannot render or sign message %s", claim.message_id)
+            log.exception("cannot render or sign message %s", loaded.message.id)
             reply = synthetic(451, "4.3.0", f"local error preparing the message: {exc}")
-            return [self._outcome(r, reply, loaded, started, 0) for r in claim.recipients], []
-        outcomes = [
+            emit([self._outcome(r, reply, loaded, started, 0) for r in recipients], [])
+            return
+        refused = [
             self._outcome(item.recipient, item.reply, loaded, started, 0)
             for item in prepared
             if isinstance(item, Refused)
         ]
-        limit = asyncio.Semaphore(DESTINATION_CONCURRENCY)
-
-        async def one(group: list[Copy]) -> list[Outcome] | list[Released]:
-            async with limit:
-                return await self._deliver_group(group, loaded)
-
+        if refused:
+            emit(refused, [])
         groups = group_copies([item for item in prepared if isinstance(item, Copy)])
-        results = [item for r in await asyncio.gather(*map(one, groups)) for item in r]
-        outcomes += [item for item in results if isinstance(item, Outcome)]
-        return outcomes, [item for item in results if isinstance(item, Released)]
+        await asyncio.gather(*(self._deliver_group(g, loaded, emit) for g in groups))
 
-    async def _deliver_group(
-        self, group: list[Copy], loaded: LoadedMessage
-    ) -> list[Outcome] | list[Released]:
+    async def _deliver_group(self, group: list[Copy], loaded: LoadedMessage, emit: Emit) -> None:
         """One transaction's worth of identical copies to one domain."""
         started, began = clock.now(), time.perf_counter()
         leader = group[0]
@@ -179,19 +186,16 @@ class Runtime:
         except Throttled as exc:
             retry_at = clock.now() + timedelta(seconds=exc.retry_after)
             log.info("%s throttled; %d recipient(s) wait", exc.destination.name, len(group))
-            return [Released(copy.recipient, retry_at) for copy in group]
+            emit([], [(copy.recipient, retry_at) for copy in group])
+            return
         elapsed = int((time.perf_counter() - began) * 1000)
-        return [
+        outcomes = [
             self._outcome(
-                copy.recipient,
-                _reply_for(result, copy.recipient.email),
-                loaded,
-                started,
-                elapsed,
-                result,
+                c.recipient, _reply_for(result, c.recipient.email), loaded, started, elapsed, result
             )
-            for copy in group
+            for c in group
         ]
+        emit(outcomes, [])
 
     def _outcome(
         self,
@@ -267,13 +271,6 @@ def group_copies(copies: Sequence[Copy]) -> list[list[Copy]]:
     for copy in copies:
         groups[(copy.recipient.domain, copy.digest)].append(copy)
     return list(groups.values())
-
-
-def _by_retry_time(released: Sequence[Released]) -> dict[datetime, list[ClaimedRecipient]]:
-    grouped: dict[datetime, list[ClaimedRecipient]] = defaultdict(list)
-    for item in released:
-        grouped[item.retry_at].append(item.recipient)
-    return grouped
 
 
 def _reply_for(result: TransactionResult, email: str) -> Reply:

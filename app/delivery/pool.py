@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from app.delivery.mx import MXHost
@@ -19,7 +20,10 @@ from app.delivery.smtp import SmtpOptions, SmtpSession, open_session
 from app.delivery.throttle import DestinationKey, DestinationThrottle
 from app.ids import new_id
 
-SLOT_POLL_SECONDS = 0.05
+log = logging.getLogger(__name__)
+
+RENEW_SECONDS = 5.0  # well inside the slot lease (throttle.CONNECTION_LEASE_SECONDS)
+SLOT_POLL_SECONDS = 0.25  # how often a waiter re-checks for a slot freed by another process
 
 
 class Throttled(Exception):
@@ -61,6 +65,10 @@ class ConnectionPool:
         self.max_messages = max_messages
         self.slot_wait = slot_wait
         self._idle: dict[tuple[str, int], list[PooledSession]] = defaultdict(list)
+        self._returned: dict[tuple[str, int], asyncio.Condition] = defaultdict(asyncio.Condition)
+        self._waiters: Counter[tuple[str, int]] = Counter()
+        self._asking: set[tuple[str, int]] = set()  # addresses with a waiter asking Redis
+        self._live: set[PooledSession] = set()  # idle or in use; their slots are renewed
         self._reaper: asyncio.Task[None] | None = None
         self.opened = 0
 
@@ -72,19 +80,61 @@ class ConnectionPool:
     async def checkout(self, destination: DestinationKey, host: MXHost, ip: str) -> PooledSession:
         """An open session to `ip`: an idle one, or a new one once a slot is free.
 
-        Raises Throttled when no slot frees up within `slot_wait`, HostUnusable when the
-        host cannot be reached."""
+        Waiters queue in arrival order for sessions checked in by others; only one of them
+        at a time asks Redis for a new slot, so a thousand waiting recipients cost one query
+        per poll, not a thousand. Raises Throttled when nothing frees up within `slot_wait`,
+        HostUnusable when the host cannot be reached."""
+        key = (ip, self.options.port)
         deadline = time.monotonic() + self.slot_wait
         while True:
             idle = await self._take_idle(ip)
             if idle is not None:
                 return idle
+            asker = key not in self._asking
+            if asker:
+                opened = await self._ask_for_slot(key, destination, host, ip)
+                if opened is not None:
+                    await self._wake_one(key)  # the budget may have room for more: next asks
+                    return opened
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                if asker:
+                    await self._wake_one(key)  # hand the asking over
+                raise Throttled(destination, retry_after=max(5.0, self.slot_wait))
+            # The asker polls again soon; everyone else sleeps until a session comes back.
+            await self._wait_for_return(
+                key, min(remaining, SLOT_POLL_SECONDS) if asker else remaining
+            )
+
+    async def _ask_for_slot(
+        self, key: tuple[str, int], destination: DestinationKey, host: MXHost, ip: str
+    ) -> PooledSession | None:
+        """Open a session if the destination's budget has a slot; else signal demand."""
+        self._asking.add(key)
+        try:
             token = new_id()
             if await self._acquire_slot(destination, token):
                 return await self._open(destination, host, ip, token)
-            if time.monotonic() >= deadline:
-                raise Throttled(destination, retry_after=max(5.0, self.slot_wait))
-            await asyncio.sleep(SLOT_POLL_SECONDS)
+            if self.throttle is not None:
+                await self.throttle.want(destination)  # ask other processes to free a slot
+            return None
+        finally:
+            self._asking.discard(key)
+
+    async def _wake_one(self, key: tuple[str, int]) -> None:
+        """Wake the longest-waiting checkout for `key`."""
+        async with self._returned[key]:
+            self._returned[key].notify()
+
+    async def _wait_for_return(self, key: tuple[str, int], timeout: float) -> None:
+        """Until a session for `key` is checked in (or closed) here, or `timeout` passes."""
+        self._waiters[key] += 1
+        try:
+            async with self._returned[key]:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._returned[key].wait(), timeout)
+        finally:
+            self._waiters[key] -= 1
 
     async def _take_idle(self, ip: str) -> PooledSession | None:
         """The most recently used idle session to `ip` that is still open."""
@@ -112,22 +162,30 @@ class ConnectionPool:
                 await self.throttle.release_connection(destination, token)
             raise
         self.opened += 1
-        return PooledSession(session, destination, token)
+        pooled = PooledSession(session, destination, token)
+        self._live.add(pooled)
+        return pooled
 
     async def checkin(self, pooled: PooledSession, *, reusable: bool) -> None:
         """Return a session after a transaction; it is closed when it should not be reused."""
         pooled.messages += 1
+        key = (pooled.session.ip, self.options.port)
         keep = reusable and pooled.session.is_connected and pooled.messages < self.max_messages
+        if keep and not self._waiters[key] and self.throttle is not None:
+            # Nobody here needs it: if another process is waiting for a slot, free ours.
+            keep = not await self.throttle.wanted(pooled.destination)
         if not keep:
             await self._discard(pooled)
-            return
-        pooled.idle_since = time.monotonic()
-        self._idle[(pooled.session.ip, self.options.port)].append(pooled)
-        if self.throttle is not None:
-            await self.throttle.renew_connection(pooled.destination, pooled.token)
+        else:
+            pooled.idle_since = time.monotonic()
+            self._idle[key].append(pooled)
+            if self.throttle is not None:
+                await self.throttle.renew_connection(pooled.destination, pooled.token)
+        await self._wake_one(key)
 
     async def _discard(self, pooled: PooledSession) -> None:
         """Close a session and free its slot."""
+        self._live.discard(pooled)
         await pooled.session.close()
         if self.throttle is not None:
             await self.throttle.release_connection(pooled.destination, pooled.token)
@@ -143,10 +201,20 @@ class ConnectionPool:
             await self._discard(pooled)
         return len(expired)
 
+    async def renew_slots(self) -> None:
+        """Keep the slots of every open connection (a crashed process's slots lapse)."""
+        if self.throttle is not None:
+            await self.throttle.renew_connections([(s.destination, s.token) for s in self._live])
+
     async def _reap_forever(self) -> None:
+        interval = min(RENEW_SECONDS, max(0.5, self.idle_timeout / 4))
         while True:
-            await asyncio.sleep(max(1.0, self.idle_timeout / 4))
-            await self.reap()
+            await asyncio.sleep(interval)
+            try:
+                await self.reap()
+                await self.renew_slots()
+            except Exception:  # Redis trouble must not stop the upkeep for good
+                log.exception("connection pool upkeep failed")
 
     async def close(self) -> None:
         """Stop the reaper and close every idle session."""

@@ -18,9 +18,10 @@ from redis.asyncio import Redis
 from app.delivery.replies import Reply
 
 KEY_PREFIX = "columba:throttle"
-CONNECTION_LEASE_SECONDS = 600  # a dead worker's connection slots free themselves after this
+CONNECTION_LEASE_SECONDS = 30  # a dead worker's slots free themselves after this (renewed)
 SLOWDOWN_SECONDS = 600  # how long a slow-down lasts after the last deferral that caused it
 MIN_FACTOR = 1 / 16
+WANTED_MILLISECONDS = 1000  # a waiter renews its demand while it waits
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +145,17 @@ class DestinationThrottle:
         expiry = time.time() + CONNECTION_LEASE_SECONDS
         await self.redis.zadd(self._key(destination, "conns"), {token: expiry}, xx=True)
 
+    async def renew_connections(self, held: Sequence[tuple[DestinationKey, str]]) -> None:
+        """Renew many slots in one round trip."""
+        if not held:
+            return
+        expiry = time.time() + CONNECTION_LEASE_SECONDS
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for destination, token in held:
+                pipe.zadd(self._key(destination, "conns"), {token: expiry}, xx=True)
+                pipe.expire(self._key(destination, "conns"), CONNECTION_LEASE_SECONDS)
+            await pipe.execute()
+
     async def release_connection(self, destination: DestinationKey, token: str) -> None:
         """Give a slot back."""
         await self.redis.zrem(self._key(destination, "conns"), token)
@@ -160,6 +172,14 @@ class DestinationThrottle:
             args=[int(time.time() * 1000), interval_ms, max(0, limits.burst - 1)],
         )
         return float(wait_ms) / 1000.0
+
+    async def want(self, destination: DestinationKey) -> None:
+        """Say that a process is waiting for a connection slot of this destination."""
+        await self.redis.set(self._key(destination, "wanted"), 1, px=WANTED_MILLISECONDS)
+
+    async def wanted(self, destination: DestinationKey) -> bool:
+        """Whether some process waits for a slot: holders then close idle connections."""
+        return bool(await self.redis.exists(self._key(destination, "wanted")))
 
     async def slow_down(self, destination: DestinationKey) -> float:
         """Halve the destination's budget for SLOWDOWN_SECONDS; returns the new factor."""

@@ -33,12 +33,15 @@ from app.suppressions.models import SuppressionType
 
 @dataclass(frozen=True, slots=True)
 class ClaimedRecipient:
-    """A recipient this worker holds the lease on."""
+    """A recipient this worker holds the lease on (`token` proves it)."""
 
     id: str
+    message_id: str
+    account_id: str
     email: str
     domain: str
     attempt_count: int
+    token: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +49,6 @@ class Claim:
     """Recipients claimed together under one lease token."""
 
     token: str
-    message_id: str
     recipients: tuple[ClaimedRecipient, ...]
 
 
@@ -72,18 +74,25 @@ def _due(now: datetime) -> Any:
 
 
 async def claim(
-    session: AsyncSession, *, message_id: str, lease: timedelta, limit: int = 1000
+    session: AsyncSession,
+    *,
+    lease: timedelta,
+    limit: int = 1000,
+    message_id: str | None = None,
 ) -> Claim:
-    """Lease a message's due recipients in one statement, so two workers never share one.
+    """Lease due recipients (oldest due first; of one message when given) in one statement,
+    so two workers never share one.
 
     PostgreSQL: FOR UPDATE SKIP LOCKED makes a concurrent claimer pass over rows being
     claimed. SQLite: the UPDATE holds the database's single write lock, so it is atomic.
     """
     now = clock.now()
     token = new_id()
+    candidates = select(Recipient.id).where(_due(now))
+    if message_id is not None:
+        candidates = candidates.where(Recipient.message_id == message_id)
     candidates = (
-        select(Recipient.id)
-        .where(Recipient.message_id == message_id, _due(now))
+        candidates.order_by(Recipient.next_attempt_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
@@ -96,19 +105,27 @@ async def claim(
             lease_expires_at=now + lease,
             updated_at=now,
         )
-        .returning(Recipient.id, Recipient.email, Recipient.domain, Recipient.attempt_count)
+        .returning(
+            Recipient.id,
+            Recipient.message_id,
+            Recipient.account_id,
+            Recipient.email,
+            Recipient.domain,
+            Recipient.attempt_count,
+        )
         .execution_options(synchronize_session=False)
     )
     rows = (await session.execute(statement)).all()
-    recipients = tuple(ClaimedRecipient(*row) for row in rows)
-    return Claim(token=token, message_id=message_id, recipients=recipients)
+    return Claim(token, tuple(ClaimedRecipient(*row, token=token) for row in rows))
 
 
-async def renew_lease(session: AsyncSession, *, token: str, lease: timedelta) -> int:
-    """Extend a claim's lease while its delivery is still running; returns rows renewed."""
+async def renew_leases(session: AsyncSession, *, tokens: Sequence[str], lease: timedelta) -> int:
+    """Extend claims' leases while their deliveries still run; returns rows renewed."""
+    if not tokens:
+        return 0
     result = await session.execute(
         update(Recipient)
-        .where(Recipient.lease_token == token, Recipient.status == RecipientStatus.SENDING)
+        .where(Recipient.lease_token.in_(tokens), Recipient.status == RecipientStatus.SENDING)
         .values(lease_expires_at=clock.now() + lease)
         .execution_options(synchronize_session=False)
     )
@@ -130,18 +147,34 @@ class LoadedMessage:
     domain: Domain
 
 
-async def load_message(session: AsyncSession, *, message_id: str) -> LoadedMessage:
-    """The message, its attachments in order, and its sending domain."""
-    message = await session.get_one(Message, message_id)
-    domain = await session.get_one(Domain, message.domain_id)
-    attachments = (
+async def load_messages(
+    session: AsyncSession, *, message_ids: Sequence[str]
+) -> dict[str, LoadedMessage]:
+    """Messages with their sending domains and attachments: two queries for any number."""
+    rows = (
         await session.execute(
-            select(MessageAttachment)
-            .where(MessageAttachment.message_id == message_id)
-            .order_by(MessageAttachment.position)
+            select(Message, Domain)
+            .join(Domain, Domain.id == Message.domain_id)
+            .where(Message.id.in_(message_ids))
         )
-    ).scalars()
-    return LoadedMessage(message, tuple(attachments), domain)
+    ).all()
+    files: dict[str, list[MessageAttachment]] = {message.id: [] for message, _ in rows}
+    attachments = await session.execute(
+        select(MessageAttachment)
+        .where(MessageAttachment.message_id.in_(list(files)))
+        .order_by(MessageAttachment.message_id, MessageAttachment.position)
+    )
+    for attachment in attachments.scalars():
+        files[attachment.message_id].append(attachment)
+    return {
+        message.id: LoadedMessage(message, tuple(files[message.id]), domain)
+        for message, domain in rows
+    }
+
+
+async def load_message(session: AsyncSession, *, message_id: str) -> LoadedMessage:
+    """One message with its sending domain and attachments."""
+    return (await load_messages(session, message_ids=[message_id]))[message_id]
 
 
 def _addresses(rows: Sequence[dict[str, Any]]) -> tuple[Address, ...]:
@@ -175,33 +208,36 @@ def content_of(loaded: LoadedMessage) -> MessageContent:
     )
 
 
-async def _still_leased(session: AsyncSession, claim: Claim) -> set[str]:
-    """The claim's recipients whose lease is still ours (fencing against a late worker).
+async def still_leased(session: AsyncSession, recipients: Sequence[ClaimedRecipient]) -> set[str]:
+    """The recipients whose lease is still ours (fencing against a late worker).
 
     An UPDATE, not a SELECT: it takes the row locks (PostgreSQL) or the write lock (SQLite)
     that keep another worker from re-claiming them until we commit.
     """
-    ids = [recipient.id for recipient in claim.recipients]
-    result = await session.execute(
-        update(Recipient)
-        .where(Recipient.id.in_(ids), Recipient.lease_token == claim.token)
-        .values(updated_at=clock.now())
-        .returning(Recipient.id)
-        .execution_options(synchronize_session=False)
-    )
-    return set(result.scalars())
+    by_token: dict[str, list[str]] = {}
+    for recipient in recipients:
+        by_token.setdefault(recipient.token, []).append(recipient.id)
+    owned: set[str] = set()
+    for token, ids in by_token.items():
+        result = await session.execute(
+            update(Recipient)
+            .where(Recipient.id.in_(ids), Recipient.lease_token == token)
+            .values(updated_at=clock.now())
+            .returning(Recipient.id)
+            .execution_options(synchronize_session=False)
+        )
+        owned.update(result.scalars())
+    return owned
 
 
-async def record_outcomes(
-    session: AsyncSession, *, claim: Claim, account_id: str, outcomes: Sequence[Outcome]
-) -> int:
+async def record_outcomes(session: AsyncSession, *, outcomes: Sequence[Outcome]) -> int:
     """Attempts, new recipient states and events, for the recipients still leased to us."""
-    owned = await _still_leased(session, claim)
+    owned = await still_leased(session, [outcome.recipient for outcome in outcomes])
     outcomes = [outcome for outcome in outcomes if outcome.recipient.id in owned]
     if not outcomes:
         return 0
     now = clock.now()
-    table: Table = Recipient.__table__  # type: ignore[assignment]  # Core executemany: one round trip for every recipient
+    table: Table = Recipient.__table__  # type: ignore[assignment]  # Core executemany
     await session.execute(
         update(table)
         .where(table.c.id == bindparam("rid"))
@@ -218,11 +254,9 @@ async def record_outcomes(
         ),
         [_recipient_params(outcome) for outcome in outcomes],
     )
-    await session.execute(
-        insert(Attempt), [_attempt_row(outcome, claim, account_id) for outcome in outcomes]
-    )
-    await events.record(session, [_event(outcome, claim, account_id) for outcome in outcomes])
-    await _suppress_hard_bounces(session, account_id, outcomes)
+    await session.execute(insert(Attempt), [_attempt_row(outcome) for outcome in outcomes])
+    await events.record(session, [_event(outcome) for outcome in outcomes])
+    await _suppress_hard_bounces(session, outcomes)
     return len(outcomes)
 
 
@@ -232,9 +266,7 @@ def failure_class(outcome: Outcome) -> Classification | None:
     return None if reply.is_success else classify(reply)
 
 
-async def _suppress_hard_bounces(
-    session: AsyncSession, account_id: str, outcomes: Sequence[Outcome]
-) -> None:
+async def _suppress_hard_bounces(session: AsyncSession, outcomes: Sequence[Outcome]) -> None:
     """A hard bounce (the mailbox or domain does not exist) suppresses the address for the
     account; blocks and soft bounces never do (CHECKLIST 38)."""
     for outcome in outcomes:
@@ -244,7 +276,7 @@ async def _suppress_hard_bounces(
         if classification is not None and suppresses(classification):
             await suppressions.suppress(
                 session,
-                account_id=account_id,
+                account_id=outcome.recipient.account_id,
                 email=outcome.recipient.email,
                 type=SuppressionType.BOUNCE,
                 reason=str(outcome.decision.reply),
@@ -263,12 +295,12 @@ def _recipient_params(outcome: Outcome) -> dict[str, Any]:
     }
 
 
-def _attempt_row(outcome: Outcome, claim: Claim, account_id: str) -> dict[str, Any]:
+def _attempt_row(outcome: Outcome) -> dict[str, Any]:
     reply = outcome.decision.reply
     return {
         "recipient_id": outcome.recipient.id,
-        "message_id": claim.message_id,
-        "account_id": account_id,
+        "message_id": outcome.recipient.message_id,
+        "account_id": outcome.recipient.account_id,
         "started_at": outcome.started_at,
         "duration_ms": outcome.duration_ms,
         "outcome": outcome.decision.status,
@@ -282,7 +314,7 @@ def _attempt_row(outcome: Outcome, claim: Claim, account_id: str) -> dict[str, A
     }
 
 
-def _event(outcome: Outcome, claim: Claim, account_id: str) -> events.NewEvent:
+def _event(outcome: Outcome) -> events.NewEvent:
     reply: Reply = outcome.decision.reply
     data: dict[str, Any] = {
         "email": outcome.recipient.email,
@@ -301,38 +333,40 @@ def _event(outcome: Outcome, claim: Claim, account_id: str) -> events.NewEvent:
         data["bounce_classification"] = str(classification.bucket)
         data["classification_rule"] = classification.rule
     return events.NewEvent(
-        account_id=account_id,
+        account_id=outcome.recipient.account_id,
         type=outcome.decision.status,
-        message_id=claim.message_id,
+        message_id=outcome.recipient.message_id,
         recipient_id=outcome.recipient.id,
         data=data,
     )
 
 
 async def release(
-    session: AsyncSession,
-    *,
-    claim: Claim,
-    recipients: Sequence[ClaimedRecipient],
-    retry_at: datetime,
+    session: AsyncSession, *, released: Sequence[tuple[ClaimedRecipient, datetime]]
 ) -> None:
-    """Hand recipients back unattempted: no attempt spent, no event, due again at `retry_at`."""
+    """Hand recipients back unattempted: no attempt spent, no event, due again later."""
+    if not released:
+        return
     table: Table = Recipient.__table__  # type: ignore[assignment]
     await session.execute(
         update(table)
-        .where(table.c.id == bindparam("rid"), table.c.lease_token == claim.token)
+        .where(table.c.id == bindparam("rid"), table.c.lease_token == bindparam("token"))
         .values(
             status=bindparam("back_to"),
-            next_attempt_at=retry_at,
+            next_attempt_at=bindparam("retry_at"),
             lease_token=None,
             lease_expires_at=None,
             updated_at=clock.now(),
         ),
         [
             {
-                "rid": r.id,
-                "back_to": RecipientStatus.DEFERRED if r.attempt_count else RecipientStatus.QUEUED,
+                "rid": recipient.id,
+                "token": recipient.token,
+                "retry_at": retry_at,
+                "back_to": RecipientStatus.DEFERRED
+                if recipient.attempt_count
+                else RecipientStatus.QUEUED,
             }
-            for r in recipients
+            for recipient, retry_at in released
         ],
     )

@@ -1,0 +1,205 @@
+"""The delivery pump of one worker process: claims due recipients in batches, delivers them
+concurrently, and records outcomes in group commits.
+
+Three loops share the work. The claimer leases up to `batch_size` due recipients whenever
+fewer than `capacity` are in flight, and sleeps until woken (an arq job, after every
+accepted send) or until `idle_poll` passes. Each claimed batch is delivered by a task of
+its own, so a slow destination holds only its own recipients. The recorder gathers outcomes
+from every task and writes them in one transaction per `flush_interval`, which keeps the
+database cost per message small under load. The renewer extends the leases of everything
+in flight, so a long SMTP exchange is never mistaken for a dead worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from app.messages.dispatch import Claim, ClaimedRecipient, Outcome
+
+log = logging.getLogger(__name__)
+
+Released = tuple[ClaimedRecipient, datetime]
+Emit = Callable[[list[Outcome], list[Released]], None]  # hands results to the recorder
+Processor = Callable[[Sequence[ClaimedRecipient], Emit], Awaitable[None]]
+
+
+@dataclass
+class PumpSettings:
+    """How much a process takes on at once."""
+
+    capacity: int = 500
+    batch_size: int = 100
+    idle_poll: float = 5.0
+    flush_interval: float = 0.01
+    lease: timedelta = timedelta(minutes=15)
+
+
+@dataclass
+class Results:
+    """Outcomes and hand-backs waiting to be recorded."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    released: list[Released] = field(default_factory=list)
+
+    def emit(self, outcomes: list[Outcome], released: list[Released]) -> None:
+        """Add what one transaction (or refusal) produced."""
+        self.outcomes.extend(outcomes)
+        self.released.extend(released)
+
+    def __len__(self) -> int:
+        return len(self.outcomes) + len(self.released)
+
+
+class Pump:
+    """Claim → deliver → record, continuously, within a bounded amount of work in flight."""
+
+    def __init__(
+        self,
+        *,
+        claim: Callable[[int], Awaitable[Claim]],
+        process: Processor,
+        record: Callable[[list[Outcome], list[Released]], Awaitable[int]],
+        renew: Callable[[list[str]], Awaitable[int]],
+        settings: PumpSettings,
+    ) -> None:
+        self._claim, self._process, self._record, self._renew = claim, process, record, renew
+        self.settings = settings
+        self.in_flight = 0
+        self.empty_claims = 0
+        self._tokens: Counter[str] = Counter()
+        self._pending = Results()
+        self._state = asyncio.Condition()
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        """Run the claimer, recorder and renewer."""
+        if not self._loops:
+            self._loops = [
+                asyncio.create_task(self._claimer()),
+                asyncio.create_task(self._recorder()),
+                asyncio.create_task(self._renewer()),
+            ]
+
+    def wake(self) -> None:
+        """There may be due work: claim now rather than at the next idle poll."""
+        self._wake.set()
+
+    async def _changed(self) -> None:
+        async with self._state:
+            self._state.notify_all()
+
+    async def _wait_for(self, predicate: Callable[[], bool]) -> None:
+        async with self._state:
+            await self._state.wait_for(predicate)
+
+    async def _claimer(self) -> None:
+        while True:
+            await self._wait_for(lambda: self.in_flight < self.settings.capacity)
+            room = self.settings.capacity - self.in_flight
+            try:
+                claim = await self._claim(min(self.settings.batch_size, room))
+            except Exception:
+                log.exception("claiming due recipients failed; retrying")
+                await asyncio.sleep(1)
+                continue
+            if not claim.recipients:
+                self.empty_claims += 1
+                self._wake.clear()
+                await self._changed()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.settings.idle_poll)
+                continue
+            self.in_flight += len(claim.recipients)
+            self._tokens[claim.token] += len(claim.recipients)
+            task = asyncio.create_task(self._deliver(claim))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, claim: Claim) -> None:
+        """Deliver one claim; on an unexpected error its leases simply run out and the
+        recipients are claimed again later (nothing is lost, nothing is marked failed)."""
+        handled: set[str] = set()
+
+        def emit(outcomes: list[Outcome], released: list[Released]) -> None:
+            self._pending.emit(outcomes, released)
+            handled.update([o.recipient.id for o in outcomes] + [r.id for r, _ in released])
+            self._notify_soon()
+
+        try:
+            await self._process(claim.recipients, emit)
+        except Exception:
+            log.exception("delivering a batch of %d recipient(s) failed", len(claim.recipients))
+        self._forget([r for r in claim.recipients if r.id not in handled])
+        await self._changed()
+
+    def _notify_soon(self) -> None:
+        """Wake the recorder from synchronous code."""
+        task = asyncio.create_task(self._changed())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _forget(self, recipients: Sequence[ClaimedRecipient]) -> None:
+        """Stop tracking recipients that will not be recorded by us."""
+        self.in_flight -= len(recipients)
+        for recipient in recipients:
+            self._tokens[recipient.token] -= 1
+        self._tokens += Counter()  # drop tokens that reached zero
+
+    async def _recorder(self) -> None:
+        while True:
+            await self._wait_for(lambda: len(self._pending) > 0)
+            await asyncio.sleep(self.settings.flush_interval)  # let a group commit gather
+            batch, self._pending = self._pending, Results()
+            try:
+                await self._record(batch.outcomes, batch.released)
+            except Exception:
+                # The leases will run out and the recipients be attempted again.
+                log.exception("recording %d outcome(s) failed", len(batch))
+            self._forget([o.recipient for o in batch.outcomes] + [r for r, _ in batch.released])
+            await self._changed()
+
+    async def _renewer(self) -> None:
+        interval = self.settings.lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(interval)
+            tokens = list(self._tokens)
+            if tokens:
+                try:
+                    await self._renew(tokens)
+                except Exception:
+                    log.exception("renewing %d lease(s) failed", len(tokens))
+
+    async def drain(self) -> None:
+        """Until nothing is in flight and a claim made after that found nothing due."""
+        while True:
+            await self._wait_for(lambda: self.in_flight == 0)
+            seen = self.empty_claims
+            self.wake()
+            await self._wait_for(self._claimed_since(seen))
+            if self.in_flight == 0 and self.empty_claims > seen:
+                return
+
+    def _claimed_since(self, seen: int) -> Callable[[], bool]:
+        """True once a claim after `seen` empty ones found nothing, or work was taken."""
+        return lambda: self.empty_claims > seen or self.in_flight > 0
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Stop claiming, let deliveries in flight finish and be recorded, then stop."""
+        if not self._loops:
+            return
+        claimer, recorder, renewer = self._loops
+        claimer.cancel()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wait_for(lambda: self.in_flight == 0), timeout)
+        for loop in (claimer, recorder, renewer, *self._tasks):
+            loop.cancel()
+        await asyncio.gather(claimer, recorder, renewer, *self._tasks, return_exceptions=True)
+        self._loops = []
