@@ -197,7 +197,8 @@ def domains_group() -> None:
 @domains_group.command(name="add")
 @click.argument("domain")
 @click.option("--account", default=accounts.DEFAULT_ACCOUNT, show_default=True)
-def domains_add(domain: str, account: str) -> None:
+@click.option("--ed25519", is_flag=True, help="Also sign with an Ed25519 key (RFC 8463).")
+def domains_add(domain: str, account: str, ed25519: bool) -> None:
     """Create a DKIM key for DOMAIN and print the DNS records to publish."""
     settings = _settings_for_production()
 
@@ -206,7 +207,11 @@ def domains_add(domain: str, account: str) -> None:
             owner = await accounts.get_or_create_account(session, name=account)
             try:
                 added = await domains.add_domain(
-                    session, account=owner, name=domain, secret_key=settings.secret_key_bytes()
+                    session,
+                    account=owner,
+                    name=domain,
+                    secret_key=settings.secret_key_bytes(),
+                    ed25519=ed25519,
                 )
             except domains.DomainExistsError as exc:
                 raise click.ClickException(f"{exc} is already a domain of {account!r}") from exc

@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     lease_duration: Duration = timedelta(minutes=15)
     sweep_interval: Duration = timedelta(seconds=5)
     smtp_connect_timeout: Duration = timedelta(seconds=30)
+    smtp_greeting_timeout: Duration = timedelta(minutes=5)
     smtp_command_timeout: Duration = timedelta(minutes=5)
     smtp_data_timeout: Duration = timedelta(minutes=10)
     dns_timeout: Duration = timedelta(seconds=10)
@@ -94,6 +95,7 @@ class Settings(BaseSettings):
         "lease_duration",
         "sweep_interval",
         "smtp_connect_timeout",
+        "smtp_greeting_timeout",
         "smtp_command_timeout",
         "smtp_data_timeout",
         "dns_timeout",

@@ -105,6 +105,7 @@ def settings(
         var_dir=var_dir,
         retry_schedule=(timedelta(minutes=5), timedelta(minutes=10)),
         smtp_connect_timeout=timedelta(seconds=2),
+        smtp_greeting_timeout=timedelta(seconds=5),
         smtp_command_timeout=timedelta(seconds=5),
         smtp_data_timeout=timedelta(seconds=10),
         dns_timeout=timedelta(seconds=2),

@@ -182,9 +182,50 @@ def _dkim_lookup(dns_server: FakeDNS) -> Any:
     return lookup
 
 
-async def verify_dkim(message: bytes, dns_server: FakeDNS) -> bool:
-    """dkimpy's verdict on a received message, with the key from the test DNS server.
-
-    dkimpy resolves synchronously, so it runs in a thread while the loop serves DNS."""
+async def verify_dkim(message: bytes, dns_server: FakeDNS, index: int = 0) -> bool:
+    """dkimpy's verdict on a received message's `index`-th signature, with the key from the
+    test DNS server. dkimpy resolves synchronously, so it runs in a thread while the loop
+    serves DNS."""
     lookup = _dkim_lookup(dns_server)
-    return bool(await asyncio.to_thread(dkim.verify, message, dnsfunc=lookup))
+
+    def verify() -> bool:
+        return bool(dkim.DKIM(message).verify(idx=index, dnsfunc=lookup))
+
+    return await asyncio.to_thread(verify)
+
+
+PERL_VERIFY = r"""
+use strict;
+use Mail::DKIM::Verifier;
+use Net::DNS::Resolver;
+my ($host, $port) = @ARGV;
+my $resolver = Net::DNS::Resolver->new(nameservers => [$host], port => $port, recurse => 0);
+Mail::DKIM::DNS::resolver($resolver);
+my $dkim = Mail::DKIM::Verifier->new();
+local $/;
+my $message = <STDIN>;
+$message =~ s/\r?\n/\r\n/g;
+$dkim->PRINT($message);
+$dkim->CLOSE();
+foreach my $signature ($dkim->signatures) {
+    print $signature->algorithm, " ", $signature->result, "\n";
+}
+"""
+
+
+async def verify_dkim_with_perl(message: bytes, dns_server: FakeDNS) -> list[str]:
+    """Each signature's algorithm and verdict according to Perl's Mail::DKIM, an independent
+    implementation (Debian libmail-dkim-perl), resolving keys from the test DNS server."""
+    process = await asyncio.create_subprocess_exec(
+        "perl",
+        "-e",
+        PERL_VERIFY,
+        dns_server.host,
+        str(dns_server.port),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate(message)
+    assert process.returncode == 0, err.decode()
+    return out.decode().split("\n")[:-1]

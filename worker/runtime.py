@@ -31,7 +31,7 @@ from app.delivery.retry import RetryPolicy, decide
 from app.delivery.signing import DkimSigner
 from app.delivery.smtp import Envelope, SmtpOptions, TransactionResult
 from app.delivery.throttle import DestinationKey, DestinationThrottle, destination_key
-from app.domains.service import dkim_key
+from app.domains.service import dkim_keys
 from app.messages import dispatch
 from app.messages.compose import Composer, Copy, Refused, return_path
 from app.messages.dispatch import Claim, ClaimedRecipient, LoadedMessage, Outcome
@@ -244,8 +244,8 @@ class Runtime:
         domain = loaded.domain
         signer = self._signers.get(domain.id)
         if signer is None:
-            key = dkim_key(domain, secret_key=self.settings.secret_key_bytes())
-            signer = self._signers[domain.id] = DkimSigner([key])
+            keys = dkim_keys(domain, secret_key=self.settings.secret_key_bytes())
+            signer = self._signers[domain.id] = DkimSigner(keys)
         return signer
 
 
@@ -256,6 +256,7 @@ def smtp_options(settings: Settings) -> SmtpOptions:
         port=relay.port if relay else settings.mx_port,
         helo_name=settings.hostname,
         connect_timeout=settings.smtp_connect_timeout.total_seconds(),
+        greeting_timeout=settings.smtp_greeting_timeout.total_seconds(),
         command_timeout=settings.smtp_command_timeout.total_seconds(),
         data_timeout=settings.smtp_data_timeout.total_seconds(),
         username=relay.username if relay else None,

@@ -7,7 +7,9 @@ connection or a timeout counts as 451 for whoever has no final reply yet.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import socket
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,6 +39,7 @@ class SmtpOptions:
     port: int = 25
     helo_name: str = "localhost"
     connect_timeout: float = 30.0
+    greeting_timeout: float = 300.0
     command_timeout: float = 300.0
     data_timeout: float = 600.0
     username: str | None = None
@@ -130,11 +133,33 @@ async def _greet(client: aiosmtplib.SMTP, timeout: float) -> None:
         await client.helo(timeout=timeout)
 
 
+async def _tcp_connect(ip: str, port: int, timeout: float) -> socket.socket:
+    """A connected socket; its own timeout, shorter than the greeting's (RFC 5321 §4.5.3.2.1
+    allows 5 minutes for the 220, but a host that does not even answer SYN is skipped fast)."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (ip, port)), timeout)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 async def _connect(host: MXHost, ip: str, options: SmtpOptions, *, try_tls: bool) -> SmtpSession:
     """Connect, greet and (when offered and wanted) STARTTLS; raises HostUnusable."""
+    try:
+        sock = await _tcp_connect(ip, options.port, options.connect_timeout)
+    except (OSError, TimeoutError) as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+        raise HostUnusable(
+            synthetic(
+                451, "4.4.1", f"cannot connect to {host.name} [{ip}]: {reason}", stage="CONNECT"
+            )
+        ) from exc
     client = aiosmtplib.SMTP(
-        hostname=ip,
-        port=options.port,
+        sock=sock,
         local_hostname=options.helo_name,
         timeout=options.command_timeout,
         use_tls=options.implicit_tls,
@@ -144,7 +169,7 @@ async def _connect(host: MXHost, ip: str, options: SmtpOptions, *, try_tls: bool
     )
     stage = "CONNECT"
     try:
-        await client.connect(timeout=options.connect_timeout)
+        await client.connect(timeout=options.greeting_timeout)
         stage = "EHLO"
         await _greet(client, options.command_timeout)
         if try_tls and not options.implicit_tls and client.supports_extension("starttls"):
@@ -158,6 +183,7 @@ async def _connect(host: MXHost, ip: str, options: SmtpOptions, *, try_tls: bool
         raise HostUnusable(_reply_of(exc, stage)) from exc
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
         client.close()
+        sock.close()
         raise HostUnusable(
             synthetic(451, "4.4.1", f"cannot talk to {host.name} [{ip}]: {exc}", stage=stage)
         ) from exc

@@ -26,6 +26,10 @@ class Domain(Base):
     dkim_selector: Mapped[str] = mapped_column(String(63))
     dkim_private_key: Mapped[bytes] = mapped_column(LargeBinary)  # Fernet token of the PEM
     dkim_public_record: Mapped[str] = mapped_column(Text)  # the TXT value to publish
+    # Optional second signature with Ed25519 (RFC 8463), alongside the RSA one.
+    ed25519_selector: Mapped[str | None] = mapped_column(String(63), default=None)
+    ed25519_private_key: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    ed25519_public_record: Mapped[str | None] = mapped_column(Text, default=None)
     bounce_domain: Mapped[str] = mapped_column(String(253))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
     verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

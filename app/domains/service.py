@@ -11,7 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import clock
 from app.accounts.models import Account
 from app.delivery.resolver import DnsTemporaryError, lookup
-from app.delivery.signing import DkimKey, generate_rsa_key, public_key_record
+from app.delivery.signing import (
+    DkimKey,
+    generate_ed25519_key,
+    generate_rsa_key,
+    public_key_record,
+)
 from app.domains.models import Domain
 from app.encryption import decrypt, encrypt
 
@@ -37,17 +42,21 @@ def dkim_selector() -> str:
     return "cb" + clock.now().strftime("%Y%m")
 
 
-def dkim_record_name(domain: Domain) -> str:
-    """Where the DKIM public key is published (RFC 6376 §3.6.2.1)."""
-    return f"{domain.dkim_selector}._domainkey.{domain.name}"
+def dkim_record_name(domain: Domain, selector: str | None = None) -> str:
+    """Where a DKIM public key is published (RFC 6376 §3.6.2.1)."""
+    return f"{selector or domain.dkim_selector}._domainkey.{domain.name}"
 
 
 def dns_records(domain: Domain, *, hostname: str) -> list[DnsRecord]:
     """Every record to publish for a domain: DKIM, SPF and a DMARC suggestion, and the
     bounce domain's MX (bounces come back to `columba inbound` on this host) and SPF (the
     VERP MAIL FROM is on the bounce domain, so SPF is checked there: RFC 7208 §2.4)."""
+    dkim = [DnsRecord("TXT", dkim_record_name(domain), domain.dkim_public_record, "DKIM (RSA)")]
+    if domain.ed25519_selector and domain.ed25519_public_record:
+        name = dkim_record_name(domain, domain.ed25519_selector)
+        dkim.append(DnsRecord("TXT", name, domain.ed25519_public_record, "DKIM (Ed25519)"))
     return [
-        DnsRecord("TXT", dkim_record_name(domain), domain.dkim_public_record, "DKIM public key"),
+        *dkim,
         DnsRecord(
             "TXT", domain.name, f"v=spf1 a:{hostname} ~all", "SPF (merge into an existing one)"
         ),
@@ -73,9 +82,15 @@ def normalize_domain_name(name: str) -> str:
 
 
 async def add_domain(
-    session: AsyncSession, *, account: Account, name: str, secret_key: bytes
+    session: AsyncSession,
+    *,
+    account: Account,
+    name: str,
+    secret_key: bytes,
+    ed25519: bool = False,
 ) -> Domain:
-    """A new sending domain with a fresh RSA-2048 DKIM key, encrypted at rest."""
+    """A new sending domain with a fresh RSA-2048 DKIM key (and, when asked, an Ed25519 key
+    for dual signing, RFC 8463), encrypted at rest."""
     name = normalize_domain_name(name)
     existing = await get_domain(session, account_id=account.id, name=name)
     if existing is not None:
@@ -89,6 +104,11 @@ async def add_domain(
         dkim_public_record=public_key_record(private_pem),
         bounce_domain=f"bounces.{name}",
     )
+    if ed25519:
+        ed_pem = generate_ed25519_key()
+        domain.ed25519_selector = dkim_selector() + "e"
+        domain.ed25519_private_key = encrypt(secret_key, ed_pem, purpose=DKIM_PURPOSE)
+        domain.ed25519_public_record = public_key_record(ed_pem)
     session.add(domain)
     await session.flush()
     return domain
@@ -125,10 +145,16 @@ async def sending_domain_for(
     return next((found[name] for name in names if name in found), None)
 
 
-def dkim_key(domain: Domain, *, secret_key: bytes) -> DkimKey:
-    """The domain's decrypted signing key."""
+def dkim_keys(domain: Domain, *, secret_key: bytes) -> list[DkimKey]:
+    """The domain's decrypted signing keys: RSA, then Ed25519 when it has one."""
     pem = decrypt(secret_key, domain.dkim_private_key, purpose=DKIM_PURPOSE)
-    return DkimKey(domain=domain.name, selector=domain.dkim_selector, private_key_pem=pem)
+    keys = [DkimKey(domain=domain.name, selector=domain.dkim_selector, private_key_pem=pem)]
+    if domain.ed25519_selector and domain.ed25519_private_key:
+        ed_pem = decrypt(secret_key, domain.ed25519_private_key, purpose=DKIM_PURPOSE)
+        keys.append(
+            DkimKey(domain.name, domain.ed25519_selector, ed_pem, algorithm="ed25519-sha256")
+        )
+    return keys
 
 
 def _public_key(record: str) -> str:

@@ -91,14 +91,18 @@ async def claim(
     candidates = select(Recipient.id).where(_due(now))
     if message_id is not None:
         candidates = candidates.where(Recipient.message_id == message_id)
-    candidates = (
+    # A materialised CTE, not `id IN (subquery)`: PostgreSQL may re-run an IN subquery with
+    # LIMIT … SKIP LOCKED and so take more rows than asked; the CTE runs exactly once.
+    due = (
         candidates.order_by(Recipient.next_attempt_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
+        .cte("due")
+        .prefix_with("MATERIALIZED", dialect="postgresql")
     )
     statement = (
         update(Recipient)
-        .where(Recipient.id.in_(candidates.scalar_subquery()))
+        .where(Recipient.id == due.c.id)
         .values(
             status=RecipientStatus.SENDING,
             lease_token=token,

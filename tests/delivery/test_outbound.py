@@ -51,7 +51,8 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 def options(mx_port: int) -> SmtpOptions:
     """Short timeouts so stall tests stay quick."""
     return SmtpOptions(
-        port=mx_port, helo_name="mta.columba.test", connect_timeout=1, command_timeout=1,
+        port=mx_port, helo_name="mta.columba.test", connect_timeout=1, greeting_timeout=1,
+        command_timeout=1,
         data_timeout=2, max_recipients=100,
     )  # fmt: skip
 
@@ -363,3 +364,16 @@ async def test_a_421_deferral_halves_the_destination_budget(
     assert await throttle.factor(KEY) == 1.0
     await deliver(destination(("mx1", "127.0.0.2")), envelope(), pool, KEY)
     assert await throttle.factor(KEY) == 0.5
+
+
+async def test_a_slow_greeting_times_out_and_the_next_host_is_tried(
+    start_mx: StartMX, pool: ConnectionPool
+) -> None:
+    slow = await start_mx("127.0.0.2")
+    slow.stall_at("CONNECT", 3)  # longer than the greeting timeout
+    good = await start_mx("127.0.0.3")
+    result = await deliver(
+        destination(("slow", "127.0.0.2"), ("good", "127.0.0.3")), envelope(), pool, KEY
+    )
+    assert result.mx_host == "good"
+    assert len(good.messages) == 1
