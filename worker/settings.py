@@ -91,6 +91,7 @@ def build_worker(settings: Settings, redis_url: str, **overrides: Any) -> Worker
         "keep_result": 0,  # frees the job id at once, so the sweeper can wake the message again
         "poll_delay": POLL_DELAY_SECONDS,
         "max_tries": 3,  # arq retries only help; recipient state changes only in the database
+        "job_completion_wait": 5,  # on SIGTERM let running (instant) wake-ups finish
     }
     options.update(overrides)
     return Worker(**options)
