@@ -39,7 +39,7 @@ openapi: $(STAMP)
 	$(BIN)/columba openapi > openapi/openapi.json
 
 bench: $(STAMP)
-	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.delivery $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -67,6 +67,13 @@ class Settings(BaseSettings):
     destination_max_connections: int = Field(default=20, ge=1)
     destination_rate: float = Field(default=0.0, ge=0.0)
     throttle_wait: Duration = timedelta(seconds=10)
+    db_pool_size: int = Field(default=10, ge=1)
+    max_schedule_ahead: Duration = timedelta(days=7)
+    template_render_timeout: Duration = timedelta(seconds=2)
+    template_max_output: int = Field(default=1024 * 1024, ge=1024)
+    idempotency_ttl: Duration = timedelta(hours=24)
+    idempotency_lock: Duration = timedelta(seconds=60)
+    rate_limit: str = "10000/1m"
 
     webhook_timeout: Duration = timedelta(seconds=10)
     webhook_poll_interval: Duration = timedelta(seconds=1)
@@ -106,6 +113,10 @@ class Settings(BaseSettings):
         "webhook_retry_min",
         "webhook_retry_max_interval",
         "webhook_retry_period",
+        "max_schedule_ahead",
+        "template_render_timeout",
+        "idempotency_ttl",
+        "idempotency_lock",
         mode="before",
     )
     @classmethod
@@ -120,6 +131,17 @@ class Settings(BaseSettings):
             if parts.scheme not in {"smtp", "smtps"} or not parts.hostname:
                 raise ValueError("COLUMBA_RELAY_URL must look like smtp://[user:pass@]host:port")
         return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _check_rate_limit(cls, value: str) -> str:
+        parse_rate_limit(value)
+        return value
+
+    @property
+    def rate_limit_rule(self) -> RateLimitRule | None:
+        """Requests allowed per API key per window; None when limiting is off."""
+        return parse_rate_limit(self.rate_limit)
 
     @property
     def is_sqlite(self) -> bool:
@@ -201,6 +223,27 @@ class Relay:
             password=unquote(parts.password) if parts.password else None,
             implicit_tls=tls,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitRule:
+    """At most `requests` per `window_seconds`, per API key."""
+
+    requests: int
+    window_seconds: int
+
+
+def parse_rate_limit(value: str) -> RateLimitRule | None:
+    """`600/1m`, `100/1s` or `off`."""
+    if value.strip().lower() == "off":
+        return None
+    count, slash, window = value.partition("/")
+    if not slash or not count.strip().isdigit() or int(count) < 1:
+        raise ValueError("COLUMBA_RATE_LIMIT must look like 600/1m (requests/window) or off")
+    seconds = int(parse_duration(window.strip()).total_seconds())
+    if seconds < 1:
+        raise ValueError("the rate limit window must be at least one second")
+    return RateLimitRule(requests=int(count), window_seconds=seconds)
 
 
 def load_settings(**overrides: Any) -> Settings:

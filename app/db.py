@@ -90,7 +90,9 @@ def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
         engine = create_async_engine(settings.database_url, **kwargs)
         event.listen(engine.sync_engine, "connect", _tune_sqlite)
         return engine
-    kwargs.setdefault("pool_size", 10)
+    # Connections beyond pool_size are closed when returned: a pool smaller than the usual
+    # number of concurrent requests makes every request open a connection (DB_POOL_SIZE).
+    kwargs.setdefault("pool_size", settings.db_pool_size)
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(settings.database_url, **kwargs)

@@ -2,37 +2,43 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
+from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import clock
 from app.accounts import service as accounts
 from app.accounts.scopes import Scope
 from app.accounts.service import Principal
 from app.config import Settings
 from app.db import Database
-from app.errors import Forbidden, Unauthorized
+from app.errors import Forbidden, TooManyRequests, Unauthorized
 from app.queue import Queue
+from app.ratelimit import FixedWindowLimiter
+
+log = logging.getLogger(__name__)
 
 INVALID_KEY = "The provided authorization grant is invalid, expired, or revoked"
 
 
-def get_settings(request: Request) -> Settings:
-    """The app's settings."""
+async def get_settings(request: Request) -> Settings:
+    """The app's settings (async: FastAPI would run a plain function in a thread)."""
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
     """The app's database (for routes that need several short transactions)."""
     database: Database = request.app.state.db
     return database
 
 
-def get_queue(request: Request) -> Queue:
-    """The app's queue."""
+async def get_queue(request: Request) -> Queue:
+    """The app's queue (async: FastAPI would run a plain function in a thread)."""
     queue: Queue = request.app.state.queue
     return queue
 
@@ -50,6 +56,36 @@ QueueDep = Annotated[Queue, Depends(get_queue)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 
 
+RATE_LIMIT_PREFIX = "columba:ratelimit"
+
+
+async def limit_rate(request: Request, *, key: str) -> None:
+    """Count the request against `key` in Redis (shared by every API replica); 429 over the
+    limit. Redis being down lets requests through: the database, not Redis, holds sends."""
+    rule = (await get_settings(request)).rate_limit_rule
+    if rule is None:
+        return
+    try:
+        limiter = await _limiter(request)
+        result = await limiter.hit(key, limit=rule.requests, window=rule.window_seconds)
+    except (RedisError, OSError) as exc:
+        log.warning("rate limit not checked (Redis unavailable): %s", exc)
+        return
+    request.state.rate_limit_headers = result.headers()
+    if not result.allowed:
+        retry_after = max(1, result.reset_at - int(clock.now().timestamp()))
+        raise TooManyRequests("too many requests", headers={"Retry-After": str(retry_after)})
+
+
+async def _limiter(request: Request) -> FixedWindowLimiter:
+    """One limiter per app, on the queue's Redis connection pool."""
+    limiter: FixedWindowLimiter | None = getattr(request.app.state, "limiter", None)
+    if limiter is None:
+        pool = await (await get_queue(request)).pool()
+        limiter = request.app.state.limiter = FixedWindowLimiter(pool, prefix=RATE_LIMIT_PREFIX)
+    return limiter
+
+
 def _bearer_token(request: Request) -> str:
     """The key from `Authorization: Bearer <key>`; 401 when absent."""
     header = request.headers.get("authorization", "")
@@ -60,15 +96,28 @@ def _bearer_token(request: Request) -> str:
 
 
 async def get_principal(request: Request, session: SessionDep) -> Principal:
-    """Who is calling; 401 for a missing, unknown, wrong or revoked key."""
-    principal = await accounts.authenticate(session, plaintext=_bearer_token(request))
+    """Who is calling; 401 for a missing, unknown, wrong or revoked key; 429 over the limit.
+
+    Known keys are limited per key, anything else per client address (so guessing keys is
+    limited too); every answer carries the X-RateLimit-* headers."""
+    client = f"ip:{request.client.host if request.client else 'unknown'}"
+    try:
+        token = _bearer_token(request)
+    except Unauthorized:
+        await limit_rate(request, key=client)
+        raise
+    principal = await accounts.authenticate(session, plaintext=token)
     if principal is None:
+        await limit_rate(request, key=client)
         raise Unauthorized(INVALID_KEY)
+    await limit_rate(request, key=f"key:{principal.api_key.id}")
     if accounts.needs_last_used_update(principal.api_key):
-        database: Database = request.app.state.db
-        async with database.session() as own:  # its own commit: reads stay read-only
-            await accounts.touch_key(own, api_key_id=principal.api_key.id)
-            await own.commit()
+        # In the request's session, which so far has only read the key, and committed at once.
+        # A second session here would hold two pooled connections per request: under more
+        # concurrent requests than the pool has connections, every request would wait for a
+        # second one that never frees (a deadlock seen at 32 connections in bench/send.py).
+        await accounts.touch_key(session, api_key_id=principal.api_key.id)
+        await session.commit()
     return principal
 
 
@@ -91,3 +140,14 @@ SuppressionCreator = Annotated[Principal, Depends(require(Scope.SUPPRESSION_CREA
 SuppressionDeleter = Annotated[Principal, Depends(require(Scope.SUPPRESSION_DELETE))]
 WebhooksReader = Annotated[Principal, Depends(require(Scope.WEBHOOKS_READ))]
 WebhooksEditor = Annotated[Principal, Depends(require(Scope.WEBHOOKS_UPDATE))]
+BatchCreator = Annotated[Principal, Depends(require(Scope.MAIL_BATCH_CREATE))]
+BatchReader = Annotated[Principal, Depends(require(Scope.MAIL_BATCH_READ))]
+BatchUpdater = Annotated[Principal, Depends(require(Scope.MAIL_BATCH_UPDATE))]
+ScheduledSendCreator = Annotated[Principal, Depends(require(Scope.SCHEDULED_SENDS_CREATE))]
+ScheduledSendReader = Annotated[Principal, Depends(require(Scope.SCHEDULED_SENDS_READ))]
+ScheduledSendUpdater = Annotated[Principal, Depends(require(Scope.SCHEDULED_SENDS_UPDATE))]
+ScheduledSendDeleter = Annotated[Principal, Depends(require(Scope.SCHEDULED_SENDS_DELETE))]
+TemplateCreator = Annotated[Principal, Depends(require(Scope.TEMPLATES_CREATE))]
+TemplateReader = Annotated[Principal, Depends(require(Scope.TEMPLATES_READ))]
+TemplateUpdater = Annotated[Principal, Depends(require(Scope.TEMPLATES_UPDATE))]
+TemplateDeleter = Annotated[Principal, Depends(require(Scope.TEMPLATES_DELETE))]

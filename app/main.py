@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app.batches.router import router as batches_router
 from app.config import Settings, load_settings
 from app.db import Database
 from app.embedded_redis import redis_url_for
@@ -17,8 +18,12 @@ from app.messages.router import router as messages_router
 from app.middleware import BodySizeLimit, body_limit_for
 from app.openapi import install_openapi
 from app.queue import Queue
+from app.ratelimit import RateLimitHeaders
+from app.sendgrid.router import router as sendgrid_router
+from app.sendgrid.schemas import MailSend
 from app.stats.router import router as stats_router
 from app.suppressions.router import router as suppressions_router
+from app.templates.router import router as templates_router
 from app.webhooks.router import router as webhooks_router
 
 API_VERSION = "0.1.0"
@@ -45,13 +50,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Self-hosted transactional email: a SendGrid-style API with its own MTA.",
         lifespan=lifespan,
     )
+    app.add_middleware(RateLimitHeaders)
     app.add_middleware(BodySizeLimit, max_bytes=body_limit_for(settings.max_message_size))
     install_error_handlers(app)
-    install_openapi(app)
+    install_openapi(app, extra_models=[MailSend])
     app.include_router(health_router)
     app.include_router(messages_router)
     app.include_router(events_router)
     app.include_router(webhooks_router)
     app.include_router(stats_router)
     app.include_router(suppressions_router)
+    app.include_router(sendgrid_router)
+    app.include_router(batches_router)
+    app.include_router(templates_router)
     return app

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 
 
 class ErrorItemModel(BaseModel):
@@ -21,6 +23,22 @@ class ErrorResponse(BaseModel):
     """Every error body: `{"errors": [{"message", "field", "help"}]}`."""
 
     errors: list[ErrorItemModel]
+
+
+IDEMPOTENCY_KEY: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "description": "Send a request once however often it is retried: the same key "
+            "with the same body returns the first answer (same ids) and sends nothing again; "
+            "with a different body 422; while the first is still running 409. Keys are kept "
+            "for COLUMBA_IDEMPOTENCY_TTL (24 hours).",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+        }
+    ]
+}
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -38,8 +56,11 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorResponse, "description": descriptions[code]} for code in codes}
 
 
-def install_openapi(app: FastAPI) -> None:
-    """Generate the schema without FastAPI's 422 validation responses: we answer 400."""
+def install_openapi(app: FastAPI, extra_models: Sequence[type[BaseModel]] = ()) -> None:
+    """Generate the schema without FastAPI's 422 validation responses: we answer 400.
+
+    `extra_models` are request bodies that routes parse themselves (to answer in SendGrid's
+    words) and reference from `openapi_extra`."""
 
     def schema() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -51,10 +72,21 @@ def install_openapi(app: FastAPI) -> None:
             )
             _drop_validation_422(document)
             _declare_bearer_auth(document)
+            _add_models(document, extra_models)
             app.openapi_schema = document
         return app.openapi_schema
 
     app.openapi = schema  # type: ignore[method-assign]
+
+
+def _add_models(document: dict[str, Any], models: Sequence[type[BaseModel]]) -> None:
+    if not models:
+        return
+    _, definitions = models_json_schema(
+        [(model, "validation") for model in models], ref_template="#/components/schemas/{model}"
+    )
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update(definitions.get("$defs", {}))
 
 
 def _drop_validation_422(document: dict[str, Any]) -> None:

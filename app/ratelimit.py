@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import clock
 
@@ -53,3 +54,32 @@ class FixedWindowLimiter:
         return RateLimitResult(
             allowed=count <= limit, limit=limit, remaining=max(0, limit - count), reset_at=reset_at
         )
+
+
+STATE_KEY = "rate_limit_headers"
+
+
+class RateLimitHeaders:
+    """Copies the X-RateLimit-* headers of the request's limiter hit onto its response,
+    whatever produced the response (the route, a validation error or an error handler)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Add the headers when the response starts."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                extra: dict[str, str] = scope.get("state", {}).get(STATE_KEY) or {}
+                if extra:
+                    names = {name.lower().encode() for name in extra}
+                    headers = [h for h in message.get("headers", []) if h[0].lower() not in names]
+                    headers += [(k.encode(), v.encode()) for k, v in extra.items()]
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

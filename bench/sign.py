@@ -5,7 +5,8 @@
 Times (median of many runs) one DKIM signature of a typical 2 KB text+html message with
 (a) dkimpy's own `dkim.sign` (pure-Python RSA), (b) our `DkimSigner` (OpenSSL RSA), and
 (c) the bare OpenSSL RSA-2048 signature of a SHA-256 digest, plus `mime.render` of the same
-message. Shared machines are noisy: compare the ratios, which come from one run.
+message and of other typical shapes (text only, attachments, non-ASCII headers, a 50 KB html
+body). Shared machines are noisy: compare the ratios, which come from one run.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import hashlib
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 
 import dkim
 import dkim.util
@@ -22,12 +25,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
 from app.delivery import signing
-from app.delivery.content import Address, MessageContent
+from app.delivery.content import Address, Attachment, MessageContent
 from app.delivery.mime import render
 from app.delivery.signing import DkimKey, DkimSigner, generate_rsa_key
 
 TIMESTAMP = 1_795_880_765
 PARAGRAPH = "Your order #123 has shipped and is on its way to you. Track it any time online. "
+
+HTML = "<html><body><p>Hello Alice,</p><p>" + PARAGRAPH * 7 + "</p></body></html>"
 
 CONTENT = MessageContent(
     message_id="<0195f3c2-7d1e-7a4b-9c1d-2f6a8b9e0c11@mail.example.com>",
@@ -36,12 +41,45 @@ CONTENT = MessageContent(
     subject="Your order #123 has shipped",
     to=(Address("alice@example.org", "Alice Example"),),
     text="Hello Alice,\n\n" + PARAGRAPH * 7 + "\n",
-    html="<html><body><p>Hello Alice,</p><p>" + PARAGRAPH * 7 + "</p></body></html>",
+    html=HTML,
     headers=(
         ("List-Unsubscribe", "<https://shop.example.com/unsubscribe/abc123>"),
         ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
     ),
 )
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 16
+PDF = b"%PDF-1.4\n" + bytes(range(256)) * 64
+ROW = '<tr><td class="item">Item {i}</td><td>' + PARAGRAPH + "</td></tr>\n"
+LARGE_HTML = "<html><body><table>\n" + "".join(ROW.format(i=i) for i in range(400))
+
+# mime.render by message shape: (label, content).
+SHAPES = [
+    ("text only", replace(CONTENT, html=None)),
+    ("text+html", CONTENT),
+    (
+        "text+html+inline image+PDF",
+        replace(
+            CONTENT,
+            html=HTML + '<img src="cid:logo@shop.example.com">',
+            attachments=(
+                Attachment("logo.png", "image/png", PNG, content_id="logo@shop.example.com"),
+                Attachment("invoice-123.pdf", "application/pdf", PDF),
+            ),
+        ),
+    ),
+    (
+        "non-ASCII subject and names",
+        replace(
+            CONTENT,
+            subject="Ваш заказ №123 отправлен — 您的订单已发货 🚚",
+            sender=Address("noreply@shop.example.com", "Ëxample Shöp — Ünïcødé"),
+            to=(Address("alice@example.org", "Алиса Пример"),),
+        ),
+    ),
+    ("50 KB html", replace(CONTENT, html=LARGE_HTML[:50_000] + "</table></body></html>")),
+]
 
 
 def median_ms(operation: Callable[[], object], runs: int) -> float:
@@ -117,6 +155,12 @@ def main() -> None:
         print(f"{label:<46} {value:8.3f} ms")
     print(f"{'ratio b/c (our overhead over bare RSA)':<46} {b / c:8.1f}x")
     print(f"{'ratio a/b (speed-up over dkimpy)':<46} {a / b:8.1f}x")
+    print("\nmime.render by message shape; median ms per render")
+    for label, content in SHAPES:
+        size = len(render(content))
+        runs = 50 if size > 20_000 else 300
+        ms = median_ms(partial(render, content), runs)
+        print(f"{label:<36} {size:>7} bytes {ms:8.3f} ms")
 
 
 if __name__ == "__main__":

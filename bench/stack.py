@@ -72,6 +72,7 @@ class Stack:
     recipient_domain: str
     sink: Sink
     settings: Settings
+    api_pid: int = 0  # the API process (for profilers)
 
     def headers(self) -> dict[str, str]:
         """Authorization for the bench key."""
@@ -185,7 +186,9 @@ async def running_stack(
             try:
                 api_url = f"http://127.0.0.1:{api_port}"
                 await _wait_healthy(api_url)
-                yield Stack(api_url, key, f"bench@{domain}", "sink.test", sink, settings)
+                yield Stack(
+                    api_url, key, f"bench@{domain}", "sink.test", sink, settings, processes[0].pid
+                )
             finally:
                 for process in processes:
                     process.terminate()

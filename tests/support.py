@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -229,3 +231,26 @@ async def verify_dkim_with_perl(message: bytes, dns_server: FakeDNS) -> list[str
     out, err = await process.communicate(message)
     assert process.returncode == 0, err.decode()
     return out.decode().split("\n")[:-1]
+
+
+@contextlib.contextmanager
+def api_in_thread(settings: Settings) -> Iterator[str]:
+    """Serve the API from a thread with its own event loop, for synchronous clients (such as
+    schemathesis) that would block the test's loop; yields the base URL."""
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=port, access_log=False, log_level="warning"
+    )
+    server = _QuietServer(config)
+    thread = threading.Thread(target=server.run, name="api", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the API did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -110,7 +110,9 @@ async def test_dev_runs_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         output = ""
         async with asyncio.timeout(60):
             while "curl" not in output:
-                output += (await process.stdout.readline()).decode()
+                line = (await process.stdout.readline()).decode()
+                assert line, f"columba dev exited early:\n{output}"
+                output += line
         curl_line = next(line for line in output.splitlines() if line.strip().startswith("curl"))
         args = shlex.split(curl_line)
         headers = dict(args[i + 1].split(": ", 1) for i, arg in enumerate(args) if arg == "-H")

@@ -7,6 +7,7 @@ from typing import Any
 
 from app import clock
 from app.events import sequencer
+from app.idempotency import service as idempotency
 from app.queue import Queue
 from app.stats import compaction
 from app.webhooks.dispatcher import Dispatcher
@@ -58,3 +59,11 @@ async def compact_stats(ctx: dict[str, Any]) -> int:
         folded = await compaction.compact(session, before=before)
         await session.commit()
     return folded
+
+
+async def purge_idempotency_keys(ctx: dict[str, Any]) -> int:
+    """Forget Idempotency-Keys past COLUMBA_IDEMPOTENCY_TTL."""
+    async with _runtime(ctx).db.session() as session:
+        purged = await idempotency.purge_expired(session)
+        await session.commit()
+    return purged

@@ -27,7 +27,7 @@ from app.delivery.outbound import deliver
 from app.delivery.pool import ConnectionPool, Throttled
 from app.delivery.replies import Reply, synthetic
 from app.delivery.resolver import make_resolver, resolve_host
-from app.delivery.retry import RetryPolicy, decide
+from app.delivery.retry import Decision, RetryPolicy, decide
 from app.delivery.signing import DkimSigner
 from app.delivery.smtp import Envelope, SmtpOptions, TransactionResult
 from app.delivery.throttle import DestinationKey, DestinationThrottle, destination_key
@@ -35,6 +35,7 @@ from app.domains.service import dkim_keys
 from app.messages import dispatch
 from app.messages.compose import Composer, Copy, Refused, return_path
 from app.messages.dispatch import Claim, ClaimedRecipient, LoadedMessage, Outcome
+from app.templates.engines import RenderLimits
 from worker.pump import Emit, Pump, PumpSettings, Released, Results
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class Runtime:
         )
         self.retry_policy = RetryPolicy(settings.retry_schedule, settings.max_message_age)
         self._signers: dict[str, DkimSigner] = {}
-        self.composer = Composer(self.signer)
+        self.composer = Composer(self.signer, render_limits(settings))
         self.pool = ConnectionPool(
             smtp_options(settings),
             throttle=DestinationThrottle(redis) if redis is not None else None,
@@ -157,11 +158,7 @@ class Runtime:
             reply = synthetic(451, "4.3.0", f"local error preparing the message: {exc}")
             emit([self._outcome(r, reply, loaded, started, 0) for r in recipients], [])
             return
-        refused = [
-            self._outcome(item.recipient, item.reply, loaded, started, 0)
-            for item in prepared
-            if isinstance(item, Refused)
-        ]
+        refused = [_refused(item, started) for item in prepared if isinstance(item, Refused)]
         if refused:
             emit(refused, [])
         groups = group_copies([item for item in prepared if isinstance(item, Copy)])
@@ -266,12 +263,27 @@ def smtp_options(settings: Settings) -> SmtpOptions:
     )
 
 
+def render_limits(settings: Settings) -> RenderLimits:
+    """How long one recipient's template may render and how much it may produce."""
+    return RenderLimits(
+        max_seconds=settings.template_render_timeout.total_seconds(),
+        max_output=settings.template_max_output,
+    )
+
+
 def group_copies(copies: Sequence[Copy]) -> list[list[Copy]]:
     """Copies that may share one SMTP transaction: same domain and identical bytes."""
     groups: dict[tuple[str, bytes], list[Copy]] = defaultdict(list)
     for copy in copies:
         groups[(copy.recipient.domain, copy.digest)].append(copy)
     return list(groups.values())
+
+
+def _refused(item: Refused, started: datetime) -> Outcome:
+    """A recipient whose copy could not be made ends in the state the composer chose
+    (dropped), with the reason in its event; it is not retried."""
+    decision = Decision(item.status, item.reply)
+    return Outcome(recipient=item.recipient, decision=decision, started_at=started, duration_ms=0)
 
 
 def _reply_for(result: TransactionResult, email: str) -> Reply:

@@ -16,6 +16,17 @@ class Scope(StrEnum):
     SUPPRESSION_DELETE = "suppression.delete"
     WEBHOOKS_READ = "user.webhooks.event.settings.read"
     WEBHOOKS_UPDATE = "user.webhooks.event.settings.update"
+    MAIL_BATCH_CREATE = "mail.batch.create"
+    MAIL_BATCH_READ = "mail.batch.read"
+    MAIL_BATCH_UPDATE = "mail.batch.update"
+    SCHEDULED_SENDS_CREATE = "user.scheduled_sends.create"
+    SCHEDULED_SENDS_READ = "user.scheduled_sends.read"
+    SCHEDULED_SENDS_UPDATE = "user.scheduled_sends.update"
+    SCHEDULED_SENDS_DELETE = "user.scheduled_sends.delete"
+    TEMPLATES_CREATE = "templates.create"
+    TEMPLATES_READ = "templates.read"
+    TEMPLATES_UPDATE = "templates.update"
+    TEMPLATES_DELETE = "templates.delete"
 
 
 def parse_scopes(names: list[str] | tuple[str, ...]) -> list[str]:

@@ -10,13 +10,21 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 # RFC 5322 §2.2: a header field name is printable US-ASCII except the colon.
 HEADER_NAME = re.compile(r"^[!-9;-~]+$")
-_FORBIDDEN_IN_HEADERS = re.compile(r"[\r\n\x00]")
+# CR and LF would start a new header line (injection); the other controls (TAB apart) are not
+# allowed in header text either (RFC 5322 §3.2.5), and some break lines in Python's writer.
+# The same set app.delivery.mime refuses, so nothing accepted here can fail at delivery.
+_FORBIDDEN_IN_HEADERS = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+
+
+def header_safe(value: str) -> bool:
+    """True when `value` may appear in a header field."""
+    return _FORBIDDEN_IN_HEADERS.search(value) is None
 
 
 def no_line_breaks(value: str) -> str:
-    """Refuse CR, LF and NUL: in a header they would start a new header (injection)."""
+    """Refuse CR, LF, NUL and the other control characters a header may not carry."""
     if _FORBIDDEN_IN_HEADERS.search(value):
-        raise ValueError("must not contain CR, LF or NUL characters")
+        raise ValueError("must not contain CR, LF, NUL or other control characters")
     return value
 
 
@@ -32,8 +40,14 @@ def valid_email(value: str) -> str:
     return result.normalized
 
 
-HeaderText = Annotated[str, AfterValidator(no_line_breaks)]
-EmailText = Annotated[str, AfterValidator(valid_email)]
+HeaderText = Annotated[
+    str,
+    AfterValidator(no_line_breaks),
+    Field(json_schema_extra={"pattern": "^[^\\x00-\\x08\\n-\\x1f\\x7f\\x85\\u2028\\u2029]*$"}),
+]
+EmailText = Annotated[
+    str, AfterValidator(valid_email), Field(json_schema_extra={"format": "email"})
+]
 
 
 class EmailAddress(BaseModel):
@@ -58,3 +72,26 @@ def header_name(value: str) -> str:
     if not HEADER_NAME.match(value):
         raise ValueError(f"invalid header name {value!r}")
     return value
+
+
+def nul_path(value: object, path: str = "") -> str | None:
+    """The dotted path of the first string (or object key) holding a NUL, or None.
+
+    NUL is not text: RFC 5322 §2.3 forbids it in a message, and PostgreSQL can store it in
+    neither text nor JSON, so requests carrying one are refused before anything is written."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            inner = f"{path}.{key}" if path else str(key)
+            if "\x00" in str(key):
+                return inner
+            found = nul_path(item, inner)
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = nul_path(item, f"{path}.{index}" if path else str(index))
+            if found is not None:
+                return found
+    return None

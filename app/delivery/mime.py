@@ -11,13 +11,17 @@ import email.policy
 import email.utils
 import hashlib
 import re
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 from email import headerregistry
 from email.charset import Charset
+from email.contentmanager import raw_data_manager
 from email.header import Header
 from email.message import EmailMessage, MIMEPart
+from email.policy import Compat32, EmailPolicy
 from types import MappingProxyType
+from typing import ClassVar
 
 import idna
 
@@ -26,15 +30,54 @@ from app.delivery.content import Address, Attachment, MessageContent
 __all__ = ["needs_smtputf8", "render"]
 
 # cte_type="7bit": bodies are always qp/base64/7bit, so any server accepts them without 8BITMIME
-# (RFC 6152). refold_source="none": headers set with `set_raw` are written exactly as we folded
-# them (see `_set_folded`); headers built by the header registry are still folded by the policy.
+# (RFC 6152). Messages are built with `_PreFolded` below; this policy's header registry only
+# parses and folds the few header values this module does not write itself.
 _POLICY = email.policy.SMTP.clone(cte_type="7bit", refold_source="none")
 # RFC 6532 §3.2: a message whose addresses have UTF-8 local parts carries raw UTF-8 headers.
 _POLICY_UTF8 = _POLICY.clone(utf8=True)
 
+
+class _PreFolded(Compat32):
+    """compat32 (no header registry) that writes every stored header value exactly as given.
+
+    EmailPolicy parses every header into a header registry object when it is set and folds it
+    again when it is written: most of the cost of rendering a message. Plain string values were
+    folded by this module (or are short MIME fields that need no folding) and are written
+    verbatim, as EmailPolicy writes `set_raw` values with refold_source="none"; compat32's own
+    folder would rewrap them at 78 columns. Header registry objects (the fallbacks for unusual
+    attachment fields and Message-IDs) are folded by `header_policy`, as EmailMessage folds them.
+    """
+
+    header_policy: ClassVar[EmailPolicy[EmailMessage]] = _POLICY
+
+    def fold(self, name: str, value: str) -> str:
+        """Return `name: value` with CRLF line ends, refolding only header registry objects."""
+        if isinstance(value, headerregistry.BaseHeader):
+            folded: str = self.header_policy.fold(name, value)
+            return folded
+        return name + ": " + self.linesep.join(value.splitlines()) + self.linesep
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        """The folded field as bytes: ASCII, or UTF-8 for SMTPUTF8 messages (RFC 6532 §3.2)."""
+        if isinstance(value, headerregistry.BaseHeader):
+            return self.header_policy.fold_binary(name, value)
+        return self.fold(name, value).encode("utf-8" if self.header_policy.utf8 else "ascii")
+
+
+class _PreFoldedUTF8(_PreFolded):
+    """`_PreFolded` for messages that carry raw UTF-8 headers."""
+
+    header_policy = _POLICY_UTF8
+
+
+# Same 7bit rule, 78-column bodies and CRLF as `_POLICY` (the content manager reads them).
+_PREFOLDED = _PreFolded(linesep="\r\n", cte_type="7bit", mangle_from_=False)
+_PREFOLDED_UTF8 = _PreFoldedUTF8(linesep="\r\n", cte_type="7bit", mangle_from_=False)
+
 # RFC 5322 §2.1.1: a line MUST be no longer than 998 octets (excluding CRLF), SHOULD be <= 78;
 # RFC 2047 §2: lines holding encoded-words at most 76, and an encoded-word at most 75 chars.
 _MAX_LINE = 998
+_RFC_LINE = 78
 _SOFT_LINE = 76
 _MAX_ENCODED_WORD = 75
 _UTF8 = Charset("utf-8")
@@ -70,6 +113,12 @@ _OPAQUE_MAINTYPES = frozenset({"multipart", "message"})
 _NO_PARAMS: MappingProxyType[str, str] = MappingProxyType({})
 # Fixed nesting levels so the three possible boundaries of one message always differ.
 _LEVELS = {"mixed": 0, "related": 1, "alternative": 2}
+# RFC 2045 §5.1: type "/" subtype without parameters, each a token (printable ASCII except
+# blanks and tspecials).
+_TOKEN = r"[!#$%&'*+.^_`{|}~0-9A-Za-z-]+"
+_PLAIN_CONTENT_TYPE = re.compile(rf"({_TOKEN})/({_TOKEN})\Z")
+# A msg-id (RFC 5322 §3.6.4) of the kind Columba makes: "<id@host>" in dot-atom text.
+_PLAIN_MESSAGE_ID = re.compile(r"<[A-Za-z0-9._+-]+@[A-Za-z0-9.-]+>\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,11 +144,18 @@ _Node = _Text | _Multipart | Attachment
 def render(content: MessageContent) -> bytes:
     """Return the complete message as bytes with CRLF line endings, identical on every call."""
     utf8 = needs_smtputf8(content)
-    msg = EmailMessage(policy=_POLICY_UTF8 if utf8 else _POLICY)
+    policy = _PREFOLDED_UTF8 if utf8 else _PREFOLDED
+    msg = MIMEPart(policy=policy)
     _add_standard_headers(msg, content, utf8)
+    # set_content() clears every Content-* field, so custom ones (Content-Language, …)
+    # are added once the body is in place; the others keep their place before it.
+    late = [(n, v) for n, v in content.headers if n.lower().startswith("content-")]
     for name, value in content.headers:
+        if not name.lower().startswith("content-"):
+            _add_custom_header(msg, name, value, utf8)
+    _fill(msg, _plan(content), policy)
+    for name, value in late:
         _add_custom_header(msg, name, value, utf8)
-    _fill(msg, _plan(content))
     return msg.as_bytes()
 
 
@@ -110,8 +166,9 @@ def needs_smtputf8(content: MessageContent) -> bool:
 
 # --- headers ---------------------------------------------------------------------------------
 #
-# Every header except Date, Message-ID and MIME-Version is formatted here and stored verbatim
-# with `set_raw`, because the policy's folder in CPython 3.11 is unreliable for what we send:
+# Every header is formatted here and stored verbatim (Date, MIME-Version and a plain Message-ID
+# are single short values), because EmailPolicy's folder in CPython 3.11 is unreliable for what
+# we send:
 # it may encode the comma between addresses (gh-100884), drop or add the space between
 # adjacent encoded-words (gh-92081, gh-144156), emit encoded-words of 76 chars, and turns long
 # ASCII tokens such as List-Unsubscribe URIs into encoded-words. A header is built as a list of
@@ -127,7 +184,7 @@ def _all_addresses(content: MessageContent) -> Iterable[Address]:
     yield from content.reply_to
 
 
-def _add_standard_headers(msg: EmailMessage, content: MessageContent, utf8: bool) -> None:
+def _add_standard_headers(msg: MIMEPart, content: MessageContent, utf8: bool) -> None:
     """Add Date, From, To, Cc, Reply-To, Subject, Message-ID and MIME-Version, once each."""
     msg["Date"] = email.utils.format_datetime(content.date)
     _add_addresses(msg, "From", (content.sender,), utf8)
@@ -137,13 +194,21 @@ def _add_standard_headers(msg: EmailMessage, content: MessageContent, utf8: bool
     _check_header_text(content.subject)
     _set_folded(msg, "Subject", _unstructured("Subject", content.subject, utf8))
     _check_header_text(content.message_id)
-    msg["Message-ID"] = content.message_id
+    msg["Message-ID"] = _message_id(content.message_id)
     msg["MIME-Version"] = "1.0"
 
 
-def _add_addresses(
-    msg: EmailMessage, name: str, addresses: tuple[Address, ...], utf8: bool
-) -> None:
+def _message_id(message_id: str) -> str:
+    """The Message-ID value: verbatim when plain and short, else a header registry object."""
+    if _PLAIN_MESSAGE_ID.match(message_id) and len(message_id) <= _RFC_LINE - len("Message-ID: "):
+        return message_id
+    # Anything else is parsed and folded by the header registry exactly as before (it moves a
+    # msg-id of 67-77 characters to a continuation line, and mangles malformed ones).
+    header: str = _POLICY.header_factory("Message-ID", message_id)
+    return header
+
+
+def _add_addresses(msg: MIMEPart, name: str, addresses: tuple[Address, ...], utf8: bool) -> None:
     """Add an address-list field (RFC 5322 §3.4) when there are any addresses."""
     tokens: list[str] = []
     for address in addresses:
@@ -160,8 +225,8 @@ def _mailbox(address: Address, field: str, utf8: bool) -> list[str]:
     local, domain = _split_email(address.email)
     # The email package quotes a local part that is not a dot-atom.
     spec = headerregistry.Address(username=local, domain=_ascii_domain(domain)).addr_spec
-    if not address.name:
-        return [spec]
+    if not address.name or not address.name.strip():
+        return [spec]  # a name of only blanks shows nothing; parsers would not keep it
     _check_header_text(address.name)
     return [*_phrase(address.name, field, utf8), f"<{spec}>"]
 
@@ -213,7 +278,7 @@ def _encoded_words(name: str, value: str) -> list[str]:
     return header.encode(linesep="\r\n").split()
 
 
-def _add_custom_header(msg: EmailMessage, name: str, value: str, utf8: bool) -> None:
+def _add_custom_header(msg: MIMEPart, name: str, value: str, utf8: bool) -> None:
     """Append a caller-supplied header, refusing names this module owns and unsafe text."""
     if not _FIELD_NAME.match(name):
         raise ValueError(f"invalid header name: {name!r}")
@@ -255,8 +320,8 @@ def _fits(name: str, folded: str) -> bool:
     return max(len(line.encode()) for line in lines) <= _MAX_LINE
 
 
-def _set_folded(msg: EmailMessage, name: str, folded: str) -> None:
-    """Store an already folded value verbatim (the policy's refold_source="none" keeps it)."""
+def _set_folded(msg: MIMEPart, name: str, folded: str) -> None:
+    """Store an already folded value, which `_PreFolded` writes verbatim."""
     if not _fits(name, folded):
         raise ValueError(f"header {name!r} would have a line longer than {_MAX_LINE} octets")
     msg.set_raw(name, folded)
@@ -271,7 +336,7 @@ def _check_header_text(value: str) -> None:
 # --- body structure --------------------------------------------------------------------------
 
 
-def _plan(content: MessageContent) -> _Node:
+def _plan(content: MessageContent) -> _Text | _Multipart:
     """Choose the MIME tree: mixed ⊃ related ⊃ alternative, each level only when needed."""
     has_html = content.html is not None
     inline = tuple(a for a in content.attachments if has_html and a.is_inline)
@@ -285,7 +350,7 @@ def _plan(content: MessageContent) -> _Node:
     return body[0] if body else _Text("plain", "")
 
 
-def _text_nodes(content: MessageContent) -> tuple[_Node, ...]:
+def _text_nodes(content: MessageContent) -> tuple[_Text | _Multipart, ...]:
     """Return the text body as no node, one text part, or a multipart/alternative of both."""
     parts = tuple(
         _Text(subtype, body)
@@ -317,26 +382,45 @@ def _boundary(content: MessageContent, level: int) -> str:
 
 
 # --- body rendering --------------------------------------------------------------------------
+#
+# Parts are compat32-policy MIMEParts filled by the same content manager as before (so bodies and
+# their transfer encodings are unchanged); their header values are short, fixed-form MIME fields
+# that `_PreFolded` writes verbatim. Sub-parts are MIMEParts, not email.mime classes, so they
+# carry no MIME-Version (RFC 2045 §4 only requires it at the top level).
 
 
-def _fill(part: MIMEPart, node: _Node) -> None:
-    """Write one node (and its children) into `part`."""
-    match node:
-        case _Multipart():
-            _fill_multipart(part, node)
-        case _Text():
-            _fill_text(part, node)
-        case Attachment():
-            _fill_attachment(part, node)
+def _fill(part: MIMEPart, node: _Text | _Multipart, policy: _PreFolded) -> None:
+    """Write one text or multipart node (and its children) into `part`."""
+    if isinstance(node, _Multipart):
+        _fill_multipart(part, node, policy)
+    else:
+        _fill_text(part, node)
 
 
-def _fill_multipart(part: MIMEPart, node: _Multipart) -> None:
+def _fill_multipart(part: MIMEPart, node: _Multipart, policy: _PreFolded) -> None:
     """Make `part` a multipart with a fixed boundary and render its children into it."""
-    part.add_header("Content-Type", f"multipart/{node.subtype}", boundary=node.boundary)
+    part["Content-Type"] = _multipart_type(node)
     for child in node.children:
-        sub = MIMEPart(policy=part.policy)
-        _fill(sub, child)
-        part.attach(sub)
+        part.attach(_child_part(child, policy))
+
+
+def _child_part(node: _Node, policy: _PreFolded) -> MIMEPart:
+    """Return a new body part holding `node`."""
+    if isinstance(node, Attachment):
+        return _attachment_part(node, policy)
+    part = MIMEPart(policy=policy)
+    _fill(part, node, policy)
+    return part
+
+
+def _multipart_type(node: _Multipart) -> str:
+    """The Content-Type value `multipart/<subtype>; boundary="…"`, folded as before."""
+    value = f"multipart/{node.subtype};"
+    boundary = f'boundary="{node.boundary}"'
+    # CPython's folder leaves a field that fits in 78 characters (RFC 5322 §2.1.1) as it is,
+    # else moves the parameter to a continuation line.
+    fits = len(f"Content-Type: {value} {boundary}") <= _RFC_LINE
+    return value + (" " if fits else "\r\n ") + boundary
 
 
 def _fill_text(part: MIMEPart, node: _Text) -> None:
@@ -346,32 +430,87 @@ def _fill_text(part: MIMEPart, node: _Text) -> None:
     charset = "us-ascii" if node.body.isascii() else "utf-8"
     # RFC 2045 §2.7: 7bit data may not contain NUL; quoted-printable escapes it.
     cte = "quoted-printable" if "\0" in node.body else None
-    part.set_content(node.body, subtype=node.subtype, charset=charset, cte=cte)
+    part.set_content(
+        node.body, subtype=node.subtype, charset=charset, cte=cte, content_manager=raw_data_manager
+    )
 
 
-def _fill_attachment(part: MIMEPart, attachment: Attachment) -> None:
-    """Set an attachment part: base64 body, filename, and Content-ID when inline."""
+def _attachment_part(attachment: Attachment, policy: _PreFolded) -> MIMEPart:
+    """Return an attachment part: base64 body, filename, and Content-ID when inline."""
     _check_header_text(attachment.filename)
     maintype, subtype, params = _content_type(attachment.content_type)
+    disposition = "inline" if attachment.is_inline else "attachment"
+    cid = _content_id(attachment)
+    fields_plain = not params and _plain_attachment_fields(
+        f"{maintype}/{subtype}", disposition, attachment.filename, cid, policy.header_policy.utf8
+    )
+    # Unusual fields (parameters, long or non-ASCII filenames, long Content-IDs) are built and
+    # folded by the header registry exactly as before: RFC 2231 continuations are its job.
+    part = MIMEPart(policy=policy if fields_plain else policy.header_policy)
     part.set_content(
         attachment.data,
         maintype,
         subtype,
-        disposition="inline" if attachment.is_inline else "attachment",
+        disposition=disposition,
         filename=attachment.filename,
-        cid=_content_id(attachment),
+        cid=cid,
         params=dict(params),
+        content_manager=raw_data_manager,
     )
+    return part
+
+
+def _plain_attachment_fields(
+    content_type: str, disposition: str, filename: str, cid: str | None, utf8: bool
+) -> bool:
+    """True when the header registry would write these fields exactly as compat32 stores them."""
+    if len(f"Content-Type: {content_type}") > _RFC_LINE:
+        return False
+    if cid is not None and not _plain_token(cid, len("Content-ID: ")):
+        return False
+    return _plain_filename(disposition, filename, utf8)
+
+
+def _plain_token(value: str, indent: int) -> bool:
+    """True for printable ASCII without blanks or "=?" that fits on its field's line."""
+    # The registry's folder turns a token too long for the line into encoded-words, and its
+    # parser decodes anything that looks like one (RFC 2047).
+    plain = value.isascii() and value.isprintable() and " " not in value and "=?" not in value
+    return plain and indent + len(value) <= _RFC_LINE
+
+
+def _plain_filename(disposition: str, filename: str, utf8: bool) -> bool:
+    """True when `disposition; filename=…` needs no re-rendering by the header registry."""
+    if not filename or not filename.isprintable() or "=?" in filename:
+        return False
+    if filename.isascii():
+        if '"' in filename or "\\" in filename:
+            return False
+        param = f'filename="{filename}"'
+    elif utf8:
+        # The registry writes raw UTF-8 parameter values in SMTPUTF8 messages (RFC 6532 §3.2).
+        return False
+    else:
+        # RFC 2231 §4 encoding, as compat32 writes it; the registry writes it the same way.
+        param = "filename*=utf-8''" + urllib.parse.quote(filename, safe="")
+    # A field that fits in 78 characters is left as it is; longer ones are re-rendered.
+    return len(f"Content-Disposition: {disposition}; {param}") <= _RFC_LINE
 
 
 def _content_type(value: str) -> tuple[str, str, MappingProxyType[str, str]]:
     """Parse a declared content type; unparsable or structural types become octet-stream."""
-    header: headerregistry.BaseHeader = _POLICY.header_factory("Content-Type", value)
-    if header.defects or not isinstance(header, headerregistry.ContentTypeHeader):
+    plain = _PLAIN_CONTENT_TYPE.match(value)
+    if plain:
+        # The common "type/subtype" without parameters needs no header registry parse.
+        maintype, subtype, params = plain[1].lower(), plain[2].lower(), _NO_PARAMS
+    else:
+        header: headerregistry.BaseHeader = _POLICY.header_factory("Content-Type", value)
+        if header.defects or not isinstance(header, headerregistry.ContentTypeHeader):
+            return "application", "octet-stream", _NO_PARAMS
+        maintype, subtype, params = header.maintype, header.subtype, header.params
+    if maintype in _OPAQUE_MAINTYPES:
         return "application", "octet-stream", _NO_PARAMS
-    if header.maintype in _OPAQUE_MAINTYPES:
-        return "application", "octet-stream", _NO_PARAMS
-    return header.maintype, header.subtype, header.params
+    return maintype, subtype, params
 
 
 def _content_id(attachment: Attachment) -> str | None:

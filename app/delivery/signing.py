@@ -169,7 +169,7 @@ def _split_message(message: bytes) -> tuple[list[list[bytes]], bytes]:
     headers, _ = dkim.rfc822_parse(head + b"\r\n\r\n")
     # Verifiers read the body with lines ending in CRLF (RFC 6376 §3.4.3 works on CRLF lines);
     # rendered messages already are, so this only costs a scan.
-    if b"\n" in body and _BARE_LF.search(body):
+    if body.count(b"\n") != body.count(b"\r\n"):  # two C scans, cheaper than the regex
         body = _BARE_LF.sub(b"\r\n", body)
     return cast(list[list[bytes]], headers), body
 

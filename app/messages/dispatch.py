@@ -41,6 +41,7 @@ class ClaimedRecipient:
     email: str
     domain: str
     attempt_count: int
+    personalization: dict[str, Any] | None  # see app.messages.personalize
     token: str
 
 
@@ -116,11 +117,12 @@ async def claim(
             Recipient.email,
             Recipient.domain,
             Recipient.attempt_count,
+            Recipient.personalization,
         )
         .execution_options(synchronize_session=False)
     )
     rows = (await session.execute(statement)).all()
-    return Claim(token, tuple(ClaimedRecipient(*row, token=token) for row in rows))
+    return Claim(token, tuple(ClaimedRecipient(**row._mapping, token=token) for row in rows))
 
 
 async def renew_leases(session: AsyncSession, *, tokens: Sequence[str], lease: timedelta) -> int:

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app import clock
@@ -14,6 +14,9 @@ from app.db import Base, JSONType, UTCDateTime
 from app.ids import new_id
 
 AutoIncrement = BigInteger().with_variant(Integer(), "sqlite")  # SQLite rowid needs INTEGER
+# Plain JSON even on PostgreSQL: JSONB would reorder object keys, and templates that iterate
+# over an object (`{{#each}}`) must see them in the order the sender gave.
+OrderedJSON = JSON()
 
 
 class RecipientStatus(StrEnum):
@@ -21,6 +24,7 @@ class RecipientStatus(StrEnum):
 
     SCHEDULED = "scheduled"
     QUEUED = "queued"
+    PAUSED = "paused"
     SENDING = "sending"
     DELIVERED = "delivered"
     DEFERRED = "deferred"
@@ -44,8 +48,8 @@ FINAL_STATUSES = frozenset(
         RecipientStatus.CANCELLED,
     }
 )
-# Statuses a worker may claim once `next_attempt_at` has come.
-CLAIMABLE_STATUSES = (RecipientStatus.QUEUED, RecipientStatus.DEFERRED)
+# Statuses a worker may claim once `next_attempt_at` has come (`paused` never is).
+CLAIMABLE_STATUSES = (RecipientStatus.SCHEDULED, RecipientStatus.QUEUED, RecipientStatus.DEFERRED)
 
 
 class RecipientKind(StrEnum):
@@ -83,6 +87,17 @@ class Message(Base):
     message_id_header: Mapped[str] = mapped_column(String(255), unique=True)
     size: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
+    # Set when subject, text and html are template sources (a copy of the template version
+    # active at accept time, so a later edit cannot change what a retry sends).
+    template_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    template_engine: Mapped[str | None] = mapped_column(String(16), default=None)
+    # SendGrid's legacy `sections`: tags replaced before the personal substitutions.
+    sections: Mapped[dict[str, str]] = mapped_column(OrderedJSON, default=dict)
+    batch_id: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
+    send_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    asm_group_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    # mail_settings, tracking_settings, ip_pool_name, asm as given (footer is applied).
+    settings: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
 
     attachments: Mapped[list[MessageAttachment]] = relationship(
         lazy="raise", order_by="MessageAttachment.position", cascade="all, delete-orphan"
@@ -133,6 +148,9 @@ class Recipient(Base):
     last_response: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
+    # What this recipient's copy differs by: to/cc headers, from, subject, headers,
+    # substitutions, template_data, custom_args, send_at (see app.messages.personalize).
+    personalization: Mapped[dict[str, Any] | None] = mapped_column(OrderedJSON, default=None)
 
     message: Mapped[Message] = relationship(lazy="raise", back_populates="recipients")
 

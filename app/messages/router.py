@@ -2,33 +2,64 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import json
+
+from fastapi import APIRouter, Request, Response
 
 from app.deps import MailSender, MessagesReader, QueueDep, SessionDep, SettingsDep
+from app.idempotency import service as idempotency
+from app.idempotency.service import Claim, StoredResponse
 from app.messages import service
 from app.messages.schemas import MessageView, SendAccepted, SendRequest
-from app.openapi import errors
+from app.openapi import IDEMPOTENCY_KEY, errors
+from app.sendgrid.translate import refuse_nul
 
 router = APIRouter(tags=["messages"])
 
 
 @router.post(
-    "/v1/send", status_code=202, response_model=SendAccepted, responses=errors(400, 401, 403, 413)
+    "/v1/send",
+    status_code=202,
+    response_model=SendAccepted,
+    responses=errors(400, 401, 403, 409, 413, 422, 429),
+    openapi_extra=IDEMPOTENCY_KEY,
 )
 async def send(
     body: SendRequest,
+    request: Request,
     principal: MailSender,
     session: SessionDep,
     queue: QueueDep,
     settings: SettingsDep,
-) -> SendAccepted:
-    """Accept a message for delivery; 202 only once it and every recipient are committed."""
-    accepted = await service.accept(
-        session, principal=principal, request=body, policy=service.policy_from(settings)
+) -> Response:
+    """Accept a message for delivery; 202 only once it and every recipient are committed.
+
+    With `to`, every address gets one copy of one message. With `recipients` (up to 1,000),
+    each recipient gets a copy of their own, rendered at delivery with their `template_data`,
+    carrying their `metadata` into events, sent at their `send_at`. With an
+    `Idempotency-Key`, a retried request returns the first answer and sends nothing again."""
+
+    raw = await request.body()
+    if b"\\u0000" in raw:  # only then is the (already validated) body walked again
+        refuse_nul(json.loads(raw))
+
+    async def work(claim: Claim | None) -> StoredResponse:
+        accepted = await service.accept(
+            session,
+            principal=principal,
+            submission=body.submission(),
+            policy=service.policy_from(settings),
+        )
+        stored = StoredResponse(202, accepted.view().model_dump(mode="json"))
+        if claim is not None:
+            await idempotency.complete(session, claim=claim, response=stored)
+        await session.commit()
+        await queue.wake_deliveries([accepted.message_id])
+        return stored
+
+    return await idempotency.run(
+        request, session=session, principal=principal, settings=settings, work=work
     )
-    await session.commit()
-    await queue.wake_deliveries([accepted.id])
-    return accepted
 
 
 @router.get(

@@ -7,11 +7,22 @@ import binascii
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from app.common.fields import Address, HeaderText, header_name
+from app.common.fields import Address, EmailAddress, HeaderText, header_name
+from app.messages import attachments
+from app.messages.submission import FileData, Personalization, Submission
 
 MAX_RECIPIENTS = 1000
+HEADER_NAMES: dict[str, Any] = {"propertyNames": {"pattern": "^[!-9;-~]+$"}}
 MAX_CATEGORIES = 10
 MAX_CATEGORY_LENGTH = 255
 # Headers Columba writes itself; a custom header may not replace or duplicate them.
@@ -48,6 +59,68 @@ class AttachmentIn(BaseModel):
         """The file's bytes."""
         return base64.b64decode(self.content)
 
+    @model_validator(mode="after")
+    def _allowed(self) -> AttachmentIn:
+        refusal = attachments.refusal(self.filename, self.content_type, self.decoded())
+        if refusal is not None:
+            raise ValueError(refusal)
+        return self
+
+    def file(self) -> FileData:
+        """The decoded attachment."""
+        return FileData(
+            filename=self.filename,
+            content_type=self.content_type,
+            data=self.decoded(),
+            content_id=self.content_id,
+            disposition=self.disposition or ("inline" if self.content_id else "attachment"),
+        )
+
+
+def _check_headers(headers: dict[str, str]) -> dict[str, str]:
+    """Valid names, none of the headers Columba writes itself."""
+    for name in headers:
+        header_name(name)
+        if name.lower() in RESERVED_HEADERS:
+            raise ValueError(f"the {name} header is set by Columba and cannot be given")
+    return headers
+
+
+Metadata = dict[str, str | int | float | bool]
+
+
+class BulkRecipient(BaseModel):
+    """One recipient of a bulk send: their own copy, data, metadata and send time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    to: Address
+    template_data: dict[str, Any] = Field(
+        default_factory=dict, description="Template data for this recipient's copy."
+    )
+    metadata: Metadata = Field(
+        default_factory=dict, description="Carried into this recipient's events."
+    )
+    send_at: AwareDatetime | None = Field(
+        default=None, description="When to send this copy (ISO 8601 or Unix time)."
+    )
+    subject: HeaderText | None = Field(default=None, min_length=1, max_length=998)
+    headers: dict[str, HeaderText] = Field(default_factory=dict, json_schema_extra=HEADER_NAMES)
+
+    _valid_headers = field_validator("headers")(_check_headers)
+
+    def personalization(self, index: int) -> Personalization:
+        """This recipient as a copy of its own."""
+        return Personalization(
+            to=(self.to,),
+            subject=self.subject,
+            headers=self.headers,
+            data=self.template_data,
+            custom_args=dict(self.metadata),
+            send_at=self.send_at,
+            field_path=f"recipients.{index}",
+        )
+
 
 def _as_list(value: object) -> object:
     """reply_to may be one address or a list of them."""
@@ -70,34 +143,86 @@ class SendRequest(BaseModel):
                     "html": "<p>Thanks for your order.</p>",
                     "categories": ["receipt"],
                     "metadata": {"order_id": "1234"},
-                }
+                },
+                {
+                    "from": "deals@shop.example",
+                    "template_id": "d-8f1a0c2e9b4d4e6fa1b2c3d4e5f60718",
+                    "categories": ["promotion"],
+                    "batch_id": "01JD3Q8M2Y6W0V5N4K7R1T9ZXC",
+                    "recipients": [
+                        {
+                            "to": {"email": "alice@example.com", "name": "Alice"},
+                            "template_data": {"name": "Alice", "code": "A-10"},
+                            "metadata": {"customer": "c-1"},
+                        },
+                        {
+                            "to": "bob@example.com",
+                            "template_data": {"name": "Bob", "code": "B-20"},
+                            "metadata": {"customer": "c-2"},
+                            "send_at": "2026-12-01T08:00:00+01:00",
+                        },
+                    ],
+                },
+                {
+                    "from": "news@shop.example",
+                    "subject": "Hello {{ name }}",
+                    "html": "<p>Hi {{ name }}, your code is <b>{{ code }}</b>.</p>",
+                    "template_engine": "jinja",
+                    "recipients": [
+                        {"to": "carol@example.com", "template_data": {"name": "Carol", "code": 7}}
+                    ],
+                },
             ]
         },
     )
 
     from_: Address = Field(alias="from")
-    to: list[Address] = Field(min_length=1, max_length=MAX_RECIPIENTS)
+    recipients: list[BulkRecipient] = Field(
+        default_factory=list,
+        max_length=MAX_RECIPIENTS,
+        description="Bulk: one copy per recipient, each with its own template data, "
+        "metadata and send time. Use this or `to`.",
+    )
+    to: list[Address] = Field(
+        default_factory=list,
+        max_length=MAX_RECIPIENTS,
+        validate_default=True,
+        description="One copy, shown with these To addresses. Use this or `recipients`.",
+    )
     cc: list[Address] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
     bcc: list[Address] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
     reply_to: list[Address] = Field(default_factory=list, max_length=100)
-    subject: HeaderText = Field(min_length=1, max_length=998)
+    subject: HeaderText | None = Field(default=None, min_length=1, max_length=998)
     text: str | None = None
     html: str | None = None
-    headers: dict[str, HeaderText] = Field(default_factory=dict)
+    headers: dict[str, HeaderText] = Field(default_factory=dict, json_schema_extra=HEADER_NAMES)
     attachments: list[AttachmentIn] = Field(default_factory=list)
     categories: list[HeaderText] = Field(default_factory=list, max_length=MAX_CATEGORIES)
-    metadata: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
+    template_id: str | None = Field(
+        default=None, max_length=64, description="A stored template (`/v1/templates`)."
+    )
+    template_engine: Literal["jinja", "handlebars"] | None = Field(
+        default=None,
+        description="Render the inline subject, text and html as templates in this language.",
+    )
+    template_data: dict[str, Any] | None = Field(
+        default=None, description="Template data shared by every copy (a recipient's wins)."
+    )
+    send_at: AwareDatetime | None = Field(
+        default=None, description="When to send (ISO 8601 or Unix time); default now."
+    )
+    batch_id: str | None = Field(default=None, max_length=64, description="See /v1/batches.")
 
     _normalise_reply_to = field_validator("reply_to", mode="before")(_as_list)
+    _valid_headers = field_validator("headers")(_check_headers)
 
-    @field_validator("headers")
+    @field_validator("to")
     @classmethod
-    def _check_headers(cls, headers: dict[str, str]) -> dict[str, str]:
-        for name in headers:
-            header_name(name)
-            if name.lower() in RESERVED_HEADERS:
-                raise ValueError(f"the {name} header is set by Columba and cannot be given")
-        return headers
+    def _one_way_to_address(cls, to: list[EmailAddress], info: ValidationInfo) -> list[Any]:
+        if bool(to) == bool(info.data.get("recipients")):
+            raise ValueError("give either to (one shared copy) or recipients (one copy each)")
+        return to
 
     @field_validator("categories")
     @classmethod
@@ -108,14 +233,48 @@ class SendRequest(BaseModel):
 
     @model_validator(mode="after")
     def _check_message(self) -> SendRequest:
-        if not (self.text or self.html):
-            raise ValueError("give at least one body: text or html")
-        addresses = [a.email.lower() for a in (*self.to, *self.cc, *self.bcc)]
+        if self.template_id is None and not (self.text or self.html):
+            raise ValueError("give at least one body: text or html (or a template_id)")
+        if self.template_id is not None and self.template_engine is not None:
+            raise ValueError("template_engine is for inline content; a template has its own")
+        if self.recipients and (self.cc or self.bcc):
+            raise ValueError("cc and bcc go with to; each of recipients gets a copy of its own")
+        addresses = self._addresses()
         if len(addresses) > MAX_RECIPIENTS:
-            raise ValueError(f"at most {MAX_RECIPIENTS} recipients in to, cc and bcc together")
+            raise ValueError(f"at most {MAX_RECIPIENTS} recipients in one request")
         if len(set(addresses)) != len(addresses):
-            raise ValueError("each address may appear only once across to, cc and bcc")
+            raise ValueError("each address may appear only once in one request")
         return self
+
+    def _addresses(self) -> list[str]:
+        shown = (*self.to, *self.cc, *self.bcc, *(r.to for r in self.recipients))
+        return [address.email.lower() for address in shown]
+
+    def submission(self) -> Submission:
+        """The request in the accept service's terms."""
+        if self.recipients:
+            personalizations = tuple(r.personalization(i) for i, r in enumerate(self.recipients))
+        else:
+            personalizations = (
+                Personalization(to=tuple(self.to), cc=tuple(self.cc), bcc=tuple(self.bcc)),
+            )
+        return Submission(
+            sender=self.from_,
+            personalizations=personalizations,
+            subject=self.subject,
+            text=self.text,
+            html=self.html,
+            reply_to=tuple(self.reply_to),
+            headers=self.headers,
+            attachments=tuple(attachment.file() for attachment in self.attachments),
+            categories=tuple(self.categories),
+            custom_args=dict(self.metadata),
+            template_id=self.template_id,
+            template_engine=self.template_engine,
+            template_data=self.template_data,
+            send_at=self.send_at,
+            batch_id=self.batch_id,
+        )
 
 
 class RecipientAccepted(BaseModel):

@@ -61,6 +61,24 @@ def _insert_for(session: AsyncSession) -> Callable[..., postgresql.Insert | sqli
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
+async def all_suppressions(
+    session: AsyncSession, *, account_id: str, emails: Iterable[str]
+) -> dict[str, list[Suppression]]:
+    """Every suppression of any of `emails` (an address may be on several lists), by address;
+    blocks are left out: they are listed, as SendGrid lists them, but suppress nothing."""
+    keys = sorted({suppression_key(email) for email in emails})
+    found: dict[str, list[Suppression]] = {}
+    for start in range(0, len(keys), 500):  # stay under bind-parameter limits
+        query = select(Suppression).where(
+            Suppression.account_id == account_id,
+            Suppression.email.in_(keys[start : start + 500]),
+            Suppression.type.in_(SUPPRESSING_TYPES),
+        )
+        for row in (await session.execute(query)).scalars():
+            found.setdefault(row.email, []).append(row)
+    return found
+
+
 async def suppress(
     session: AsyncSession,
     *,

@@ -6,16 +6,20 @@ import dataclasses
 import email.policy
 import email.utils
 import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from email.header import decode_header, make_header
 from email.message import EmailMessage
 from email.parser import BytesParser, Parser
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.delivery import mime
 from app.delivery.content import Address, Attachment, MessageContent
 from app.delivery.mime import needs_smtputf8, render
 
@@ -570,3 +574,238 @@ def test_awkward_filenames_round_trip(filename: str) -> None:
     assert_wire_safe(raw)
     (attachment,) = parse(raw).iter_attachments()
     assert attachment.get_filename() == filename
+
+
+# --- golden bytes and the renderer's fast paths ----------------------------------------------
+
+SMALL_PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(48))
+SMALL_PDF = b"%PDF-1.4\n" + bytes(range(200, 256))
+GOLDEN = MessageContent(
+    message_id="<01jdx6q2m9y3k8v5t7r4w1z0bn@mail.example.com>",
+    date=datetime(2026, 11, 28, 15, 46, 5, tzinfo=UTC),
+    sender=Address("noreply@shop.example.com", "Ëxample Shöp"),
+    subject="Votre commande n°123 a été expédiée",
+    to=(Address("alice@example.org", "Alice Example"), Address("bob@bücher.example")),
+    cc=(Address("carol@example.org"),),
+    reply_to=(Address("help@shop.example.com", "Help, Desk"),),
+    text="Bonjour Alice,\n\nVotre commande a été expédiée.\n.leading dot\nFrom here on\n",
+    html=(
+        "<p>Bonjour Alice,</p><p>Votre commande a été expédiée et arrivera bientôt chez vous, "
+        'suivez-la en ligne.</p><img src="cid:logo@shop.example.com">'
+    ),
+    headers=(
+        ("List-Unsubscribe", "<https://shop.example.com/u/abc123>"),
+        ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+        ("X-Campaign", "Été 2026"),
+    ),
+    attachments=(
+        Attachment("logo.png", "image/png", SMALL_PNG, content_id="logo@shop.example.com"),
+        Attachment("Facture n°123 – novembre.pdf", "application/pdf", SMALL_PDF),
+        Attachment("orders.csv", "text/csv; charset=utf-8", b"id,total\r\n123,42.00\r\n"),
+    ),
+)
+# Captured from the EmailMessage-based renderer before it moved to compat32 parts: a change
+# here changes what is on the wire, so it must be deliberate.
+GOLDEN_BYTES = (
+    b"Date: Sat, 28 Nov 2026 15:46:05 +0000\r\n"
+    b"From: =?utf-8?b?w4t4YW1wbGUgU2jDtnA=?= <noreply@shop.example.com>\r\n"
+    b"To: Alice Example <alice@example.org>, bob@xn--bcher-kva.example\r\n"
+    b"Cc: carol@example.org\r\n"
+    b'Reply-To: "Help, Desk" <help@shop.example.com>\r\n'
+    b"Subject: =?utf-8?b?Vm90cmUgY29tbWFuZGUgbsKwMTIzIGEgw6l0w6kgZXhww6lkacOp?=\r\n"
+    b" =?utf-8?b?ZQ==?=\r\n"
+    b"Message-ID: <01jdx6q2m9y3k8v5t7r4w1z0bn@mail.example.com>\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b"List-Unsubscribe: <https://shop.example.com/u/abc123>\r\n"
+    b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+    b"X-Campaign: =?utf-8?b?w4l0w6kgMjAyNg==?=\r\n"
+    b'Content-Type: multipart/mixed; boundary="=_columba_26673ae983618428a948cbe0_0"\r\n'
+    b"\r\n"
+    b"--=_columba_26673ae983618428a948cbe0_0\r\n"
+    b"Content-Type: multipart/related;\r\n"
+    b' boundary="=_columba_884be39a827d6f2a934f5aa2_1"\r\n'
+    b"\r\n"
+    b"--=_columba_884be39a827d6f2a934f5aa2_1\r\n"
+    b"Content-Type: multipart/alternative;\r\n"
+    b' boundary="=_columba_d8e774a3af960f2367e73b8a_2"\r\n'
+    b"\r\n"
+    b"--=_columba_d8e774a3af960f2367e73b8a_2\r\n"
+    b'Content-Type: text/plain; charset="utf-8"\r\n'
+    b"Content-Transfer-Encoding: quoted-printable\r\n"
+    b"\r\n"
+    b"Bonjour Alice,\r\n"
+    b"\r\n"
+    b"Votre commande a =C3=A9t=C3=A9 exp=C3=A9di=C3=A9e.\r\n"
+    b".leading dot\r\n"
+    b"From here on\r\n"
+    b"\r\n"
+    b"--=_columba_d8e774a3af960f2367e73b8a_2\r\n"
+    b'Content-Type: text/html; charset="utf-8"\r\n'
+    b"Content-Transfer-Encoding: quoted-printable\r\n"
+    b"\r\n"
+    b"<p>Bonjour Alice,</p><p>Votre commande a =C3=A9t=C3=A9 exp=C3=A9di=C3=A9e et =\r\n"
+    b'arrivera bient=C3=B4t chez vous, suivez-la en ligne.</p><img src=3D"cid:logo@=\r\n'
+    b'shop.example.com">\r\n'
+    b"\r\n"
+    b"--=_columba_d8e774a3af960f2367e73b8a_2--\r\n"
+    b"\r\n"
+    b"--=_columba_884be39a827d6f2a934f5aa2_1\r\n"
+    b"Content-Type: image/png\r\n"
+    b"Content-Transfer-Encoding: base64\r\n"
+    b'Content-Disposition: inline; filename="logo.png"\r\n'
+    b"Content-ID: <logo@shop.example.com>\r\n"
+    b"\r\n"
+    b"iVBORw0KGgoAAQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAhIiMkJSYnKCkqKywtLi8=\r\n"
+    b"\r\n"
+    b"--=_columba_884be39a827d6f2a934f5aa2_1--\r\n"
+    b"\r\n"
+    b"--=_columba_26673ae983618428a948cbe0_0\r\n"
+    b"Content-Type: application/pdf\r\n"
+    b"Content-Transfer-Encoding: base64\r\n"
+    b"Content-Disposition: attachment;\r\n"
+    b" filename*=utf-8''Facture%20n%C2%B0123%20%E2%80%93%20novembre.pdf\r\n"
+    b"\r\n"
+    b"JVBERi0xLjQKyMnKy8zNzs/Q0dLT1NXW19jZ2tvc3d7f4OHi4+Tl5ufo6err7O3u7/Dx8vP09fb3\r\n"
+    b"+Pn6+/z9/v8=\r\n"
+    b"\r\n"
+    b"--=_columba_26673ae983618428a948cbe0_0\r\n"
+    b"Content-Transfer-Encoding: base64\r\n"
+    b'Content-Disposition: attachment; filename="orders.csv"\r\n'
+    b'Content-Type: text/csv; charset="utf-8"\r\n'
+    b"\r\n"
+    b"aWQsdG90YWwNCjEyMyw0Mi4wMA0K\r\n"
+    b"\r\n"
+    b"--=_columba_26673ae983618428a948cbe0_0--\r\n"
+)
+
+GOLDEN_UTF8 = MessageContent(
+    message_id="<01jdx6q2m9y3k8v5t7r4w1z0bn@mail.example.com>",
+    date=datetime(2026, 11, 28, 15, 46, 5, tzinfo=UTC),
+    sender=Address("noreply@shop.example.com", "Shop"),
+    subject="Grüße aus Köln",
+    to=(Address("jörg@bücher.de", "Jörg Müller"),),
+    text="Hallo Jörg\n",
+    attachments=(Attachment("Grüße.txt", "text/plain", b"hi\n"),),
+)
+GOLDEN_UTF8_BYTES = (
+    "Date: Sat, 28 Nov 2026 15:46:05 +0000\r\n"
+    "From: Shop <noreply@shop.example.com>\r\n"
+    'To: "Jörg Müller" <jörg@xn--bcher-kva.de>\r\n'
+    "Subject: Grüße aus Köln\r\n"
+    "Message-ID: <01jdx6q2m9y3k8v5t7r4w1z0bn@mail.example.com>\r\n"
+    "MIME-Version: 1.0\r\n"
+    'Content-Type: multipart/mixed; boundary="=_columba_26673ae983618428a948cbe0_0"\r\n'
+    "\r\n"
+    "--=_columba_26673ae983618428a948cbe0_0\r\n"
+    'Content-Type: text/plain; charset="utf-8"\r\n'
+    "Content-Transfer-Encoding: quoted-printable\r\n"
+    "\r\n"
+    "Hallo J=C3=B6rg\r\n"
+    "\r\n"
+    "--=_columba_26673ae983618428a948cbe0_0\r\n"
+    "Content-Type: text/plain\r\n"
+    "Content-Transfer-Encoding: base64\r\n"
+    'Content-Disposition: attachment; filename="Grüße.txt"\r\n'
+    "\r\n"
+    "aGkK\r\n"
+    "\r\n"
+    "--=_columba_26673ae983618428a948cbe0_0--\r\n"
+).encode()
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [(GOLDEN, GOLDEN_BYTES), (GOLDEN_UTF8, GOLDEN_UTF8_BYTES)],
+    ids=["ascii", "smtputf8"],
+)
+def test_golden_bytes(content: MessageContent, expected: bytes) -> None:
+    """A fixed message renders to exactly the bytes the previous renderer produced."""
+    assert render(content) == expected
+
+
+def test_only_the_top_level_carries_mime_version() -> None:
+    """MIME-Version is a message header (RFC 2045 §4): no body part repeats it."""
+    raw = render(GOLDEN)
+    assert raw.count(b"MIME-Version:") == 1
+    msg = parse(raw)
+    assert len(parts(msg)) == 8
+    for part in list(msg.walk())[1:]:
+        assert "MIME-Version" not in part
+
+
+@contextmanager
+def header_registry_only() -> Iterator[None]:
+    """Route every field the renderer writes itself through the header registry instead."""
+    never = re.compile(r"(?!)")
+    with (
+        mock.patch.object(mime, "_PLAIN_MESSAGE_ID", never),
+        mock.patch.object(mime, "_PLAIN_CONTENT_TYPE", never),
+        mock.patch.object(mime, "_plain_attachment_fields", return_value=False),
+    ):
+        yield
+
+
+def outcome(operation: Callable[[], bytes]) -> bytes | tuple[str, str]:
+    """The bytes an operation returns, or the type and text of the error it raises."""
+    try:
+        return operation()
+    except (ValueError, UnicodeError) as error:
+        return type(error).__name__, str(error)
+
+
+FILENAME = st.one_of(
+    st.sampled_from(["logo.png", "Rechnung – März.pdf", "a b  c.txt", "x" * 60 + ".pdf"]),
+    st.text(alphabet=CHARS, max_size=80),
+)
+CONTENT_TYPE = st.one_of(
+    st.sampled_from(["image/png", "IMAGE/JPEG", "text/csv; charset=utf-8", "a/b c", "x/y;"]),
+    st.from_regex(
+        r"[!#$%&'*+.^_`{|}~0-9A-Za-z-]{1,40}/[!#$%&'*+.^_`{|}~0-9A-Za-z-]{1,40}", fullmatch=True
+    ),
+)
+CONTENT_ID = st.one_of(st.none(), st.sampled_from(["logo", "<a;b,c d@x>", "c" * 70]), HEADER_TEXT)
+MESSAGE_ID = st.one_of(
+    st.from_regex(r"<[A-Za-z0-9._+-]{1,60}@[A-Za-z0-9.-]{1,60}>", fullmatch=True),
+    st.sampled_from(["<a b@c>", "<x@[1.2.3.4]>", "bare@example.com", "<a@b>(c)"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    filename=FILENAME,
+    content_type=CONTENT_TYPE,
+    content_id=CONTENT_ID,
+    message_id=MESSAGE_ID,
+    utf8=st.booleans(),
+)
+def test_fast_paths_match_the_header_registry(
+    filename: str, content_type: str, content_id: str | None, message_id: str, utf8: bool
+) -> None:
+    """Fields written without the header registry are the bytes the registry would write."""
+    attachment = Attachment(filename, content_type, b"data", content_id=content_id)
+    content = make(
+        message_id=message_id,
+        html="<p>Hi</p>",
+        to=(Address("jörg@example.org" if utf8 else "joerg@example.org"),),
+        attachments=(attachment, dataclasses.replace(attachment, content_id=None)),
+    )
+    fast = outcome(lambda: render(content))
+    with header_registry_only():
+        assert outcome(lambda: render(content)) == fast
+
+
+@pytest.mark.parametrize("html", [None, "<p>Hallo</p>"])
+def test_custom_content_headers_survive_the_body(html: str | None) -> None:
+    content = MessageContent(
+        message_id="<custom-content@columba.test>",
+        date=datetime(2026, 11, 28, 12, 0, tzinfo=UTC),
+        sender=Address("a@sender.test"),
+        subject="Hallo",
+        to=(Address("b@example.test"),),
+        text="Hallo",
+        html=html,
+        headers=(("Content-Language", "de"), ("X-Campaign", "autumn")),
+    )
+    parsed = email.message_from_bytes(mime.render(content), policy=email.policy.default)
+    assert parsed["Content-Language"] == "de"
+    assert parsed["X-Campaign"] == "autumn"

@@ -1,0 +1,1 @@
+"""Batches: groups of sends that can be paused, resumed or cancelled together."""

@@ -1,0 +1,166 @@
+"""Batches: create, look up, pause, resume and cancel.
+
+Pause and cancel are one conditional UPDATE each, touching only recipients no worker has
+claimed yet; a claim and a pause of the same recipient are serialised by its row lock, so
+each recipient is either sent or stopped, never both. Cancelled recipients get their
+`cancelled` events in the same transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import clock
+from app.batches.models import Batch, BatchStatus
+from app.errors import BadRequest, NotFound
+from app.events import service as events
+from app.events.models import EventType
+from app.messages.models import Message, Recipient, RecipientStatus
+
+
+@dataclass(frozen=True, slots=True)
+class BatchChange:
+    """What a pause, resume or cancel did."""
+
+    batch: Batch
+    recipients: int  # recipients whose status changed
+
+
+async def create_batch(session: AsyncSession, *, account_id: str) -> Batch:
+    """A new, active batch id."""
+    batch = Batch(account_id=account_id, status=BatchStatus.ACTIVE)
+    session.add(batch)
+    await session.flush()
+    return batch
+
+
+async def get_batch(session: AsyncSession, *, account_id: str, batch_id: str) -> Batch:
+    """The account's batch; 404 for anyone else's or an unknown id."""
+    batch = await session.get(Batch, batch_id)
+    if batch is None or batch.account_id != account_id:
+        raise NotFound("batch id not found", "batch_id")
+    return batch
+
+
+async def scheduled_batches(session: AsyncSession, *, account_id: str) -> list[Batch]:
+    """Batches that are paused or cancelled (SendGrid's "scheduled sends")."""
+    query = (
+        select(Batch)
+        .where(Batch.account_id == account_id, Batch.status != BatchStatus.ACTIVE)
+        .order_by(Batch.created_at)
+    )
+    return list((await session.execute(query)).scalars())
+
+
+async def recipient_counts(session: AsyncSession, *, batch_id: str) -> dict[str, int]:
+    """How many of the batch's recipients are in each status."""
+    query = (
+        select(Recipient.status, func.count())
+        .join(Message, Message.id == Recipient.message_id)
+        .where(Message.batch_id == batch_id)
+        .group_by(Recipient.status)
+    )
+    return {status: count for status, count in (await session.execute(query)).all()}
+
+
+def _of_batch(batch: Batch) -> object:
+    """Recipients of the batch's messages (the messages' index on batch_id finds them)."""
+    messages = select(Message.id).where(Message.batch_id == batch.id)
+    return Recipient.message_id.in_(messages.scalar_subquery())
+
+
+async def pause(session: AsyncSession, *, batch: Batch) -> BatchChange:
+    """Hold every unclaimed recipient; their due times are kept for the resume."""
+    _refuse_if_cancelled(batch)
+    now = clock.now()
+    result = await session.execute(
+        update(Recipient)
+        .where(
+            _of_batch(batch),  # type: ignore[arg-type]
+            Recipient.status.in_((RecipientStatus.SCHEDULED, RecipientStatus.QUEUED)),
+        )
+        .values(status=RecipientStatus.PAUSED, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    await _set_status(session, batch, BatchStatus.PAUSED)
+    return BatchChange(batch, int(getattr(result, "rowcount", 0) or 0))
+
+
+async def resume(session: AsyncSession, *, batch: Batch) -> BatchChange:
+    """Release paused recipients: scheduled if their time is still ahead, queued if due."""
+    _refuse_if_cancelled(batch)
+    now = clock.now()
+    changed = 0
+    for status, due in (
+        (RecipientStatus.SCHEDULED, Recipient.next_attempt_at > now),
+        (RecipientStatus.QUEUED, Recipient.next_attempt_at <= now),
+    ):
+        result = await session.execute(
+            update(Recipient)
+            .where(
+                _of_batch(batch),  # type: ignore[arg-type]
+                Recipient.status == RecipientStatus.PAUSED,
+                due,
+            )
+            .values(status=status, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        changed += int(getattr(result, "rowcount", 0) or 0)
+    await _set_status(session, batch, BatchStatus.ACTIVE)
+    return BatchChange(batch, changed)
+
+
+async def cancel(session: AsyncSession, *, batch: Batch) -> BatchChange:
+    """Cancel every recipient not claimed yet (and those waiting for a retry), with events."""
+    now = clock.now()
+    rows = (
+        await session.execute(
+            update(Recipient)
+            .where(
+                _of_batch(batch),  # type: ignore[arg-type]
+                Recipient.status.in_(
+                    (
+                        RecipientStatus.SCHEDULED,
+                        RecipientStatus.QUEUED,
+                        RecipientStatus.PAUSED,
+                        RecipientStatus.DEFERRED,
+                    )
+                ),
+            )
+            .values(status=RecipientStatus.CANCELLED, next_attempt_at=None, updated_at=now)
+            .returning(Recipient.id, Recipient.message_id, Recipient.email)
+            .execution_options(synchronize_session=False)
+        )
+    ).all()
+    await events.record(
+        session,
+        [
+            events.NewEvent(
+                account_id=batch.account_id,
+                type=EventType.CANCELLED,
+                message_id=message_id,
+                recipient_id=recipient_id,
+                data={"email": email, "batch_id": batch.id, "reason": "batch cancelled"},
+            )
+            for recipient_id, message_id, email in rows
+        ],
+    )
+    await _set_status(session, batch, BatchStatus.CANCELLED)
+    return BatchChange(batch, len(rows))
+
+
+def _refuse_if_cancelled(batch: Batch) -> None:
+    if batch.status == BatchStatus.CANCELLED:
+        raise BadRequest(
+            "the batch is cancelled: its recipients were cancelled and cannot be paused or resumed",
+            "batch_id",
+        )
+
+
+async def _set_status(session: AsyncSession, batch: Batch, status: BatchStatus) -> None:
+    batch.status = status
+    batch.updated_at = clock.now()
+    await session.flush()

@@ -1,0 +1,1 @@
+"""SendGrid's v3 API: mail send, batches and scheduled sends, translated onto Columba's own."""

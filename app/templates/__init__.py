@@ -1,0 +1,1 @@
+"""Stored templates with versions, rendered per recipient with Jinja2 or Handlebars."""

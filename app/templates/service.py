@@ -1,0 +1,171 @@
+"""Templates and their versions: create, edit, activate; a version that does not compile is
+refused when it is saved, never discovered at delivery."""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import clock
+from app.errors import BadRequest, ErrorItem, NotFound
+from app.templates.engines import RenderError, check_syntax
+from app.templates.models import Template, TemplateVersion
+
+
+async def get_template(session: AsyncSession, *, account_id: str, template_id: str) -> Template:
+    """The account's template; 404 for anyone else's (or none)."""
+    template = await session.get(Template, template_id)
+    if template is None or template.account_id != account_id:
+        raise NotFound("template not found", "template_id")
+    return template
+
+
+async def list_templates(session: AsyncSession, *, account_id: str) -> list[Template]:
+    """The account's templates, oldest first."""
+    query = select(Template).where(Template.account_id == account_id).order_by(Template.created_at)
+    return list((await session.execute(query)).scalars())
+
+
+async def versions_of(session: AsyncSession, *, template_id: str) -> list[TemplateVersion]:
+    """A template's versions, oldest first."""
+    query = (
+        select(TemplateVersion)
+        .where(TemplateVersion.template_id == template_id)
+        .order_by(TemplateVersion.created_at, TemplateVersion.id)
+    )
+    return list((await session.execute(query)).scalars())
+
+
+async def get_version(
+    session: AsyncSession, *, account_id: str, template_id: str, version_id: str
+) -> TemplateVersion:
+    """One version of the account's template; 404 otherwise."""
+    version = await session.get(TemplateVersion, version_id)
+    if version is None or version.account_id != account_id or version.template_id != template_id:
+        raise NotFound("template version not found", "version_id")
+    return version
+
+
+async def active_version(
+    session: AsyncSession, *, account_id: str, template_id: str
+) -> tuple[Template, TemplateVersion | None]:
+    """The template and its active version (None when no version is active)."""
+    template = await get_template(session, account_id=account_id, template_id=template_id)
+    query = select(TemplateVersion).where(
+        TemplateVersion.template_id == template.id, TemplateVersion.active.is_(True)
+    )
+    return template, (await session.execute(query)).scalar_one_or_none()
+
+
+def check_version(engine: str, *, subject: str, html: str | None, text: str | None) -> None:
+    """400 naming every part that does not compile, with the line and the reason."""
+    problems = []
+    for field, source, is_html in (("subject", subject, False), ("html", html, True)):
+        problems += _problems(engine, field, source, is_html)
+    problems += _problems(engine, "text", text, False)
+    if problems:
+        raise BadRequest(problems[0].message, errors=problems)
+
+
+def _problems(engine: str, field: str, source: str | None, html: bool) -> list[ErrorItem]:
+    if source is None:
+        return []
+    try:
+        check_syntax(engine, source, html=html)
+    except RenderError as exc:
+        return [ErrorItem(f"the {field} does not compile: {exc}", field)]
+    return []
+
+
+async def create_template(
+    session: AsyncSession, *, account_id: str, name: str, engine: str
+) -> Template:
+    """A new template without versions."""
+    template = Template(account_id=account_id, name=name, engine=engine)
+    session.add(template)
+    await session.flush()
+    return template
+
+
+async def add_version(
+    session: AsyncSession,
+    *,
+    template: Template,
+    name: str,
+    subject: str,
+    html: str | None,
+    text: str | None,
+    active: bool | None,
+) -> TemplateVersion:
+    """A new version; the first one is active, as in SendGrid; `active` makes it so."""
+    check_version(template.engine, subject=subject, html=html, text=text)
+    first = not await versions_of(session, template_id=template.id)
+    version = TemplateVersion(
+        template_id=template.id,
+        account_id=template.account_id,
+        name=name,
+        subject=subject,
+        html=html,
+        text=text,
+        active=False,
+    )
+    session.add(version)
+    await session.flush()
+    if first or active:
+        await activate(session, version=version)
+    await _touch(session, template)
+    return version
+
+
+async def edit_version(
+    session: AsyncSession,
+    *,
+    template: Template,
+    version: TemplateVersion,
+    changes: dict[str, object],
+) -> TemplateVersion:
+    """Change a version's name, subject, html or text (checked before anything changes)."""
+    merged = {
+        "subject": changes.get("subject", version.subject),
+        "html": changes.get("html", version.html),
+        "text": changes.get("text", version.text),
+    }
+    check_version(template.engine, **merged)  # type: ignore[arg-type]
+    for name, value in changes.items():
+        if name in {"name", "subject", "html", "text"}:
+            setattr(version, name, value)
+    version.updated_at = clock.now()
+    if changes.get("active"):
+        await activate(session, version=version)
+    await session.flush()
+    await _touch(session, template)
+    return version
+
+
+async def activate(session: AsyncSession, *, version: TemplateVersion) -> None:
+    """Make `version` the only active one (the partial unique index enforces "only")."""
+    await session.execute(
+        update(TemplateVersion)
+        .where(TemplateVersion.template_id == version.template_id, TemplateVersion.active)
+        .values(active=False)
+        .execution_options(synchronize_session=False)
+    )
+    await session.flush()
+    await session.execute(
+        update(TemplateVersion)
+        .where(TemplateVersion.id == version.id)
+        .values(active=True, updated_at=clock.now())
+        .execution_options(synchronize_session=False)
+    )
+    await session.refresh(version)
+
+
+async def _touch(session: AsyncSession, template: Template) -> None:
+    template.updated_at = clock.now()
+    await session.flush()
+
+
+async def rename_template(session: AsyncSession, *, template: Template, name: str) -> None:
+    """Give a template a new name."""
+    template.name = name
+    await _touch(session, template)
