@@ -2,13 +2,16 @@
 
 from app.accounts.models import Account, ApiKey
 from app.batches.models import Batch
+from app.bounces.models import InboundReport
 from app.db import Base
 from app.domains.models import Domain
 from app.events.models import Event
 from app.idempotency.models import IdempotencyKey
 from app.messages.models import Attempt, Message, MessageAttachment, Recipient
+from app.stats.models import StatsCounter
 from app.suppressions.models import Suppression
 from app.templates.models import Template, TemplateVersion
+from app.webhooks.models import Webhook, WebhookAttempt, WebhookBatch, WebhookOutbox
 
 __all__ = [
     "Account",
@@ -19,10 +22,16 @@ __all__ = [
     "Domain",
     "Event",
     "IdempotencyKey",
+    "InboundReport",
     "Message",
     "MessageAttachment",
     "Recipient",
+    "StatsCounter",
     "Suppression",
     "Template",
     "TemplateVersion",
+    "Webhook",
+    "WebhookAttempt",
+    "WebhookBatch",
+    "WebhookOutbox",
 ]
