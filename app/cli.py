@@ -1,4 +1,4 @@
-"""The `columba` command: dev, api, worker, smtp, migrate, keys, domains, openapi."""
+"""The `columba` command: dev, api, worker, smtp, inbound, migrate, keys, domains, openapi."""
 
 from __future__ import annotations
 
@@ -134,6 +134,17 @@ def smtp(host: str, port: int, tls_port: int) -> None:
         )
     finally:
         stop_embedded_redis()
+
+
+@main.command()
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option("--port", default=25, show_default=True, type=int)
+def inbound(host: str, port: int) -> None:
+    """Receive bounces (DSN) and complaints (ARF) for the bounce domains."""
+    from app.bounces.inbound import serve_inbound
+
+    settings = _settings_for_production()
+    asyncio.run(serve_inbound(settings, host=host, port=port))
 
 
 @main.command(name="migrate")
@@ -297,7 +308,8 @@ def domains_add(domain: str, account: str, ed25519: bool) -> None:
 def _print_records(records: list[domains.DnsRecord]) -> None:
     for record in records:
         click.echo(f"; {record.purpose}")
-        click.echo(f'{record.name}.  IN  {record.type}  "{record.value}"')
+        value = record.value if record.type == "MX" else f'"{record.value}"'
+        click.echo(f"{record.name}.  IN  {record.type}  {value}")
 
 
 @domains_group.command(name="list")

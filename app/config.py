@@ -83,6 +83,16 @@ class Settings(BaseSettings):
     submission_bare_line_endings: Literal["normalize", "reject"] = "normalize"
     submission_idle_timeout: Duration = timedelta(minutes=5)  # RFC 5321 §4.5.3.2.7
 
+    webhook_timeout: Duration = timedelta(seconds=10)
+    webhook_poll_interval: Duration = timedelta(seconds=1)
+    webhook_retry_min: Duration = timedelta(seconds=5)
+    webhook_retry_max_interval: Duration = timedelta(hours=6)
+    webhook_retry_period: Duration = timedelta(days=3)
+    webhook_disable_after_failures: int = Field(default=25, ge=1)
+    webhook_batch_size: int = Field(default=100, ge=1, le=100)
+    webhook_concurrency: int = Field(default=20, ge=1)
+    inbound_max_message_size: int = Field(default=10 * 1024 * 1024, ge=1024)
+
     @field_validator("dns_nameservers", mode="before")
     @classmethod
     def _split_comma_list(cls, value: Any) -> Any:
@@ -106,6 +116,11 @@ class Settings(BaseSettings):
         "dns_timeout",
         "smtp_idle_timeout",
         "throttle_wait",
+        "webhook_timeout",
+        "webhook_poll_interval",
+        "webhook_retry_min",
+        "webhook_retry_max_interval",
+        "webhook_retry_period",
         "max_schedule_ahead",
         "template_render_timeout",
         "idempotency_ttl",

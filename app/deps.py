@@ -31,6 +31,12 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
+async def get_database(request: Request) -> Database:
+    """The app's database (for routes that need several short transactions)."""
+    database: Database = request.app.state.db
+    return database
+
+
 async def get_queue(request: Request) -> Queue:
     """The app's queue (async: FastAPI would run a plain function in a thread)."""
     queue: Queue = request.app.state.queue
@@ -47,6 +53,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 QueueDep = Annotated[Queue, Depends(get_queue)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
 
 
 RATE_LIMIT_PREFIX = "columba:ratelimit"
@@ -127,6 +134,12 @@ def require(scope: Scope) -> Callable[[Principal], Awaitable[Principal]]:
 
 MailSender = Annotated[Principal, Depends(require(Scope.MAIL_SEND))]
 MessagesReader = Annotated[Principal, Depends(require(Scope.MESSAGES_READ))]
+StatsReader = Annotated[Principal, Depends(require(Scope.STATS_READ))]
+SuppressionReader = Annotated[Principal, Depends(require(Scope.SUPPRESSION_READ))]
+SuppressionCreator = Annotated[Principal, Depends(require(Scope.SUPPRESSION_CREATE))]
+SuppressionDeleter = Annotated[Principal, Depends(require(Scope.SUPPRESSION_DELETE))]
+WebhooksReader = Annotated[Principal, Depends(require(Scope.WEBHOOKS_READ))]
+WebhooksEditor = Annotated[Principal, Depends(require(Scope.WEBHOOKS_UPDATE))]
 BatchCreator = Annotated[Principal, Depends(require(Scope.MAIL_BATCH_CREATE))]
 BatchReader = Annotated[Principal, Depends(require(Scope.MAIL_BATCH_READ))]
 BatchUpdater = Annotated[Principal, Depends(require(Scope.MAIL_BATCH_UPDATE))]

@@ -12,6 +12,7 @@ from app.config import Settings, load_settings
 from app.db import Database
 from app.embedded_redis import redis_url_for
 from app.errors import install_error_handlers
+from app.events.router import router as events_router
 from app.health import router as health_router
 from app.messages.router import router as messages_router
 from app.middleware import BodySizeLimit, body_limit_for
@@ -20,7 +21,10 @@ from app.queue import Queue
 from app.ratelimit import RateLimitHeaders
 from app.sendgrid.router import router as sendgrid_router
 from app.sendgrid.schemas import MailSend
+from app.stats.router import router as stats_router
+from app.suppressions.router import router as suppressions_router
 from app.templates.router import router as templates_router
+from app.webhooks.router import router as webhooks_router
 
 API_VERSION = "0.1.0"
 
@@ -52,6 +56,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_openapi(app, extra_models=[MailSend])
     app.include_router(health_router)
     app.include_router(messages_router)
+    app.include_router(events_router)
+    app.include_router(webhooks_router)
+    app.include_router(stats_router)
+    app.include_router(suppressions_router)
     app.include_router(sendgrid_router)
     app.include_router(batches_router)
     app.include_router(templates_router)

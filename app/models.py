@@ -2,14 +2,17 @@
 
 from app.accounts.models import Account, ApiKey
 from app.batches.models import Batch
+from app.bounces.models import InboundReport
 from app.db import Base
 from app.domains.models import Domain
 from app.events.models import Event
 from app.idempotency.models import IdempotencyKey
 from app.messages.models import Attempt, Message, MessageAttachment, Recipient
+from app.stats.models import StatsCounter
 from app.submission.models import SmtpSubmission
 from app.suppressions.models import Suppression
 from app.templates.models import Template, TemplateVersion
+from app.webhooks.models import Webhook, WebhookAttempt, WebhookBatch, WebhookOutbox
 
 __all__ = [
     "Account",
@@ -20,11 +23,17 @@ __all__ = [
     "Domain",
     "Event",
     "IdempotencyKey",
+    "InboundReport",
     "Message",
     "MessageAttachment",
     "Recipient",
     "SmtpSubmission",
+    "StatsCounter",
     "Suppression",
     "Template",
     "TemplateVersion",
+    "Webhook",
+    "WebhookAttempt",
+    "WebhookBatch",
+    "WebhookOutbox",
 ]

@@ -109,6 +109,9 @@ def settings(
         smtp_command_timeout=timedelta(seconds=5),
         smtp_data_timeout=timedelta(seconds=10),
         dns_timeout=timedelta(seconds=2),
+        # The burst workers of the tests stop once the queue is empty: a cron job due every
+        # second would keep it from ever being empty.
+        webhook_poll_interval=timedelta(seconds=5),
     )
 
 

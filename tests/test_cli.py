@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import aiosmtplib
 import httpx
 import pytest
 
@@ -67,6 +68,9 @@ def test_domains_add_prints_the_records_to_publish(env: dict[str, str], tmp_path
         r"cb\d{6}\._domainkey\.shop\.example\.\s+IN\s+TXT\s+\"v=DKIM1; k=rsa; p=", result.stdout
     )
     assert "v=spf1" in result.stdout
+    # The bounce domain's MX (to `columba inbound`) and SPF (the VERP MAIL FROM lives there).
+    assert re.search(r"bounces\.shop\.example\.\s+IN\s+MX\s+10 ", result.stdout)
+    assert result.stdout.count("v=spf1") == 2
     assert "_dmarc.shop.example." in result.stdout
     again = run(["domains", "add", "shop.example", "--account", "shop"], env, tmp_path)
     assert again.returncode != 0
@@ -213,3 +217,41 @@ async def test_smtp_serves_submissions_and_stops_on_sigterm(
             rest = await process.stdout.read()
             code = await process.wait()
     assert code == 0, rest.decode()[-2000:]
+
+
+async def test_inbound_listens_and_refuses_to_relay(env: dict[str, str], tmp_path: Path) -> None:
+    added = run(["domains", "add", "shop.example", "--account", "shop"], env, tmp_path)
+    assert added.returncode == 0, added.stderr
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        *COLUMBA,
+        "inbound",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        env=env,
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.1)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            break
+        for rcpt in ("someone@elsewhere.test", "bounces+x-y@bounces.shop.example"):
+            async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False) as smtp:
+                await smtp.mail("")
+                with pytest.raises(aiosmtplib.SMTPRecipientRefused) as refused:
+                    await smtp.rcpt(rcpt)
+                assert refused.value.code == 550
+    finally:
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            await process.wait()

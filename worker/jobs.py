@@ -5,8 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from app import clock
+from app.events import sequencer
 from app.idempotency import service as idempotency
 from app.queue import Queue
+from app.stats import compaction
+from app.webhooks.dispatcher import Dispatcher
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -32,6 +36,29 @@ async def sweep_due_recipients(ctx: dict[str, Any]) -> int:
     if enqueued:
         log.info("sweeper enqueued %d message(s)", enqueued)
     return enqueued
+
+
+async def dispatch_webhooks(ctx: dict[str, Any]) -> int:
+    """Deliver due webhook batches (issue 5; the logic lives in app.webhooks.dispatcher)."""
+    dispatcher: Dispatcher = ctx["webhooks"]
+    return await dispatcher.run()
+
+
+async def sequence_events(ctx: dict[str, Any]) -> int:
+    """Give newly committed events their feed positions (app.events.sequencer)."""
+    async with _runtime(ctx).db.session() as session:
+        numbered = await sequencer.sequence(session)
+        await session.commit()
+    return numbered
+
+
+async def compact_stats(ctx: dict[str, Any]) -> int:
+    """Fold the counter shards of past hours into one row each (app.stats.compaction)."""
+    before = clock.now().replace(minute=0, second=0, microsecond=0)
+    async with _runtime(ctx).db.session() as session:
+        folded = await compaction.compact(session, before=before)
+        await session.commit()
+    return folded
 
 
 async def purge_idempotency_keys(ctx: dict[str, Any]) -> int:

@@ -170,7 +170,9 @@ class Runtime:
         leader = group[0]
         emails = tuple(copy.recipient.email for copy in group)
         envelope = Envelope(
-            mail_from=return_path(loaded, leader.recipient),
+            mail_from=return_path(
+                loaded, leader.recipient, secret_key=self.settings.secret_key_bytes()
+            ),
             recipients=emails,
             data=leader.data,
             smtputf8=leader.smtputf8 or not all(email.isascii() for email in emails),

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from arq import cron
+from arq.cron import CronJob
 from arq.worker import Worker, func
 
 from app.config import Settings
 from app.queue import DELIVER_JOB, QUEUE_NAME, SWEEP_JOB, Queue, redis_settings
+from app.webhooks.dispatcher import build_dispatcher
 from worker import jobs
 from worker.runtime import Runtime
+
+WEBHOOKS_JOB = "dispatch_webhooks"
+SEQUENCE_JOB = "sequence_events"
+COMPACT_JOB = "compact_stats"
 
 JOB_TIMEOUT_SECONDS = 3600  # a job may hold many slow MX conversations; leases cover crashes
 PURGE_JOB = "purge_idempotency_keys"
@@ -23,6 +30,33 @@ def sweep_seconds(settings: Settings) -> set[int]:
     return set(range(0, 60, step))
 
 
+def seconds_every(interval: timedelta) -> set[int]:
+    """The seconds of each minute at which a job with this interval runs."""
+    step = max(1, min(60, int(interval.total_seconds())))
+    return set(range(0, 60, step))
+
+
+def feedback_cron_jobs(settings: Settings) -> list[CronJob]:
+    """Issue 5's periodic jobs: webhook delivery (every WEBHOOK_POLL_INTERVAL), feed
+    sequencing (every SWEEP_INTERVAL; readers of the feed also sequence before reading) and
+    folding the stats shards of past hours (four times an hour)."""
+    return [
+        cron(
+            jobs.dispatch_webhooks,
+            name=WEBHOOKS_JOB,
+            second=seconds_every(settings.webhook_poll_interval),
+            run_at_startup=True,
+        ),
+        cron(
+            jobs.sequence_events,
+            name=SEQUENCE_JOB,
+            second=seconds_every(settings.sweep_interval),
+            run_at_startup=True,
+        ),
+        cron(jobs.compact_stats, name=COMPACT_JOB, minute={1, 16, 31, 46}, second=30),
+    ]
+
+
 def build_worker(settings: Settings, redis_url: str, **overrides: Any) -> Worker:
     """An arq Worker running delivery jobs and the sweeper."""
 
@@ -31,8 +65,10 @@ def build_worker(settings: Settings, redis_url: str, **overrides: Any) -> Worker
         runtime.start()
         ctx["runtime"] = runtime
         ctx["queue"] = Queue(redis_url)
+        ctx["webhooks"] = build_dispatcher(settings, ctx["runtime"].db)
 
     async def shutdown(ctx: dict[str, Any]) -> None:
+        await ctx["webhooks"].client.close()
         await ctx["queue"].close()
         await ctx["runtime"].close()
 
@@ -45,6 +81,7 @@ def build_worker(settings: Settings, redis_url: str, **overrides: Any) -> Worker
                 second=sweep_seconds(settings),
                 run_at_startup=True,
             ),
+            *feedback_cron_jobs(settings),
             cron(jobs.purge_idempotency_keys, name=PURGE_JOB, minute=17, second=0),
         ],
         "queue_name": QUEUE_NAME,

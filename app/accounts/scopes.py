@@ -10,6 +10,12 @@ class Scope(StrEnum):
 
     MAIL_SEND = "mail.send"
     MESSAGES_READ = "messages.read"
+    STATS_READ = "stats.read"
+    SUPPRESSION_READ = "suppression.read"
+    SUPPRESSION_CREATE = "suppression.create"
+    SUPPRESSION_DELETE = "suppression.delete"
+    WEBHOOKS_READ = "user.webhooks.event.settings.read"
+    WEBHOOKS_UPDATE = "user.webhooks.event.settings.update"
     MAIL_BATCH_CREATE = "mail.batch.create"
     MAIL_BATCH_READ = "mail.batch.read"
     MAIL_BATCH_UPDATE = "mail.batch.update"

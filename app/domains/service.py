@@ -48,7 +48,9 @@ def dkim_record_name(domain: Domain, selector: str | None = None) -> str:
 
 
 def dns_records(domain: Domain, *, hostname: str) -> list[DnsRecord]:
-    """Every record to publish for a domain: DKIM, an SPF and a DMARC suggestion."""
+    """Every record to publish for a domain: DKIM, SPF and a DMARC suggestion, and the
+    bounce domain's MX (bounces come back to `columba inbound` on this host) and SPF (the
+    VERP MAIL FROM is on the bounce domain, so SPF is checked there: RFC 7208 §2.4)."""
     dkim = [DnsRecord("TXT", dkim_record_name(domain), domain.dkim_public_record, "DKIM (RSA)")]
     if domain.ed25519_selector and domain.ed25519_public_record:
         name = dkim_record_name(domain, domain.ed25519_selector)
@@ -63,6 +65,12 @@ def dns_records(domain: Domain, *, hostname: str) -> list[DnsRecord]:
             f"_dmarc.{domain.name}",
             f"v=DMARC1; p=none; rua=mailto:dmarc-reports@{domain.name}",
             "DMARC (start with p=none, tighten once reports are clean)",
+        ),
+        DnsRecord(
+            "MX", domain.bounce_domain, f"10 {hostname}.", "Bounce domain: where bounces return"
+        ),
+        DnsRecord(
+            "TXT", domain.bounce_domain, f"v=spf1 a:{hostname} -all", "SPF of the bounce domain"
         ),
     ]
 

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import BigInteger, ForeignKey, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app import clock
@@ -28,12 +28,27 @@ class EventType(StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     COMPLAINED = "complained"
     CANCELLED = "cancelled"
+    WEBHOOK_DISABLED = "webhook_disabled"
 
 
 class Event(Base):
-    """An append-only fact about a message or recipient; the id is the feed cursor."""
+    """An append-only fact about a message or recipient.
+
+    `id` is assigned at insert; `position` is the feed cursor, assigned after commit in
+    commit order by app.events.sequencer, so a reader following it never skips a row that
+    committed late (ids of concurrent transactions commit out of order)."""
 
     __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_account_id_position", "account_id", "position"),
+        Index("uq_events_position", "position", unique=True),
+        Index(
+            "ix_events_unsequenced",
+            "id",
+            postgresql_where=text("position IS NULL"),
+            sqlite_where=text("position IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(AutoIncrement, primary_key=True, autoincrement=True)
     account_id: Mapped[str] = mapped_column(
@@ -48,3 +63,4 @@ class Event(Base):
     type: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
     data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    position: Mapped[int | None] = mapped_column(BigInteger, default=None)

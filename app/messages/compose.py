@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from app.bounces import verp
 from app.delivery import mime
 from app.delivery.content import MessageContent
 from app.delivery.replies import Reply, synthetic
@@ -135,6 +136,8 @@ def _cache_key(loaded: LoadedMessage, inputs: dict[str, object]) -> str:
     return f"{loaded.message.id}:{hashlib.sha256(canonical.encode()).hexdigest()}"
 
 
-def return_path(loaded: LoadedMessage, leader: ClaimedRecipient) -> str:
-    """The envelope sender (MAIL FROM) of a transaction led by `leader`."""
-    return loaded.message.from_email
+def return_path(loaded: LoadedMessage, leader: ClaimedRecipient, *, secret_key: bytes) -> str:
+    """The envelope sender (MAIL FROM) of a transaction led by `leader`: a VERP address on the
+    sending domain's bounce domain, `bounces+<token>@bounces.<domain>`, whose token names the
+    leader. Recipients sharing the transaction are found from the DSN's Final-Recipient."""
+    return verp.return_path(leader.id, loaded.domain.bounce_domain, secret_key=secret_key)

@@ -461,6 +461,7 @@ DROP_REASONS = {
     SuppressionType.COMPLAINT: "Spam Reporting Address",
     SuppressionType.UNSUBSCRIBE: "Unsubscribed Address",
     SuppressionType.MANUAL: "Suppressed Address",
+    SuppressionType.INVALID: "Invalid",
 }
 
 

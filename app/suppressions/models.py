@@ -16,10 +16,17 @@ from app.ids import new_id
 class SuppressionType(StrEnum):
     """Why an address is suppressed."""
 
-    BOUNCE = "bounce"
-    COMPLAINT = "complaint"
+    BOUNCE = "bounce"  # a hard bounce
+    COMPLAINT = "complaint"  # a spam report (ARF)
     UNSUBSCRIBE = "unsubscribe"
-    MANUAL = "manual"
+    MANUAL = "manual"  # added through the API
+    INVALID = "invalid"  # the address or its domain does not exist (5.1.2, 5.1.10)
+    BLOCK = "block"  # a policy rejection: listed, as SendGrid lists blocks, but not suppressing
+
+    @property
+    def suppresses(self) -> bool:
+        """Whether sends to an address of this type are dropped."""
+        return self is not SuppressionType.BLOCK
 
 
 class Suppression(Base):
@@ -35,4 +42,5 @@ class Suppression(Base):
     email: Mapped[str] = mapped_column(String(320))  # lower-cased
     type: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default="")  # enhanced code, e.g. 5.1.1
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)

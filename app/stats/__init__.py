@@ -1,0 +1,1 @@
+"""Stats for dashboards: counters per account, hour and category, kept with the events."""

@@ -1,0 +1,1 @@
+"""Webhooks: endpoints, a durable outbox of events, signed batched deliveries."""

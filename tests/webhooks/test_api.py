@@ -1,0 +1,293 @@
+"""The webhooks API: CRUD, secrets, filters, SendGrid's format, replay, SSRF refusal."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trustme
+from sqlalchemy import func, select
+from standardwebhooks.webhooks import Webhook as StandardWebhook
+
+from app.config import Settings
+from app.db import Database
+from app.events import service as events
+from app.webhooks.dispatcher import Dispatcher, build_dispatcher
+from app.webhooks.models import Webhook, WebhookOutbox
+from tests.fakes.dns import FakeDNS
+from tests.fakes.mx import ScriptedMX
+from tests.fakes.webhooks import WebhookReceiver, running_receiver
+from tests.support import ApiServer, Sender, make_sender
+from tests.test_end_to_end import Deliver, send
+from tests.webhooks.conftest import create_webhook, drain_until, hook_url, quick_settings
+
+
+async def test_secret_is_shown_once_and_stored_encrypted(
+    client: httpx.AsyncClient, sender: Sender, receiver: WebhookReceiver, db: Database
+) -> None:
+    hook = await create_webhook(client, sender, hook_url(receiver), description="orders")
+    listed = (await client.get("/v1/webhooks", headers=sender.headers)).json()["webhooks"]
+    assert [w["id"] for w in listed] == [hook["id"]]
+    assert "secret" not in listed[0]
+    one = (await client.get(f"/v1/webhooks/{hook['id']}", headers=sender.headers)).json()
+    assert "secret" not in one
+    assert one["description"] == "orders"
+    async with db.session() as session:
+        stored = await session.get_one(Webhook, hook["id"])
+    assert hook["secret"].encode() not in stored.secret
+
+
+async def test_rotation_signs_with_both_secrets_for_a_while(
+    client: httpx.AsyncClient,
+    sender: Sender,
+    receiver: WebhookReceiver,
+    dispatcher: Dispatcher,
+) -> None:
+    hook = await create_webhook(client, sender, hook_url(receiver))
+    response = await client.post(f"/v1/webhooks/{hook['id']}/rotate-secret", headers=sender.headers)
+    assert response.status_code == 200
+    new_secret = response.json()["secret"]
+    assert new_secret.startswith("whsec_")
+    assert new_secret != hook["secret"]
+    await send(client, sender, to=["x@example.test"])
+    await drain_until(dispatcher, lambda: len(receiver.accepted) >= 1)
+    [request] = receiver.requests
+    assert len(request.headers["webhook-signature"].split(" ")) == 2
+    for secret in (hook["secret"], new_secret):
+        StandardWebhook(secret).verify(request.body, request.headers)
+
+
+async def test_event_type_filter_and_changes(
+    client: httpx.AsyncClient,
+    sender: Sender,
+    mx: ScriptedMX,
+    deliver: Deliver,
+    receiver: WebhookReceiver,
+    dispatcher: Dispatcher,
+) -> None:
+    hook = await create_webhook(client, sender, hook_url(receiver), event_types=["bounced"])
+    mx.reply_at("RCPT", 550, "5.1.1 no such user", to="gone@example.test")
+    await send(client, sender, to=["gone@example.test", "ok@example.test"])
+    await deliver()
+    await drain_until(dispatcher, lambda: len(receiver.accepted) >= 1)
+    [request] = receiver.requests
+    assert [(e["type"], e["email"]) for e in request.json()["data"]] == [
+        ("bounced", "gone@example.test")
+    ]
+    response = await client.patch(
+        f"/v1/webhooks/{hook['id']}",
+        json={"event_types": ["processed"], "description": "now processed"},
+        headers=sender.headers,
+    )
+    assert response.json()["event_types"] == ["processed"]
+    bad = await client.patch(
+        f"/v1/webhooks/{hook['id']}", json={"event_types": ["nope"]}, headers=sender.headers
+    )
+    assert bad.status_code == 400
+    assert bad.json()["errors"][0]["field"] == "event_types"
+
+
+async def test_sendgrid_format_uses_sendgrids_field_names(
+    client: httpx.AsyncClient,
+    sender: Sender,
+    mx: ScriptedMX,
+    deliver: Deliver,
+    receiver: WebhookReceiver,
+    dispatcher: Dispatcher,
+) -> None:
+    hook = await create_webhook(client, sender, hook_url(receiver), format="sendgrid")
+    mx.reply_at("RCPT", 550, "5.1.1 no such user", to="gone@example.test")
+    accepted = await send(
+        client,
+        sender,
+        to=["gone@example.test", "ok@example.test"],
+        categories=["receipt"],
+        metadata={"order_id": "1234"},
+    )
+    await deliver()
+    await drain_until(dispatcher, lambda: sum(len(r.json()) for r in receiver.accepted) >= 4)
+    items = [
+        item
+        for r in receiver.requests
+        for item in StandardWebhook(hook["secret"]).verify(r.body, r.headers)
+    ]
+    by_event = {(i["event"], i["email"]): i for i in items}
+    bounce = by_event[("bounce", "gone@example.test")]
+    assert bounce["status"] == "5.1.1"
+    assert bounce["type"] == "bounce"
+    assert bounce["bounce_classification"] == "Invalid Address"
+    assert "no such user" in bounce["reason"]
+    delivered = by_event[("delivered", "ok@example.test")]
+    assert delivered["tls"] == 0
+    assert delivered["response"].startswith("250")
+    for item in items:
+        assert item["category"] == "receipt"
+        assert item["order_id"] == "1234"  # custom args merged flat
+        assert item["sg_message_id"].startswith(accepted["id"] + ".")
+        assert item["smtp-id"].startswith("<")
+        assert len(item["sg_event_id"]) == 22
+        assert isinstance(item["timestamp"], int)
+    assert ("processed", "ok@example.test") in by_event
+
+
+async def test_replay_resends_events_since_a_time(
+    client: httpx.AsyncClient,
+    sender: Sender,
+    receiver: WebhookReceiver,
+    dispatcher: Dispatcher,
+) -> None:
+    hook = await create_webhook(client, sender, hook_url(receiver))
+    await send(client, sender, to=["x@example.test", "y@example.test"])
+    await drain_until(dispatcher, lambda: len(receiver.accepted) >= 1)
+    first = receiver.requests[0]
+    response = await client.post(
+        f"/v1/webhooks/{hook['id']}/replay",
+        params={"since": "2000-01-01T00:00:00Z"},
+        headers=sender.headers,
+    )
+    assert response.status_code == 202
+    assert response.json() == {"queued": 2}
+    await drain_until(dispatcher, lambda: len(receiver.accepted) >= 2)
+    again = receiver.requests[1]
+    assert again.json()["data"] == first.json()["data"]
+    assert again.headers["webhook-id"] != first.headers["webhook-id"]  # a new message
+
+
+async def test_another_accounts_webhook_is_404(
+    client: httpx.AsyncClient,
+    sender: Sender,
+    receiver: WebhookReceiver,
+    db: Database,
+    dns_server: FakeDNS,
+    settings: Settings,
+) -> None:
+    hook = await create_webhook(client, sender, hook_url(receiver))
+    other = await make_sender(db, dns_server, settings, account="other", domain="other.test")
+    for method, path in (
+        ("GET", f"/v1/webhooks/{hook['id']}"),
+        ("PATCH", f"/v1/webhooks/{hook['id']}"),
+        ("DELETE", f"/v1/webhooks/{hook['id']}"),
+        ("GET", f"/v1/webhooks/{hook['id']}/deliveries"),
+        ("POST", f"/v1/webhooks/{hook['id']}/rotate-secret"),
+    ):
+        response = await client.request(method, path, headers=other.headers, json={})
+        assert response.status_code == 404, (method, path)
+    assert (await client.get("/v1/webhooks", headers=other.headers)).json() == {"webhooks": []}
+    deleted = await client.delete(f"/v1/webhooks/{hook['id']}", headers=sender.headers)
+    assert deleted.status_code == 204
+    assert (await client.get("/v1/webhooks", headers=sender.headers)).json() == {"webhooks": []}
+
+
+async def test_outbox_rows_commit_and_roll_back_with_their_events(
+    sender: Sender, db: Database, client: httpx.AsyncClient, receiver: WebhookReceiver
+) -> None:
+    await create_webhook(client, sender, hook_url(receiver))
+    new = [events.NewEvent(account_id=sender.account_id, type="processed") for _ in range(1000)]
+    async with db.session() as session:
+        await events.record(session, new)
+        await session.rollback()
+    async with db.session() as session:
+        assert await session.scalar(select(func.count()).select_from(WebhookOutbox)) == 0
+        await events.record(session, new)
+        await session.commit()
+        assert await session.scalar(select(func.count()).select_from(WebhookOutbox)) == 1000
+
+
+async def test_urls_are_validated(client: httpx.AsyncClient, sender: Sender) -> None:
+    for url, words in (
+        ("ftp://hooks.test/x", "http"),
+        ("https://user:pw@hooks.test/x", "credentials"),
+        ("https://nowhere.test/x", "does not resolve"),
+    ):
+        response = await client.post("/v1/webhooks", json={"url": url}, headers=sender.headers)
+        assert response.status_code == 400, url
+        [error] = response.json()["errors"]
+        assert error["field"] == "url", error
+        assert words in error["message"], error
+
+
+async def test_private_addresses_are_refused_unless_allowed(
+    settings: Settings, sender: Sender, dns_server: FakeDNS
+) -> None:
+    dns_server.add_a("inside.test", "10.1.2.3")
+    strict = settings.model_copy(update={"allow_private_destinations": False})
+    async with ApiServer.running(strict) as api, httpx.AsyncClient(base_url=api.url) as http:
+        for url in (
+            "http://127.0.0.1:8080/hook",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://[::ffff:127.0.0.1]/hook",
+            "http://[fd00::1]/hook",
+            "https://inside.test/hook",
+        ):
+            response = await http.post("/v1/webhooks", json={"url": url}, headers=sender.headers)
+            assert response.status_code == 400, url
+            assert "non-public" in response.json()["errors"][0]["message"]
+
+
+async def test_the_address_connected_to_is_checked_again(
+    client: httpx.AsyncClient,
+    sender: Sender,
+    receiver: WebhookReceiver,
+    settings: Settings,
+    db: Database,
+    dns_server: FakeDNS,
+) -> None:
+    """DNS rebinding: the name pointed somewhere allowed when the webhook was added, and now
+    resolves to loopback; the dispatcher refuses to connect."""
+    hook = await create_webhook(client, sender, hook_url(receiver))
+    strict = build_dispatcher(quick_settings(settings, allow_private_destinations=False), db)
+    await send(client, sender, to=["x@example.test"])
+    await strict.run()
+    await strict.client.close()
+    assert receiver.requests == []
+    attempts: list[dict[str, Any]] = (
+        await client.get(f"/v1/webhooks/{hook['id']}/deliveries", headers=sender.headers)
+    ).json()["deliveries"]
+    assert attempts[0]["error"].startswith("refused:")
+    assert attempts[0]["ip"] is None
+
+
+async def test_https_endpoints_are_verified_against_their_host_name(
+    client: httpx.AsyncClient,
+    sender: Sender,
+    settings: Settings,
+    db: Database,
+    dns_server: FakeDNS,
+    tls_ca: trustme.CA,
+    tmp_path: Path,
+) -> None:
+    """The dispatcher connects to the checked address, yet TLS still verifies the name in the
+    URL (SNI), and a name the certificate does not cover is refused."""
+    pem = tmp_path / "hooks.pem"
+    tls_ca.issue_cert("secure-hooks.test").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    dns_server.add_a("secure-hooks.test", "127.0.0.8")
+    dns_server.add_a("other-name.test", "127.0.0.8")
+    context = ssl.create_default_context()
+    tls_ca.configure_trust(context)
+    async with running_receiver("127.0.0.8", tls_pem=pem) as receiver:
+        good = await create_webhook(
+            client,
+            sender,
+            f"https://secure-hooks.test:{receiver.port}/ok",
+            event_types=["processed"],
+        )
+        bad = await create_webhook(
+            client,
+            sender,
+            f"https://other-name.test:{receiver.port}/bad",
+            event_types=["processed"],
+        )
+        dispatcher = build_dispatcher(quick_settings(settings), db)
+        dispatcher.client.verify = context
+        await send(client, sender, to=["x@example.test"])
+        await drain_until(dispatcher, lambda: len(receiver.accepted) >= 1)
+        await dispatcher.client.close()
+    assert [r.path for r in receiver.requests] == ["/ok"]
+    assert receiver.requests[0].headers["host"] == f"secure-hooks.test:{receiver.port}"
+    refused = (
+        await client.get(f"/v1/webhooks/{bad['id']}/deliveries", headers=sender.headers)
+    ).json()["deliveries"]
+    assert "CERTIFICATE_VERIFY_FAILED" in refused[0]["error"]
+    del good
