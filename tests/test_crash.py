@@ -45,7 +45,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "DNS_NAMESERVERS": ",".join(settings.dns_nameservers),
         "MX_PORT": str(settings.mx_port),
         "ALLOW_PRIVATE_DESTINATIONS": "true",
-        "LEASE_DURATION": "6s",
+        "LEASE_DURATION": "20s",
         "SWEEP_INTERVAL": "1s",
         "WORKER_MAX_JOBS": str(WORKER_MAX_JOBS),
         "SMTP_CONNECT_TIMEOUT": "2s",

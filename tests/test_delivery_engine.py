@@ -309,6 +309,19 @@ async def test_block_bounce_does_not_suppress(
     assert view["recipients"][0]["status"] == "bounced"
     again = await send(client, sender, to=["blocked@example.test"])
     assert again["recipients"][0]["status"] == "queued"
+    listed = await client.get("/v3/suppression/blocks", headers=sender.headers)
+    assert [entry["email"] for entry in listed.json()] == ["blocked@example.test"]
+
+
+async def test_an_unknown_domain_lands_on_the_invalid_list(
+    client: httpx.AsyncClient, sender: Sender, deliver: Deliver
+) -> None:
+    await send(client, sender, to=["someone@no-such-domain.test"])
+    await deliver()
+    again = await send(client, sender, to=["someone@no-such-domain.test"])
+    assert again["recipients"][0]["status"] == "dropped"
+    listed = await client.get("/v3/suppression/invalid_emails", headers=sender.headers)
+    assert [entry["email"] for entry in listed.json()] == ["someone@no-such-domain.test"]
 
 
 async def test_cancelled_or_final_recipients_are_never_claimed(

@@ -167,7 +167,7 @@ class Pump:
             await self._changed()
 
     async def _renewer(self) -> None:
-        interval = self.settings.lease.total_seconds() / 3
+        interval = self.settings.lease.total_seconds() / 4  # three renewals may be late
         while True:
             await asyncio.sleep(interval)
             tokens = list(self._tokens)

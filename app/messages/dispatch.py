@@ -12,7 +12,7 @@ from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import clock
-from app.delivery.classify import Classification, classify, suppresses
+from app.delivery.classify import BounceKind, Classification, classify, suppresses
 from app.delivery.content import Address, Attachment, MessageContent
 from app.delivery.replies import Reply
 from app.delivery.retry import Decision
@@ -262,7 +262,7 @@ async def record_outcomes(session: AsyncSession, *, outcomes: Sequence[Outcome])
     )
     await session.execute(insert(Attempt), [_attempt_row(outcome) for outcome in outcomes])
     await events.record(session, [_event(outcome) for outcome in outcomes])
-    await _suppress_hard_bounces(session, outcomes)
+    await _record_suppressions(session, outcomes)
     return len(outcomes)
 
 
@@ -272,19 +272,37 @@ def failure_class(outcome: Outcome) -> Classification | None:
     return None if reply.is_success else classify(reply)
 
 
-async def _suppress_hard_bounces(session: AsyncSession, outcomes: Sequence[Outcome]) -> None:
-    """A hard bounce (the mailbox or domain does not exist) suppresses the address for the
-    account; blocks and soft bounces never do (CHECKLIST 38)."""
+# Enhanced codes that say the domain, not only the mailbox, does not exist (RFC 3463, 7505).
+_INVALID_DOMAIN_CODES = frozenset({"5.1.2", "5.1.10"})
+
+
+def suppression_for(outcome: Outcome) -> SuppressionType | None:
+    """The suppression list a bounce belongs on: hard bounces suppress the address (an
+    unknown domain as `invalid`, an unknown mailbox as `bounce`); blocks are listed, as
+    SendGrid lists them, but never suppress (CHECKLIST 38); soft bounces are not listed."""
+    if outcome.decision.status != RecipientStatus.BOUNCED:
+        return None
+    classification = failure_class(outcome)
+    if classification is None:
+        return None
+    if suppresses(classification):
+        invalid = outcome.decision.reply.enhanced in _INVALID_DOMAIN_CODES
+        return SuppressionType.INVALID if invalid else SuppressionType.BOUNCE
+    if classification.kind == BounceKind.BLOCK:
+        return SuppressionType.BLOCK
+    return None
+
+
+async def _record_suppressions(session: AsyncSession, outcomes: Sequence[Outcome]) -> None:
+    """Put hard bounces and blocks on the account's suppression lists."""
     for outcome in outcomes:
-        if outcome.decision.status != RecipientStatus.BOUNCED:
-            continue
-        classification = failure_class(outcome)
-        if classification is not None and suppresses(classification):
+        kind = suppression_for(outcome)
+        if kind is not None:
             await suppressions.suppress(
                 session,
                 account_id=outcome.recipient.account_id,
                 email=outcome.recipient.email,
-                type=SuppressionType.BOUNCE,
+                type=kind,
                 reason=str(outcome.decision.reply),
             )
 
