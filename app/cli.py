@@ -1,4 +1,4 @@
-"""The `columba` command: dev, api, worker, inbound, migrate, keys, domains, openapi."""
+"""The `columba` command: dev, api, worker, smtp, inbound, migrate, keys, domains, openapi."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from app.accounts.scopes import parse_scopes
 from app.config import Settings, UnsafeSettingsError, load_settings
 from app.db import Database
 from app.domains import service as domains
-from app.embedded_redis import redis_url_for
+from app.embedded_redis import redis_url_for, stop_embedded_redis
 
 T = TypeVar("T")
 
@@ -58,11 +58,29 @@ def main(log_level: str) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--smtp-port", default=2525, show_default=True, type=int, help="Capture SMTP port.")
-def dev(host: str, port: int, smtp_port: int) -> None:
-    """Everything on this machine: SQLite, embedded Redis, API, worker, capture SMTP server."""
+@click.option(
+    "--submission-port",
+    default=2587,
+    show_default=True,
+    type=int,
+    help="SMTP submission, STARTTLS.",
+)
+@click.option(
+    "--submission-tls-port", default=2465, show_default=True, type=int, help="SMTP submission, TLS."
+)
+def dev(
+    host: str, port: int, smtp_port: int, submission_port: int, submission_tls_port: int
+) -> None:
+    """Everything on this machine: SQLite, embedded Redis, API, worker, SMTP submission and a
+    capture SMTP server."""
     from app.devserver import run_dev  # imported here: it pulls in uvicorn and the worker
 
-    run_dev(host=host, port=port, smtp_port=smtp_port)
+    run_dev(
+        host=host,
+        port=port,
+        smtp_port=smtp_port,
+        submission_ports=(submission_port, submission_tls_port),
+    )
 
 
 @main.command()
@@ -92,6 +110,30 @@ def worker() -> None:
 
     settings = _settings_for_production()
     build_worker(settings, redis_url_for(settings.redis_url, settings.var_dir)).run()
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=587, show_default=True, type=int, help="STARTTLS; 0 = off.")
+@click.option("--tls-port", default=465, show_default=True, type=int, help="TLS; 0 = off.")
+def smtp(host: str, port: int, tls_port: int) -> None:
+    """SMTP submission: user `apikey`, an API key as password, TLS required."""
+    from app.submission.server import serve
+    from app.submission.tls import TlsSetupError, context_from_settings
+
+    settings = _settings_for_production()
+    try:
+        tls_context = context_from_settings(settings)
+    except TlsSetupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not (port or tls_port):
+        raise click.BadParameter("give --port or --tls-port (or both)", param_hint="--port")
+    try:
+        asyncio.run(
+            serve(settings, tls_context, host=host, port=port or None, tls_port=tls_port or None)
+        )
+    finally:
+        stop_embedded_redis()
 
 
 @main.command()
@@ -131,7 +173,15 @@ def keys() -> None:
 @click.option("--name", required=True, help="A name to recognise the key by.")
 @click.option("--scope", "scopes", multiple=True, help="Repeatable; none gives full access.")
 @click.option("--account", default=accounts.DEFAULT_ACCOUNT, show_default=True)
-def keys_create(name: str, scopes: tuple[str, ...], account: str) -> None:
+@click.option(
+    "--smtp-rate-limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Messages per minute over SMTP [default: COLUMBA_SUBMISSION_RATE_LIMIT].",
+)
+def keys_create(
+    name: str, scopes: tuple[str, ...], account: str, smtp_rate_limit: int | None
+) -> None:
     """Create a key and print it once (only its hash is stored)."""
     try:
         chosen = parse_scopes(scopes) if scopes else None
@@ -142,6 +192,7 @@ def keys_create(name: str, scopes: tuple[str, ...], account: str) -> None:
         async with database.session() as session:
             owner = await accounts.get_or_create_account(session, name=account)
             issued = await accounts.create_key(session, account=owner, name=name, scopes=chosen)
+            issued.api_key.smtp_messages_per_minute = smtp_rate_limit
             await session.commit()
             return issued.plaintext
 
@@ -166,10 +217,40 @@ def keys_list(account: str | None) -> None:
                 raise click.ClickException(f"no account named {account!r}")
             return await accounts.list_keys(session, account=owner)
 
-    for key in _run_db(load_settings(), work):
+    settings = load_settings()
+    for key in _run_db(settings, work):
         state = "revoked" if key.revoked_at else "active"
         scopes = ",".join(key.scopes) if key.scopes is not None else "full access"
-        click.echo(f"SG.{key.prefix}.…  {key.name}  {scopes}  {state}")
+        rate = key.smtp_messages_per_minute or settings.submission_rate_limit
+        click.echo(f"SG.{key.prefix}.…  {key.name}  {scopes}  {state}  smtp {rate}/min")
+
+
+@keys.command(name="limit")
+@click.argument("prefix")
+@click.option(
+    "--smtp-rate-limit",
+    required=True,
+    help="Messages per minute over SMTP, or `default` for COLUMBA_SUBMISSION_RATE_LIMIT.",
+)
+def keys_limit(prefix: str, smtp_rate_limit: str) -> None:
+    """Set a key's SMTP message rate, by its public prefix."""
+    prefix = prefix.removeprefix("SG.").split(".")[0]
+    if smtp_rate_limit == "default":
+        per_minute = None
+    elif smtp_rate_limit.isdigit() and int(smtp_rate_limit) >= 1:
+        per_minute = int(smtp_rate_limit)
+    else:
+        raise click.BadParameter("a positive integer or `default`", param_hint="--smtp-rate-limit")
+
+    async def work(database: Database) -> bool:
+        async with database.session() as session:
+            done = await accounts.set_smtp_rate_limit(session, prefix=prefix, per_minute=per_minute)
+            await session.commit()
+            return done
+
+    if not _run_db(load_settings(), work):
+        raise click.ClickException(f"no key with prefix {prefix!r}")
+    click.echo(f"SG.{prefix}: smtp {per_minute or 'default'} messages/min")
 
 
 @keys.command(name="revoke")

@@ -6,7 +6,7 @@ import socket
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -74,6 +74,14 @@ class Settings(BaseSettings):
     idempotency_ttl: Duration = timedelta(hours=24)
     idempotency_lock: Duration = timedelta(seconds=60)
     rate_limit: str = "10000/1m"
+    # SMTP submission (`columba smtp`): limits and protections of a public listener.
+    submission_rate_limit: int = Field(default=100, ge=1)  # messages per minute per key
+    submission_max_recipients: int = Field(default=1000, ge=1)
+    submission_auth_max_failures: int = Field(default=5, ge=1)  # per client IP
+    submission_auth_max_key_failures: int = Field(default=10, ge=1)  # per API key
+    submission_auth_lockout: Duration = timedelta(minutes=15)
+    submission_bare_line_endings: Literal["normalize", "reject"] = "normalize"
+    submission_idle_timeout: Duration = timedelta(minutes=5)  # RFC 5321 §4.5.3.2.7
 
     webhook_timeout: Duration = timedelta(seconds=10)
     webhook_poll_interval: Duration = timedelta(seconds=1)
@@ -117,6 +125,8 @@ class Settings(BaseSettings):
         "template_render_timeout",
         "idempotency_ttl",
         "idempotency_lock",
+        "submission_auth_lockout",
+        "submission_idle_timeout",
         mode="before",
     )
     @classmethod

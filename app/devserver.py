@@ -21,6 +21,8 @@ from app.devmail import start_capture_server
 from app.domains import service as domains
 from app.embedded_redis import redis_url_for, stop_embedded_redis
 from app.main import create_app
+from app.submission.server import SubmissionServer
+from app.submission.tls import context_from_settings, ensure_dev_certificate
 from worker.settings import build_worker
 
 DEV_ACCOUNT = "dev"
@@ -48,7 +50,7 @@ def dev_settings(smtp_port: int) -> Settings:
     """Embedded defaults; anything set in the environment still wins."""
     var_dir = Path(os.environ.get("COLUMBA_VAR_DIR", "./var"))
     var_dir.mkdir(parents=True, exist_ok=True)
-    defaults = {
+    defaults: dict[str, object] = {
         "dev_mode": True,
         "secret_key": _secret_key(var_dir),
         "relay_url": f"smtp://127.0.0.1:{smtp_port}",
@@ -56,6 +58,10 @@ def dev_settings(smtp_port: int) -> Settings:
         "allow_private_destinations": True,
         "hostname": "localhost",
     }
+    if "COLUMBA_SMTP_TLS_CERT" not in os.environ:
+        # A self-signed certificate for the submission listener (clients must not verify it).
+        cert, key = ensure_dev_certificate(var_dir / "tls", "localhost")
+        defaults |= {"smtp_tls_cert": cert, "smtp_tls_key": key}
     chosen = {k: v for k, v in defaults.items() if f"COLUMBA_{k.upper()}" not in os.environ}
     return load_settings(**chosen)
 
@@ -87,7 +93,7 @@ async def _dev_key(settings: Settings) -> str:
     return issued.plaintext
 
 
-def _banner(key: str, host: str, port: int, mailbox: Path) -> str:
+def _banner(key: str, host: str, port: int, mailbox: Path, submission: dict[str, int]) -> str:
     body = (
         '{"from": "hello@' + DEV_DOMAIN + '", "to": ["you@example.test"], '
         '"subject": "Hello from Columba", "text": "It works."}'
@@ -97,20 +103,32 @@ def _banner(key: str, host: str, port: int, mailbox: Path) -> str:
         f"-H {shlex.quote('Authorization: Bearer ' + key)} "
         f"-H 'Content-Type: application/json' -d {shlex.quote(body)}"
     )
+    swaks = (
+        f"swaks --server 127.0.0.1:{submission['starttls']} --tls --auth PLAIN "
+        f"--auth-user apikey --auth-password {shlex.quote(key)} "
+        f"--from hello@{DEV_DOMAIN} --to you@example.test"
+    )
     return (
         f"\nColumba dev is running on http://{host}:{port}  (Ctrl-C stops everything)\n"
         f"  API key (account {DEV_ACCOUNT!r}, domain {DEV_DOMAIN}): {key}\n"
+        f"  SMTP submission on 127.0.0.1:{submission['starttls']} (STARTTLS) and "
+        f"127.0.0.1:{submission['tls']} (TLS), self-signed certificate;\n"
+        "    user name `apikey`, password: the API key\n"
         f"  Every message is captured under {mailbox}/\n\n"
-        f"Try:\n  {curl}\n"
+        f"Try:\n  {curl}\n  {swaks}\n"
     )
 
 
-async def _serve(settings: Settings, host: str, port: int, smtp_port: int) -> None:
-    """Start capture SMTP, worker and API; stop them all on SIGINT/SIGTERM."""
+async def _serve(
+    settings: Settings, host: str, port: int, smtp_port: int, submission_ports: tuple[int, int]
+) -> None:
+    """Start capture SMTP, submission, worker and API; stop them all on SIGINT/SIGTERM."""
     redis_url = redis_url_for(settings.redis_url, settings.var_dir)
     key = await _dev_key(settings)
     mailbox = settings.var_dir / "mailbox"
     capture = await start_capture_server(mailbox, "127.0.0.1", smtp_port)
+    submission = SubmissionServer(settings, context_from_settings(settings))
+    await submission.start("127.0.0.1", port=submission_ports[0], tls_port=submission_ports[1])
     worker = build_worker(settings, redis_url, handle_signals=False)
     server = _EmbeddedServer(
         uvicorn.Config(create_app(settings), host=host, port=port, access_log=False)
@@ -122,11 +140,12 @@ async def _serve(settings: Settings, host: str, port: int, smtp_port: int) -> No
     worker_task = asyncio.create_task(worker.main())
     server_task = asyncio.create_task(server.serve())
     await asyncio.sleep(0.5)
-    print(_banner(key, host, port, mailbox), flush=True)
+    print(_banner(key, host, port, mailbox, submission.ports), flush=True)
     await stop.wait()
     print("\nstopping…", flush=True)
     server.should_exit = True
     await server_task
+    await submission.close()
     await worker.close()
     worker_task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -135,11 +154,11 @@ async def _serve(settings: Settings, host: str, port: int, smtp_port: int) -> No
     await capture.wait_closed()
 
 
-def run_dev(*, host: str, port: int, smtp_port: int) -> None:
+def run_dev(*, host: str, port: int, smtp_port: int, submission_ports: tuple[int, int]) -> None:
     """Migrate, then run everything until Ctrl-C."""
     settings = dev_settings(smtp_port)
     migrate.upgrade(settings.database_url)
     try:
-        asyncio.run(_serve(settings, host, port, smtp_port))
+        asyncio.run(_serve(settings, host, port, smtp_port, submission_ports))
     finally:
         stop_embedded_redis()

@@ -9,6 +9,7 @@ from app.events.models import Event
 from app.idempotency.models import IdempotencyKey
 from app.messages.models import Attempt, Message, MessageAttachment, Recipient
 from app.stats.models import StatsCounter
+from app.submission.models import SmtpSubmission
 from app.suppressions.models import Suppression
 from app.templates.models import Template, TemplateVersion
 from app.webhooks.models import Webhook, WebhookAttempt, WebhookBatch, WebhookOutbox
@@ -26,6 +27,7 @@ __all__ = [
     "Message",
     "MessageAttachment",
     "Recipient",
+    "SmtpSubmission",
     "StatsCounter",
     "Suppression",
     "Template",

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from app import migrate
+from app.submission.tls import ensure_dev_certificate
 from tests.fakes.mx import free_port
 
 COLUMBA = [sys.executable, "-m", "app.cli"]
@@ -89,7 +90,7 @@ def test_production_commands_refuse_to_start_without_a_secret_key(
 
 
 async def test_dev_runs_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    port, smtp_port = free_port(), free_port()
+    port, smtp_port, submission_port, tls_port = (free_port() for _ in range(4))
     env = {key: value for key, value in os.environ.items() if not key.startswith("COLUMBA_")} | {
         "PYTHONPATH": ROOT
     }
@@ -100,6 +101,10 @@ async def test_dev_runs_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         str(port),
         "--smtp-port",
         str(smtp_port),
+        "--submission-port",
+        str(submission_port),
+        "--submission-tls-port",
+        str(tls_port),
         cwd=tmp_path,
         env=env,
         stdout=asyncio.subprocess.PIPE,
@@ -109,7 +114,7 @@ async def test_dev_runs_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     try:
         output = ""
         async with asyncio.timeout(60):
-            while "curl" not in output:
+            while "swaks" not in output:
                 line = (await process.stdout.readline()).decode()
                 assert line, f"columba dev exited early:\n{output}"
                 output += line
@@ -129,8 +134,85 @@ async def test_dev_runs_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         [captured] = list(mailbox.glob("*.eml"))
         assert b"Subject: Hello from Columba" in captured.read_bytes()
         assert b"DKIM-Signature:" in captured.read_bytes()
+        # The banner's swaks line submits over SMTP (STARTTLS, self-signed certificate).
+        assert f"127.0.0.1:{submission_port} (STARTTLS) and 127.0.0.1:{tls_port} (TLS)" in output
+        swaks_line = next(line for line in output.splitlines() if "swaks" in line)
+        swaks = await asyncio.create_subprocess_exec(
+            *shlex.split(swaks_line), "--header", "Subject: Over SMTP",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        swaks_output, _ = await asyncio.wait_for(swaks.communicate(), 30)
+        assert swaks.returncode == 0, swaks_output.decode()
+        async with asyncio.timeout(20):
+            while len(list(mailbox.glob("*.eml"))) < 2:  # noqa: ASYNC110 (polling a directory)
+                await asyncio.sleep(0.1)
+        over_smtp = [p.read_bytes() for p in mailbox.glob("*.eml") if p != captured]
+        assert b"Subject: Over SMTP" in over_smtp[0]
+        assert b"DKIM-Signature:" in over_smtp[0]
     finally:
         process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(30):
+            rest = await process.stdout.read()
+            code = await process.wait()
+    assert code == 0, rest.decode()[-2000:]
+
+
+def test_keys_carry_an_smtp_rate_limit(env: dict[str, str], tmp_path: Path) -> None:
+    created = run(["keys", "create", "--name", "erp", "--smtp-rate-limit", "500"], env, tmp_path)
+    assert created.returncode == 0, created.stderr
+    prefix = created.stdout.strip().split(".")[1]
+    limited = run(["keys", "limit", f"SG.{prefix}", "--smtp-rate-limit", "20"], env, tmp_path)
+    assert limited.returncode == 0, limited.stderr
+    assert "smtp 20/min" in run(["keys", "list"], env, tmp_path).stdout
+
+
+def test_smtp_refuses_to_start_without_a_certificate(env: dict[str, str], tmp_path: Path) -> None:
+    result = run(["smtp", "--port", str(free_port()), "--tls-port", "0"], env, tmp_path)
+    assert result.returncode != 0
+    assert "COLUMBA_SMTP_TLS_CERT and COLUMBA_SMTP_TLS_KEY must name" in result.stderr
+    missing = {**env, "COLUMBA_SMTP_TLS_CERT": "/nonexistent.pem", "COLUMBA_SMTP_TLS_KEY": "/x"}
+    result = run(["smtp"], missing, tmp_path)
+    assert result.returncode != 0
+    assert "COLUMBA_SMTP_TLS_CERT=/nonexistent.pem is not a readable file" in result.stderr
+
+
+async def test_smtp_serves_submissions_and_stops_on_sigterm(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    cert, key = ensure_dev_certificate(tmp_path / "tls", "mta.columba.test")
+    env = {
+        **env,
+        "COLUMBA_SMTP_TLS_CERT": str(cert),
+        "COLUMBA_SMTP_TLS_KEY": str(key),
+        "COLUMBA_REQUIRE_VERIFIED_DOMAINS": "false",
+    }
+    api_key = run(["keys", "create", "--name", "smtp"], env, tmp_path).stdout.strip()
+    assert run(["domains", "add", "shop.test"], env, tmp_path).returncode == 0
+    port, tls_port = free_port(), free_port()
+    process = await asyncio.create_subprocess_exec(
+        *COLUMBA, "smtp", "--port", str(port), "--tls-port", str(tls_port),
+        cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert process.stdout is not None
+    try:
+        output = ""
+        async with asyncio.timeout(30):
+            while "implicit TLS" not in output:
+                line = (await process.stdout.readline()).decode()
+                assert line, f"columba smtp exited early:\n{output}"
+                output += line
+        for tls in (["--tls", "--port", str(port)], ["--tls-on-connect", "--port", str(tls_port)]):
+            swaks = await asyncio.create_subprocess_exec(
+                "swaks", "--server", "127.0.0.1", *tls, "--auth", "PLAIN",
+                "--auth-user", "apikey", "--auth-password", api_key,
+                "--from", "orders@shop.test", "--to", "someone@example.test",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            )  # fmt: skip
+            sent, _ = await asyncio.wait_for(swaks.communicate(), 30)
+            assert swaks.returncode == 0, sent.decode()
+            assert re.search(r"250 2\.0\.0 Ok: queued as \w{26}", sent.decode())
+    finally:
+        process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(30):
             rest = await process.stdout.read()
             code = await process.wait()

@@ -124,6 +124,28 @@ async def authenticate(session: AsyncSession, *, plaintext: str) -> Principal | 
     return Principal(account=account, api_key=api_key)
 
 
+async def active_principal(session: AsyncSession, *, api_key_id: str) -> Principal | None:
+    """The principal of a key that is still active, by id (None once it is revoked)."""
+    row = (
+        await session.execute(
+            select(ApiKey, Account)
+            .join(Account)
+            .where(ApiKey.id == api_key_id, ApiKey.revoked_at.is_(None))
+        )
+    ).one_or_none()
+    return None if row is None else Principal(account=row[1], api_key=row[0])
+
+
+async def set_smtp_rate_limit(
+    session: AsyncSession, *, prefix: str, per_minute: int | None
+) -> bool:
+    """Set a key's SMTP message rate (None: the default); False when there is no such key."""
+    result = await session.execute(
+        update(ApiKey).where(ApiKey.prefix == prefix).values(smtp_messages_per_minute=per_minute)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
 def needs_last_used_update(api_key: ApiKey) -> bool:
     """Record use at most once a minute per key, so reads stay reads."""
     last = api_key.last_used_at

@@ -17,6 +17,7 @@ from app.delivery.replies import Reply, synthetic
 from app.messages.dispatch import ClaimedRecipient, LoadedMessage, content_of
 from app.messages.models import RecipientStatus
 from app.messages.personalize import content_for, needs_rendering, render_inputs
+from app.submission import compose as submitted
 from app.templates.engines import RenderError, RenderLimits
 
 RENDER_CACHE_SIZE = 64
@@ -74,6 +75,9 @@ class Composer:
     ) -> list[Copy | Refused]:
         """One copy per recipient: identical for a plain message, rendered per recipient
         when it is personalised (recipients with equal render inputs still share bytes)."""
+        if loaded.message.raw_mime is not None:  # submitted over SMTP: signed as stored
+            data, smtputf8 = submitted.signed(loaded, self._signer_for(loaded))
+            return [Copy(recipient, data, smtputf8) for recipient in recipients]
         if not needs_rendering(loaded) and not any(r.personalization for r in recipients):
             data, smtputf8 = self.signed(loaded)
             return [Copy(recipient, data, smtputf8) for recipient in recipients]

@@ -98,6 +98,8 @@ class Message(Base):
     asm_group_id: Mapped[int | None] = mapped_column(Integer, default=None)
     # mail_settings, tracking_settings, ip_pool_name, asm as given (footer is applied).
     settings: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # A message submitted over SMTP is kept as the bytes to sign and send, not as fields.
+    raw_mime: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
 
     attachments: Mapped[list[MessageAttachment]] = relationship(
         lazy="raise", order_by="MessageAttachment.position", cascade="all, delete-orphan"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import email.policy
 import json
 from dataclasses import dataclass
 from datetime import timedelta
+from email.parser import BytesHeaderParser
 from typing import Any
 
 from sqlalchemy import Table, insert, select, text
@@ -269,13 +271,33 @@ async def accept(
     batch_status = await _batch_status(session, principal=principal, submission=submission)
     _check_send_times(submission, policy)
     size = content_size(content, submission)
+    check_size(size, policy=policy)
+    if submission.sandbox:
+        return Accepted(message_id="", recipients=())
+    message = _message_row(submission, content, principal, domain, size, policy.hostname)
+    return await write_message(
+        session, message=message, submission=submission, batch_status=batch_status
+    )
+
+
+def check_size(size: int, *, policy: AcceptPolicy) -> None:
+    """413 when a message is over the size limit."""
     if size > policy.max_message_size:
         raise PayloadTooLarge(
             f"the message is {size} bytes; the limit is {policy.max_message_size} bytes"
         )
-    if submission.sandbox:
-        return Accepted(message_id="", recipients=())
-    message = _message_row(submission, content, principal, domain, size, policy.hostname)
+
+
+async def write_message(
+    session: AsyncSession,
+    *,
+    message: Message,
+    submission: Submission,
+    batch_status: str | None = None,
+) -> Accepted:
+    """Write a checked message: its row, attachments, recipients (scheduled, dropped when
+    suppressed, …) and an event each. Every accept path ends here (POST /v1/send,
+    POST /v3/mail/send, SMTP submission); the caller commits."""
     # Core INSERTs (no unit of work): the accept path is what the send benchmark measures.
     await session.execute(insert(_MESSAGES), [_columns(message)])
     files = _attachment_rows(submission, message.id)
@@ -545,7 +567,7 @@ async def get_message_view(
     return MessageView.model_validate(
         {
             "id": message.id,
-            "message_id": message.message_id_header,
+            "message_id": _message_id_header(message),
             "from": {"email": message.from_email, "name": message.from_name},
             "subject": message.subject,
             "categories": message.categories,
@@ -558,6 +580,15 @@ async def get_message_view(
             ],
         }
     )
+
+
+def _message_id_header(message: Message) -> str:
+    """The Message-ID recipients see: a message submitted over SMTP keeps its own."""
+    if message.raw_mime is None:
+        return message.message_id_header
+    head = message.raw_mime.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+    value = BytesHeaderParser(policy=email.policy.compat32).parsebytes(head).get("Message-ID")
+    return " ".join(str(value).split()) if value else message.message_id_header
 
 
 def _recipient_view(

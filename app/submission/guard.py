@@ -1,0 +1,101 @@
+"""The protections a public submission listener needs: lockouts after failed AUTH (per client
+IP and per API key) and a per-key message rate, counted in Redis so that every listener
+process shares them.
+
+Redis trouble never stops mail: a check that cannot reach Redis lets the client through and
+logs a warning (the database, not Redis, decides what is accepted).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from app import clock
+from app.ratelimit import FixedWindowLimiter, RateLimitResult
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+RATE_WINDOW_SECONDS = 60  # limits are per minute
+_PREFIX = "columba:smtp"
+
+
+@dataclass(frozen=True, slots=True)
+class GuardLimits:
+    """The thresholds (from Settings)."""
+
+    max_ip_failures: int
+    max_key_failures: int
+    lockout_seconds: int
+
+
+class Guard:
+    """Lockouts and rates for the submission listener."""
+
+    def __init__(self, redis: Redis, limits: GuardLimits) -> None:
+        self.redis = redis
+        self.limits = limits
+        self._failures = FixedWindowLimiter(redis, prefix=f"{_PREFIX}:authfail")
+        self._rate = FixedWindowLimiter(redis, prefix=f"{_PREFIX}:rate")
+
+    async def ip_locked_for(self, ip: str) -> int:
+        """Seconds the client IP stays locked out (0: not locked)."""
+        return await _open_on_error(self._locked_for(f"ip:{ip}"), 0)
+
+    async def key_locked_for(self, prefix: str) -> int:
+        """Seconds the API key (by its public prefix) stays locked out for AUTH."""
+        return await _open_on_error(self._locked_for(f"key:{prefix}"), 0)
+
+    async def auth_failed(self, *, ip: str, key_prefix: str | None) -> int:
+        """Count a failed AUTH; returns the seconds of the IP lockout it starts (0: none)."""
+        if key_prefix is not None:
+            await _open_on_error(
+                self._count_failure(f"key:{key_prefix}", self.limits.max_key_failures), 0
+            )
+        return await _open_on_error(self._count_failure(f"ip:{ip}", self.limits.max_ip_failures), 0)
+
+    async def message_allowed(self, *, api_key_id: str, per_minute: int) -> RateLimitResult:
+        """Count one message against the key's rate."""
+        allowed = RateLimitResult(True, per_minute, per_minute, 0)
+        hit = self._rate.hit(f"key:{api_key_id}", limit=per_minute, window=RATE_WINDOW_SECONDS)
+        return await _open_on_error(hit, allowed)
+
+    async def _count_failure(self, subject: str, limit: int) -> int:
+        """Count a failure; the `limit`-th one within the lockout window locks `subject`."""
+        seconds = self.limits.lockout_seconds
+        result = await self._failures.hit(subject, limit=limit - 1, window=seconds)
+        if result.allowed:
+            return 0
+        until = clock.now().timestamp() + seconds
+        # The value is the end of the lockout, read against Columba's clock; the expiry only
+        # tidies up.
+        await self.redis.set(self._lock_key(subject), str(until), ex=seconds + 1)
+        log.warning("SMTP AUTH: %s locked out for %d s after repeated failures", subject, seconds)
+        return seconds
+
+    async def _locked_for(self, subject: str) -> int:
+        """Seconds left on a lockout of `subject`."""
+        value = await self.redis.get(self._lock_key(subject))
+        if value is None:
+            return 0
+        return max(0, math.ceil(float(value) - clock.now().timestamp()))
+
+    @staticmethod
+    def _lock_key(subject: str) -> str:
+        return f"{_PREFIX}:lock:{subject}"
+
+
+async def _open_on_error(check: Awaitable[T], fallback: T) -> T:
+    """The check's result, or `fallback` (let the client through) when Redis fails."""
+    try:
+        return await check
+    except (RedisError, OSError) as exc:
+        log.warning("SMTP protections unavailable (Redis: %s); letting the client through", exc)
+        return fallback

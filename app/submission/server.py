@@ -1,0 +1,143 @@
+"""The submission listener of one process: port 587 with STARTTLS (RFC 6409, RFC 3207) and
+port 465 with implicit TLS (RFC 8314), sharing one handler, database, queue and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+from types import TracebackType
+
+from redis.asyncio import Redis
+
+from app.config import Settings
+from app.db import Database
+from app.embedded_redis import redis_url_for
+from app.queue import Queue
+from app.submission import replies
+from app.submission.guard import Guard, GuardLimits
+from app.submission.handler import SubmissionHandler
+from app.submission.protocol import SubmissionSMTP
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_SECONDS = 10.0  # how long close() waits for messages being stored
+
+
+def guard_limits(settings: Settings) -> GuardLimits:
+    """The lockout thresholds the settings describe."""
+    return GuardLimits(
+        max_ip_failures=settings.submission_auth_max_failures,
+        max_key_failures=settings.submission_auth_max_key_failures,
+        lockout_seconds=max(1, int(settings.submission_auth_lockout.total_seconds())),
+    )
+
+
+class SubmissionServer:
+    """Listens for submissions until closed."""
+
+    def __init__(self, settings: Settings, tls_context: ssl.SSLContext) -> None:
+        # aiosmtpd logs every command at INFO, addresses included; ours says what matters.
+        logging.getLogger("mail.log").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
+        self.settings = settings
+        self.tls_context = tls_context
+        redis_url = redis_url_for(settings.redis_url, settings.var_dir)
+        self.database = Database(settings)
+        self.queue = Queue(redis_url)
+        self.redis = Redis.from_url(redis_url)  # connects on first use: Redis may start later
+        self.handler = SubmissionHandler(
+            settings,
+            database=self.database,
+            queue=self.queue,
+            guard=Guard(self.redis, guard_limits(settings)),
+        )
+        self._servers: list[asyncio.Server] = []
+        self.ports: dict[str, int] = {}  # "starttls" / "tls" → the port bound
+
+    async def __aenter__(self) -> SubmissionServer:
+        """Nothing to do before start()."""
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close everything."""
+        await self.close()
+
+    async def start(self, host: str, *, port: int | None, tls_port: int | None) -> None:
+        """Listen on `port` (STARTTLS) and `tls_port` (implicit TLS); None skips one, 0 picks a
+        free port."""
+        loop = asyncio.get_running_loop()
+        for kind, number in (("starttls", port), ("tls", tls_port)):
+            if number is None:
+                continue
+            implicit = kind == "tls"
+
+            def factory(implicit: bool = implicit) -> SubmissionSMTP:
+                return SubmissionSMTP(
+                    self.handler, implicit_tls=implicit, tls_context=self.tls_context, loop=loop
+                )
+
+            server = await loop.create_server(
+                factory, host, number, ssl=self.tls_context if implicit else None
+            )
+            self._servers.append(server)
+            self.ports[kind] = server.sockets[0].getsockname()[1]
+
+    async def close(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
+        """Stop listening, let messages being stored finish, then close every session with
+        421 (RFC 5321 §3.8) and release the database, queue and Redis."""
+        for server in self._servers:
+            server.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.handler.idle.wait(), grace)
+        await self._close_sessions()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+        await self.queue.close()
+        await self.redis.aclose()
+        await self.database.dispose()
+
+    async def _close_sessions(self) -> None:
+        """Say 421 to every open session, close it and wait for its task to end."""
+        connections = list(self.handler.connections)
+        tasks = [c._handler_coroutine for c in connections if c._handler_coroutine is not None]
+        for connection in connections:
+            if isinstance(connection.transport, asyncio.WriteTransport):
+                connection.transport.write(replies.SHUTTING_DOWN.encode() + b"\r\n")
+            connection.close()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=5)
+            for task in pending:
+                task.cancel()
+
+
+async def serve(
+    settings: Settings,
+    tls_context: ssl.SSLContext,
+    *,
+    host: str,
+    port: int | None,
+    tls_port: int | None,
+) -> None:
+    """`columba smtp`: listen until SIGINT or SIGTERM."""
+    async with SubmissionServer(settings, tls_context) as server:
+        await server.start(host, port=port, tls_port=tls_port)
+        for kind, bound in server.ports.items():
+            what = "STARTTLS" if kind == "starttls" else "implicit TLS"
+            log.info("SMTP submission listening on %s:%d (%s)", host, bound, what)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        log.info("SMTP submission stopping")
+    with contextlib.suppress(NotImplementedError):
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)

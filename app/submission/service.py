@@ -1,0 +1,189 @@
+"""Accepting a message submitted over SMTP: the rules and the one transaction of POST /v1/send
+(app.messages.service), fed from the SMTP envelope and the prepared MIME."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.accounts import service as accounts
+from app.accounts.scopes import Scope
+from app.accounts.service import Principal
+from app.common.fields import EmailAddress
+from app.delivery.content import Address
+from app.domains.models import Domain
+from app.errors import Forbidden, Unauthorized
+from app.messages import service as messages
+from app.messages.models import Message
+from app.messages.submission import Personalization, Submission
+from app.submission.models import SmtpSubmission
+from app.submission.prepare import PreparedMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Authorised:
+    """What the checks established: whose message it is and which domain signs it."""
+
+    account_id: str
+    domain_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """One SMTP mail transaction as the listener received it."""
+
+    message_id: str
+    api_key_id: str
+    mail_from: str
+    recipients: tuple[str, ...]  # normalised, without duplicates
+    size: int  # bytes the client sent (what SIZE and the size limit count)
+    client_ip: str
+    helo: str
+    tls_version: str | None
+    accepted_at: datetime
+
+
+@dataclass
+class Lookups:
+    """Keys and sending domains already looked up in the current transaction: the messages of
+    one batch share the answers (they cannot differ within one transaction's moment)."""
+
+    principals: dict[str, Principal | None] = field(default_factory=dict)
+    domains: dict[tuple[str, str], Domain] = field(default_factory=dict)
+
+
+async def authorise_submission(
+    session: AsyncSession,
+    *,
+    transaction: Transaction,
+    prepared: PreparedMessage,
+    policy: messages.AcceptPolicy,
+    lookups: Lookups,
+) -> Authorised:
+    """The checks of POST /v1/send, before anything is written: the key is still active (a
+    key revoked during a long session stops sending at once), may send mail, owns the From
+    domain, and the message is within the size limit. Raises the API's errors."""
+    key_id = transaction.api_key_id
+    if key_id not in lookups.principals:
+        lookups.principals[key_id] = await accounts.active_principal(session, api_key_id=key_id)
+    principal = lookups.principals[key_id]
+    if principal is None:
+        raise Unauthorized("the API key was revoked")
+    if not principal.allows(Scope.MAIL_SEND):
+        raise Forbidden(f"this API key lacks the {Scope.MAIL_SEND} scope")
+    from_domain = (principal.account.id, prepared.sender.email.rpartition("@")[2].lower())
+    domain = lookups.domains.get(from_domain)
+    if domain is None:
+        domain = await messages.authorise_sender(
+            session, principal=principal, email=prepared.sender.email, policy=policy
+        )
+        lookups.domains[from_domain] = domain
+    messages.check_size(transaction.size, policy=policy)
+    return Authorised(account_id=principal.account.id, domain_id=domain.id)
+
+
+async def write_submission(
+    session: AsyncSession,
+    *,
+    transaction: Transaction,
+    prepared: PreparedMessage,
+    authorised: Authorised,
+    hostname: str,
+) -> messages.Accepted:
+    """Write an authorised message through the accept path of the send APIs (its
+    smtp_submissions row is added by the caller, with those of the whole batch)."""
+    return await messages.write_message(
+        session,
+        message=_message_row(transaction, prepared, authorised=authorised, hostname=hostname),
+        submission=_as_submission(transaction, prepared),
+    )
+
+
+def _message_row(
+    transaction: Transaction,
+    prepared: PreparedMessage,
+    *,
+    authorised: Authorised,
+    hostname: str,
+) -> Message:
+    """The messages row: the raw MIME to send, and the fields the message view shows."""
+    options = prepared.options
+    return Message(
+        id=transaction.message_id,
+        account_id=authorised.account_id,
+        api_key_id=transaction.api_key_id,
+        domain_id=authorised.domain_id,
+        from_email=prepared.sender.email,
+        from_name=prepared.sender.name,
+        to_header=[_address_json(a) for a in prepared.to],
+        cc_header=[_address_json(a) for a in prepared.cc],
+        reply_to=[],
+        subject=prepared.subject,
+        text=None,
+        html=None,
+        headers=[],
+        categories=list(options.categories),
+        custom_args=dict(options.unique_args),
+        # Columba's own id in Message-ID form (unique); the MIME keeps the client's Message-ID,
+        # which need not be unique (a client may resend, or split recipients over transactions).
+        message_id_header=f"<{transaction.message_id.lower()}@{hostname}>",
+        size=len(prepared.data),
+        created_at=transaction.accepted_at,
+        template_id=None,
+        template_engine=None,
+        sections={},
+        batch_id=None,
+        send_at=options.send_at,
+        asm_group_id=options.asm_group_id,
+        settings={},
+        raw_mime=prepared.data,
+    )
+
+
+def _as_submission(transaction: Transaction, prepared: PreparedMessage) -> Submission:
+    """The message as the accept path sees a send: one copy for every envelope recipient,
+    each under the header that shows it (none: Bcc), and the X-SMTPAPI options."""
+    # To wins over Cc for an address in both, as a mail client shows it.
+    shown = {a.email.lower(): "cc" for a in prepared.cc} | {
+        a.email.lower(): "to" for a in prepared.to
+    }
+    kinds: dict[str, list[EmailAddress]] = {"to": [], "cc": [], "bcc": []}
+    for email in transaction.recipients:
+        # Validated at RCPT already: constructed, not validated again.
+        kinds[shown.get(email.lower(), "bcc")].append(EmailAddress.model_construct(email=email))
+    sender = prepared.sender
+    options = prepared.options
+    return Submission(
+        sender=EmailAddress.model_construct(email=sender.email, name=sender.name),
+        personalizations=(
+            Personalization(to=tuple(kinds["to"]), cc=tuple(kinds["cc"]), bcc=tuple(kinds["bcc"])),
+        ),
+        subject=prepared.subject,
+        categories=options.categories,
+        custom_args=dict(options.unique_args),
+        send_at=options.send_at,
+        asm_group_id=options.asm_group_id,
+    )
+
+
+def submission_row(
+    transaction: Transaction, prepared: PreparedMessage, *, account_id: str
+) -> SmtpSubmission:
+    """The SMTP side of the message: who handed it over, from where, how."""
+    return SmtpSubmission(
+        message_id=transaction.message_id,
+        account_id=account_id,
+        api_key_id=transaction.api_key_id,
+        client_ip=transaction.client_ip,
+        helo=transaction.helo[:255],
+        tls_version=transaction.tls_version,
+        envelope_from=transaction.mail_from[:320],
+        created_at=transaction.accepted_at,
+    )
+
+
+def _address_json(address: Address) -> dict[str, Any]:
+    return {"email": address.email, "name": address.name}
