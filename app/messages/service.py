@@ -536,6 +536,7 @@ def _event(
         message_id=message.id,
         recipient_id=row["id"],
         data=data,
+        categories=tuple(message.categories or ()),
     )
 
 
