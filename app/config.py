@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     submission_auth_lockout: Duration = timedelta(minutes=15)
     submission_bare_line_endings: Literal["normalize", "reject"] = "normalize"
     submission_idle_timeout: Duration = timedelta(minutes=5)  # RFC 5321 §4.5.3.2.7
+    # Open sessions per listener process: per client IP (Postfix's smtpd default is 50) and
+    # in all, so that one client cannot take every file descriptor.
+    submission_max_connections_per_ip: int = Field(default=50, ge=1)
+    submission_max_connections: int = Field(default=1000, ge=1)
 
     webhook_timeout: Duration = timedelta(seconds=10)
     webhook_poll_interval: Duration = timedelta(seconds=1)

@@ -85,9 +85,23 @@ class SubmissionHandler:
     # --- connection and AUTH ----------------------------------------------------------------
 
     async def refuse_connection(self, ip: str) -> Refusal | None:
-        """421 for a client IP locked out after failed AUTH attempts."""
+        """421 for a connection over the session limits, or from a client IP locked out
+        after failed AUTH attempts."""
+        crowded = self._over_connection_limits(ip)
+        if crowded is not None:
+            return crowded
         seconds = await self.guard.ip_locked_for(ip)
         return _locked_out(ip, seconds) if seconds else None
+
+    def _over_connection_limits(self, ip: str) -> Refusal | None:
+        """421 when this process already has too many sessions, or too many from `ip` (the
+        new session is counted already)."""
+        if len(self.connections) > self.settings.submission_max_connections:
+            return replies.too_many_connections()
+        from_ip = sum(1 for connection in self.connections if connection.peer_ip() == ip)
+        if from_ip > self.settings.submission_max_connections_per_ip:
+            return replies.too_many_connections(ip)
+        return None
 
     async def authenticate(self, *, ip: str, login: bytes, password: bytes) -> Principal | Refusal:
         """The principal for `apikey` / API key, or the reply refusing it (RFC 4954 §6)."""

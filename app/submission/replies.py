@@ -29,6 +29,14 @@ def not_stored() -> Refusal:
     return Refusal(451, "4.3.0", "Temporary failure: the message could not be stored; try again")
 
 
+def too_many_connections(ip: str | None = None) -> Refusal:
+    """421 at the greeting (RFC 5321 §3.1): 4.7.0 for one client's share, 4.3.2 (system not
+    accepting network messages, RFC 3463) when the listener itself is full."""
+    if ip is None:
+        return Refusal(421, "4.3.2", "Too many connections; try again later")
+    return Refusal(421, "4.7.0", f"Too many connections from {ip}; try again later")
+
+
 # RFC 5321 §4.5.3.1.10 and RFC 3463 X.5.3: past the recipient limit, the client may continue
 # with the rest in another transaction.
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
