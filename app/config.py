@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.delivery.throttle import DestinationLimits
@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     template_render_timeout: Duration = timedelta(seconds=2)
     template_max_output: int = Field(default=1024 * 1024, ge=1024)
     idempotency_ttl: Duration = timedelta(hours=24)
+    # Messages (with their recipients, attempts and events) whose recipients are all final,
+    # and finished webhook batches, are deleted once older than this; 0 keeps everything.
+    retention: Duration = timedelta(days=30)
     idempotency_lock: Duration = timedelta(seconds=60)
     rate_limit: str = "10000/1m"
     # SMTP submission (`columba smtp`): limits and protections of a public listener.
@@ -129,6 +132,7 @@ class Settings(BaseSettings):
         "template_render_timeout",
         "idempotency_ttl",
         "idempotency_lock",
+        "retention",
         "submission_auth_lockout",
         "submission_idle_timeout",
         mode="before",
@@ -136,6 +140,16 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_duration(cls, value: Any) -> Any:
         return parse_duration(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _retention_outlives_webhook_retries(self) -> Settings:
+        # Events still waiting for a webhook retry must not be deleted under it.
+        if self.retention and self.retention < self.webhook_retry_period:
+            raise ValueError(
+                "COLUMBA_RETENTION must be 0 (keep everything) or at least "
+                "COLUMBA_WEBHOOK_RETRY_PERIOD"
+            )
+        return self
 
     @field_validator("relay_url")
     @classmethod

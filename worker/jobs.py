@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from app import clock
+from app import clock, retention
 from app.events import sequencer
 from app.idempotency import service as idempotency
 from app.queue import Queue
@@ -59,6 +59,29 @@ async def compact_stats(ctx: dict[str, Any]) -> int:
         folded = await compaction.compact(session, before=before)
         await session.commit()
     return folded
+
+
+RETENTION_BATCH = 1000  # rows of each kind per transaction: short locks, small WAL bursts
+RETENTION_MAX_BATCHES = 100  # per run; what is left goes in the next hour's run
+
+
+async def purge_expired_data(ctx: dict[str, Any]) -> int:
+    """Delete what is older than COLUMBA_RETENTION (app.retention), a batch per transaction."""
+    runtime = _runtime(ctx)
+    if not runtime.settings.retention:
+        return 0
+    before = clock.now() - runtime.settings.retention
+    purged = retention.Purged()
+    for _ in range(RETENTION_MAX_BATCHES):
+        async with runtime.db.session() as session:
+            batch = await retention.purge_batch(session, before=before, limit=RETENTION_BATCH)
+            await session.commit()
+        purged += batch
+        if max(batch.messages, batch.events, batch.webhook_batches) < RETENTION_BATCH:
+            break
+    if purged.total:
+        log.info("retention: deleted %s", purged)
+    return purged.total
 
 
 async def purge_idempotency_keys(ctx: dict[str, Any]) -> int:

@@ -42,6 +42,14 @@ class Event(Base):
     __table_args__ = (
         Index("ix_events_account_id_position", "account_id", "position"),
         Index("uq_events_position", "position", unique=True),
+        # Retention deletes events of no message (e.g. a webhook disabled) by age; the rest
+        # go with their message.
+        Index(
+            "ix_events_unowned_created_at",
+            "created_at",
+            postgresql_where=text("message_id IS NULL"),
+            sqlite_where=text("message_id IS NULL"),
+        ),
         Index(
             "ix_events_unsequenced",
             "id",

@@ -64,6 +64,7 @@ class Message(Base):
     """One accepted send: the content every recipient's copy is rendered from."""
 
     __tablename__ = "messages"
+    __table_args__ = (Index("ix_messages_created_at", "created_at"),)  # retention's scan
 
     id: Mapped[str] = mapped_column(String(26), primary_key=True, default=new_id)
     account_id: Mapped[str] = mapped_column(

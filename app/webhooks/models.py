@@ -85,6 +85,7 @@ class WebhookBatch(Base):
     __table_args__ = (
         Index("ix_webhook_batches_webhook_id_state", "webhook_id", "state"),
         Index("ix_webhook_batches_due", "state", "next_attempt_at"),  # the dispatcher's scan
+        Index("ix_webhook_batches_completed_at", "completed_at"),  # retention's scan
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
