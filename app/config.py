@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     throttle_wait: Duration = timedelta(seconds=10)
     db_pool_size: int = Field(default=10, ge=1)
     max_schedule_ahead: Duration = timedelta(days=7)
+    # Recipients still paused this long after they were due expire (SendGrid: 72 hours).
+    paused_expiry: Duration = timedelta(hours=72)
     template_render_timeout: Duration = timedelta(seconds=2)
     template_max_output: int = Field(default=1024 * 1024, ge=1024)
     idempotency_ttl: Duration = timedelta(hours=24)
@@ -129,6 +131,7 @@ class Settings(BaseSettings):
         "webhook_retry_max_interval",
         "webhook_retry_period",
         "max_schedule_ahead",
+        "paused_expiry",
         "template_render_timeout",
         "idempotency_ttl",
         "idempotency_lock",

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from app import clock, retention
+from app.batches import service as batches
 from app.events import sequencer
 from app.idempotency import service as idempotency
 from app.queue import Queue
@@ -82,6 +83,23 @@ async def purge_expired_data(ctx: dict[str, Any]) -> int:
     if purged.total:
         log.info("retention: deleted %s", purged)
     return purged.total
+
+
+EXPIRY_BATCH = 1000  # recipients per transaction
+
+
+async def expire_paused_recipients(ctx: dict[str, Any]) -> int:
+    """Expire recipients left paused PAUSED_EXPIRY past their due time, a batch at a time."""
+    runtime = _runtime(ctx)
+    due_before = clock.now() - runtime.settings.paused_expiry
+    expired = 0
+    while True:
+        async with runtime.db.session() as session:
+            count = await batches.expire_paused(session, due_before=due_before, limit=EXPIRY_BATCH)
+            await session.commit()
+        expired += count
+        if count < EXPIRY_BATCH:
+            return expired
 
 
 async def purge_idempotency_keys(ctx: dict[str, Any]) -> int:

@@ -22,6 +22,7 @@ COMPACT_JOB = "compact_stats"
 JOB_TIMEOUT_SECONDS = 3600  # a job may hold many slow MX conversations; leases cover crashes
 PURGE_JOB = "purge_idempotency_keys"
 RETENTION_JOB = "purge_expired_data"
+PAUSED_EXPIRY_JOB = "expire_paused_recipients"
 POLL_DELAY_SECONDS = 0.05  # low latency between a 202 and the first SMTP connection
 
 
@@ -85,6 +86,12 @@ def build_worker(settings: Settings, redis_url: str, **overrides: Any) -> Worker
             *feedback_cron_jobs(settings),
             cron(jobs.purge_idempotency_keys, name=PURGE_JOB, minute=17, second=0),
             cron(jobs.purge_expired_data, name=RETENTION_JOB, minute=37, second=0),
+            cron(
+                jobs.expire_paused_recipients,
+                name=PAUSED_EXPIRY_JOB,
+                minute=set(range(0, 60, 5)),
+                second=40,
+            ),
         ],
         "queue_name": QUEUE_NAME,
         "redis_settings": redis_settings(redis_url),

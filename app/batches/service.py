@@ -9,6 +9,7 @@ each recipient is either sent or stopped, never both. Cancelled recipients get t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,6 +20,8 @@ from app.errors import BadRequest, NotFound
 from app.events import service as events
 from app.events.models import EventType
 from app.messages.models import Message, Recipient, RecipientStatus
+
+PAUSED_TOO_LONG = "paused for longer than PAUSED_EXPIRY after it was due"
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +153,42 @@ async def cancel(session: AsyncSession, *, batch: Batch) -> BatchChange:
     )
     await _set_status(session, batch, BatchStatus.CANCELLED)
     return BatchChange(batch, len(rows))
+
+
+async def expire_paused(session: AsyncSession, *, due_before: datetime, limit: int) -> int:
+    """Expire up to `limit` recipients still paused although they were due before
+    `due_before`, with an event each: SendGrid discards mail left paused for more than 72
+    hours as expired (Scheduled Sends API). The caller commits."""
+    stale = (
+        select(Recipient.id)
+        .where(Recipient.status == RecipientStatus.PAUSED, Recipient.next_attempt_at < due_before)
+        .limit(limit)
+    )
+    rows = (
+        await session.execute(
+            update(Recipient)
+            # Re-checked under the row lock, so a resume that got there first wins.
+            .where(Recipient.id.in_(stale.scalar_subquery()))
+            .where(Recipient.status == RecipientStatus.PAUSED)
+            .values(status=RecipientStatus.EXPIRED, next_attempt_at=None, updated_at=clock.now())
+            .returning(Recipient.id, Recipient.message_id, Recipient.account_id, Recipient.email)
+            .execution_options(synchronize_session=False)
+        )
+    ).all()
+    await events.record(
+        session,
+        [
+            events.NewEvent(
+                account_id=account_id,
+                type=EventType.EXPIRED,
+                message_id=message_id,
+                recipient_id=recipient_id,
+                data={"email": email, "reason": PAUSED_TOO_LONG},
+            )
+            for recipient_id, message_id, account_id, email in rows
+        ],
+    )
+    return len(rows)
 
 
 def _refuse_if_cancelled(batch: Batch) -> None:

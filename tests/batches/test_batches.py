@@ -10,11 +10,14 @@ from typing import Any
 import httpx
 
 from app import clock
+from app.config import Settings
 from app.db import Database
 from app.messages import dispatch
 from tests.fakes.mx import ScriptedMX
 from tests.support import Sender, make_key
 from tests.test_end_to_end import Deliver, message_view, send
+from worker import jobs
+from worker.runtime import Runtime
 
 
 async def new_batch(client: httpx.AsyncClient, sender: Sender) -> str:
@@ -189,3 +192,40 @@ async def test_batches_of_another_account_are_404(
         json={"from": sender.address(), "to": ["x@example.test"], "subject": "s", "text": "t"},
     )
     assert sent.status_code == 403
+
+
+async def test_recipients_left_paused_past_the_expiry_expire_with_an_event(
+    client: httpx.AsyncClient,
+    sender: Sender,
+    mx: ScriptedMX,
+    deliver: Deliver,
+    settings: Settings,
+    travel: Callable[[timedelta], None],
+) -> None:
+    batch_id = await new_batch(client, sender)
+    early = await scheduled_send(client, sender, batch_id, "a@example.test", hours=1)
+    late = await scheduled_send(client, sender, batch_id, "b@example.test", hours=48)
+    paused = await client.post(f"/v1/batches/{batch_id}/pause", headers=sender.headers)
+    assert paused.status_code == 200
+    runtime = Runtime(settings)
+    try:
+        # The first is due in 1 hour: 72 hours after that, it has been paused too long.
+        travel(timedelta(hours=1) + settings.paused_expiry - timedelta(minutes=1))
+        assert await jobs.expire_paused_recipients({"runtime": runtime}) == 0
+        travel(timedelta(minutes=2))
+        assert await jobs.expire_paused_recipients({"runtime": runtime}) == 1
+    finally:
+        await runtime.close()
+    view = await message_view(client, sender, early)
+    [recipient] = view["recipients"]
+    assert recipient["status"] == "expired"
+    assert [e["type"] for e in recipient["events"]] == ["processed", "expired"]
+    assert "paused for longer than" in recipient["events"][-1]["data"]["reason"]
+    # The second was due only 25 hours ago: it stays paused and is sent on resume.
+    assert await statuses(client, sender, late) == {"b@example.test": "paused"}
+    resumed = await client.post(f"/v1/batches/{batch_id}/resume", headers=sender.headers)
+    assert resumed.status_code == 200
+    assert resumed.json()["changed"] == 1
+    await deliver()
+    [received] = await mx.wait_for(1)
+    assert received.rcpt_tos == ["b@example.test"]
