@@ -173,6 +173,7 @@ async def run(args: argparse.Namespace) -> None:
             postgres_url=args.postgres,
             redis_url=args.redis,
             workers=args.workers,
+            api_workers=args.api_workers,
             external_sink_port=sink_port,
         ) as stack:
             await columba_throughput(stack, 200, 1, "warm-up")
@@ -187,7 +188,10 @@ async def run(args: argparse.Namespace) -> None:
                 )
             )
     async with running_stack(
-        postgres_url=args.postgres, redis_url=args.redis, workers=args.workers
+        postgres_url=args.postgres,
+        redis_url=args.redis,
+        workers=args.workers,
+        api_workers=args.api_workers,
     ) as stack:
         latencies = await latency_at(stack, args.latency_rate, args.latency_seconds)
     report(args, results, latencies)
@@ -196,7 +200,10 @@ async def run(args: argparse.Namespace) -> None:
 def report(args: argparse.Namespace, results: list[Figures], latencies: Latencies) -> None:
     """Print the figures, with Columba's as ratios against the baselines of the same run."""
     ceiling, peer = results[0], results[1]
-    print(f"\n{args.messages} messages of ~2 KB, {args.workers} worker(s), PostgreSQL + Redis\n")
+    print(
+        f"\n{args.messages} messages of ~2 KB, {args.workers} worker(s), "
+        f"{args.api_workers} API process(es), PostgreSQL + Redis\n"
+    )
     for figures in results:
         line = f"{figures.name:42s} {figures.rate:8.0f} msg/s"
         if figures not in (ceiling, peer):
@@ -226,6 +233,7 @@ def main() -> None:
         "--postgres", default="postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
     )
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/9")
+    parser.add_argument("--api-workers", type=int, default=1, help="uvicorn worker processes")
     parser.add_argument("--latency-rate", type=float, default=200.0)
     parser.add_argument("--latency-seconds", type=float, default=10.0)
     asyncio.run(run(parser.parse_args()))
