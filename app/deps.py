@@ -17,6 +17,7 @@ from app.accounts.service import Principal
 from app.config import Settings
 from app.db import Database
 from app.errors import Forbidden, TooManyRequests, Unauthorized
+from app.messages.committer import SendCommitter
 from app.queue import Queue
 from app.ratelimit import FixedWindowLimiter
 
@@ -43,6 +44,12 @@ async def get_queue(request: Request) -> Queue:
     return queue
 
 
+async def get_committer(request: Request) -> SendCommitter:
+    """The app's group committer for sends (async: see get_settings)."""
+    committer: SendCommitter = request.app.state.committer
+    return committer
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """A session per request; the route commits, anything uncommitted is rolled back."""
     database: Database = request.app.state.db
@@ -54,6 +61,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 QueueDep = Annotated[Queue, Depends(get_queue)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
+CommitterDep = Annotated[SendCommitter, Depends(get_committer)]
 
 
 RATE_LIMIT_PREFIX = "columba:ratelimit"

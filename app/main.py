@@ -14,6 +14,7 @@ from app.embedded_redis import redis_url_for
 from app.errors import install_error_handlers
 from app.events.router import router as events_router
 from app.health import router as health_router
+from app.messages.committer import SendCommitter
 from app.messages.router import router as messages_router
 from app.middleware import BodySizeLimit, body_limit_for
 from app.openapi import install_openapi
@@ -38,9 +39,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.db = Database(settings)
         app.state.queue = Queue(redis_url_for(settings.redis_url, settings.var_dir))
+        # One transaction at a time gathers the most sends per transaction (measured with
+        # bench/send.py on PostgreSQL: 1 beat 2 and 4); SQLite takes one writer at a time anyway.
+        app.state.committer = SendCommitter(app.state.db, app.state.queue, concurrency=1)
         try:
             yield
         finally:
+            await app.state.committer.close()
             await app.state.queue.close()
             await app.state.db.dispose()
 

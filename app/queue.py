@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 DELIVER_JOB = "deliver_message"
 SWEEP_JOB = "sweep_due_recipients"
 QUEUE_NAME = "columba:queue"
+# Enqueues in flight at once (each holds a pooled Redis connection for its WATCH/MULTI).
+WAKE_CONCURRENCY = 32
 
 
 def delivery_job_id(message_id: str) -> str:
@@ -52,19 +54,25 @@ class Queue:
         return self._pool
 
     async def wake_deliveries(self, message_ids: Iterable[str]) -> int:
-        """Enqueue a delivery job per message; returns how many were enqueued."""
+        """Enqueue a delivery job per message, WAKE_CONCURRENCY at a time; returns how many
+        were enqueued."""
+        ids = list(message_ids)
         enqueued = 0
         try:
             pool = await self.pool()
-            for message_id in message_ids:
-                job = await pool.enqueue_job(
-                    DELIVER_JOB, message_id, _job_id=delivery_job_id(message_id)
-                )
-                enqueued += job is not None
+            for start in range(0, len(ids), WAKE_CONCURRENCY):
+                chunk = ids[start : start + WAKE_CONCURRENCY]
+                jobs = await asyncio.gather(*(self._enqueue(pool, m) for m in chunk))
+                enqueued += sum(job is not None for job in jobs)
         except (RedisError, OSError) as exc:
             # The database holds the work; the sweeper enqueues it once Redis is back.
             log.warning("could not enqueue delivery (the sweeper will): %s", exc)
         return enqueued
+
+    @staticmethod
+    async def _enqueue(pool: ArqRedis, message_id: str) -> object:
+        """One delivery job (None when one for the message is already waiting)."""
+        return await pool.enqueue_job(DELIVER_JOB, message_id, _job_id=delivery_job_id(message_id))
 
     async def close(self) -> None:
         """Close the pool."""

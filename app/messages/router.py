@@ -6,7 +6,14 @@ import json
 
 from fastapi import APIRouter, Request, Response
 
-from app.deps import MailSender, MessagesReader, QueueDep, SessionDep, SettingsDep
+from app.deps import (
+    CommitterDep,
+    MailSender,
+    MessagesReader,
+    QueueDep,
+    SessionDep,
+    SettingsDep,
+)
 from app.idempotency import service as idempotency
 from app.idempotency.service import Claim, StoredResponse
 from app.messages import service
@@ -31,6 +38,7 @@ async def send(
     session: SessionDep,
     queue: QueueDep,
     settings: SettingsDep,
+    committer: CommitterDep,
 ) -> Response:
     """Accept a message for delivery; 202 only once it and every recipient are committed.
 
@@ -44,6 +52,14 @@ async def send(
         refuse_nul(json.loads(raw))
 
     async def work(claim: Claim | None) -> StoredResponse:
+        if claim is None:  # nothing else to commit with the message: share a transaction
+            accepted = await committer.accept(
+                session,
+                principal=principal,
+                submission=body.submission(),
+                policy=service.policy_from(settings),
+            )
+            return StoredResponse(202, accepted.view().model_dump(mode="json"))
         accepted = await service.accept(
             session,
             principal=principal,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.policy
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from email.parser import BytesHeaderParser
@@ -247,16 +248,27 @@ def content_size(content: _Content, submission: Submission) -> int:
     return bodies + headers + len(content.subject.encode()) + files
 
 
-async def accept(
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """A send that passed every check: the message row to write, and what it came from."""
+
+    message: Message
+    submission: Submission
+    batch_status: str | None = None
+
+
+SANDBOXED = Accepted(message_id="", recipients=())  # sandbox mode: valid, nothing written
+
+
+async def check(
     session: AsyncSession,
     *,
     principal: Principal,
     submission: Submission,
     policy: AcceptPolicy,
-) -> Accepted:
-    """Write the message, its recipients and an event each; the caller commits.
-
-    Everything is checked before the first write, so a refused send writes nothing."""
+) -> Checked | None:
+    """Every check of a send, in the caller's session, writing nothing; None for a sandbox
+    send (valid, not to be written)."""
     domain = await authorise_sender(
         session,
         principal=principal,
@@ -273,11 +285,26 @@ async def accept(
     size = content_size(content, submission)
     check_size(size, policy=policy)
     if submission.sandbox:
-        return Accepted(message_id="", recipients=())
+        return None
     message = _message_row(submission, content, principal, domain, size, policy.hostname)
-    return await write_message(
-        session, message=message, submission=submission, batch_status=batch_status
-    )
+    return Checked(message=message, submission=submission, batch_status=batch_status)
+
+
+async def accept(
+    session: AsyncSession,
+    *,
+    principal: Principal,
+    submission: Submission,
+    policy: AcceptPolicy,
+) -> Accepted:
+    """Write the message, its recipients and an event each; the caller commits.
+
+    Everything is checked before the first write, so a refused send writes nothing."""
+    checked = await check(session, principal=principal, submission=submission, policy=policy)
+    if checked is None:
+        return SANDBOXED
+    [accepted] = await write_messages(session, [checked])
+    return accepted
 
 
 def check_size(size: int, *, policy: AcceptPolicy) -> None:
@@ -295,24 +322,44 @@ async def write_message(
     submission: Submission,
     batch_status: str | None = None,
 ) -> Accepted:
-    """Write a checked message: its row, attachments, recipients (scheduled, dropped when
-    suppressed, …) and an event each. Every accept path ends here (POST /v1/send,
-    POST /v3/mail/send, SMTP submission); the caller commits."""
+    """Write one checked message (see write_messages); the caller commits."""
+    [accepted] = await write_messages(
+        session, [Checked(message=message, submission=submission, batch_status=batch_status)]
+    )
+    return accepted
+
+
+async def write_messages(session: AsyncSession, sends: Sequence[Checked]) -> list[Accepted]:
+    """Write checked messages: their rows, attachments, recipients (scheduled, dropped when
+    suppressed, …) and an event each, with one statement per table however many messages
+    there are. Every accept path ends here (POST /v1/send, POST /v3/mail/send, SMTP
+    submission, group-committed or not); the caller commits."""
+    if not sends:
+        return []
     # Core INSERTs (no unit of work): the accept path is what the send benchmark measures.
-    await session.execute(insert(_MESSAGES), [_columns(message)])
-    files = _attachment_rows(submission, message.id)
+    await session.execute(insert(_MESSAGES), [_columns(send.message) for send in sends])
+    files = [row for send in sends for row in _attachment_rows(send.submission, send.message.id)]
     if files:
         await session.execute(insert(_ATTACHMENTS), files)
-    rows = _recipient_rows(submission, message=message)
-    new_events = await _initial_states(session, submission, message, rows, batch_status)
-    await _insert_recipients(session, rows)
+    rows = [_recipient_rows(send.submission, message=send.message) for send in sends]
+    found = await _suppressions_of(session, rows)
+    new_events = [
+        event
+        for send, send_rows in zip(sends, rows, strict=True)
+        for event in _initial_states(send, send_rows, found)
+    ]
+    await _insert_recipients(session, [row for send_rows in rows for row in send_rows])
     await events.record(session, new_events)
-    return Accepted(
-        message_id=message.id,
-        recipients=tuple(
-            RecipientAccepted(id=r["id"], email=r["email"], status=r["status"]) for r in rows
-        ),
-    )
+    return [
+        Accepted(
+            message_id=send.message.id,
+            recipients=tuple(
+                RecipientAccepted(id=r["id"], email=r["email"], status=r["status"])
+                for r in send_rows
+            ),
+        )
+        for send, send_rows in zip(sends, rows, strict=True)
+    ]
 
 
 def _message_row(
@@ -465,21 +512,34 @@ DROP_REASONS = {
 }
 
 
-async def _initial_states(
-    session: AsyncSession,
-    submission: Submission,
-    message: Message,
-    rows: list[dict[str, Any]],
-    batch_status: str | None,
+Found = dict[tuple[str, str], list[Suppression]]  # (account, suppression key) → entries
+
+
+async def _suppressions_of(session: AsyncSession, rows: list[list[dict[str, Any]]]) -> Found:
+    """The suppressions of every recipient about to be written, one lookup per account."""
+    emails: dict[str, list[str]] = {}
+    for send_rows in rows:
+        for row in send_rows:
+            emails.setdefault(row["account_id"], []).append(row["email"])
+    found: Found = {}
+    for account_id, addresses in emails.items():
+        entries = await suppressions.all_suppressions(
+            session, account_id=account_id, emails=addresses
+        )
+        found.update({(account_id, key): value for key, value in entries.items()})
+    return found
+
+
+def _initial_states(
+    send: Checked, rows: list[dict[str, Any]], found: Found
 ) -> list[events.NewEvent]:
     """Each recipient's first status and event: processed, dropped (suppressed) or
     cancelled (its batch was cancelled); recipients of a paused batch wait, paused."""
-    found = await suppressions.all_suppressions(
-        session, account_id=message.account_id, emails=[row["email"] for row in rows]
-    )
+    message, submission = send.message, send.submission
     result = []
     for row in rows:
-        entry = _blocking(found.get(suppressions.suppression_key(row["email"]), []), submission)
+        key = (message.account_id, suppressions.suppression_key(row["email"]))
+        entry = _blocking(found.get(key, []), submission)
         facts = _event_facts(message, row)
         if entry is not None:
             row["status"], row["next_attempt_at"] = RecipientStatus.DROPPED, None
@@ -488,11 +548,11 @@ async def _initial_states(
                 "suppression": entry.type,
             }
             result.append(_event(EventType.DROPPED, message, row, facts))
-        elif batch_status == BatchStatus.CANCELLED:
+        elif send.batch_status == BatchStatus.CANCELLED:
             row["status"], row["next_attempt_at"] = RecipientStatus.CANCELLED, None
             result.append(_event(EventType.CANCELLED, message, row, facts))
         else:
-            if batch_status == BatchStatus.PAUSED:
+            if send.batch_status == BatchStatus.PAUSED:
                 row["status"] = RecipientStatus.PAUSED
             result.append(_event(EventType.PROCESSED, message, row, facts))
     return result

@@ -9,6 +9,7 @@ from app.batches.models import Batch, BatchStatus
 from app.deps import (
     BatchCreator,
     BatchReader,
+    CommitterDep,
     MailSender,
     QueueDep,
     ScheduledSendCreator,
@@ -59,6 +60,7 @@ async def mail_send(
     session: SessionDep,
     queue: QueueDep,
     settings: SettingsDep,
+    committer: CommitterDep,
 ) -> Response:
     """SendGrid's mail send: the same body, limits and errors; 202 with `X-Message-Id`.
 
@@ -67,20 +69,24 @@ async def mail_send(
     submission = translate.to_submission(mail)
 
     async def work(claim: Claim | None) -> StoredResponse:
+        policy = messages.policy_from(settings)
         try:
-            accepted = await messages.accept(
-                session,
-                principal=principal,
-                submission=submission,
-                policy=messages.policy_from(settings),
-            )
+            if claim is None:  # nothing else to commit with the message: share a transaction
+                accepted = await committer.accept(
+                    session, principal=principal, submission=submission, policy=policy
+                )
+            else:
+                accepted = await messages.accept(
+                    session, principal=principal, submission=submission, policy=policy
+                )
         except Forbidden as exc:
             raise _sender_identity(exc) from exc
         if submission.sandbox:
             return StoredResponse(200)
         stored = StoredResponse(202, None, {"X-Message-Id": accepted.message_id})
-        if claim is not None:
-            await idempotency.complete(session, claim=claim, response=stored)
+        if claim is None:
+            return stored  # committed and woken by the committer
+        await idempotency.complete(session, claim=claim, response=stored)
         await session.commit()
         await queue.wake_deliveries([accepted.message_id])
         return stored

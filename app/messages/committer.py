@@ -1,0 +1,132 @@
+"""Group commit for the send APIs: sends checked while a transaction is being written wait for
+the next one and share it, written with one statement per table (write_messages).
+
+Each request is checked in its own session first (key, sending domain, template, batch), so a
+refused send never joins a transaction. Its 202 still comes only after the transaction holding
+its message committed (CHECKLIST: nothing acknowledged that is not durable), and the delivery
+wake-ups of the whole transaction follow the commit. When a shared transaction fails, each of
+its sends is written again on its own, so one bad send cannot fail the others; an idle API
+commits each send on its own, at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.accounts.service import Principal
+from app.db import Database
+from app.messages.service import (
+    SANDBOXED,
+    Accepted,
+    AcceptPolicy,
+    Checked,
+    check,
+    write_messages,
+)
+from app.messages.submission import Submission
+from app.queue import Queue
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 100  # sends per transaction: bounds what one failure sends back to be rewritten
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A checked send waiting for a transaction, and where its outcome goes."""
+
+    send: Checked
+    outcome: asyncio.Future[Accepted]
+
+
+class SendCommitter:
+    """Writes checked sends, one transaction per batch, `concurrency` transactions at once."""
+
+    def __init__(self, database: Database, queue: Queue, *, concurrency: int) -> None:
+        self.database = database
+        self.queue = queue
+        self.concurrency = concurrency
+        self._pending: list[_Pending] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def accept(
+        self,
+        session: AsyncSession,
+        *,
+        principal: Principal,
+        submission: Submission,
+        policy: AcceptPolicy,
+    ) -> Accepted:
+        """Check the send in the request's `session`, then write it with others; returns once
+        it is committed (sandbox sends: once checked)."""
+        checked = await check(session, principal=principal, submission=submission, policy=policy)
+        if checked is None:
+            return SANDBOXED
+        # Give the request's connection back before waiting: requests that hold one while
+        # waiting for the committer's would exhaust the pool under load.
+        await session.close()
+        return await self.commit(checked)
+
+    async def commit(self, send: Checked) -> Accepted:
+        """Queue `send` for the next transaction; its outcome once that committed."""
+        outcome: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(send, outcome))
+        if len(self._tasks) < self.concurrency:
+            task = asyncio.create_task(self._drain())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await outcome
+
+    async def close(self) -> None:
+        """Let the transactions in flight finish."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _drain(self) -> None:
+        """Write batches until nothing waits."""
+        while self._pending:
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            await self._commit(batch)
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        """One transaction for the batch; if it fails, one per send, so only a failing send
+        fails. Every waiting request learns its outcome."""
+        try:
+            accepted = await self._write([item.send for item in batch])
+        except Exception as exc:
+            if len(batch) == 1:
+                _settle(batch[0].outcome, exc)
+                return
+            log.warning(
+                "a group commit of %d sends failed (%s); writing each alone", len(batch), exc
+            )
+            for item in batch:
+                await self._commit([item])
+            return
+        try:
+            await self.queue.wake_deliveries([a.message_id for a in accepted])
+        except Exception:  # committed is committed: the sweeper wakes what this did not
+            log.exception("could not wake the deliveries of %d sends", len(accepted))
+        for item, result in zip(batch, accepted, strict=True):
+            _settle(item.outcome, result)
+
+    async def _write(self, sends: list[Checked]) -> list[Accepted]:
+        """Write and commit the sends in one transaction."""
+        async with self.database.session() as session:
+            accepted = await write_messages(session, sends)
+            await session.commit()
+        return accepted
+
+
+def _settle(future: asyncio.Future[Accepted], outcome: Accepted | BaseException) -> None:
+    """Hand the outcome to the waiting request (gone if the client disconnected)."""
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
