@@ -260,7 +260,8 @@ async def record_outcomes(session: AsyncSession, *, outcomes: Sequence[Outcome])
         ),
         [_recipient_params(outcome) for outcome in outcomes],
     )
-    await session.execute(insert(Attempt), [_attempt_row(outcome) for outcome in outcomes])
+    attempts: Table = Attempt.__table__  # type: ignore[assignment]  # Core, not the ORM's bulk path
+    await session.execute(insert(attempts), [_attempt_row(outcome) for outcome in outcomes])
     await events.record(session, [_event(outcome) for outcome in outcomes])
     await _record_suppressions(session, outcomes)
     return len(outcomes)
