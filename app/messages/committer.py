@@ -33,6 +33,10 @@ from app.queue import Queue
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 100  # sends per transaction: bounds what one failure sends back to be rewritten
+# A send with more recipients than this is its own transaction: its rows already make one
+# large transaction, and sharing would hold its delivery back until every other bulk send of
+# the batch is written too.
+SOLO_RECIPIENTS = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +70,8 @@ class SendCommitter:
         checked = await check(session, principal=principal, submission=submission, policy=policy)
         if checked is None:
             return SANDBOXED
+        if _recipient_count(checked) > SOLO_RECIPIENTS:
+            return await self._write_alone(session, checked)
         # Give the request's connection back before waiting: requests that hold one while
         # waiting for the committer's would exhaust the pool under load.
         await session.close()
@@ -80,6 +86,13 @@ class SendCommitter:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return await outcome
+
+    async def _write_alone(self, session: AsyncSession, send: Checked) -> Accepted:
+        """Write a bulk send in the request's own transaction, then wake its delivery."""
+        [accepted] = await write_messages(session, [send])
+        await session.commit()
+        await self.queue.wake_deliveries([accepted.message_id])
+        return accepted
 
     async def close(self) -> None:
         """Let the transactions in flight finish."""
@@ -120,6 +133,11 @@ class SendCommitter:
             accepted = await write_messages(session, sends)
             await session.commit()
         return accepted
+
+
+def _recipient_count(send: Checked) -> int:
+    """How many recipients the send has."""
+    return sum(len(personal.recipients) for personal in send.submission.personalizations)
 
 
 def _settle(future: asyncio.Future[Accepted], outcome: Accepted | BaseException) -> None:

@@ -16,7 +16,7 @@ from app.config import Settings
 from app.db import Database
 from app.events.models import Event
 from app.messages import service
-from app.messages.committer import SendCommitter
+from app.messages.committer import SOLO_RECIPIENTS, SendCommitter
 from app.messages.models import Message, Recipient
 from app.messages.schemas import SendRequest
 from app.queue import Queue
@@ -136,3 +136,29 @@ async def test_sandbox_sends_write_nothing(
     response = await client.post("/v3/mail/send", json=body, headers=sender.headers)
     assert response.status_code == 200, response.text
     assert await count(db, select(func.count(Message.id))) == 0
+
+
+async def test_a_bulk_send_is_written_in_its_own_transaction(
+    db: Database, sender: Sender, settings: Settings, redis_url: str
+) -> None:
+    queue = Queue(redis_url)
+    committer = CountingCommitter(db, queue, concurrency=1)
+    addresses = [f"b{i}@example.test" for i in range(SOLO_RECIPIENTS + 1)]
+    request = SendRequest.model_validate(
+        {"from": sender.address(), "to": addresses, "subject": "Hi", "text": "Hello."}
+    )
+    try:
+        async with db.session() as session:
+            principal = await accounts.authenticate(session, plaintext=sender.key)
+            assert principal is not None
+            accepted = await committer.accept(
+                session,
+                principal=principal,
+                submission=request.submission(),
+                policy=service.policy_from(settings),
+            )
+    finally:
+        await queue.close()
+    assert committer.transactions == []  # not queued behind other sends
+    assert len(accepted.recipients) == len(addresses)
+    assert await count(db, select(func.count(Recipient.id))) == len(addresses)
