@@ -52,6 +52,10 @@ def main(log_level: str) -> None:
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # arq logs every job start and end at INFO: with crons every second that drowns what
+        # matters. Its warnings and errors still show; --log-level DEBUG shows everything.
+        logging.getLogger("arq.worker").setLevel(logging.WARNING)
 
 
 @main.command()
