@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ from app.domains.models import Domain
 from app.main import create_app
 from tests.fakes.dns import FakeDNS
 from tests.fakes.mx import free_port
+from worker.runtime import Runtime
 from worker.settings import build_worker
 
 
@@ -254,3 +255,12 @@ def api_in_thread(settings: Settings) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+async def run_job(settings: Settings, job: Callable[[dict[str, Any]], Awaitable[int]]) -> int:
+    """Run one worker job (a cron's function) once, with a worker runtime of its own."""
+    runtime = Runtime(settings)
+    try:
+        return await job({"runtime": runtime})
+    finally:
+        await runtime.close()

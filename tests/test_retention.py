@@ -21,10 +21,9 @@ from app.messages.models import Attempt, Recipient
 from app.stats.models import StatsCounter
 from app.webhooks.models import BatchState, Webhook, WebhookAttempt, WebhookBatch
 from tests.fakes.mx import ScriptedMX
-from tests.support import Sender
+from tests.support import Sender, run_job
 from tests.test_end_to_end import send
 from worker import jobs
-from worker.runtime import Runtime
 
 Deliver = Callable[[], Awaitable[int]]
 
@@ -137,11 +136,8 @@ async def test_retention_zero_keeps_everything(
     accepted = await send(client, sender, to=["alice@example.test"])
     await deliver()
     travel(timedelta(days=400))
-    runtime = Runtime(settings.model_copy(update={"retention": timedelta(0)}))
-    try:
-        assert await jobs.purge_expired_data({"runtime": runtime}) == 0
-    finally:
-        await runtime.close()
+    keep_all = settings.model_copy(update={"retention": timedelta(0)})
+    assert await run_job(keep_all, jobs.purge_expired_data) == 0
     headers = sender.headers
     kept = await client.get(f"/v1/messages/{accepted['id']}", headers=headers)
     assert kept.status_code == 200
@@ -158,11 +154,7 @@ async def test_the_worker_job_purges_past_the_retention_period(
     accepted = await send(client, sender, to=["alice@example.test"])
     await deliver()
     travel(settings.retention + timedelta(hours=1))
-    runtime = Runtime(settings)
-    try:
-        assert await jobs.purge_expired_data({"runtime": runtime}) >= 1
-    finally:
-        await runtime.close()
+    assert await run_job(settings, jobs.purge_expired_data) >= 1
     headers = sender.headers
     gone = await client.get(f"/v1/messages/{accepted['id']}", headers=headers)
     assert gone.status_code == 404

@@ -11,13 +11,12 @@ commits each send on its own, at once.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.service import Principal
+from app.common.group_commit import GroupCommit, Pending, settle
 from app.db import Database
 from app.messages.service import (
     SANDBOXED,
@@ -39,23 +38,13 @@ MAX_BATCH = 100  # sends per transaction: bounds what one failure sends back to 
 SOLO_RECIPIENTS = 50
 
 
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    """A checked send waiting for a transaction, and where its outcome goes."""
-
-    send: Checked
-    outcome: asyncio.Future[Accepted]
-
-
-class SendCommitter:
+class SendCommitter(GroupCommit[Checked, Accepted]):
     """Writes checked sends, one transaction per batch, `concurrency` transactions at once."""
 
     def __init__(self, database: Database, queue: Queue, *, concurrency: int) -> None:
+        super().__init__(concurrency=concurrency, max_batch=MAX_BATCH)
         self.database = database
         self.queue = queue
-        self.concurrency = concurrency
-        self._pending: list[_Pending] = []
-        self._tasks: set[asyncio.Task[None]] = set()
 
     async def accept(
         self,
@@ -75,17 +64,7 @@ class SendCommitter:
         # Give the request's connection back before waiting: requests that hold one while
         # waiting for the committer's would exhaust the pool under load.
         await session.close()
-        return await self.commit(checked)
-
-    async def commit(self, send: Checked) -> Accepted:
-        """Queue `send` for the next transaction; its outcome once that committed."""
-        outcome: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(send, outcome))
-        if len(self._tasks) < self.concurrency:
-            task = asyncio.create_task(self._drain())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        return await outcome
+        return await self.submit(checked)
 
     async def _write_alone(self, session: AsyncSession, send: Checked) -> Accepted:
         """Write a bulk send in the request's own transaction, then wake its delivery."""
@@ -94,38 +73,27 @@ class SendCommitter:
         await self.queue.wake_deliveries([accepted.message_id])
         return accepted
 
-    async def close(self) -> None:
-        """Let the transactions in flight finish."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _drain(self) -> None:
-        """Write batches until nothing waits."""
-        while self._pending:
-            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-            await self._commit(batch)
-
-    async def _commit(self, batch: list[_Pending]) -> None:
+    async def _commit(self, batch: list[Pending[Checked, Accepted]]) -> None:
         """One transaction for the batch; if it fails, one per send, so only a failing send
         fails. Every waiting request learns its outcome."""
         try:
-            accepted = await self._write([item.send for item in batch])
+            accepted = await self._write([pending.item for pending in batch])
         except Exception as exc:
             if len(batch) == 1:
-                _settle(batch[0].outcome, exc)
+                settle(batch[0].outcome, exc)
                 return
             log.warning(
                 "a group commit of %d sends failed (%s); writing each alone", len(batch), exc
             )
-            for item in batch:
-                await self._commit([item])
+            for pending in batch:
+                await self._commit([pending])
             return
         try:
             await self.queue.wake_deliveries([a.message_id for a in accepted])
         except Exception:  # committed is committed: the sweeper wakes what this did not
             log.exception("could not wake the deliveries of %d sends", len(accepted))
-        for item, result in zip(batch, accepted, strict=True):
-            _settle(item.outcome, result)
+        for pending, result in zip(batch, accepted, strict=True):
+            settle(pending.outcome, result)
 
     async def _write(self, sends: list[Checked]) -> list[Accepted]:
         """Write and commit the sends in one transaction."""
@@ -138,13 +106,3 @@ class SendCommitter:
 def _recipient_count(send: Checked) -> int:
     """How many recipients the send has."""
     return sum(len(personal.recipients) for personal in send.submission.personalizations)
-
-
-def _settle(future: asyncio.Future[Accepted], outcome: Accepted | BaseException) -> None:
-    """Hand the outcome to the waiting request (gone if the client disconnected)."""
-    if future.done():
-        return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)

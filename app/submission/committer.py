@@ -1,5 +1,6 @@
-"""Group commit: messages whose DATA ends while a transaction is being written wait for the
-next one and share it, so a busy listener commits tens of messages at a time.
+"""Group commit (app.common.group_commit) for the SMTP listener: messages whose DATA ends while
+a transaction is being written wait for the next one and share it, so a busy listener commits
+tens of messages at a time.
 
 Each client still gets its 250 only after the transaction holding its message committed
 (CHECKLIST 21). A message that fails its checks is left out of the transaction with its own
@@ -9,13 +10,13 @@ client's retry is safe. An idle listener commits each message on its own, at onc
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.common.group_commit import GroupCommit, Pending, settle
 from app.db import Database
 from app.errors import Forbidden, PayloadTooLarge, Unauthorized
 from app.messages.service import AcceptPolicy
@@ -38,41 +39,26 @@ MAX_BATCH = 50  # messages per transaction: bounds the work a database failure s
 
 
 @dataclass(frozen=True, slots=True)
-class _Pending:
-    """A message waiting for a transaction, and where its outcome goes."""
+class _Message:
+    """A message waiting for a transaction: its envelope and its prepared content."""
 
     transaction: Transaction
     prepared: PreparedMessage
-    outcome: asyncio.Future[str]  # the message id, or a Refusal
 
 
-class GroupCommitter:
+class GroupCommitter(GroupCommit[_Message, str]):
     """Stores prepared messages, one transaction per batch, `concurrency` batches at a time."""
 
     def __init__(self, database: Database, policy: AcceptPolicy, *, concurrency: int = 1) -> None:
+        super().__init__(concurrency=concurrency, max_batch=MAX_BATCH)
         self.database = database
         self.policy = policy
-        self.concurrency = concurrency  # transactions in flight at once
-        self._pending: list[_Pending] = []
-        self._tasks: set[asyncio.Task[None]] = set()
 
     async def store(self, transaction: Transaction, prepared: PreparedMessage) -> str:
         """The message id once its transaction committed; Refusal when it was not stored."""
-        outcome: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(transaction, prepared, outcome))
-        if len(self._tasks) < self.concurrency:
-            task = asyncio.create_task(self._drain())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        return await outcome
+        return await self.submit(_Message(transaction, prepared))
 
-    async def _drain(self) -> None:
-        """Commit batches until nothing waits."""
-        while self._pending:
-            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-            await self._commit(batch)
-
-    async def _commit(self, batch: list[_Pending]) -> None:
+    async def _commit(self, batch: list[Pending[_Message, str]]) -> None:
         """One transaction for the batch; every waiting client learns its outcome."""
         outcomes: list[str | Refusal] = []
         committed = False
@@ -86,23 +72,23 @@ class GroupCommitter:
         finally:
             if not committed:  # also on cancellation: nothing was stored, say so to everyone
                 outcomes = [replies.not_stored() for _ in batch]
-            for item, outcome in zip(batch, outcomes, strict=True):
-                _settle(item.outcome, outcome)
+            for pending, outcome in zip(batch, outcomes, strict=True):
+                settle(pending.outcome, outcome)
 
-    async def _write(self, batch: list[_Pending]) -> list[str | Refusal]:
+    async def _write(self, batch: list[Pending[_Message, str]]) -> list[str | Refusal]:
         """Check and write every message of the batch, then commit; the outcome of each."""
         outcomes: list[str | Refusal] = []
         lookups, rows = Lookups(), list[SmtpSubmission]()
         async with self.database.session() as session:
-            for item in batch:
-                outcomes.append(await self._add(session, item, lookups, rows))
+            for pending in batch:
+                outcomes.append(await self._add(session, pending.item, lookups, rows))
             # Added last, so that one INSERT writes the submissions rows of the whole batch.
             session.add_all(rows)
             await session.commit()
         return outcomes
 
     async def _add(
-        self, session: AsyncSession, item: _Pending, lookups: Lookups, rows: list[SmtpSubmission]
+        self, session: AsyncSession, item: _Message, lookups: Lookups, rows: list[SmtpSubmission]
     ) -> str | Refusal:
         """Check the message, then write it; a refusal leaves nothing behind (the checks write
         nothing), so the other messages of the transaction are unaffected."""
@@ -131,13 +117,3 @@ class GroupCommitter:
             submission_row(item.transaction, item.prepared, account_id=authorised.account_id)
         )
         return accepted.message_id
-
-
-def _settle(future: asyncio.Future[str], outcome: str | Refusal) -> None:
-    """Hand the outcome to the waiting client (gone if it disconnected meanwhile)."""
-    if future.done():
-        return
-    if isinstance(outcome, Refusal):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)

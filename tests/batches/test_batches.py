@@ -14,10 +14,9 @@ from app.config import Settings
 from app.db import Database
 from app.messages import dispatch
 from tests.fakes.mx import ScriptedMX
-from tests.support import Sender, make_key
+from tests.support import Sender, make_key, run_job
 from tests.test_end_to_end import Deliver, message_view, send
 from worker import jobs
-from worker.runtime import Runtime
 
 
 async def new_batch(client: httpx.AsyncClient, sender: Sender) -> str:
@@ -207,15 +206,11 @@ async def test_recipients_left_paused_past_the_expiry_expire_with_an_event(
     late = await scheduled_send(client, sender, batch_id, "b@example.test", hours=48)
     paused = await client.post(f"/v1/batches/{batch_id}/pause", headers=sender.headers)
     assert paused.status_code == 200
-    runtime = Runtime(settings)
-    try:
-        # The first is due in 1 hour: 72 hours after that, it has been paused too long.
-        travel(timedelta(hours=1) + settings.paused_expiry - timedelta(minutes=1))
-        assert await jobs.expire_paused_recipients({"runtime": runtime}) == 0
-        travel(timedelta(minutes=2))
-        assert await jobs.expire_paused_recipients({"runtime": runtime}) == 1
-    finally:
-        await runtime.close()
+    # The first is due in 1 hour: 72 hours after that, it has been paused too long.
+    travel(timedelta(hours=1) + settings.paused_expiry - timedelta(minutes=1))
+    assert await run_job(settings, jobs.expire_paused_recipients) == 0
+    travel(timedelta(minutes=2))
+    assert await run_job(settings, jobs.expire_paused_recipients) == 1
     view = await message_view(client, sender, early)
     [recipient] = view["recipients"]
     assert recipient["status"] == "expired"

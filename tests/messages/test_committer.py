@@ -67,7 +67,7 @@ async def test_concurrent_sends_share_transactions_and_all_commit(
         sends = [
             await checked_send(db, sender, settings, f"r{i}@example.test") for i in range(SENDS)
         ]
-        accepted = await asyncio.gather(*(committer.commit(send) for send in sends))
+        accepted = await asyncio.gather(*(committer.submit(send) for send in sends))
     finally:
         await queue.close()
     assert sorted(a.message_id for a in accepted) == sorted(s.message.id for s in sends)
@@ -91,7 +91,7 @@ async def test_a_failing_send_fails_alone(
     bad = dataclasses.replace(bad_send, message=bad_message)
     try:
         outcomes = await asyncio.gather(
-            *(committer.commit(send) for send in [*good[:3], bad, *good[3:]]),
+            *(committer.submit(send) for send in [*good[:3], bad, *good[3:]]),
             return_exceptions=True,
         )
     finally:
