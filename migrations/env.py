@@ -23,6 +23,8 @@ def _render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[Fa
     if isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"
     if isinstance(obj, sa.JSON) or isinstance(getattr(obj, "impl", None), sa.JSON):
+        if "postgresql" not in getattr(obj, "_variant_mapping", {}):
+            return "sa.JSON()"  # plain JSON on purpose (OrderedJSON keeps key order)
         autogen_context.imports.add("from sqlalchemy.dialects import postgresql")
         return 'sa.JSON().with_variant(postgresql.JSONB(), "postgresql")'
     if isinstance(obj, sa.BigInteger) and "sqlite" in getattr(obj, "_variant_mapping", {}):
