@@ -11,13 +11,13 @@ from typing import Any, TypeVar
 
 import click
 
-from app import migrate
 from app.accounts import service as accounts
 from app.accounts.scopes import parse_scopes
-from app.config import Settings, UnsafeSettingsError, load_settings
-from app.db import Database
+from app.core import migrate
+from app.core.config import Settings, UnsafeSettingsError, load_settings
+from app.core.db import Database
+from app.dev.embedded_redis import redis_url_for, stop_embedded_redis
 from app.domains import service as domains
-from app.embedded_redis import redis_url_for, stop_embedded_redis
 
 T = TypeVar("T")
 
@@ -77,7 +77,7 @@ def dev(
 ) -> None:
     """Everything on this machine: SQLite, embedded Redis, API, worker, SMTP submission and a
     capture SMTP server."""
-    from app.devserver import run_dev  # imported here: it pulls in uvicorn and the worker
+    from app.dev.server import run_dev  # imported here: it pulls in uvicorn and the worker
 
     run_dev(
         host=host,

@@ -10,16 +10,16 @@ from fastapi import Depends, Request
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import clock
 from app.accounts import service as accounts
 from app.accounts.scopes import Scope
 from app.accounts.service import Principal
-from app.config import Settings
-from app.db import Database
-from app.errors import Forbidden, TooManyRequests, Unauthorized
+from app.core import clock
+from app.core.config import Settings
+from app.core.db import Database
+from app.core.errors import Forbidden, TooManyRequests, Unauthorized
+from app.core.queue import Queue
+from app.core.ratelimit import FixedWindowLimiter
 from app.messages.committer import SendCommitter
-from app.queue import Queue
-from app.ratelimit import FixedWindowLimiter
 
 log = logging.getLogger(__name__)
 

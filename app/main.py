@@ -8,18 +8,18 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.batches.router import router as batches_router
-from app.config import Settings, load_settings
-from app.db import Database
-from app.embedded_redis import redis_url_for
-from app.errors import install_error_handlers
+from app.core.config import Settings, load_settings
+from app.core.db import Database
+from app.core.errors import install_error_handlers
+from app.core.queue import Queue
+from app.core.ratelimit import RateLimitHeaders
+from app.dev.embedded_redis import redis_url_for
 from app.events.router import router as events_router
 from app.health import router as health_router
 from app.messages.committer import SendCommitter
 from app.messages.router import router as messages_router
 from app.middleware import BodySizeLimit, body_limit_for
 from app.openapi import install_openapi
-from app.queue import Queue
-from app.ratelimit import RateLimitHeaders
 from app.sendgrid.router import router as sendgrid_router
 from app.sendgrid.schemas import MailSend
 from app.stats.router import router as stats_router

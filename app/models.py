@@ -3,7 +3,7 @@
 from app.accounts.models import Account, ApiKey
 from app.batches.models import Batch
 from app.bounces.models import InboundReport
-from app.db import Base
+from app.core.db import Base
 from app.domains.models import Domain
 from app.events.models import Event
 from app.idempotency.models import IdempotencyKey

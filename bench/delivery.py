@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import httpx
 from sqlalchemy import func, select
 
-from app.db import Database
+from app.core.db import Database
 from app.messages.models import Recipient
 from bench.mta import Sink, postfix, require_postfix_tools, smtp_source
 from bench.stack import Stack, running_stack

@@ -35,11 +35,11 @@ from pathlib import Path
 
 import httpx
 
-from app import clock, migrate
 from app.accounts import service as accounts
-from app.config import Settings
-from app.db import Database
-from app.embedded_redis import stop_embedded_redis
+from app.core import clock, migrate
+from app.core.config import Settings
+from app.core.db import Database
+from app.dev.embedded_redis import stop_embedded_redis
 from app.events import service as events
 from app.stats import compaction, counters
 from app.stats.models import ALL_CATEGORIES

@@ -22,12 +22,12 @@ from typing import Any
 import httpx
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from app import migrate
 from app.accounts import service as accounts
-from app.config import Settings
-from app.db import Database
+from app.core import migrate
+from app.core.config import Settings
+from app.core.db import Database
+from app.dev.embedded_redis import embedded_redis_url, stop_embedded_redis
 from app.domains import service as domains
-from app.embedded_redis import embedded_redis_url, stop_embedded_redis
 from tests.fakes.dns import FakeDNS
 from tests.fakes.mx import free_port
 from tests.support import create_test_database, drop_test_database

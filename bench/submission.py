@@ -37,12 +37,12 @@ from pathlib import Path
 import aiosmtplib
 from sqlalchemy import func, select
 
-from app import migrate
 from app.accounts import service as accounts
-from app.config import Settings
-from app.db import Database
+from app.core import migrate
+from app.core.config import Settings
+from app.core.db import Database
+from app.dev.embedded_redis import embedded_redis_url, stop_embedded_redis
 from app.domains import service as domains
-from app.embedded_redis import embedded_redis_url, stop_embedded_redis
 from app.messages.models import Message
 from app.submission.tls import ensure_dev_certificate
 from tests.fakes.mx import free_port

@@ -10,8 +10,8 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 import app.models  # noqa: F401  (registers every table on Base.metadata)
-from app.config import load_settings
-from app.db import Base, UTCDateTime, create_engine
+from app.core.config import load_settings
+from app.core.db import Base, UTCDateTime, create_engine
 
 target_metadata = Base.metadata
 

@@ -19,10 +19,10 @@ import pytest_asyncio
 import trustme
 from redis.asyncio import Redis
 
-from app import clock
-from app.config import Settings
-from app.db import Database
-from app.embedded_redis import embedded_redis_url, stop_embedded_redis
+from app.core import clock
+from app.core.config import Settings
+from app.core.db import Database
+from app.dev.embedded_redis import embedded_redis_url, stop_embedded_redis
 from tests.fakes.dns import FakeDNS
 from tests.fakes.mx import ScriptedMX, free_port, make_tls_context
 from tests.support import (

@@ -17,10 +17,10 @@ import uvicorn
 from sqlalchemy import delete, text
 from sqlalchemy.engine import make_url
 
-from app import migrate
 from app.accounts import service as accounts
-from app.config import Settings
-from app.db import Base, Database
+from app.core import migrate
+from app.core.config import Settings
+from app.core.db import Base, Database
 from app.delivery.resolver import make_resolver
 from app.domains import service as domains
 from app.domains.models import Domain

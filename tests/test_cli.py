@@ -15,7 +15,7 @@ import aiosmtplib
 import httpx
 import pytest
 
-from app import migrate
+from app.core import migrate
 from app.submission.tls import ensure_dev_certificate
 from tests.fakes.mx import free_port
 

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from app.config import Settings, UnsafeSettingsError
-from app.durations import format_duration, parse_duration
+from app.core.config import Settings, UnsafeSettingsError
+from app.core.durations import format_duration, parse_duration
 
 
 def test_environment_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,8 +20,8 @@ import pytest_asyncio
 from redis.asyncio import Redis
 from sqlalchemy import func, select
 
-from app.config import Settings
-from app.db import Database
+from app.core.config import Settings
+from app.core.db import Database
 from app.messages.models import Recipient
 from tests.fakes.mx import ScriptedMX
 from tests.support import ApiServer, Sender

@@ -12,9 +12,9 @@ import pytest_asyncio
 from redis.asyncio import Redis
 from sqlalchemy import select, update
 
-from app import clock
-from app.config import Settings
-from app.db import Database
+from app.core import clock
+from app.core.config import Settings
+from app.core.db import Database
 from app.messages import dispatch
 from app.messages.models import Recipient
 from tests.fakes.dns import FakeDNS

@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from app.accounts.models import Account
-from app.config import Settings
-from app.db import Database
+from app.core.config import Settings
+from app.core.db import Database
 from app.domains import service as domains
 from tests.fakes.dns import FakeDNS
 from tests.fakes.mx import ScriptedMX

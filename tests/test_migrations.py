@@ -9,7 +9,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
 import app.models  # noqa: F401  (every table on Base.metadata)
-from app.db import Base, Database
+from app.core.db import Base, Database
 
 
 def _differences(connection: Connection) -> list[Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app.config import Settings
+from app.core.config import Settings
 from app.main import create_app
 
 COMMITTED = Path(__file__).resolve().parent.parent / "openapi" / "openapi.json"

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from redis.asyncio import Redis
 
-from app.ratelimit import FixedWindowLimiter
+from app.core.ratelimit import FixedWindowLimiter
 
 
 async def test_limit_holds_across_concurrent_clients(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 
-from app.config import Settings
+from app.core.config import Settings
 from tests.support import ApiServer, Sender
 
 

@@ -1,5 +1,5 @@
-"""Retention (app.retention, the worker's hourly purge): old finished mail goes with everything
-that hangs off it; unfinished mail, recent mail, counters and suppressions stay."""
+"""Retention (app.retention.service, the worker's hourly purge): old finished mail goes with
+everything that hangs off it; unfinished mail, recent mail, counters and suppressions stay."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import ColumnElement, func, select
 
-from app import clock, retention
-from app.config import Settings
-from app.db import Database
+from app.core import clock
+from app.core.config import Settings
+from app.core.db import Database
 from app.events import service as events
 from app.events.models import Event, EventType
 from app.messages.models import Attempt, Recipient
+from app.retention import service as retention
 from app.stats.models import StatsCounter
 from app.webhooks.models import BatchState, Webhook, WebhookAttempt, WebhookBatch
 from tests.fakes.mx import ScriptedMX

@@ -12,7 +12,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.config import Settings
+from app.core.config import Settings
 from tests.support import Sender, api_in_thread
 
 SCHEMA = schemathesis.openapi.from_path(

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from app import clock, retention
 from app.batches import service as batches
+from app.core import clock
+from app.core.queue import Queue
 from app.events import sequencer
 from app.idempotency import service as idempotency
-from app.queue import Queue
+from app.retention import service as retention
 from app.stats import compaction
 from app.webhooks.dispatcher import Dispatcher
 from worker.runtime import Runtime

@@ -19,9 +19,9 @@ from datetime import datetime, timedelta
 import dns.asyncresolver
 from redis.asyncio import Redis
 
-from app import clock
-from app.config import Settings
-from app.db import Database
+from app.core import clock
+from app.core.config import Settings
+from app.core.db import Database
 from app.delivery.mx import Destination, relay_destination, resolve_destination
 from app.delivery.outbound import deliver
 from app.delivery.pool import ConnectionPool, Throttled

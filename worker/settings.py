@@ -9,8 +9,8 @@ from arq import cron
 from arq.cron import CronJob
 from arq.worker import Worker, func
 
-from app.config import Settings
-from app.queue import DELIVER_JOB, QUEUE_NAME, SWEEP_JOB, Queue, redis_settings
+from app.core.config import Settings
+from app.core.queue import DELIVER_JOB, QUEUE_NAME, SWEEP_JOB, Queue, redis_settings
 from app.webhooks.dispatcher import build_dispatcher
 from worker import jobs
 from worker.runtime import Runtime

@@ -11,8 +11,8 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import clock
 from app.accounts.models import Account, ApiKey
+from app.core import clock
 
 DEFAULT_ACCOUNT = "default"
 KEY_PREFIX = "SG."  # SendGrid's key format, so tools that check the prefix accept ours

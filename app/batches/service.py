@@ -14,9 +14,9 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import clock
 from app.batches.models import Batch, BatchStatus
-from app.errors import BadRequest, NotFound
+from app.core import clock
+from app.core.errors import BadRequest, NotFound
 from app.events import service as events
 from app.events.models import EventType
 from app.messages.models import Message, Recipient, RecipientStatus

@@ -15,8 +15,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from app.bounces import service, verp
 from app.bounces.reports import parse_report
-from app.config import Settings
-from app.db import Database
+from app.core.config import Settings
+from app.core.db import Database
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from enum import StrEnum
 from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app import clock
-from app.db import Base, UTCDateTime
+from app.core import clock
+from app.core.db import Base, UTCDateTime
 from app.messages.models import AutoIncrement
 
 

@@ -16,10 +16,10 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import clock
 from app.bounces import verp
 from app.bounces.models import InboundReport, ReportKind
 from app.bounces.reports import DeliveryReport, FeedbackReport, RecipientStatus
+from app.core import clock
 from app.delivery.classify import BounceKind, Bucket, Classification, classify, suppresses
 from app.delivery.replies import Reply
 from app.domains.models import Domain

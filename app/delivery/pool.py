@@ -15,10 +15,10 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
+from app.core.ids import new_id
 from app.delivery.mx import MXHost
 from app.delivery.smtp import SmtpOptions, SmtpSession, open_session
 from app.delivery.throttle import DestinationKey, DestinationThrottle
-from app.ids import new_id
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app import clock
-from app.db import Base, UTCDateTime
-from app.ids import new_id
+from app.core import clock
+from app.core.db import Base, UTCDateTime
+from app.core.ids import new_id
 
 
 class Domain(Base):

@@ -8,8 +8,9 @@ import dns.asyncresolver
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import clock
 from app.accounts.models import Account
+from app.core import clock
+from app.core.encryption import decrypt, encrypt
 from app.delivery.resolver import DnsTemporaryError, lookup
 from app.delivery.signing import (
     DkimKey,
@@ -18,7 +19,6 @@ from app.delivery.signing import (
     public_key_record,
 )
 from app.domains.models import Domain
-from app.encryption import decrypt, encrypt
 
 DKIM_PURPOSE = "dkim-private-key"
 

@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import BigInteger, ForeignKey, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app import clock
-from app.db import Base, JSONType, UTCDateTime
+from app.core import clock
+from app.core.db import Base, JSONType, UTCDateTime
 from app.messages.models import AutoIncrement
 
 

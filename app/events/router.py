@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from app.core.errors import BadRequest
 from app.deps import DatabaseDep, MessagesReader
-from app.errors import BadRequest
 from app.events import feed, sequencer
 from app.events.models import EventType
 from app.events.schemas import EventPage

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import clock
+from app.core import clock
 from app.events.models import Event
 from app.events.recorded import RecordedEvent
 from app.messages.models import Message

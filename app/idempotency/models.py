@@ -8,9 +8,9 @@ from typing import Any
 from sqlalchemy import ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app import clock
-from app.db import Base, JSONType, UTCDateTime
-from app.ids import new_id
+from app.core import clock
+from app.core.db import Base, JSONType, UTCDateTime
+from app.core.ids import new_id
 
 
 class IdempotencyKey(Base):

@@ -24,12 +24,12 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import clock
 from app.accounts.service import Principal
-from app.config import Settings
-from app.errors import BadRequest, Conflict, Unprocessable
+from app.core import clock
+from app.core.config import Settings
+from app.core.errors import BadRequest, Conflict, Unprocessable
+from app.core.ids import new_id
 from app.idempotency.models import IdempotencyKey
-from app.ids import new_id
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255

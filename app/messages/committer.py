@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.service import Principal
 from app.common.group_commit import GroupCommit, Pending, settle
-from app.db import Database
+from app.core.db import Database
+from app.core.queue import Queue
 from app.messages.service import (
     SANDBOXED,
     Accepted,
@@ -27,7 +28,6 @@ from app.messages.service import (
     write_messages,
 )
 from app.messages.submission import Submission
-from app.queue import Queue
 
 log = logging.getLogger(__name__)
 

@@ -11,14 +11,14 @@ from typing import Any
 from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import clock
+from app.core import clock
+from app.core.ids import new_id
 from app.delivery.classify import BounceKind, Classification, classify, suppresses
 from app.delivery.content import Address, Attachment, MessageContent
 from app.delivery.replies import Reply
 from app.delivery.retry import Decision
 from app.domains.models import Domain
 from app.events import service as events
-from app.ids import new_id
 from app.messages.models import (
     CLAIMABLE_STATUSES,
     Attempt,

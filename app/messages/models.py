@@ -9,9 +9,9 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app import clock
-from app.db import Base, JSONType, UTCDateTime
-from app.ids import new_id
+from app.core import clock
+from app.core.db import Base, JSONType, UTCDateTime
+from app.core.ids import new_id
 
 AutoIncrement = BigInteger().with_variant(Integer(), "sqlite")  # SQLite rowid needs INTEGER
 # Plain JSON even on PostgreSQL: JSONB would reorder object keys, and templates that iterate

@@ -13,19 +13,19 @@ from typing import Any
 from sqlalchemy import Table, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import clock
 from app.accounts.service import Principal
 from app.batches import service as batches
 from app.batches.models import BatchStatus
 from app.common.fields import EmailAddress
-from app.config import Settings
+from app.core import clock
+from app.core.config import Settings
+from app.core.durations import format_duration
+from app.core.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
+from app.core.ids import new_id
 from app.domains.models import Domain
 from app.domains.service import sending_domain_for
-from app.durations import format_duration
-from app.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
 from app.events import service as events
 from app.events.models import EventType
-from app.ids import new_id
 from app.messages.models import Attempt, Message, MessageAttachment, Recipient, RecipientStatus
 from app.messages.personalize import copy_message_id
 from app.messages.schemas import (

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request, Response
 
 from app.batches import service as batches
 from app.batches.models import Batch, BatchStatus
+from app.core.errors import BadRequest, ErrorItem, Forbidden, NotFound
 from app.deps import (
     BatchCreator,
     BatchReader,
@@ -19,7 +20,6 @@ from app.deps import (
     SessionDep,
     SettingsDep,
 )
-from app.errors import BadRequest, ErrorItem, Forbidden, NotFound
 from app.idempotency import service as idempotency
 from app.idempotency.service import Claim, StoredResponse
 from app.messages import service as messages

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.common.fields import EmailAddress, header_name, header_safe, nul_path
-from app.errors import BadRequest, ErrorItem, field_path
+from app.core.errors import BadRequest, ErrorItem, field_path
 from app.messages import attachments as attachment_rules
 from app.messages.schemas import RESERVED_HEADERS
 from app.messages.submission import FileData, Personalization, Submission

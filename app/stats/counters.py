@@ -14,7 +14,7 @@ from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import clock
+from app.core import clock
 from app.delivery.classify import BounceKind, classify
 from app.delivery.replies import Reply
 from app.events.models import EventType

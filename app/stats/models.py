@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Integer, SmallInteger, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, UTCDateTime
+from app.core.db import Base, UTCDateTime
 
 # SendGrid's metric names (tsg_stats_v3.yaml), then `drops`: every dropped recipient, which
 # SendGrid's own list splits by reason and does not total.

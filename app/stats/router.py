@@ -12,9 +12,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from app import clock
+from app.core import clock
+from app.core.errors import BadRequest
 from app.deps import SessionDep, StatsReader
-from app.errors import BadRequest
 from app.openapi import errors
 from app.stats import service
 from app.stats.models import ALL_CATEGORIES, METRICS, SENDGRID_METRICS

@@ -17,8 +17,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.common.group_commit import GroupCommit, Pending, settle
-from app.db import Database
-from app.errors import Forbidden, PayloadTooLarge, Unauthorized
+from app.core.db import Database
+from app.core.errors import Forbidden, PayloadTooLarge, Unauthorized
 from app.messages.service import AcceptPolicy
 from app.submission import replies
 from app.submission.data import too_big

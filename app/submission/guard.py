@@ -17,8 +17,8 @@ from typing import TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from app import clock
-from app.ratelimit import FixedWindowLimiter, RateLimitResult
+from app.core import clock
+from app.core.ratelimit import FixedWindowLimiter, RateLimitResult
 
 log = logging.getLogger(__name__)
 

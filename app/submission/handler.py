@@ -13,16 +13,16 @@ from typing import TYPE_CHECKING
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy.exc import SQLAlchemyError
 
-from app import clock
 from app.accounts import service as accounts
 from app.accounts.scopes import Scope
 from app.accounts.service import Principal
 from app.common.fields import valid_email
-from app.config import Settings
-from app.db import Database
-from app.ids import new_id
+from app.core import clock
+from app.core.config import Settings
+from app.core.db import Database
+from app.core.ids import new_id
+from app.core.queue import Queue
 from app.messages.service import AcceptPolicy, policy_from
-from app.queue import Queue
 from app.submission import replies
 from app.submission.committer import GroupCommitter
 from app.submission.data import DataRules, too_big

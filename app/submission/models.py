@@ -7,8 +7,8 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app import clock
-from app.db import Base, UTCDateTime
+from app.core import clock
+from app.core.db import Base, UTCDateTime
 
 
 class SmtpSubmission(Base):

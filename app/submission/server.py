@@ -12,10 +12,10 @@ from types import TracebackType
 
 from redis.asyncio import Redis
 
-from app.config import Settings
-from app.db import Database
-from app.embedded_redis import redis_url_for
-from app.queue import Queue
+from app.core.config import Settings
+from app.core.db import Database
+from app.core.queue import Queue
+from app.dev.embedded_redis import redis_url_for
 from app.submission import replies
 from app.submission.guard import Guard, GuardLimits
 from app.submission.handler import SubmissionHandler

@@ -13,9 +13,9 @@ from app.accounts import service as accounts
 from app.accounts.scopes import Scope
 from app.accounts.service import Principal
 from app.common.fields import EmailAddress
+from app.core.errors import Forbidden, Unauthorized
 from app.delivery.content import Address
 from app.domains.models import Domain
-from app.errors import Forbidden, Unauthorized
 from app.messages import service as messages
 from app.messages.models import Message
 from app.messages.submission import Personalization, Submission

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from app.common.fields import no_line_breaks
-from app.durations import format_duration
+from app.core.durations import format_duration
 from app.messages.schemas import MAX_CATEGORIES, MAX_CATEGORY_LENGTH
 
 HEADER = "x-smtpapi"

@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from app import clock
-from app.config import Settings
+from app.core import clock
+from app.core.config import Settings
 
 DEV_CERT_DAYS = 365
 

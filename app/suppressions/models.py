@@ -8,9 +8,9 @@ from enum import StrEnum
 from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app import clock
-from app.db import Base, UTCDateTime
-from app.ids import new_id
+from app.core import clock
+from app.core.db import Base, UTCDateTime
+from app.core.ids import new_id
 
 
 class SuppressionType(StrEnum):

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
+from app.core.errors import NotFound
 from app.deps import SessionDep, SuppressionCreator, SuppressionDeleter, SuppressionReader
-from app.errors import NotFound
 from app.openapi import errors
 from app.suppressions import service
 from app.suppressions.models import Suppression, SuppressionType

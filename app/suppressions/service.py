@@ -10,8 +10,8 @@ from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import clock
-from app.ids import new_id
+from app.core import clock
+from app.core.ids import new_id
 from app.suppressions.models import Suppression, SuppressionType
 
 SUPPRESSING_TYPES = tuple(t.value for t in SuppressionType if t.suppresses)

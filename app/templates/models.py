@@ -9,8 +9,8 @@ from enum import StrEnum
 from sqlalchemy import Boolean, ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app import clock
-from app.db import Base, UTCDateTime
+from app.core import clock
+from app.core.db import Base, UTCDateTime
 
 
 class TemplateEngine(StrEnum):

@@ -6,8 +6,8 @@ from __future__ import annotations
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import clock
-from app.errors import BadRequest, ErrorItem, NotFound
+from app.core import clock
+from app.core.errors import BadRequest, ErrorItem, NotFound
 from app.templates.engines import RenderError, check_syntax
 from app.templates.models import Template, TemplateVersion
 

@@ -20,13 +20,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import clock
-from app.config import Settings
-from app.db import Database
+from app.core import clock
+from app.core.config import Settings
+from app.core.db import Database
+from app.core.ids import new_id
 from app.delivery.resolver import make_resolver
 from app.events import service as events
 from app.events.models import Event, EventType
-from app.ids import new_id
 from app.messages.models import Message, Recipient
 from app.webhooks import payloads, service
 from app.webhooks.client import PostResult, WebhookClient

@@ -8,9 +8,9 @@ from enum import StrEnum
 from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app import clock
-from app.db import Base, JSONType, UTCDateTime
-from app.ids import new_id
+from app.core import clock
+from app.core.db import Base, JSONType, UTCDateTime
+from app.core.ids import new_id
 from app.messages.models import AutoIncrement
 
 

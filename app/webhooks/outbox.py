@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import clock
+from app.core import clock
 from app.events.recorded import RecordedEvent
 from app.webhooks.models import Webhook, WebhookOutbox
 

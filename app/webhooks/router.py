@@ -7,10 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from app.config import Settings
+from app.core.config import Settings
+from app.core.errors import BadRequest
 from app.delivery.resolver import make_resolver
 from app.deps import SessionDep, SettingsDep, WebhooksEditor, WebhooksReader
-from app.errors import BadRequest
 from app.openapi import errors
 from app.webhooks import service
 from app.webhooks.destinations import DestinationError, check_url

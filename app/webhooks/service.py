@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import clock
-from app.errors import NotFound
+from app.core import clock
+from app.core.errors import NotFound
 from app.events.models import Event
 from app.webhooks import signing
 from app.webhooks.models import Webhook, WebhookAttempt, WebhookBatch, WebhookOutbox

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
-from app.encryption import decrypt, encrypt
+from app.core.encryption import decrypt, encrypt
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32

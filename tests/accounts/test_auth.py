@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from app.accounts import service as accounts
 from app.accounts.models import ApiKey
-from app.db import Database
+from app.core.db import Database
 from tests.support import Sender, make_key
 
 MESSAGE = {"subject": "Hi", "text": "Hello", "to": ["x@example.test"]}

@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 
-from app import clock
-from app.config import Settings
-from app.db import Database
+from app.core import clock
+from app.core.config import Settings
+from app.core.db import Database
 from app.messages import dispatch
 from tests.fakes.mx import ScriptedMX
 from tests.support import Sender, make_key, run_job

@@ -16,8 +16,8 @@ import trustme
 
 from app.bounces import verp
 from app.bounces.inbound import start_inbound
-from app.config import Settings
-from app.db import Database
+from app.core.config import Settings
+from app.core.db import Database
 from app.suppressions import service as suppressions_service
 from tests.fakes.dns import FakeDNS
 from tests.fakes.mx import ScriptedMX, free_port

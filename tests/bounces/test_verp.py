@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.bounces import verp
-from app.ids import new_id
+from app.core.ids import new_id
 
 KEY = b"k" * 40
 

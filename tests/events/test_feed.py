@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.db import Database
+from app.core.db import Database
 from app.events import service as events
 from app.events.models import EventType
 from tests.fakes.dns import FakeDNS

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 from sqlalchemy import event, func, select
 
-from app.db import Database
+from app.core.db import Database
 from app.events import service as events
 from app.events.models import Event, EventType
 from app.stats.models import StatsCounter

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from app.db import Database
+from app.core.db import Database
 from app.idempotency import service as idempotency
 from app.messages.models import Message
 from tests.support import Sender

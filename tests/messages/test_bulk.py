@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 
-from app import clock
-from app.db import Database
+from app.core import clock
+from app.core.db import Database
 from app.messages import dispatch
 from app.messages.compose import Composer, Copy
 from tests.fakes.mx import ScriptedMX

@@ -12,14 +12,14 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from app.accounts import service as accounts
-from app.config import Settings
-from app.db import Database
+from app.core.config import Settings
+from app.core.db import Database
+from app.core.queue import Queue
 from app.events.models import Event
 from app.messages import service
 from app.messages.committer import SOLO_RECIPIENTS, SendCommitter
 from app.messages.models import Message, Recipient
 from app.messages.schemas import SendRequest
-from app.queue import Queue
 from tests.support import Sender
 
 SENDS = 30

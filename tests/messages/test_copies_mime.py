@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from app.db import Database
+from app.core.db import Database
 from app.messages import dispatch
 from app.messages.compose import Composer, Copy
 from tests.support import Sender

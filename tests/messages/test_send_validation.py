@@ -11,8 +11,8 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import func, select
 
-from app.config import Settings
-from app.db import Database
+from app.core.config import Settings
+from app.core.db import Database
 from app.events.models import Event
 from app.messages.models import Message, Recipient
 from tests.support import ApiServer, Sender

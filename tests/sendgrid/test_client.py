@@ -42,9 +42,9 @@ from sendgrid.helpers.mail import (
     To,
 )
 
-from app import clock
-from app.config import Settings
-from app.db import Database
+from app.core import clock
+from app.core.config import Settings
+from app.core.db import Database
 from tests.fakes.mx import ScriptedMX
 from tests.support import ApiServer, Sender, make_key
 from tests.test_end_to_end import Deliver, message_view

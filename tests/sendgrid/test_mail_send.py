@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.db import Database
+from app.core.db import Database
 from app.suppressions import service as suppressions
 from app.suppressions.models import SuppressionType
 from tests.messages.test_send_validation import count_rows

@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 
-from app import clock
-from app.db import Database
+from app.core import clock
+from app.core.db import Database
 from app.stats import compaction, counters
 from app.stats.models import ALL_CATEGORIES, StatsCounter
 from app.stats.service import Granularity, series

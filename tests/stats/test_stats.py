@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from app import clock
-from app.db import Database
+from app.core import clock
+from app.core.db import Database
 from app.events import service as events
 from app.events.models import Event, EventType
 from app.stats.models import SENDGRID_METRICS

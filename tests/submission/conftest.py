@@ -12,7 +12,7 @@ import pytest
 import pytest_asyncio
 import trustme
 
-from app.config import Settings
+from app.core.config import Settings
 from app.submission.server import SubmissionServer
 from tests.submission.clients import Listener
 

@@ -14,9 +14,9 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from app import clock
 from app.accounts import service as accounts
-from app.db import Database
+from app.core import clock
+from app.core.db import Database
 from app.suppressions import service as suppressions
 from app.suppressions.models import SuppressionType
 from tests.fakes.dns import FakeDNS

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 from sqlalchemy import func, select
 
-from app.db import Database
+from app.core.db import Database
 from app.messages.models import Message
 from tests.fakes.mx import ScriptedMX
 from tests.submission.clients import Listener

@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, text
 
-from app.db import Database
+from app.core.db import Database
 from app.delivery.signing import DkimSigner
 from app.domains.service import dkim_keys
 from app.events.models import Event

@@ -11,7 +11,7 @@ from datetime import timedelta
 import httpx
 
 from app.accounts import service as accounts
-from app.db import Database
+from app.core.db import Database
 from tests.fakes.dns import FakeDNS
 from tests.fakes.mx import ScriptedMX
 from tests.submission.clients import Listener, swaks

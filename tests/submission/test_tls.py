@@ -11,7 +11,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from app.config import Settings
+from app.core.config import Settings
 from app.submission.tls import TlsSetupError, context_from_settings, ensure_dev_certificate
 
 

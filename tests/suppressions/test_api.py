@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from app.db import Database
+from app.core.db import Database
 from app.suppressions import service as suppressions
 from app.suppressions.models import SuppressionType
 from tests.fakes.dns import FakeDNS

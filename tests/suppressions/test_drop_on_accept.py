@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from app.db import Database
+from app.core.db import Database
 from app.suppressions import service as suppressions
 from app.suppressions.models import SuppressionType
 from tests.fakes.mx import ScriptedMX

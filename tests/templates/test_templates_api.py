@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from app.db import Database
+from app.core.db import Database
 from tests.fakes.mx import ScriptedMX
 from tests.support import Sender, make_key
 from tests.test_end_to_end import Deliver, message_view, send

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest_asyncio
 
-from app.config import Settings
-from app.db import Database
+from app.core.config import Settings
+from app.core.db import Database
 from app.webhooks.dispatcher import Dispatcher, build_dispatcher
 from tests.fakes.dns import FakeDNS
 from tests.fakes.webhooks import WebhookReceiver, running_receiver

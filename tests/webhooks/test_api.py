@@ -11,8 +11,8 @@ import trustme
 from sqlalchemy import func, select
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
-from app.config import Settings
-from app.db import Database
+from app.core.config import Settings
+from app.core.db import Database
 from app.events import service as events
 from app.webhooks.dispatcher import Dispatcher, build_dispatcher
 from app.webhooks.models import Webhook, WebhookOutbox

@@ -11,8 +11,8 @@ import httpx
 from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
-from app.config import Settings
-from app.db import Database
+from app.core.config import Settings
+from app.core.db import Database
 from app.webhooks.dispatcher import Dispatcher, build_dispatcher
 from app.webhooks.models import WebhookBatch
 from tests.fakes.dns import FakeDNS

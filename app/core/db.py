@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
-from app.config import Settings
+from app.core.config import Settings
 
 # Stable constraint names, so Alembic migrations name things the same on SQLite and PostgreSQL.
 NAMING_CONVENTION = {

@@ -12,8 +12,8 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.core.durations import parse_duration, parse_schedule
 from app.delivery.throttle import DestinationLimits
-from app.durations import parse_duration, parse_schedule
 
 DEFAULT_RETRY_SCHEDULE = "5m,10m,20m,40m,1h"
 MIN_SECRET_KEY_LENGTH = 32

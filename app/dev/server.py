@@ -13,13 +13,13 @@ from pathlib import Path
 
 import uvicorn
 
-from app import migrate
 from app.accounts import service as accounts
-from app.config import Settings, load_settings
-from app.db import Database
-from app.devmail import start_capture_server
+from app.core import migrate
+from app.core.config import Settings, load_settings
+from app.core.db import Database
+from app.dev.embedded_redis import redis_url_for, stop_embedded_redis
+from app.dev.mailbox import start_capture_server
 from app.domains import service as domains
-from app.embedded_redis import redis_url_for, stop_embedded_redis
 from app.main import create_app
 from app.submission.server import SubmissionServer
 from app.submission.tls import context_from_settings, ensure_dev_certificate

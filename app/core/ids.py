@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 
-from app import clock
+from app.core import clock
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import clock
+from app.core import clock
 
 # INCRBY then EXPIRE on first use, atomically: concurrent replicas never lose a count.
 _HIT = """

@@ -8,8 +8,8 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from app import clock
-from app.ids import new_id
+from app.core import clock
+from app.core.ids import new_id
 
 
 class MailboxHandler:

@@ -1,0 +1,1 @@
+"""What every layer uses: settings, database, clock, ids, errors, encryption, queue, limits."""

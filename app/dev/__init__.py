@@ -1,0 +1,1 @@
+"""The embedded default: `columba dev`, its capture mailbox and the embedded Redis."""

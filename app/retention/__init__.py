@@ -1,0 +1,1 @@
+"""Purging what is older than COLUMBA_RETENTION."""
