@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SMTP_USERNAME = "apikey"  # SendGrid's convention: the password is the API key
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +174,11 @@ class SubmissionHandler:
         """Check the declared SIZE and the key's message rate; aiosmtpd has checked AUTH."""
         principal = session.principal
         assert principal is not None  # aiosmtpd's auth_required answers 530 before this
+        if not address.isascii() and not envelope.smtp_utf8:
+            return replies.NEEDS_SMTPUTF8
+        problem = _unstorable(address)
+        if problem is not None:
+            return f"553 5.1.7 Bad sender address syntax: {problem}"
         declared = _declared_size(options)
         if declared is not None and declared > self.settings.max_message_size:
             return too_big(self.settings.max_message_size).reply
@@ -203,8 +210,7 @@ class SubmissionHandler:
         if len(envelope.rcpt_tos) >= self.settings.submission_max_recipients:
             return replies.TOO_MANY_RECIPIENTS
         if not address.isascii() and not envelope.smtp_utf8:
-            # RFC 6531 §3.4: an internationalised address needs MAIL FROM … SMTPUTF8.
-            return "553 5.6.7 Non-ASCII address requires SMTPUTF8"
+            return replies.NEEDS_SMTPUTF8
         try:
             email = valid_email(address)
         except ValueError as exc:
@@ -278,6 +284,17 @@ def _locked_out(ip: str, seconds: int) -> Refusal:
     """421 4.7.0: the client is locked out after repeated AUTH failures (CHECKLIST 42)."""
     return Refusal(421, "4.7.0", f"Too many failed authentication attempts from {ip}; "
                    f"try again in {seconds} seconds")  # fmt: skip
+
+
+def _unstorable(address: str) -> str | None:
+    """What keeps a MAIL FROM address from being stored, if anything. The address is only
+    kept (our VERP address is the return path), so whatever SMTP clients write is taken, but
+    not bytes that are no UTF-8 (aiosmtpd passes them on as lone surrogates) nor controls."""
+    try:
+        address.encode("utf-8")
+    except UnicodeEncodeError:
+        return "not UTF-8"
+    return "control characters" if _CONTROLS.search(address) else None
 
 
 def _declared_size(options: list[str]) -> int | None:

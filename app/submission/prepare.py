@@ -10,20 +10,16 @@ leaves it to final delivery) and Content-Length. 8-bit bodies are transfer-encod
 
 from __future__ import annotations
 
-import contextlib
 import email.policy
 import email.utils
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.headerregistry import Address as HeaderAddress
-from email.message import EmailMessage
 from email.parser import Parser
 
-from app.common.fields import valid_email
 from app.delivery.content import Address
-from app.submission import encoding, smtpapi
+from app.submission import addresses, encoding, smtpapi
 from app.submission.replies import Refusal, refused_content
 from app.submission.smtpapi import SmtpApiError, SmtpApiOptions
 
@@ -37,8 +33,6 @@ _DROPPED_FIELDS = frozenset({"bcc", "resent-bcc", "return-path", "content-length
 # RFC 5322 §2.2 / §3.6.8: a field starts with a name of printable ASCII other than ":".
 _FIELD_START = re.compile(rb"[!-9;-~]+[ \t]*:")
 _HELO_SAFE = re.compile(r"[^A-Za-z0-9.\-\[\]:_]")
-_MAX_NAME = 256  # messages.from_name
-_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +54,12 @@ class PreparedMessage:
     """The bytes to store and sign, and what the message view shows of them."""
 
     data: bytes
-    sender: Address
+    sender: Address  # the author, in From
     subject: str
     to: tuple[Address, ...]
     cc: tuple[Address, ...]
+    reply_to: tuple[Address, ...] = ()
+    sender_field: Address | None = None  # Sender (RFC 5322 §3.6.2), when it differs from From
     options: SmtpApiOptions = field(default_factory=SmtpApiOptions)
 
 
@@ -91,10 +87,12 @@ def prepare(raw: bytes, arrival: Arrival, *, max_schedule_ahead: timedelta) -> P
         data = encoding.transfer_encode(data)
     return PreparedMessage(
         data=data,
-        sender=_sender(parsed),
-        subject=" ".join(str(parsed.get("subject", "")).split()),
-        to=_addresses(parsed, "to"),
-        cc=_addresses(parsed, "cc"),
+        sender=addresses.author(parsed),
+        subject=addresses.view_text(str(parsed.get("subject", ""))),
+        to=addresses.shown(parsed, "to"),
+        cc=addresses.shown(parsed, "cc"),
+        reply_to=addresses.reply_to(parsed),
+        sender_field=addresses.sender(parsed),
         options=options,
     )
 
@@ -192,40 +190,3 @@ def _received(arrival: Arrival) -> bytes:
     lines.append(f"\tby {arrival.hostname} (Columba) with ESMTPSA id {arrival.message_id};")
     lines.append(f"\t{email.utils.format_datetime(arrival.received_at)}")
     return ("\r\n".join(lines) + "\r\n").encode("ascii")
-
-
-def _sender(parsed: EmailMessage) -> Address:
-    """The one author in From (DKIM and DMARC align with it)."""
-    found = _header_addresses(parsed, "from")
-    if len(found) != 1:
-        raise refused_content("the From header field must hold exactly one address")
-    try:
-        return _address(found[0])
-    except ValueError as exc:
-        raise Refusal(550, "5.1.7", f"Bad From address: {exc}") from None
-
-
-def _addresses(parsed: EmailMessage, name: str) -> tuple[Address, ...]:
-    """The valid addresses of To or Cc, for the message view (recipients come from RCPT)."""
-    found = []
-    for item in _header_addresses(parsed, name):
-        with contextlib.suppress(ValueError):
-            found.append(_address(item))
-    return tuple(found)
-
-
-def _header_addresses(parsed: EmailMessage, name: str) -> tuple[HeaderAddress, ...]:
-    """The addresses of an address field (groups flattened); none when it does not parse."""
-    try:
-        header = parsed[name]
-        return tuple(header.addresses) if header is not None else ()
-    except (AttributeError, IndexError, ValueError):
-        return ()
-
-
-def _address(item: HeaderAddress) -> Address:
-    """A header address, normalised as the HTTP API normalises; ValueError when invalid. The
-    display name is for the message view only: control characters (an encoded-word may
-    decode to any) become spaces there, while the MIME keeps what the client wrote."""
-    name = _CONTROLS.sub(" ", item.display_name)[:_MAX_NAME].strip()
-    return Address(email=valid_email(item.addr_spec), name=name or None)
