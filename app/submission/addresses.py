@@ -85,7 +85,8 @@ def _strict(parsed: EmailMessage, name: str, *, groups: bool) -> tuple[HeaderAdd
         raise _bad(label, str(exc)) from None
     if header is None:
         return None
-    assert isinstance(header, AddressHeader) and isinstance(header, BaseHeader)
+    assert isinstance(header, AddressHeader)
+    assert isinstance(header, BaseHeader)
     problems = [defect for defect in header.defects if _is_structural(defect)]
     if problems:
         raise _bad(label, str(problems[0]))

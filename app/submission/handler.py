@@ -27,7 +27,7 @@ from app.messages.service import AcceptPolicy, policy_from
 from app.submission import replies
 from app.submission.committer import GroupCommitter
 from app.submission.data import DataRules, too_big
-from app.submission.guard import Guard
+from app.submission.guard import Guard, client_network
 from app.submission.prepare import Arrival, prepare
 from app.submission.replies import Refusal
 from app.submission.service import Transaction
@@ -115,10 +115,11 @@ class SubmissionHandler:
         prefix = parts[0] if parts else None
         if login != SMTP_USERNAME.encode() or prefix is None:
             return await self._auth_failed(ip, prefix)
-        seconds = await self.guard.key_locked_for(prefix)
+        seconds = await self.guard.key_locked_for(prefix, ip=ip)
         if seconds:
             return Refusal(454, "4.7.0", f"Temporary authentication failure: too many failed "
-                           f"attempts for this key; try again in {seconds} seconds")  # fmt: skip
+                           f"attempts for this key from {client_network(ip)}; try again in "
+                           f"{seconds} seconds")  # fmt: skip
         try:
             principal = await self._principal(key)
         except (SQLAlchemyError, OSError, TimeoutError):
