@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from email.parser import Parser
 
 from app.delivery.content import Address
-from app.submission import addresses, encoding, smtpapi
+from app.submission import addresses, encoding, parts, smtpapi
 from app.submission.replies import Refusal, refused_content
 from app.submission.smtpapi import SmtpApiError, SmtpApiOptions
 
@@ -80,6 +80,7 @@ def prepare(raw: bytes, arrival: Arrival, *, max_schedule_ahead: timedelta) -> P
     text = _decoded_head(head)
     parsed = Parser(policy=email.policy.default).parsestr(text + "\r\n", headersonly=True)
     options = _smtpapi_options(fields, arrival.received_at, max_schedule_ahead)
+    parts.check_attachments(raw)
     kept = [f for f in fields if f.name not in _DROPPED_FIELDS]
     kept += _missing_fields(fields, arrival)
     data = _received(arrival) + b"".join(f.raw for f in kept) + b"\r\n" + body
