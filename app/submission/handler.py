@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SMTP_USERNAME = "apikey"  # SendGrid's convention: the password is the API key
-_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")  # no column stores NUL; none shows the rest
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,7 +275,7 @@ class SubmissionHandler:
             recipients=tuple(envelope.rcpt_tos),
             size=len(envelope.original_content or b""),
             client_ip=server.peer_ip(),
-            helo=session.host_name or "",
+            helo=_storable_helo(session.host_name or ""),
             tls_version=_tls_of(server).version,
             accepted_at=clock.now(),
         )
@@ -296,6 +296,13 @@ def _unstorable(address: str) -> str | None:
     except UnicodeEncodeError:
         return "not UTF-8"
     return "control characters" if _CONTROLS.search(address) else None
+
+
+def _storable_helo(helo: str) -> str:
+    """The EHLO name as stored: RFC 5321 §4.1.4 forbids refusing mail for a bad one, but
+    bytes that are no UTF-8 (lone surrogates from aiosmtpd) and controls cannot be stored."""
+    text = helo.encode("utf-8", "replace").decode("utf-8")
+    return _CONTROLS.sub("?", text)
 
 
 def _declared_size(options: list[str]) -> int | None:

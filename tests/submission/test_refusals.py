@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from app.core.config import Settings
 from app.core.db import Database
 from app.messages.models import Message
+from app.submission.models import SmtpSubmission
 from tests.fakes.dns import FakeDNS
 from tests.submission.clients import QUEUED, Listener
 from tests.support import Sender, make_sender
@@ -148,3 +149,25 @@ async def test_sender_must_name_a_sending_domain_of_the_account(
     assert found
     stored = await stored_message(db, found.group(1))
     assert stored.reply_to == [{"email": "help@x.test", "name": None}]
+
+
+async def test_an_ehlo_name_that_cannot_be_stored_is_stored_cleaned(
+    submission: Listener, sender: Sender, db: Database
+) -> None:
+    # RFC 5321 §4.1.4: a bad EHLO name is no reason to refuse mail; it once made every
+    # message of the session 451.
+    def talk() -> tuple[int, bytes]:
+        with submission.smtp() as client:
+            client.send(b"EHLO caf\xff\x00x\r\n")
+            assert client.getreply()[0] == 250
+            client.user, client.password = "apikey", sender.key
+            client.auth("PLAIN", client.auth_plain)
+            client.mail(sender.address())
+            client.rcpt("a@example.test")
+            return client.data(mime(sender))
+
+    code, reply = await asyncio.to_thread(talk)
+    assert code == 250, reply
+    async with db.session() as session:
+        helo = (await session.execute(select(SmtpSubmission.helo))).scalar_one()
+    assert helo == "caf??x"
