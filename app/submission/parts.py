@@ -9,22 +9,27 @@ which no program runs, whatever its first bytes are.
 from __future__ import annotations
 
 import email.policy
+from collections.abc import Iterator
 from email.header import decode_header, make_header
 from email.message import Message
 from email.parser import BytesParser
 
 from app.messages import attachments
-from app.submission.replies import Refusal
+from app.submission.replies import Refusal, refused_content
 
 _POLICY = email.policy.compat32
+MAX_NESTING = 100  # multipart and message/rfc822 levels: Postfix's mime_nesting_limit
 
 
 def check_attachments(data: bytes) -> None:
     """Refusal (554 5.7.1, RFC 3463: delivery not authorised) naming the first part the send
     APIs would refuse, if any."""
-    message = BytesParser(policy=_POLICY).parsebytes(data)
-    for part in message.walk():
-        if part.is_multipart() or not _offered_as_file(part):
+    try:
+        message = BytesParser(policy=_POLICY).parsebytes(data)
+    except RecursionError:  # the parser recurses once per level: thousands of them
+        raise _too_deep() from None
+    for part in _leaves(message):
+        if not _offered_as_file(part):
             continue
         filename = _filename(part)
         content = part.get_payload(decode=True)
@@ -32,6 +37,26 @@ def check_attachments(data: bytes) -> None:
         problem = attachments.refusal(filename, part.get_content_type(), content)
         if problem is not None:
             raise Refusal(554, "5.7.1", f"Message refused: {_named(filename)}: {problem}")
+
+
+def _leaves(message: Message) -> Iterator[Message]:
+    """The leaf parts in order; a refusal past MAX_NESTING levels (deeper nesting serves no
+    one, and the standard library walks and writes messages recursively)."""
+    stack = [(message, 0)]
+    while stack:
+        part, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise _too_deep()
+        payload = part.get_payload()
+        if part.is_multipart() and isinstance(payload, list):
+            inner = [item for item in reversed(payload) if isinstance(item, Message)]
+            stack.extend((item, depth + 1) for item in inner)
+        else:
+            yield part
+
+
+def _too_deep() -> Refusal:
+    return refused_content(f"MIME parts nested more than {MAX_NESTING} levels deep")
 
 
 def _named(filename: str) -> str:

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from app.core.db import Database
 from app.messages.models import Message
-from app.submission.parts import check_attachments
+from app.submission.parts import MAX_NESTING, check_attachments
 from app.submission.replies import Refusal
 from tests.submission.clients import Listener
 from tests.support import Sender
@@ -97,3 +97,22 @@ async def test_the_listener_refuses_such_a_message_and_stores_nothing(
     assert reply.startswith(b"5.7.1 Message refused: attachment 'readme.txt': ")
     async with db.session() as session:
         assert (await session.execute(select(func.count()).select_from(Message))).scalar_one() == 0
+
+
+def nested(levels: int) -> bytes:
+    """A message of `levels` multiparts, one inside the other."""
+    head = b"From: a@shop.test\r\nMIME-Version: 1.0\r\n"
+    body = b"".join(
+        b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (n, n)
+        for n in range(levels)
+    )
+    return head + body + b"Content-Type: text/plain\r\n\r\nhi\r\n"
+
+
+def test_mime_nesting_is_bounded() -> None:
+    check_attachments(nested(MAX_NESTING))
+    with pytest.raises(Refusal) as refused:
+        check_attachments(nested(5000))  # once a RecursionError, answered 451
+    assert refused.value.reply == (
+        "554 5.6.0 Message refused: MIME parts nested more than 100 levels deep"
+    )
