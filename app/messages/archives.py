@@ -152,11 +152,13 @@ def _zip_members(data: bytes, budget: Budget) -> Iterator[Member]:
 
 
 def _zip_head(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    """The first HEAD bytes of a member (only as much is decompressed)."""
     with archive.open(info) as member:
         return member.read(HEAD)
 
 
 def _zip_reader(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> Callable[[], bytes]:
+    """Reads the whole member when called."""
     # zipfile stops at the declared size and checks the CRC, so the read is bounded.
     return lambda: archive.read(info)
 
@@ -172,6 +174,8 @@ def _tar_members(data: bytes, budget: Budget) -> Iterator[Member]:
 
 
 def _tar_reader(archive: tarfile.TarFile, info: tarfile.TarInfo) -> Callable[[], bytes]:
+    """Reads the whole member when called."""
+
     def read() -> bytes:
         content = archive.extractfile(info)
         return content.read() if content is not None else b""

@@ -115,6 +115,7 @@ def _take_line(reading: _Reading, chunk: bytes, rules: DataRules) -> None:
 
 
 def _nul() -> Refusal:
+    """554 5.6.0 for a NUL, which no part of a message may hold."""
     # RFC 5322 §3.5 (text excludes %d0) and RFC 6152 §2 (8-bit lines hold no NUL): only
     # BINARYMIME (RFC 3030) could carry one, and neither we nor most servers offer it.
     return refused_content(

@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 RATE_WINDOW_SECONDS = 60  # limits are per minute
 _PREFIX = "columba:smtp"
-# One client network: an IPv4 address, or an IPv6 /64 (RFC 6177: the least a site is given,
-# so one client can use any address in it).
+# One client network: an IPv4 address, or an IPv6 /64 (RFC 4291 §2.5.1: interface identifiers
+# are 64 bits, so one host may use any address of its /64).
 IPV6_NETWORK_PREFIX = 64
 
 
@@ -117,6 +117,7 @@ def client_network(ip: str) -> str:
 
 
 def _key_subject(prefix: str, ip: str) -> str:
+    """What a key's failures from `ip` are counted under."""
     return f"key:{prefix}:{client_network(ip)}"
 
 

@@ -56,6 +56,7 @@ def _leaves(message: Message) -> Iterator[Message]:
 
 
 def _too_deep() -> Refusal:
+    """554 5.6.0: the MIME structure is nested too deeply."""
     return refused_content(f"MIME parts nested more than {MAX_NESTING} levels deep")
 
 

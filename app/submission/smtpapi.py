@@ -75,10 +75,12 @@ def _load(value: str) -> object:
 
 
 def _not_a_number(constant: str) -> float:
+    """Refuse NaN, Infinity and -Infinity, which Python's json reads by default."""
     raise ValueError(f"{constant} is not a JSON number")
 
 
 def _finite_float(text: str) -> float:
+    """A float, unless the number overflows to infinity (1e400)."""
     number = float(text)
     if not math.isfinite(number):
         raise ValueError(f"{text[:20]} is too large a number")
