@@ -15,10 +15,11 @@ from confusable_homoglyphs import confusables  # type: ignore[import-untyped]
 _CUTS = "\x00;:"
 # Trailing characters Windows drops from a name (so "evil.exe." is evil.exe).
 _DROPPED_AT_END = ". \t"
-# Unicode's explicit direction controls (UAX #9 §2): they reorder what is displayed.
-DIRECTION_CONTROLS = frozenset(
-    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
-)
+# Unicode's explicit embeddings, overrides and isolates (UAX #9 §2.1-§2.4): they reorder what
+# is displayed, so `evil<U+202E>txt.exe` shows as `evilexe.txt`. (The implicit marks LRM, RLM
+# and ALM, which right-to-left names may carry, cannot reverse Latin text; they are dropped
+# with the other invisible characters when the type is read.)
+DIRECTION_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 def extension(filename: str, *, keep_case: bool = False) -> str:
