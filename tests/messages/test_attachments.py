@@ -53,6 +53,7 @@ def tarred(files: dict[str, bytes], mode: str = "w") -> bytes:
         "evil.exe:x.txt",  # an NTFS stream of evil.exe
         "evil.ｅｘｅ",  # fullwidth: NFKC makes it exe
         "evil.e\u200bxe",  # a zero-width space inside the extension
+        "evil.ex\u200fe",  # a right-to-left mark, as invisible
         "evil\u2024exe",  # a one-dot leader, NFKC's full stop
         "evil\ua4f8exe",  # Lisu tone mark, a look-alike full stop
         "C:\\Users\\me\\evil.exe",
@@ -94,6 +95,7 @@ def test_direction_controls_are_refused(filename: str) -> None:
         "report.pdf",
         "Bericht f\u00fcr M\u00e4rz.txt",
         "\u043e\u0442\u0447\u0451\u0442.pdf",
+        "\u062a\u0642\u0631\u064a\u0631\u200f.pdf",  # an Arabic name with its RLM
         "a.b.c.txt",
         "noext",
     ],
