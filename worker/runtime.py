@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from app.core import clock
 from app.core.config import Settings
 from app.core.db import Database
+from app.delivery.idn import needs_smtputf8
 from app.delivery.mx import Destination, relay_destination, resolve_destination
 from app.delivery.outbound import deliver
 from app.delivery.pool import ConnectionPool, Throttled
@@ -169,13 +170,15 @@ class Runtime:
         started, began = clock.now(), time.perf_counter()
         leader = group[0]
         emails = tuple(copy.recipient.email for copy in group)
+        mail_from = return_path(
+            loaded, leader.recipient, secret_key=self.settings.secret_key_bytes()
+        )
         envelope = Envelope(
-            mail_from=return_path(
-                loaded, leader.recipient, secret_key=self.settings.secret_key_bytes()
-            ),
+            mail_from=mail_from,
             recipients=emails,
             data=leader.data,
-            smtputf8=leader.smtputf8 or not all(email.isascii() for email in emails),
+            # RFC 6531 §3.2: only a non-ASCII local part needs it; domains go as A-labels.
+            smtputf8=leader.smtputf8 or any(map(needs_smtputf8, (mail_from, *emails))),
         )
         destination = await self.destination(leader.recipient.domain)
         try:

@@ -21,6 +21,7 @@ from app.bounces.models import InboundReport, ReportKind
 from app.bounces.reports import DeliveryReport, FeedbackReport, RecipientStatus
 from app.core import clock
 from app.delivery.classify import BounceKind, Bucket, Classification, classify, suppresses
+from app.delivery.idn import envelope_address
 from app.delivery.replies import Reply
 from app.domains.models import Domain
 from app.events import service as events
@@ -73,18 +74,23 @@ async def apply(
 
 
 async def _siblings(session: AsyncSession, leader: Recipient) -> dict[str, Recipient]:
-    """The recipients of the leader's message by lower-cased address."""
+    """The recipients of the leader's message by their address as sent (domains as A-labels,
+    app.delivery.idn), lower-cased."""
     query = select(Recipient).where(Recipient.message_id == leader.message_id)
-    return {r.email.lower(): r for r in (await session.execute(query)).scalars()}
+    return {_as_sent(r.email): r for r in (await session.execute(query)).scalars()}
 
 
 def _named(status: RecipientStatus, siblings: dict[str, Recipient]) -> Recipient | None:
     """The recipient a DSN block names: Original-Recipient first (it is what we sent to when
-    the remote side forwarded), then Final-Recipient."""
+    the remote side forwarded), then Final-Recipient; by A-label or U-label alike."""
     for address in (status.original_recipient, status.final_recipient):
-        if address and address.lower() in siblings:
-            return siblings[address.lower()]
+        if address and _as_sent(address) in siblings:
+            return siblings[_as_sent(address)]
     return None
+
+
+def _as_sent(address: str) -> str:
+    return envelope_address(address).lower()
 
 
 async def _apply_dsn(session: AsyncSession, leader: Recipient, report: DeliveryReport) -> Outcome:

@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     submission_rate_limit: int = Field(default=100, ge=1)  # messages per minute per key
     submission_max_recipients: int = Field(default=1000, ge=1)
     submission_auth_max_failures: int = Field(default=5, ge=1)  # per client IP
-    submission_auth_max_key_failures: int = Field(default=10, ge=1)  # per API key
+    submission_auth_max_key_failures: int = Field(default=10, ge=1)  # per API key and network
     submission_auth_lockout: Duration = timedelta(minutes=15)
     submission_bare_line_endings: Literal["normalize", "reject"] = "normalize"
     submission_idle_timeout: Duration = timedelta(minutes=5)  # RFC 5321 §4.5.3.2.7

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import aiosmtplib
 
+from app.delivery.idn import envelope_address
 from app.delivery.mx import MXHost
 from app.delivery.replies import Reply, synthetic
 
@@ -258,7 +259,7 @@ async def _send_recipients(
     refused: dict[str, Reply] = {}
     for index, recipient in enumerate(recipients):
         try:
-            response = await session.client.rcpt(recipient, encoding=encoding)
+            response = await session.client.rcpt(envelope_address(recipient), encoding=encoding)
             reply = Reply.parse(response.code, response.message, stage="RCPT")
         except aiosmtplib.SMTPResponseException as exc:
             reply = _reply_of(exc, "RCPT")
@@ -283,7 +284,9 @@ async def transaction(
     replies: dict[str, Reply] = {}
     try:
         await session.client.mail(
-            envelope.mail_from, options=mail_parameters(session, envelope), encoding=encoding
+            envelope_address(envelope.mail_from),
+            options=mail_parameters(session, envelope),
+            encoding=encoding,
         )
         stage = "RCPT"
         accepted, replies, leftover = await _send_recipients(session, recipients, encoding)

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts.models import Account
 from app.core import clock
 from app.core.encryption import decrypt, encrypt
+from app.delivery.idn import ascii_domain
 from app.delivery.resolver import DnsTemporaryError, lookup
 from app.delivery.signing import (
     DkimKey,
@@ -77,8 +78,7 @@ def dns_records(domain: Domain, *, hostname: str) -> list[DnsRecord]:
 
 def normalize_domain_name(name: str) -> str:
     """Lower-case, no trailing dot, IDNA (punycode) for non-ASCII names."""
-    name = name.strip().rstrip(".").lower()
-    return name.encode("idna").decode("ascii") if not name.isascii() else name
+    return ascii_domain(name.strip().rstrip("."))
 
 
 async def add_domain(

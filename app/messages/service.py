@@ -22,6 +22,7 @@ from app.core.config import Settings
 from app.core.durations import format_duration
 from app.core.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
 from app.core.ids import new_id
+from app.delivery.idn import ascii_domain
 from app.domains.models import Domain
 from app.domains.service import sending_domain_for
 from app.events import service as events
@@ -84,8 +85,7 @@ def _address_json(address: EmailAddress) -> dict[str, Any]:
 
 def recipient_domain(email: str) -> str:
     """The ASCII (IDNA) domain of an address, the form MX lookups use."""
-    domain = email.rpartition("@")[2].lower()
-    return domain if domain.isascii() else domain.encode("idna").decode("ascii")
+    return ascii_domain(email.rpartition("@")[2])
 
 
 def sg_message_id(message_id: str, recipient_id: str) -> str:

@@ -105,10 +105,22 @@ def _take_line(reading: _Reading, chunk: bytes, rules: DataRules) -> None:
         if len(line) > MAX_LINE:
             reading.refuse(_line_too_long())
             return
+        if b"\x00" in line:
+            reading.refuse(_nul())
+            return
         reading.size += len(line) + 2
         reading.lines.append(line)
     if reading.size > rules.max_size:
         reading.refuse(too_big(rules.max_size))
+
+
+def _nul() -> Refusal:
+    """554 5.6.0 for a NUL, which no part of a message may hold."""
+    # RFC 5322 §3.5 (text excludes %d0) and RFC 6152 §2 (8-bit lines hold no NUL): only
+    # BINARYMIME (RFC 3030) could carry one, and neither we nor most servers offer it.
+    return refused_content(
+        "NUL character in the message (RFC 5322 §3.5); encode binary data as base64"
+    )
 
 
 def _line_too_long() -> Refusal:

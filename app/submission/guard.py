@@ -1,6 +1,12 @@
 """The protections a public submission listener needs: lockouts after failed AUTH (per client
-IP and per API key) and a per-key message rate, counted in Redis so that every listener
-process shares them.
+IP, and per API key and client network) and a per-key message rate, counted in Redis so that
+every listener process shares them.
+
+A key's failures are counted per client network, and lock the key for that network only: its
+public prefix is no secret (it is in logs and dashboards), so a count across all networks
+would let anyone who knows it lock the owner out. Guessing from many networks is not capped
+per key, which costs nothing: the secret is 256 random bits, and each address still has its
+own lockout.
 
 Redis trouble never stops mail: a check that cannot reach Redis lets the client through and
 logs a warning (the database, not Redis, decides what is accepted).
@@ -8,6 +14,7 @@ logs a warning (the database, not Redis, decides what is accepted).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 from collections.abc import Awaitable
@@ -25,6 +32,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 RATE_WINDOW_SECONDS = 60  # limits are per minute
 _PREFIX = "columba:smtp"
+# One client network: an IPv4 address, or an IPv6 /64 (RFC 4291 §2.5.1: interface identifiers
+# are 64 bits, so one host may use any address of its /64).
+IPV6_NETWORK_PREFIX = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,16 +59,16 @@ class Guard:
         """Seconds the client IP stays locked out (0: not locked)."""
         return await _open_on_error(self._locked_for(f"ip:{ip}"), 0)
 
-    async def key_locked_for(self, prefix: str) -> int:
-        """Seconds the API key (by its public prefix) stays locked out for AUTH."""
-        return await _open_on_error(self._locked_for(f"key:{prefix}"), 0)
+    async def key_locked_for(self, prefix: str, *, ip: str) -> int:
+        """Seconds the API key (by its public prefix) stays locked out for AUTH from the
+        network of `ip`."""
+        return await _open_on_error(self._locked_for(_key_subject(prefix, ip)), 0)
 
     async def auth_failed(self, *, ip: str, key_prefix: str | None) -> int:
         """Count a failed AUTH; returns the seconds of the IP lockout it starts (0: none)."""
         if key_prefix is not None:
-            await _open_on_error(
-                self._count_failure(f"key:{key_prefix}", self.limits.max_key_failures), 0
-            )
+            subject = _key_subject(key_prefix, ip)
+            await _open_on_error(self._count_failure(subject, self.limits.max_key_failures), 0)
         return await _open_on_error(self._count_failure(f"ip:{ip}", self.limits.max_ip_failures), 0)
 
     async def message_allowed(self, *, api_key_id: str, per_minute: int) -> RateLimitResult:
@@ -90,6 +100,25 @@ class Guard:
     @staticmethod
     def _lock_key(subject: str) -> str:
         return f"{_PREFIX}:lock:{subject}"
+
+
+def client_network(ip: str) -> str:
+    """The network a client address counts in: itself for IPv4 (also when IPv4-mapped), its
+    /64 for IPv6; an unparsable peer (never from a socket) counts as itself."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, IPV6_NETWORK_PREFIX), strict=False))
+    return str(address)
+
+
+def _key_subject(prefix: str, ip: str) -> str:
+    """What a key's failures from `ip` are counted under."""
+    return f"key:{prefix}:{client_network(ip)}"
 
 
 async def _open_on_error(check: Awaitable[T], fallback: T) -> T:

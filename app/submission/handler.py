@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -26,7 +27,7 @@ from app.messages.service import AcceptPolicy, policy_from
 from app.submission import replies
 from app.submission.committer import GroupCommitter
 from app.submission.data import DataRules, too_big
-from app.submission.guard import Guard
+from app.submission.guard import Guard, client_network
 from app.submission.prepare import Arrival, prepare
 from app.submission.replies import Refusal
 from app.submission.service import Transaction
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SMTP_USERNAME = "apikey"  # SendGrid's convention: the password is the API key
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")  # no column stores NUL; none shows the rest
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,10 +115,11 @@ class SubmissionHandler:
         prefix = parts[0] if parts else None
         if login != SMTP_USERNAME.encode() or prefix is None:
             return await self._auth_failed(ip, prefix)
-        seconds = await self.guard.key_locked_for(prefix)
+        seconds = await self.guard.key_locked_for(prefix, ip=ip)
         if seconds:
             return Refusal(454, "4.7.0", f"Temporary authentication failure: too many failed "
-                           f"attempts for this key; try again in {seconds} seconds")  # fmt: skip
+                           f"attempts for this key from {client_network(ip)}; try again in "
+                           f"{seconds} seconds")  # fmt: skip
         try:
             principal = await self._principal(key)
         except (SQLAlchemyError, OSError, TimeoutError):
@@ -172,6 +175,11 @@ class SubmissionHandler:
         """Check the declared SIZE and the key's message rate; aiosmtpd has checked AUTH."""
         principal = session.principal
         assert principal is not None  # aiosmtpd's auth_required answers 530 before this
+        if not address.isascii() and not envelope.smtp_utf8:
+            return replies.NEEDS_SMTPUTF8
+        problem = _unstorable(address)
+        if problem is not None:
+            return f"553 5.1.7 Bad sender address syntax: {problem}"
         declared = _declared_size(options)
         if declared is not None and declared > self.settings.max_message_size:
             return too_big(self.settings.max_message_size).reply
@@ -203,8 +211,7 @@ class SubmissionHandler:
         if len(envelope.rcpt_tos) >= self.settings.submission_max_recipients:
             return replies.TOO_MANY_RECIPIENTS
         if not address.isascii() and not envelope.smtp_utf8:
-            # RFC 6531 §3.4: an internationalised address needs MAIL FROM … SMTPUTF8.
-            return "553 5.6.7 Non-ASCII address requires SMTPUTF8"
+            return replies.NEEDS_SMTPUTF8
         try:
             email = valid_email(address)
         except ValueError as exc:
@@ -268,7 +275,7 @@ class SubmissionHandler:
             recipients=tuple(envelope.rcpt_tos),
             size=len(envelope.original_content or b""),
             client_ip=server.peer_ip(),
-            helo=session.host_name or "",
+            helo=_storable_helo(session.host_name or ""),
             tls_version=_tls_of(server).version,
             accepted_at=clock.now(),
         )
@@ -278,6 +285,24 @@ def _locked_out(ip: str, seconds: int) -> Refusal:
     """421 4.7.0: the client is locked out after repeated AUTH failures (CHECKLIST 42)."""
     return Refusal(421, "4.7.0", f"Too many failed authentication attempts from {ip}; "
                    f"try again in {seconds} seconds")  # fmt: skip
+
+
+def _unstorable(address: str) -> str | None:
+    """What keeps a MAIL FROM address from being stored, if anything. The address is only
+    kept (our VERP address is the return path), so whatever SMTP clients write is taken, but
+    not bytes that are no UTF-8 (aiosmtpd passes them on as lone surrogates) nor controls."""
+    try:
+        address.encode("utf-8")
+    except UnicodeEncodeError:
+        return "not UTF-8"
+    return "control characters" if _CONTROLS.search(address) else None
+
+
+def _storable_helo(helo: str) -> str:
+    """The EHLO name as stored: RFC 5321 §4.1.4 forbids refusing mail for a bad one, but
+    bytes that are no UTF-8 (lone surrogates from aiosmtpd) and controls cannot be stored."""
+    text = helo.encode("utf-8", "replace").decode("utf-8")
+    return _CONTROLS.sub("?", text)
 
 
 def _declared_size(options: list[str]) -> int | None:

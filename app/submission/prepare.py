@@ -10,20 +10,18 @@ leaves it to final delivery) and Content-Length. 8-bit bodies are transfer-encod
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import email.policy
 import email.utils
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.headerregistry import Address as HeaderAddress
 from email.message import EmailMessage
 from email.parser import Parser
 
-from app.common.fields import valid_email
 from app.delivery.content import Address
-from app.submission import encoding, smtpapi
+from app.submission import addresses, encoding, parts, smtpapi
 from app.submission.replies import Refusal, refused_content
 from app.submission.smtpapi import SmtpApiError, SmtpApiOptions
 
@@ -37,8 +35,6 @@ _DROPPED_FIELDS = frozenset({"bcc", "resent-bcc", "return-path", "content-length
 # RFC 5322 §2.2 / §3.6.8: a field starts with a name of printable ASCII other than ":".
 _FIELD_START = re.compile(rb"[!-9;-~]+[ \t]*:")
 _HELO_SAFE = re.compile(r"[^A-Za-z0-9.\-\[\]:_]")
-_MAX_NAME = 256  # messages.from_name
-_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +56,12 @@ class PreparedMessage:
     """The bytes to store and sign, and what the message view shows of them."""
 
     data: bytes
-    sender: Address
+    sender: Address  # the author, in From
     subject: str
     to: tuple[Address, ...]
     cc: tuple[Address, ...]
+    reply_to: tuple[Address, ...] = ()
+    sender_field: Address | None = None  # the Sender field (RFC 5322 §3.6.2), if any
     options: SmtpApiOptions = field(default_factory=SmtpApiOptions)
 
 
@@ -83,19 +81,28 @@ def prepare(raw: bytes, arrival: Arrival, *, max_schedule_ahead: timedelta) -> P
     _check_counts(fields)
     text = _decoded_head(head)
     parsed = Parser(policy=email.policy.default).parsestr(text + "\r\n", headersonly=True)
+    # The header fields first: cheap, and a wrong author matters more than a wrong file.
+    viewed = _viewed(parsed)
     options = _smtpapi_options(fields, arrival.received_at, max_schedule_ahead)
+    parts.check_attachments(raw)
     kept = [f for f in fields if f.name not in _DROPPED_FIELDS]
     kept += _missing_fields(fields, arrival)
     data = _received(arrival) + b"".join(f.raw for f in kept) + b"\r\n" + body
     if not encoding.is_seven_bit(body) and head.isascii():
         data = encoding.transfer_encode(data)
+    return dataclasses.replace(viewed, data=data, options=options)
+
+
+def _viewed(parsed: EmailMessage) -> PreparedMessage:
+    """What the message view shows, read from the header fields (`data` still empty)."""
     return PreparedMessage(
-        data=data,
-        sender=_sender(parsed),
-        subject=" ".join(str(parsed.get("subject", "")).split()),
-        to=_addresses(parsed, "to"),
-        cc=_addresses(parsed, "cc"),
-        options=options,
+        data=b"",
+        sender=addresses.author(parsed),
+        subject=addresses.view_text(str(parsed.get("subject", ""))),
+        to=addresses.shown(parsed, "to"),
+        cc=addresses.shown(parsed, "cc"),
+        reply_to=addresses.reply_to(parsed),
+        sender_field=addresses.sender(parsed),
     )
 
 
@@ -192,40 +199,3 @@ def _received(arrival: Arrival) -> bytes:
     lines.append(f"\tby {arrival.hostname} (Columba) with ESMTPSA id {arrival.message_id};")
     lines.append(f"\t{email.utils.format_datetime(arrival.received_at)}")
     return ("\r\n".join(lines) + "\r\n").encode("ascii")
-
-
-def _sender(parsed: EmailMessage) -> Address:
-    """The one author in From (DKIM and DMARC align with it)."""
-    found = _header_addresses(parsed, "from")
-    if len(found) != 1:
-        raise refused_content("the From header field must hold exactly one address")
-    try:
-        return _address(found[0])
-    except ValueError as exc:
-        raise Refusal(550, "5.1.7", f"Bad From address: {exc}") from None
-
-
-def _addresses(parsed: EmailMessage, name: str) -> tuple[Address, ...]:
-    """The valid addresses of To or Cc, for the message view (recipients come from RCPT)."""
-    found = []
-    for item in _header_addresses(parsed, name):
-        with contextlib.suppress(ValueError):
-            found.append(_address(item))
-    return tuple(found)
-
-
-def _header_addresses(parsed: EmailMessage, name: str) -> tuple[HeaderAddress, ...]:
-    """The addresses of an address field (groups flattened); none when it does not parse."""
-    try:
-        header = parsed[name]
-        return tuple(header.addresses) if header is not None else ()
-    except (AttributeError, IndexError, ValueError):
-        return ()
-
-
-def _address(item: HeaderAddress) -> Address:
-    """A header address, normalised as the HTTP API normalises; ValueError when invalid. The
-    display name is for the message view only: control characters (an encoded-word may
-    decode to any) become spaces there, while the MIME keeps what the client wrote."""
-    name = _CONTROLS.sub(" ", item.display_name)[:_MAX_NAME].strip()
-    return Address(email=valid_email(item.addr_spec), name=name or None)

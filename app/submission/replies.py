@@ -40,5 +40,7 @@ def too_many_connections(ip: str | None = None) -> Refusal:
 # RFC 5321 §4.5.3.1.10 and RFC 3463 X.5.3: past the recipient limit, the client may continue
 # with the rest in another transaction.
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+# RFC 6531 §3.4: an internationalised address needs MAIL FROM … SMTPUTF8.
+NEEDS_SMTPUTF8 = "553 5.6.7 Non-ASCII address requires SMTPUTF8"
 LOCAL_ERROR = "451 4.3.0 Local error in processing; please try again"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, closing transmission channel"

@@ -15,6 +15,7 @@ from app.accounts.service import Principal
 from app.common.fields import EmailAddress
 from app.core.errors import Forbidden, Unauthorized
 from app.delivery.content import Address
+from app.domains import service as domains
 from app.domains.models import Domain
 from app.messages import service as messages
 from app.messages.models import Message
@@ -81,8 +82,28 @@ async def authorise_submission(
             session, principal=principal, email=prepared.sender.email, policy=policy
         )
         lookups.domains[from_domain] = domain
+    if prepared.sender_field is not None:
+        await _authorise_sender_field(session, principal, prepared.sender_field.email, lookups)
     messages.check_size(transaction.size, policy=policy)
     return Authorised(account_id=principal.account.id, domain_id=domain.id)
+
+
+async def _authorise_sender_field(
+    session: AsyncSession, principal: Principal, email: str, lookups: Lookups
+) -> None:
+    """Sender names who sent the message for its author (RFC 5322 §3.6.2), and mail clients
+    show it ("on behalf of"): like From, it must be a sending domain of the key's account."""
+    email_domain = email.rpartition("@")[2].lower()
+    if (principal.account.id, email_domain) in lookups.domains:
+        return  # a From domain of this batch already: a sending domain of the account
+    domain = await domains.sending_domain_for(
+        session, account_id=principal.account.id, email_domain=email_domain
+    )
+    if domain is None:
+        raise Forbidden(
+            f"The Sender domain {email_domain} is not a sending domain of this account",
+            "sender",
+        )
 
 
 async def write_submission(
@@ -120,7 +141,7 @@ def _message_row(
         from_name=prepared.sender.name,
         to_header=[_address_json(a) for a in prepared.to],
         cc_header=[_address_json(a) for a in prepared.cc],
-        reply_to=[],
+        reply_to=[_address_json(a) for a in prepared.reply_to],
         subject=prepared.subject,
         text=None,
         html=None,

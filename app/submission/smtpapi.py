@@ -9,6 +9,7 @@ deliver different mail from what the sender asked for.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,9 @@ from app.messages.schemas import MAX_CATEGORIES, MAX_CATEGORY_LENGTH
 
 HEADER = "x-smtpapi"
 MAX_UNIQUE_ARGS_BYTES = 10_000  # SendGrid's limit for unique_args
+MAX_ASM_GROUP_ID = 2**31 - 1  # messages.asm_group_id is a 32-bit INTEGER
+# The deepest document that means anything (filters.<name>.settings.enable) is 4 levels deep.
+MAX_DEPTH = 8
 # Settings of features Columba lacks that do not change the mail (SendGrid IP pools).
 _IGNORED = frozenset({"ip_pool"})
 # Personalisation of SendGrid's legacy SMTP API: refused, as a different message would go out.
@@ -46,12 +50,10 @@ class SmtpApiOptions:
 def parse(value: str, *, now: datetime, max_ahead: timedelta) -> SmtpApiOptions:
     """Parse the (unfolded) header value; SmtpApiError says what is wrong. `send_at` may lie
     `max_ahead` ahead at most (COLUMBA_MAX_SCHEDULE_AHEAD, as for the send APIs)."""
-    try:
-        document = json.loads(value)
-    except ValueError as exc:
-        raise SmtpApiError(f"not valid JSON ({exc})") from exc
+    document = _load(value)
     if not isinstance(document, dict):
         raise SmtpApiError("must be a JSON object")
+    _check_storable(document, "", depth=0)
     _check_keys(document)
     return SmtpApiOptions(
         categories=_categories(document.get("category")),
@@ -59,6 +61,60 @@ def parse(value: str, *, now: datetime, max_ahead: timedelta) -> SmtpApiOptions:
         send_at=_send_at(document.get("send_at"), now=now, max_ahead=max_ahead),
         asm_group_id=_asm_group_id(document.get("asm_group_id")),
     )
+
+
+def _load(value: str) -> object:
+    """The JSON document. NaN, Infinity and numbers too large for a float are not JSON (RFC
+    8259 §6), and no database column stores them."""
+    try:
+        return json.loads(value, parse_constant=_not_a_number, parse_float=_finite_float)
+    except RecursionError:
+        raise SmtpApiError(f"nested more than {MAX_DEPTH} levels deep") from None
+    except ValueError as exc:
+        raise SmtpApiError(f"not valid JSON ({exc})") from exc
+
+
+def _not_a_number(constant: str) -> float:
+    """Refuse NaN, Infinity and -Infinity, which Python's json reads by default."""
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    """A float, unless the number overflows to infinity (1e400)."""
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text[:20]} is too large a number")
+    return number
+
+
+def _check_storable(value: object, path: str, *, depth: int) -> None:
+    """Refuse what no column can store or serialise, wherever it is in the document: lone
+    UTF-16 surrogates (JSON's "\\ud800" is not text), NUL (PostgreSQL stores it in neither
+    text nor JSON) and nesting deeper than any key needs."""
+    if depth > MAX_DEPTH:
+        raise SmtpApiError(f"nested more than {MAX_DEPTH} levels deep")
+    if isinstance(value, str):
+        _check_text(value, path)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            inner = f"{path}.{key}" if path else key
+            _check_text(key, inner)
+            _check_storable(item, inner, depth=depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_storable(item, f"{path}.{index}" if path else str(index), depth=depth + 1)
+
+
+def _check_text(value: str, path: str) -> None:
+    """Refuse a string holding a lone surrogate or a NUL."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SmtpApiError(
+            f"{_shown(path)} holds a lone UTF-16 surrogate, which is not text"
+        ) from None
+    if "\x00" in value:
+        raise SmtpApiError(f"{_shown(path)} holds a NUL character")
 
 
 def _check_keys(document: Mapping[str, Any]) -> None:
@@ -70,7 +126,7 @@ def _check_keys(document: Mapping[str, Any]) -> None:
                 "per recipient, or use POST /v1/send"
             )
         if key not in (*_HONOURED, *_IGNORED, *_UNSUPPORTED):
-            raise SmtpApiError(f"unknown key {key!r}; supported: {', '.join(_HONOURED)}")
+            raise SmtpApiError(f"unknown key {_shown(key)}; supported: {', '.join(_HONOURED)}")
     _check_filters(document.get("filters"))
 
 
@@ -84,7 +140,7 @@ def _check_filters(filters: object) -> None:
         settings = config.get("settings", {}) if isinstance(config, dict) else None
         enable = settings.get("enable", 0) if isinstance(settings, dict) else None
         if str(enable) not in {"0", "False", "false"}:
-            raise SmtpApiError(f"filter {name!r} is not supported (only disabling it is)")
+            raise SmtpApiError(f"filter {_shown(name)} is not supported (only disabling it is)")
 
 
 def _categories(value: object) -> tuple[str, ...]:
@@ -111,7 +167,9 @@ def _unique_args(value: object) -> dict[str, Scalar]:
         raise SmtpApiError("'unique_args' must be an object")
     for key, item in value.items():
         if isinstance(item, dict | list) or item is None:
-            raise SmtpApiError(f"unique_args.{key} must be a string, number or boolean")
+            raise SmtpApiError(
+                f"{_shown(f'unique_args.{key}')} must be a string, number or boolean"
+            )
         _no_line_breaks(key, "unique_args")
     if len(json.dumps(value).encode()) > MAX_UNIQUE_ARGS_BYTES:
         raise SmtpApiError(f"'unique_args' is larger than {MAX_UNIQUE_ARGS_BYTES} bytes")
@@ -124,19 +182,26 @@ def _send_at(value: object, *, now: datetime, max_ahead: timedelta) -> datetime 
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise SmtpApiError("'send_at' must be a Unix timestamp (an integer)")
-    when = datetime.fromtimestamp(value, UTC)
-    if when > now + max_ahead:
+    # Compared as a number first: a datetime cannot hold a time far enough ahead.
+    if value > (now + max_ahead).timestamp():
         raise SmtpApiError(f"'send_at' may be at most {format_duration(max_ahead)} ahead")
+    when = datetime.fromtimestamp(value, UTC)
     return when if when > now else None
 
 
 def _asm_group_id(value: object) -> int | None:
-    """`asm_group_id`: the unsubscribe group, a positive integer."""
+    """`asm_group_id`: the unsubscribe group, a positive 32-bit integer."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SmtpApiError("'asm_group_id' must be a positive integer")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ASM_GROUP_ID:
+        raise SmtpApiError(f"'asm_group_id' must be an integer from 1 to {MAX_ASM_GROUP_ID}")
     return value
+
+
+def _shown(name: str) -> str:
+    """A key or path as the reply names it: quoted and escaped unless it is printable ASCII,
+    so that no key can break the reply line or hide what it holds."""
+    return f"'{name}'" if name.isascii() and name.isprintable() else ascii(name)
 
 
 def _no_line_breaks(value: str, name: str) -> None:

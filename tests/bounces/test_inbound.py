@@ -150,6 +150,34 @@ async def test_a_dsn_picks_the_right_recipients_of_a_shared_transaction(
     }
 
 
+async def test_a_dsn_names_idn_recipients_as_they_were_sent(
+    client: httpx.AsyncClient,
+    sender: Sender,
+    mx: ScriptedMX,
+    deliver: Deliver,
+    inbound: int,
+    dns_server: FakeDNS,
+) -> None:
+    # Stored with the U-label (as email-validator normalises), sent and bounced as A-labels.
+    dns_server.add_mx("xn--bcher-kva.example", (10, "mx1.example.test"))
+    view, mail_from, message_id = await delivered(
+        client, sender, mx, deliver, "lead@bücher.example", "one@bücher.example",
+        "two@bücher.example",
+    )  # fmt: skip
+    data = render(
+        "exim_two_recipients.eml",
+        VERP=mail_from,
+        RCPT="one@xn--bcher-kva.example",
+        RCPT2="two@XN--BCHER-KVA.example",
+        MESSAGE_ID=message_id,
+    )
+    await submit(inbound, mail_from, data)
+    view = await message_view(client, sender, view["id"])
+    assert recipient(view, "lead@bücher.example")["status"] == "delivered"
+    assert recipient(view, "one@bücher.example")["status"] == "bounced"
+    assert recipient(view, "two@bücher.example")["status"] == "bounced"
+
+
 async def test_a_dsn_naming_no_known_recipient_falls_back_to_the_leader(
     client: httpx.AsyncClient,
     sender: Sender,

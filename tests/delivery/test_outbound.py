@@ -202,6 +202,20 @@ async def test_smtputf8_message_goes_only_to_a_host_that_supports_it(
     assert "SMTPUTF8" in capable.messages[0].mail_options
 
 
+async def test_idn_domains_go_as_a_labels_to_a_host_without_smtputf8(
+    start_mx: StartMX, pool: ConnectionPool
+) -> None:
+    mx = await start_mx("127.0.0.2")
+    mx.advertise_smtputf8 = False
+    sent = Envelope("bounces@bücher.example", ("user@bücher.example",), MESSAGE)
+    result = await deliver(destination(("mx1", "127.0.0.2")), sent, pool, KEY)
+    assert result.replies["user@bücher.example"].code == 250  # replies keep the stored address
+    [received] = mx.messages
+    assert received.mail_from == "bounces@xn--bcher-kva.example"
+    assert received.rcpt_tos == ["user@xn--bcher-kva.example"]
+    assert "SMTPUTF8" not in received.mail_options
+
+
 async def test_smtputf8_message_fails_567_when_no_host_supports_it(
     start_mx: StartMX, pool: ConnectionPool
 ) -> None:

@@ -51,12 +51,31 @@ FILENAME = st.from_regex(r"[A-Za-z0-9 _()-]{1,30}\.(txt|csv|bin|pdf|json)", full
 ATTACHMENT = st.builds(
     lambda name, data: {"filename": name.strip() or "file.bin", "data": data},
     FILENAME,
-    # Executables (and archives, which are inspected) are refused by design: not valid input.
+    # Executables are refused by design, and so are bytes that start like an archive but are
+    # none (a damaged archive cannot be looked into) or like one that cannot be read (7z, RAR).
     st.binary(min_size=0, max_size=3000).filter(
         lambda data: (
             not data.startswith(
-                (b"MZ", b"\x7fELF", b"PK", b"\xfe\xed", b"\xce\xfa", b"\xcf\xfa", b"\xca\xfe")
+                (
+                    b"MZ",
+                    b"\x7fELF",
+                    b"PK",
+                    b"\xfe\xed",
+                    b"\xce\xfa",
+                    b"\xcf\xfa",
+                    b"\xca\xfe",
+                    b"\x1f\x8b",
+                    b"BZh",
+                    b"\xfd7zXZ",
+                    b"7z\xbc",
+                    b"Rar!",
+                    b"\x28\xb5\x2f\xfd",
+                    b"MSCF",
+                    b"\x04\x22\x4d\x18",
+                    b"LZIP",
+                )
             )
+            and data[257:262] != b"ustar"
         )
     ),
 )

@@ -77,3 +77,13 @@ async def test_lines_over_998_octets_are_refused() -> None:
     result, rest = await read(b"z" * 5000 + b"\r\n.\r\nQUIT\r\n", NORMALISE)
     assert isinstance(result, Refusal)
     assert rest == b"QUIT\r\n"
+
+
+@pytest.mark.parametrize(
+    "data", [b"Subject: a\x00b\r\n\r\nx\r\n", b"From: a@b.test\r\n\r\nx\x00\r\n"]
+)
+async def test_a_nul_anywhere_is_refused_after_reading_to_the_end(data: bytes) -> None:
+    result, rest = await read(data + b".\r\nQUIT\r\n", NORMALISE)
+    assert isinstance(result, Refusal)
+    assert result.reply.startswith("554 5.6.0 Message refused: NUL character in the message")
+    assert rest == b"QUIT\r\n"

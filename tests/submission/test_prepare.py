@@ -152,4 +152,76 @@ def test_display_names_in_the_view_hold_no_control_characters() -> None:
     assert b"From: =?utf-8?q?Evil=07Bell?= <a@shop.test>\r\n" in prepared.data  # kept as sent
     # A From whose encoded name holds a line break is not one the listener can trust.
     refused = refusal(b"From: =?utf-8?q?Evil=0D=0ABcc=3A_x?= <a@shop.test>\r\n\r\nx\r\n")
-    assert "exactly one address" in refused.text
+    assert refused.text == (
+        "Bad From header field: invalid arguments; address parts cannot contain CR or LF"
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        # One reader sees me@other.test, another may show ceo@columba.test.
+        ("From", "<me@other.test>ceo@shop.test", "Bad From header field: invalid address"),
+        ("From", "ceo@shop.test <me@other.test>", "Bad From header field: invalid address"),
+        ("From", "Shop <a@shop.test> trailing", "Bad From header field: invalid address"),
+        ("From", "<a@shop.test", "Bad From header field: missing trailing '>'"),
+        ("From", "team: a@shop.test;", "Bad From header field: a group is not allowed here"),
+        ("Sender", "<me@other.test>ceo@shop.test", "Bad Sender header field: invalid address"),
+        ("Sender", "a@shop.test, b@shop.test", "Bad Sender header field: it must hold exactly"),
+        ("Sender", "not an address", "Bad Sender header field"),
+        ("Reply-To", "<me@other.test>ceo@shop.test", "bad Reply-To header field: invalid"),
+        ("Reply-To", "help@shop.test <x@other.test>", "bad Reply-To header field: invalid"),
+        ("Reply-To", "Last, First <a@shop.test>", "bad Reply-To header field: addr-spec"),
+    ],
+)
+def test_author_fields_are_read_as_strictly_as_the_api_reads_them(
+    field: str, value: str, problem: str
+) -> None:
+    head = f"{field}: {value}\r\n" + ("" if field == "From" else "From: a@shop.test\r\n")
+    refused = refusal((head + "\r\nx\r\n").encode())
+    assert problem in refused.text
+    assert refused.code in (550, 554)
+
+
+def test_obsolete_but_unambiguous_author_fields_are_read() -> None:
+    raw = (
+        b"From: John Q. Public <jqp@shop.test>\r\n"
+        b'To: "=?utf-8?q?M=C3=BCller?=" <m@example.test>, =?utf-8?q?A?=<a@example.test>\r\n'
+        b'Sender: "=?utf-8?q?Desk?=" <@relay.test:desk@shop.test>\r\n'
+        b"Reply-To: =?utf-8?q?Help?=<help@shop.test>, team: a@shop.test, b@shop.test;\r\n"
+        b"\r\nx\r\n"
+    )
+    prepared = prepare(raw, ARRIVAL, max_schedule_ahead=AHEAD)
+    assert (prepared.sender.email, prepared.sender.name) == ("jqp@shop.test", "John Q. Public")
+    assert prepared.sender_field is not None
+    assert prepared.sender_field.email == "desk@shop.test"
+    assert [a.email for a in prepared.reply_to] == ["help@shop.test", "a@shop.test", "b@shop.test"]
+    assert [(a.email, a.name) for a in prepared.to] == [
+        ("m@example.test", "Müller"),
+        ("a@example.test", "A"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "encoded",
+    [
+        b"=?utf-8?B?gA==?=",  # not UTF-8: decodes to a lone surrogate
+        b"=?x-unknown?B?gA==?=",  # an unknown charset: the same
+        b"=?utf-8?B?AA==?=",  # NUL
+        b"=?utf-8?Q?a=1Bb?=",  # ESC
+    ],
+)
+def test_encoded_words_that_decode_to_no_text_are_stored_as_text(encoded: bytes) -> None:
+    raw = (
+        b"From: " + encoded + b" <a@shop.test>\r\nTo: " + encoded + b" <b@example.test>\r\n"
+        b"Cc: " + encoded + b" <c@example.test>\r\nSubject: x " + encoded + b"\r\n\r\nx\r\n"
+    )
+    prepared = prepare(raw, ARRIVAL, max_schedule_ahead=AHEAD)
+    shown = [
+        prepared.subject,
+        *(a.name or "" for a in (prepared.sender, *prepared.to, *prepared.cc)),
+    ]
+    for text in shown:
+        text.encode("utf-8")  # no lone surrogate: a database stores it, JSON serialises it
+        assert not any(ord(c) < 32 for c in text), text
+    assert encoded in prepared.data  # the MIME keeps what the client wrote

@@ -246,25 +246,6 @@ async def test_a_key_without_mail_send_cannot_log_in(
     assert b"mail.send" in error.smtp_error
 
 
-async def test_failures_against_one_key_lock_it_from_any_address(
-    start_submission: StartSubmission, sender: Sender
-) -> None:
-    listener = await start_submission(
-        submission_auth_max_failures=100, submission_auth_max_key_failures=3
-    )
-    wrong = sender.key[:-4] + "AAAA"
-
-    def attempt(source: str, key: str) -> int:
-        with pytest.raises(smtplib.SMTPAuthenticationError) as failed:
-            listener.smtp(source=source, login=key)
-        return failed.value.smtp_code
-
-    codes = [await asyncio.to_thread(attempt, f"127.0.0.{n}", wrong) for n in (2, 3, 4)]
-    assert codes == [535, 535, 535]
-    # The key is locked for AUTH now, whoever presents it (RFC 4954 §6: 454 4.7.0).
-    assert await asyncio.to_thread(attempt, "127.0.0.5", sender.key) == 454
-
-
 @pytest.mark.parametrize(("hops", "code"), [(99, 250), (100, 554)])
 async def test_mail_loops_are_refused(
     submission: Listener, sender: Sender, hops: int, code: int
