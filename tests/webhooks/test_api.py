@@ -212,6 +212,7 @@ async def test_private_addresses_are_refused_unless_allowed(
     settings: Settings, sender: Sender, dns_server: FakeDNS
 ) -> None:
     dns_server.add_a("inside.test", "10.1.2.3")
+    dns_server.add_aaaa("tunnelled.test", "2002:7f00:1::1")  # 6to4 of 127.0.0.1
     strict = settings.model_copy(update={"allow_private_destinations": False})
     async with ApiServer.running(strict) as api, httpx.AsyncClient(base_url=api.url) as http:
         for url in (
@@ -220,6 +221,12 @@ async def test_private_addresses_are_refused_unless_allowed(
             "http://[::ffff:127.0.0.1]/hook",
             "http://[fd00::1]/hook",
             "https://inside.test/hook",
+            # IPv6 forms that embed a private IPv4 address (issue 10, item 8)
+            "http://[::127.0.0.1]/hook",
+            "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",
+            "http://[::ffff:0:7f00:1]/hook",
+            "http://[fec0::1]/hook",
+            "https://tunnelled.test/hook",
         ):
             response = await http.post("/v1/webhooks", json={"url": url}, headers=sender.headers)
             assert response.status_code == 400, url
