@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -84,6 +85,9 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
 def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     """An async engine for the configured database."""
     if settings.is_sqlite:
+        # aiosqlite logs every statement with its parameters at DEBUG: webhook URLs (tokens),
+        # addresses and message content would reach the logs.
+        logging.getLogger("aiosqlite").setLevel(logging.INFO)
         path = _sqlite_path(settings.database_url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)

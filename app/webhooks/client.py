@@ -66,6 +66,10 @@ class WebhookClient:
         self.verify: ssl.SSLContext | bool = verify if verify is not None else True
         self._pools: OrderedDict[str, httpx.AsyncClient] = OrderedDict()
         self._closing: set[asyncio.Future[None]] = set()
+        # httpx logs every request's full URL at INFO (httpcore more at DEBUG), and webhook
+        # URLs often carry a token in their path or query: post() logs its own line instead.
+        for name in ("httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
     def _pool(self, host: str) -> httpx.AsyncClient:
         """The host's client; the least recently used one is closed beyond MAX_POOLS."""
@@ -109,13 +113,15 @@ class WebhookClient:
         except DestinationError as exc:
             return PostResult(None, f"refused: {exc}", None, _elapsed(began))
         try:
-            return await self._send(target, addresses[0], body, headers, began)
+            result = await self._send(target, addresses[0], body, headers, began)
         except Exception as exc:  # whatever it is, it is the endpoint's failed attempt
-            # Only the exception's type: its text could quote the URL, whose path and query
-            # often carry a token (issue 10, item 9).
+            # Only the exception's type: its text could quote the URL.
             log.warning("webhook POST to %s failed: %s", target.origin, type(exc).__name__)
             error = f"request failed: {type(exc).__name__}"
             return PostResult(None, error, addresses[0], _elapsed(began))
+        outcome = result.status if result.status is not None else result.error
+        log.info("webhook POST to %s: %s in %d ms", target.origin, outcome, result.duration_ms)
+        return result
 
     async def _send(
         self, target: Target, address: str, body: bytes, headers: dict[str, str], began: float
