@@ -51,9 +51,9 @@ def _client(port: int, tls: ssl.SSLContext) -> aiosmtplib.SMTP:
     return aiosmtplib.SMTP(hostname="127.0.0.1", port=port, tls_context=tls, start_tls=True)
 
 
-async def _submit(port: int, ca: trustme.CA, key: str, sender: Sender) -> None:
+async def _submit(port: int, ca: trustme.CA, key: str, sender: Sender) -> str:
     """One message over SMTP submission (STARTTLS, AUTH PLAIN), and one AUTH LOGIN that
-    fails with a wrong secret for the same key prefix."""
+    fails with a wrong secret for the same key prefix; returns that wrong password."""
     tls = ssl.create_default_context()
     ca.configure_trust(tls)
     message = f"From: {sender.address()}\r\nTo: bob@example.test\r\nSubject: s\r\n\r\nHi.\r\n"
@@ -66,6 +66,7 @@ async def _submit(port: int, ca: trustme.CA, key: str, sender: Sender) -> None:
         await smtp.ehlo()
         with pytest.raises(aiosmtplib.SMTPAuthenticationError):
             await smtp.auth_login("apikey", wrong)
+    return wrong
 
 
 async def test_no_secret_appears_in_any_log_line(
@@ -92,7 +93,7 @@ async def test_no_secret_appears_in_any_log_line(
         unknown = await client.get("/v1/events", headers={"Authorization": "Bearer SG.x.y"})
         assert unknown.status_code == 401
         await send(client, sender, to=["alice@example.test"])
-        await _submit(submission.ports["starttls"], tls_ca, smtp_key, sender)
+        wrong = await _submit(submission.ports["starttls"], tls_ca, smtp_key, sender)
         await deliver()
         assert len(await mx.wait_for(2)) == 2  # one from the API, one over SMTP, DKIM-signed
         dispatcher = build_dispatcher(quick_settings(settings), db)
@@ -108,6 +109,8 @@ async def test_no_secret_appears_in_any_log_line(
             *_variants(smtp_key),
             smtp_key.rsplit(".", 1)[1],
             base64.b64encode(f"\0apikey\0{smtp_key}".encode()).decode(),
+            *_variants(wrong),
+            wrong.rsplit(".", 1)[1],
         ],
         "webhook secret": [hook["secret"], hook["secret"].removeprefix("whsec_")],
         "webhook URL path": [path_token],
