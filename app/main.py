@@ -15,6 +15,7 @@ from app.core.queue import Queue
 from app.core.ratelimit import RateLimitHeaders
 from app.dev.embedded_redis import redis_url_for
 from app.events.router import router as events_router
+from app.events.waiting import LongPolls
 from app.health import router as health_router
 from app.messages.committer import SendCommitter
 from app.messages.router import router as messages_router
@@ -42,6 +43,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # One transaction at a time gathers the most sends per transaction (measured with
         # bench/send.py on PostgreSQL: 1 beat 2 and 4); SQLite takes one writer at a time anyway.
         app.state.committer = SendCommitter(app.state.db, app.state.queue, concurrency=1)
+        app.state.long_polls = LongPolls(
+            per_process=settings.long_poll_max, per_key=settings.long_poll_max_per_key
+        )
         try:
             yield
         finally:

@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     destination_rate: float = Field(default=0.0, ge=0.0)
     throttle_wait: Duration = timedelta(seconds=10)
     db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=20, ge=0)
+    # Long polls (GET /v1/events?wait=) waiting at once in one API process, and per API key.
+    long_poll_max: int = Field(default=50, ge=1)
+    long_poll_max_per_key: int = Field(default=5, ge=1)
     max_schedule_ahead: Duration = timedelta(days=7)
     # Recipients still paused this long after they were due expire (SendGrid: 72 hours).
     paused_expiry: Duration = timedelta(hours=72)

@@ -85,21 +85,30 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
 def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     """An async engine for the configured database."""
     if settings.is_sqlite:
-        # aiosqlite logs every statement with its parameters at DEBUG: webhook URLs (tokens),
-        # addresses and message content would reach the logs.
-        logging.getLogger("aiosqlite").setLevel(logging.INFO)
-        path = _sqlite_path(settings.database_url)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(settings.database_url, **kwargs)
-        event.listen(engine.sync_engine, "connect", _tune_sqlite)
-        return engine
+        return _sqlite_engine(settings, **kwargs)
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_async_engine(settings.database_url, **_pool_sizes(settings, kwargs))
+
+
+def _sqlite_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
+    """The embedded database: a file (pooled like PostgreSQL) or memory (one connection)."""
+    # aiosqlite logs every statement with its parameters at DEBUG: webhook URLs (tokens),
+    # addresses and message content would reach the logs.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
+    path = _sqlite_path(settings.database_url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        kwargs = _pool_sizes(settings, kwargs)
+    engine = create_async_engine(settings.database_url, **kwargs)
+    event.listen(engine.sync_engine, "connect", _tune_sqlite)
+    return engine
+
+
+def _pool_sizes(settings: Settings, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """DB_POOL_SIZE and DB_MAX_OVERFLOW, unless the caller chose."""
     # Connections beyond pool_size are closed when returned: a pool smaller than the usual
     # number of concurrent requests makes every request open a connection (DB_POOL_SIZE).
-    kwargs.setdefault("pool_size", settings.db_pool_size)
-    kwargs.setdefault("max_overflow", 20)
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_async_engine(settings.database_url, **kwargs)
+    return {"pool_size": settings.db_pool_size, "max_overflow": settings.db_max_overflow} | kwargs
 
 
 class Database:
