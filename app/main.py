@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -29,6 +30,13 @@ from app.templates.router import router as templates_router
 from app.webhooks.router import router as webhooks_router
 
 API_VERSION = "0.1.0"
+
+
+def proxy_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for proxy headers: honoured only from COLUMBA_FORWARDED_ALLOW_IPS
+    (uvicorn would otherwise believe any local peer, 127.0.0.1 and ::1)."""
+    proxies = list(settings.forwarded_allow_ips)
+    return {"proxy_headers": bool(proxies), "forwarded_allow_ips": proxies}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from dataclasses import dataclass
 from datetime import timedelta
@@ -47,6 +48,10 @@ class Settings(BaseSettings):
     smtp_tls_cert: Path | None = None
     smtp_tls_key: Path | None = None
     allow_private_destinations: bool = False
+    # Peers (IPs or networks, `*` for any) whose X-Forwarded-For / X-Forwarded-Proto the API
+    # believes: the proxies in front of it. None by default, so a client cannot choose the
+    # address that per-address rate limits count against.
+    forwarded_allow_ips: CommaList = ()
 
     var_dir: Path = Path("./var")
     dev_mode: bool = False
@@ -106,11 +111,25 @@ class Settings(BaseSettings):
     webhook_concurrency: int = Field(default=20, ge=1)
     inbound_max_message_size: int = Field(default=10 * 1024 * 1024, ge=1024)
 
-    @field_validator("dns_nameservers", mode="before")
+    @field_validator("dns_nameservers", "forwarded_allow_ips", mode="before")
     @classmethod
     def _split_comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _check_proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            if entry != "*":
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError as exc:
+                    raise ValueError(
+                        f"COLUMBA_FORWARDED_ALLOW_IPS: {entry!r} is not an IP address, a network "
+                        "such as 10.0.0.0/8, or *"
+                    ) from exc
         return value
 
     @field_validator("retry_schedule", mode="before")

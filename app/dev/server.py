@@ -20,7 +20,7 @@ from app.core.db import Database
 from app.dev.embedded_redis import redis_url_for, stop_embedded_redis
 from app.dev.mailbox import start_capture_server
 from app.domains import service as domains
-from app.main import create_app
+from app.main import create_app, proxy_options
 from app.submission.server import SubmissionServer
 from app.submission.tls import context_from_settings, ensure_dev_certificate
 from worker.settings import build_worker
@@ -131,7 +131,9 @@ async def _serve(
     await submission.start("127.0.0.1", port=submission_ports[0], tls_port=submission_ports[1])
     worker = build_worker(settings, redis_url, handle_signals=False)
     server = _EmbeddedServer(
-        uvicorn.Config(create_app(settings), host=host, port=port, access_log=False)
+        uvicorn.Config(
+            create_app(settings), host=host, port=port, access_log=False, **proxy_options(settings)
+        )
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
