@@ -14,7 +14,7 @@ from app.core.db import Database
 from app.core.errors import install_error_handlers
 from app.core.queue import Queue
 from app.core.ratelimit import RateLimitHeaders
-from app.dev.embedded_redis import redis_url_for
+from app.dev.embedded_redis import redis_url_for, release_redis
 from app.events.router import router as events_router
 from app.events.waiting import LongPolls
 from app.health import router as health_router
@@ -60,6 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.committer.close()
             await app.state.queue.close()
             await app.state.db.dispose()
+            # Before uvicorn re-raises SIGTERM, which ends the process without atexit.
+            release_redis(settings.redis_url, settings.var_dir)
 
     app = FastAPI(
         title="Columba",

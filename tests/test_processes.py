@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from app.core import migrate
+from app.dev.embedded_redis import is_running
 from tests.fakes.mx import free_port
 
 COLUMBA = [sys.executable, "-m", "app.cli"]
@@ -42,12 +43,9 @@ async def production_env(var_dir: Path, **settings: str) -> dict[str, str]:
     )
 
 
-@asynccontextmanager
-async def running(
-    *args: str, env: dict[str, str], cwd: Path
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    """A columba command running until the block ends (then SIGTERM, and it must exit)."""
-    process = await asyncio.create_subprocess_exec(
+async def spawn(*args: str, env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
+    """A columba command, its log (stderr) piped."""
+    return await asyncio.create_subprocess_exec(
         *COLUMBA,
         *args,
         env=env,
@@ -55,6 +53,14 @@ async def running(
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
+
+
+@asynccontextmanager
+async def running(
+    *args: str, env: dict[str, str], cwd: Path
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A columba command running until the block ends (then SIGTERM, and it must exit)."""
+    process = await spawn(*args, env=env, cwd=cwd)
     try:
         yield process
     finally:
@@ -101,3 +107,162 @@ async def test_forwarded_addresses_are_believed_only_from_trusted_proxies(
                 claimed = {"Authorization": "Bearer SG.x.y", "X-Forwarded-For": f"10.0.0.{i}"}
                 codes.append((await http.get("/v1/events", headers=claimed)).status_code)
     assert codes == ([401, 401, 429, 429] if limited else [401, 401, 401, 401])
+
+
+def redis_servers_for(var_dir: Path) -> list[int]:
+    """Live redis-server processes serving `var_dir` (their command line names its socket)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        serves = "redis-server" in command and str(var_dir.resolve()) in command
+        if serves and is_running(int(proc.name)):
+            found.append(int(proc.name))
+    return found
+
+
+def kill_servers_of(var_dir: Path) -> None:
+    """After a failed test killed its processes: their embedded Redis must not outlive it."""
+    for pid in redis_servers_for(var_dir):
+        os.kill(pid, signal.SIGKILL)
+
+
+async def read_until(stream: asyncio.StreamReader, text: str, timeout: float = 60) -> str:
+    """Output lines until one contains `text`."""
+    seen = ""
+    async with asyncio.timeout(timeout):
+        while text not in seen:
+            line = (await stream.readline()).decode()
+            assert line, f"the process ended before printing {text!r}:\n{seen}"
+            seen += line
+    return seen
+
+
+async def start_api(env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
+    """`columba api`, once it answers."""
+    port = free_port()
+    process = await spawn("api", "--port", str(port), env=env, cwd=cwd)
+    await until_healthy(f"http://127.0.0.1:{port}")
+    return process
+
+
+async def start_worker(env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
+    """`columba worker`, once it uses the embedded Redis."""
+    process = await spawn("worker", env=env, cwd=cwd)
+    assert process.stderr is not None
+    await read_until(process.stderr, "using the embedded Redis")
+    return process
+
+
+async def terminate(process: asyncio.subprocess.Process) -> int:
+    """SIGTERM, and the exit status within 15 s."""
+    process.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(15):
+        return await process.wait()
+
+
+@pytest.mark.parametrize("last", ["worker", "api"])
+async def test_processes_of_one_data_directory_share_one_embedded_redis(
+    tmp_path: Path, last: str
+) -> None:
+    """Without COLUMBA_REDIS_URL, `columba api` and `columba worker` on one data directory
+    use one redis-server, which outlives the first to stop and stops with the last."""
+    var_dir = tmp_path / "var"
+    env = await production_env(var_dir)
+    api, worker = await start_api(env, tmp_path), await start_worker(env, tmp_path)
+    try:
+        [server] = redis_servers_for(var_dir)
+        first, second = (api, worker) if last == "worker" else (worker, api)
+        await terminate(first)
+        assert redis_servers_for(var_dir) == [server]  # the other process still uses it
+        await terminate(second)
+        # uvicorn shuts down gracefully, then raises SIGTERM again to die by it.
+        assert (api.returncode, worker.returncode) == (-signal.SIGTERM, 0)
+    finally:
+        for process in (api, worker):
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+                kill_servers_of(var_dir)
+    assert redis_servers_for(var_dir) == []
+    assert not is_running(server)
+    assert not (var_dir / "redis.sock").exists()
+
+
+@asynccontextmanager
+async def dev_running(cwd: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, str, str]]:
+    """`columba dev` in `cwd`, once its banner is out: the process, API URL and dev key.
+    Killed after the block if it has not exited by then."""
+    port, smtp_port, submission_port, tls_port = (free_port() for _ in range(4))
+    process = await asyncio.create_subprocess_exec(
+        *COLUMBA, "dev", "--port", str(port), "--smtp-port", str(smtp_port),
+        "--submission-port", str(submission_port), "--submission-tls-port", str(tls_port),
+        cwd=cwd, env=clean_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        await read_until(process.stdout, "swaks")
+        key = (cwd / "var" / "dev-api-key").read_text().strip()
+        yield process, f"http://127.0.0.1:{port}", key
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+            kill_servers_of(cwd / "var")
+
+
+async def stopped_within(process: asyncio.subprocess.Process, seconds: float) -> int:
+    """SIGTERM; the exit status, which must come within `seconds`."""
+    assert process.stdout is not None
+    process.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(seconds):
+        await process.stdout.read()  # what it says while stopping; keeps the pipe open
+        return await process.wait()
+
+
+async def test_dev_keeps_its_database_private_and_stops_at_once_when_idle(tmp_path: Path) -> None:
+    var_dir = tmp_path / "var"
+    var_dir.mkdir()
+    (var_dir / "columba.db").touch(mode=0o644)  # left by an earlier version: made private
+    async with dev_running(tmp_path) as (process, url, key):
+        async with httpx.AsyncClient(base_url=url) as http:
+            response = await http.post(
+                "/v1/send",
+                json={"from": "a@columba.test", "to": ["b@x.test"], "subject": "s", "text": "hi"},
+                headers={"Authorization": f"Bearer {key}"},
+            )
+        assert response.status_code == 202, response.text
+        async with asyncio.timeout(20):
+            while not list((var_dir / "mailbox").glob("*.eml")):  # noqa: ASYNC110 (a directory)
+                await asyncio.sleep(0.1)
+        for name in ("columba.db", "columba.db-wal", "columba.db-shm"):
+            assert (var_dir / name).stat().st_mode & 0o777 == 0o600, name
+        assert await stopped_within(process, 15) == 0
+    assert redis_servers_for(var_dir) == []
+
+
+async def test_dev_stops_within_its_grace_period_with_work_in_flight(tmp_path: Path) -> None:
+    """A long poll waiting (up to 30 s) is answered at once, and the process is gone well
+    within 15 s of SIGTERM, its embedded Redis with it."""
+    async with (
+        dev_running(tmp_path) as (process, url, key),
+        httpx.AsyncClient(base_url=url, timeout=60) as http,
+    ):
+        waiting = asyncio.create_task(
+            http.get(
+                "/v1/events",
+                params={"after": "999999", "wait": 30},
+                headers={"Authorization": f"Bearer {key}"},
+            )
+        )
+        await asyncio.sleep(1)  # the request is in and waiting
+        assert not waiting.done()
+        assert await stopped_within(process, 15) == 0
+        answer = await waiting
+    assert answer.status_code == 200
+    assert answer.json()["events"] == []
+    assert redis_servers_for(tmp_path / "var") == []

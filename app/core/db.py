@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -66,10 +68,21 @@ class UTCDateTime(TypeDecorator[datetime]):
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 
-def _sqlite_path(url: str) -> Path | None:
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")  # made beside the database file
+
+
+def sqlite_path(url: str) -> Path | None:
     """The file behind a SQLite URL, or None for memory databases."""
     _, _, path = url.partition(":///")
     return None if not path or path.startswith(":memory:") else Path(path)
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file readable by this user only, unless it exists; SQLite gives
+    its -wal and -shm files the same permissions."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
@@ -95,9 +108,9 @@ def _sqlite_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     # aiosqlite logs every statement with its parameters at DEBUG: webhook URLs (tokens),
     # addresses and message content would reach the logs.
     logging.getLogger("aiosqlite").setLevel(logging.INFO)
-    path = _sqlite_path(settings.database_url)
+    path = sqlite_path(settings.database_url)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _create_private(path)
         kwargs = _pool_sizes(settings, kwargs)
     engine = create_async_engine(settings.database_url, **kwargs)
     event.listen(engine.sync_engine, "connect", _tune_sqlite)

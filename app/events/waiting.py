@@ -6,6 +6,7 @@ from tying up a process with waits."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,17 +24,23 @@ class LongPolls:
         self.per_process = per_process
         self.per_key = per_key
         self.waiting: Counter[str] = Counter()
+        self.stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """The process is stopping: waiting polls answer now (with what they have)."""
+        self.stopping.set()
 
     @contextmanager
-    def hold(self, key_id: str) -> Iterator[None]:
-        """A place among the waiting polls for the block; 429 when either bound is reached."""
+    def hold(self, key_id: str) -> Iterator[asyncio.Event]:
+        """A place among the waiting polls for the block, and the event that ends the wait
+        early; 429 when either bound is reached."""
         if self.waiting.total() >= self.per_process:
             raise _refusal(f"{self.per_process} requests are already waiting for events here")
         if self.waiting[key_id] >= self.per_key:
             raise _refusal(f"this API key already has {self.per_key} requests waiting for events")
         self.waiting[key_id] += 1
         try:
-            yield
+            yield self.stopping
         finally:
             self.waiting[key_id] -= 1
             if not self.waiting[key_id]:
