@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,6 +69,7 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")  # made beside the database file
+SQLITE_SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}  # COLUMBA_SQLITE_SYNCHRONOUS
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -85,14 +86,23 @@ def _create_private(path: Path) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
-def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
-    """WAL lets the worker write while the API reads; busy_timeout queues writers."""
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
+def _sqlite_tuning(synchronous: str) -> Callable[[Any, Any], None]:
+    """The settings every new SQLite connection gets."""
+
+    def tune(dbapi_connection: Any, _record: Any) -> None:
+        """WAL lets the worker write while the API reads; busy_timeout queues writers.
+
+        synchronous=FULL syncs the WAL at every commit, so a committed transaction (a 202)
+        survives a power failure; NORMAL syncs only at checkpoints and may lose the last
+        commits (https://www.sqlite.org/pragma.html#pragma_synchronous)."""
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS[synchronous]}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    return tune
 
 
 def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
@@ -113,7 +123,7 @@ def _sqlite_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
         _create_private(path)
         kwargs = _pool_sizes(settings, kwargs)
     engine = create_async_engine(settings.database_url, **kwargs)
-    event.listen(engine.sync_engine, "connect", _tune_sqlite)
+    event.listen(engine.sync_engine, "connect", _sqlite_tuning(settings.sqlite_synchronous))
     return engine
 
 
