@@ -14,8 +14,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from arq.constants import health_check_key_suffix
+from redis.asyncio import Redis
 
 from app.core import migrate
+from app.core.queue import QUEUE_NAME
 from app.dev.embedded_redis import is_running
 from tests.fakes.mx import free_port
 
@@ -151,10 +154,18 @@ async def start_api(env: dict[str, str], cwd: Path) -> asyncio.subprocess.Proces
 
 
 async def start_worker(env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
-    """`columba worker`, once it uses the embedded Redis."""
+    """`columba worker`, once it polls for jobs (its signal handlers are in place by then:
+    arq writes its health-check key from its polling loop)."""
     process = await spawn("worker", env=env, cwd=cwd)
     assert process.stderr is not None
     await read_until(process.stderr, "using the embedded Redis")
+    redis = Redis(unix_socket_path=str(Path(env["COLUMBA_VAR_DIR"]) / "redis.sock"))
+    try:
+        async with asyncio.timeout(30):
+            while not await redis.exists(QUEUE_NAME + health_check_key_suffix):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+    finally:
+        await redis.aclose()
     return process
 
 

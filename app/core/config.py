@@ -73,10 +73,10 @@ class Settings(BaseSettings):
     destination_rate: float = Field(default=0.0, ge=0.0)
     throttle_wait: Duration = timedelta(seconds=10)
     db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=20, ge=0)
     # SQLite only: `full` makes every commit (every 202) survive a power failure; `normal`
     # is faster but may lose the last commits to one (a process crash loses nothing).
     sqlite_synchronous: Literal["full", "normal"] = "full"
-    db_max_overflow: int = Field(default=20, ge=0)
     # Long polls (GET /v1/events?wait=) waiting at once in one API process, and per API key.
     long_poll_max: int = Field(default=50, ge=1)
     long_poll_max_per_key: int = Field(default=5, ge=1)

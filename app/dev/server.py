@@ -32,10 +32,10 @@ if TYPE_CHECKING:
     from arq.worker import Worker
 
 DEV_ACCOUNT = "dev"
-# What work in flight gets once Ctrl-C or SIGTERM arrives: requests (a long poll waits up to
-# 30 s), submissions being stored, deliveries. Idle, everything stops within a second or two.
-SHUTDOWN_GRACE_SECONDS = 5
 DEV_DOMAIN = "columba.test"
+# What work in flight gets once Ctrl-C or SIGTERM arrives: requests, submissions being stored,
+# deliveries (long polls answer at once). Idle, everything stops within a second or two.
+SHUTDOWN_GRACE_SECONDS = 5
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -207,7 +207,6 @@ def private_database(settings: Settings) -> None:
     path = sqlite_path(settings.database_url) if settings.is_sqlite else None
     if path is None:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
     for name in (path.name, *(path.name + suffix for suffix in SQLITE_SIDE_FILES)):
         with contextlib.suppress(FileNotFoundError):
             (path.parent / name).chmod(0o600)
