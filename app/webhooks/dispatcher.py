@@ -194,7 +194,11 @@ class Dispatcher:
     ) -> None:
         """The attempt, the batch's new state and the endpoint's health, fenced by the lease."""
         async with self.db.session() as session:
-            webhook = await session.get(Webhook, webhook_id, with_for_update=True)
+            # FOR NO KEY UPDATE, not FOR UPDATE: disabling an endpoint writes outbox rows for
+            # the account's other endpoints, whose foreign keys take KEY SHARE locks on them;
+            # FOR UPDATE would conflict with those, so two endpoints of one account disabled
+            # at once deadlocked on PostgreSQL.
+            webhook = await session.get(Webhook, webhook_id, with_for_update={"key_share": True})
             batch = await session.get(WebhookBatch, batch_id)
             if webhook is None or batch is None or webhook.lease_token != token:
                 return  # the lease was lost; whoever holds it now records its own attempt

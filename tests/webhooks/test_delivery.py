@@ -334,3 +334,23 @@ async def test_a_batch_that_cannot_be_built_fails_like_any_attempt(
     assert [a["error"] for a in attempts] == ["request not built: InvalidToken"] * 2
     assert state["disabled_reason"].startswith("2 deliveries in a row failed")
     assert receiver.requests == []
+
+
+async def test_endpoints_of_one_account_disabled_at_once(
+    client: httpx.AsyncClient, sender: Sender, receiver: WebhookReceiver, dispatcher: Dispatcher
+) -> None:
+    """Each disable writes a `webhook_disabled` event to the account's other endpoints; four
+    endpoints answering 410 together are disabled in concurrent transactions without a
+    deadlock on PostgreSQL (the endpoint row is locked FOR NO KEY UPDATE)."""
+    paths = [f"/gone{i}" for i in range(4)]
+    hooks = [await create_webhook(client, sender, hook_url(receiver, path)) for path in paths]
+    for path in paths:
+        receiver.answer(410, path=path)
+    await send(client, sender, to=["x@example.test"])
+    await dispatcher.run()  # raises nothing
+    for hook in hooks:
+        state = (await client.get(f"/v1/webhooks/{hook['id']}", headers=sender.headers)).json()
+        assert not state["enabled"]
+        assert "410" in state["disabled_reason"]
+    feed = (await client.get("/v1/events?type=webhook_disabled", headers=sender.headers)).json()
+    assert len(feed["events"]) == 4
