@@ -107,6 +107,9 @@ def _sqlite_tuning(synchronous: str) -> Callable[[Any, Any], None]:
 
 def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     """An async engine for the configured database."""
+    # Database errors (and the tracebacks that log them) show the statement, not its
+    # parameters: those hold addresses, message content and webhook URLs with their tokens.
+    kwargs.setdefault("hide_parameters", True)
     if settings.is_sqlite:
         return _sqlite_engine(settings, **kwargs)
     kwargs.setdefault("pool_pre_ping", True)
