@@ -95,7 +95,9 @@ def api(host: str, port: int, workers: int) -> None:
     """Serve the HTTP API with uvicorn."""
     import uvicorn
 
-    _settings_for_production()
+    from app.main import proxy_options
+
+    settings = _settings_for_production()
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -103,7 +105,7 @@ def api(host: str, port: int, workers: int) -> None:
         port=port,
         workers=workers,
         access_log=False,
-        proxy_headers=True,
+        **proxy_options(settings),
     )
 
 

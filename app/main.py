@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -13,8 +14,9 @@ from app.core.db import Database
 from app.core.errors import install_error_handlers
 from app.core.queue import Queue
 from app.core.ratelimit import RateLimitHeaders
-from app.dev.embedded_redis import redis_url_for
+from app.dev.embedded_redis import redis_url_for, release_redis
 from app.events.router import router as events_router
+from app.events.waiting import LongPolls
 from app.health import router as health_router
 from app.messages.committer import SendCommitter
 from app.messages.router import router as messages_router
@@ -30,6 +32,13 @@ from app.webhooks.router import router as webhooks_router
 API_VERSION = "0.1.0"
 
 
+def proxy_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for proxy headers: honoured only from COLUMBA_FORWARDED_ALLOW_IPS
+    (uvicorn would otherwise believe any local peer, 127.0.0.1 and ::1)."""
+    proxies = list(settings.forwarded_allow_ips)
+    return {"proxy_headers": bool(proxies), "forwarded_allow_ips": proxies}
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The Columba HTTP API."""
     settings = settings or load_settings()
@@ -42,12 +51,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # One transaction at a time gathers the most sends per transaction (measured with
         # bench/send.py on PostgreSQL: 1 beat 2 and 4); SQLite takes one writer at a time anyway.
         app.state.committer = SendCommitter(app.state.db, app.state.queue, concurrency=1)
+        app.state.long_polls = LongPolls(
+            per_process=settings.long_poll_max, per_key=settings.long_poll_max_per_key
+        )
         try:
             yield
         finally:
             await app.state.committer.close()
             await app.state.queue.close()
             await app.state.db.dispose()
+            # Before uvicorn re-raises SIGTERM, which ends the process without atexit.
+            release_redis(settings.redis_url, settings.var_dir)
 
     app = FastAPI(
         title="Columba",

@@ -14,6 +14,7 @@ import asyncpg
 import dkim
 import dns.resolver
 import uvicorn
+from fastapi import FastAPI
 from sqlalchemy import delete, text
 from sqlalchemy.engine import make_url
 
@@ -90,14 +91,16 @@ class ApiServer:
 
     url: str
     settings: Settings
+    app: FastAPI  # for tests that look at the app's state
 
     @classmethod
     @contextlib.asynccontextmanager
     async def running(cls, settings: Settings) -> AsyncIterator[ApiServer]:
         """Serve `create_app(settings)` on a free loopback port until the block ends."""
         port = free_port()
+        app = create_app(settings)
         config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=port, access_log=False, log_level="warning"
+            app, host="127.0.0.1", port=port, access_log=False, log_level="warning"
         )
         server = _QuietServer(config)
         task = asyncio.create_task(server.serve())
@@ -106,7 +109,7 @@ class ApiServer:
                 task.result()
             await asyncio.sleep(0.01)
         try:
-            yield cls(url=f"http://127.0.0.1:{port}", settings=settings)
+            yield cls(url=f"http://127.0.0.1:{port}", settings=settings, app=app)
         finally:
             server.should_exit = True
             await task

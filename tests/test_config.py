@@ -83,3 +83,15 @@ def test_safe_production_settings_start() -> None:
 def test_relay_url_must_be_smtp() -> None:
     with pytest.raises(ValueError, match="RELAY_URL"):
         Settings(relay_url="http://relay.example.com")
+
+
+def test_forwarded_allow_ips_takes_addresses_networks_or_a_star(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMBA_FORWARDED_ALLOW_IPS", "10.0.0.0/8, 192.0.2.7,::1")
+    assert Settings().forwarded_allow_ips == ("10.0.0.0/8", "192.0.2.7", "::1")
+    assert Settings(forwarded_allow_ips="*").forwarded_allow_ips == ("*",)
+    monkeypatch.delenv("COLUMBA_FORWARDED_ALLOW_IPS")
+    assert Settings().forwarded_allow_ips == ()  # nobody is believed by default
+    with pytest.raises(ValueError, match="COLUMBA_FORWARDED_ALLOW_IPS"):
+        Settings(forwarded_allow_ips="proxy.internal")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from dataclasses import dataclass
 from datetime import timedelta
@@ -47,6 +48,10 @@ class Settings(BaseSettings):
     smtp_tls_cert: Path | None = None
     smtp_tls_key: Path | None = None
     allow_private_destinations: bool = False
+    # Peers (IPs or networks, `*` for any) whose X-Forwarded-For / X-Forwarded-Proto the API
+    # believes: the proxies in front of it. None by default, so a client cannot choose the
+    # address that per-address rate limits count against.
+    forwarded_allow_ips: CommaList = ()
 
     var_dir: Path = Path("./var")
     dev_mode: bool = False
@@ -68,6 +73,13 @@ class Settings(BaseSettings):
     destination_rate: float = Field(default=0.0, ge=0.0)
     throttle_wait: Duration = timedelta(seconds=10)
     db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=20, ge=0)
+    # SQLite only: `full` makes every commit (every 202) survive a power failure; `normal`
+    # is faster but may lose the last commits to one (a process crash loses nothing).
+    sqlite_synchronous: Literal["full", "normal"] = "full"
+    # Long polls (GET /v1/events?wait=) waiting at once in one API process, and per API key.
+    long_poll_max: int = Field(default=50, ge=1)
+    long_poll_max_per_key: int = Field(default=5, ge=1)
     max_schedule_ahead: Duration = timedelta(days=7)
     # Recipients still paused this long after they were due expire (SendGrid: 72 hours).
     paused_expiry: Duration = timedelta(hours=72)
@@ -102,11 +114,25 @@ class Settings(BaseSettings):
     webhook_concurrency: int = Field(default=20, ge=1)
     inbound_max_message_size: int = Field(default=10 * 1024 * 1024, ge=1024)
 
-    @field_validator("dns_nameservers", mode="before")
+    @field_validator("dns_nameservers", "forwarded_allow_ips", mode="before")
     @classmethod
     def _split_comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _check_proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            if entry != "*":
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError as exc:
+                    raise ValueError(
+                        f"COLUMBA_FORWARDED_ALLOW_IPS: {entry!r} is not an IP address, a network "
+                        "such as 10.0.0.0/8, or *"
+                    ) from exc
         return value
 
     @field_validator("retry_schedule", mode="before")

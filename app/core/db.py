@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,37 +68,73 @@ class UTCDateTime(TypeDecorator[datetime]):
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 
-def _sqlite_path(url: str) -> Path | None:
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")  # made beside the database file
+SQLITE_SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}  # COLUMBA_SQLITE_SYNCHRONOUS
+
+
+def sqlite_path(url: str) -> Path | None:
     """The file behind a SQLite URL, or None for memory databases."""
     _, _, path = url.partition(":///")
     return None if not path or path.startswith(":memory:") else Path(path)
 
 
-def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
-    """WAL lets the worker write while the API reads; busy_timeout queues writers."""
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
+def _create_private(path: Path) -> None:
+    """Create the database file readable by this user only, unless it exists; SQLite gives
+    its -wal and -shm files the same permissions."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def _sqlite_tuning(synchronous: str) -> Callable[[Any, Any], None]:
+    """The settings every new SQLite connection gets."""
+
+    def tune(dbapi_connection: Any, _record: Any) -> None:
+        """WAL lets the worker write while the API reads; busy_timeout queues writers.
+
+        synchronous=FULL syncs the WAL at every commit, so a committed transaction (a 202)
+        survives a power failure; NORMAL syncs only at checkpoints and may lose the last
+        commits (https://www.sqlite.org/pragma.html#pragma_synchronous)."""
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS[synchronous]}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    return tune
 
 
 def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     """An async engine for the configured database."""
+    # Database errors (and the tracebacks that log them) show the statement, not its
+    # parameters: those hold addresses, message content and webhook URLs with their tokens.
+    kwargs.setdefault("hide_parameters", True)
     if settings.is_sqlite:
-        path = _sqlite_path(settings.database_url)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(settings.database_url, **kwargs)
-        event.listen(engine.sync_engine, "connect", _tune_sqlite)
-        return engine
+        return _sqlite_engine(settings, **kwargs)
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_async_engine(settings.database_url, **_pool_sizes(settings, kwargs))
+
+
+def _sqlite_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
+    """The embedded database: a file (pooled like PostgreSQL) or memory (one connection)."""
+    # aiosqlite logs every statement with its parameters at DEBUG: webhook URLs (tokens),
+    # addresses and message content would reach the logs.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
+    path = sqlite_path(settings.database_url)
+    if path is not None:
+        _create_private(path)
+        kwargs = _pool_sizes(settings, kwargs)
+    engine = create_async_engine(settings.database_url, **kwargs)
+    event.listen(engine.sync_engine, "connect", _sqlite_tuning(settings.sqlite_synchronous))
+    return engine
+
+
+def _pool_sizes(settings: Settings, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """DB_POOL_SIZE and DB_MAX_OVERFLOW, unless the caller chose."""
     # Connections beyond pool_size are closed when returned: a pool smaller than the usual
     # number of concurrent requests makes every request open a connection (DB_POOL_SIZE).
-    kwargs.setdefault("pool_size", settings.db_pool_size)
-    kwargs.setdefault("max_overflow", 20)
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_async_engine(settings.database_url, **kwargs)
+    return {"pool_size": settings.db_pool_size, "max_overflow": settings.db_max_overflow} | kwargs
 
 
 class Database:

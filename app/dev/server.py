@@ -10,23 +10,32 @@ import shlex
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
+from fastapi import FastAPI
 
 from app.accounts import service as accounts
 from app.core import migrate
 from app.core.config import Settings, load_settings
-from app.core.db import Database
+from app.core.db import SQLITE_SIDE_FILES, Database, sqlite_path
 from app.dev.embedded_redis import redis_url_for, stop_embedded_redis
 from app.dev.mailbox import start_capture_server
 from app.domains import service as domains
-from app.main import create_app
+from app.events.waiting import LongPolls
+from app.main import create_app, proxy_options
 from app.submission.server import SubmissionServer
 from app.submission.tls import context_from_settings, ensure_dev_certificate
 from worker.settings import build_worker
 
+if TYPE_CHECKING:
+    from arq.worker import Worker
+
 DEV_ACCOUNT = "dev"
 DEV_DOMAIN = "columba.test"
+# What work in flight gets once Ctrl-C or SIGTERM arrives: requests, submissions being stored,
+# deliveries (long polls answer at once). Idle, everything stops within a second or two.
+SHUTDOWN_GRACE_SECONDS = 5
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -49,7 +58,7 @@ def _secret_key(var_dir: Path) -> str:
 def dev_settings(smtp_port: int) -> Settings:
     """Embedded defaults; anything set in the environment still wins."""
     var_dir = Path(os.environ.get("COLUMBA_VAR_DIR", "./var"))
-    var_dir.mkdir(parents=True, exist_ok=True)
+    var_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     defaults: dict[str, object] = {
         "dev_mode": True,
         "secret_key": _secret_key(var_dir),
@@ -130,8 +139,16 @@ async def _serve(
     submission = SubmissionServer(settings, context_from_settings(settings))
     await submission.start("127.0.0.1", port=submission_ports[0], tls_port=submission_ports[1])
     worker = build_worker(settings, redis_url, handle_signals=False)
+    app = create_app(settings)
     server = _EmbeddedServer(
-        uvicorn.Config(create_app(settings), host=host, port=port, access_log=False)
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            access_log=False,
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+            **proxy_options(settings),
+        )
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -142,21 +159,63 @@ async def _serve(
     await asyncio.sleep(0.5)
     print(_banner(key, host, port, mailbox, submission.ports), flush=True)
     await stop.wait()
-    print("\nstopping…", flush=True)
-    server.should_exit = True
-    await server_task
-    await submission.close()
-    await worker.close()
-    worker_task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await worker_task
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, _exit_now)
+    print("\nstopping… (again to stop at once)", flush=True)
+    try:
+        async with asyncio.timeout(SHUTDOWN_GRACE_SECONDS + 5):
+            await asyncio.gather(
+                _stop_api(server, app, server_task),
+                submission.close(grace=SHUTDOWN_GRACE_SECONDS),
+                _stop_worker(worker, worker_task),
+            )
+    except TimeoutError:
+        print("gave up waiting for work in flight", flush=True)
     capture.close()
     await capture.wait_closed()
+
+
+async def _stop_api(server: uvicorn.Server, app: FastAPI, task: asyncio.Task[None]) -> None:
+    """Stop accepting requests; long polls answer at once, other requests in flight get
+    SHUTDOWN_GRACE_SECONDS before they are cut."""
+    polls: LongPolls | None = getattr(app.state, "long_polls", None)  # None: not started yet
+    if polls is not None:
+        polls.stop()
+    server.should_exit = True
+    await task
+
+
+async def _stop_worker(worker: Worker, task: asyncio.Task[None]) -> None:
+    """Stop picking jobs first, then cancel the running ones and close the worker (its pump
+    finishes the deliveries in flight, within the grace period)."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await worker.close()
+
+
+def _exit_now() -> None:
+    """A second Ctrl-C or SIGTERM: stop the embedded Redis (if this is its last user), exit."""
+    print("stopping at once", flush=True)
+    stop_embedded_redis()
+    os._exit(1)
+
+
+def private_database(settings: Settings) -> None:
+    """The SQLite file and its -wal/-shm/-journal readable by this user only, like the keys
+    under var/ (SQLite gives new -wal and -shm files the database file's permissions)."""
+    path = sqlite_path(settings.database_url) if settings.is_sqlite else None
+    if path is None:
+        return
+    for name in (path.name, *(path.name + suffix for suffix in SQLITE_SIDE_FILES)):
+        with contextlib.suppress(FileNotFoundError):
+            (path.parent / name).chmod(0o600)
 
 
 def run_dev(*, host: str, port: int, smtp_port: int, submission_ports: tuple[int, int]) -> None:
     """Migrate, then run everything until Ctrl-C."""
     settings = dev_settings(smtp_port)
+    private_database(settings)
     migrate.upgrade(settings.database_url)
     try:
         asyncio.run(_serve(settings, host, port, smtp_port, submission_ports))

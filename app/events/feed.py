@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
@@ -88,12 +89,25 @@ def _view(event: Event) -> FeedEvent:
 
 
 async def wait_for_page(
-    read: Callable[[], Awaitable[EventPage]], *, wait: float, interval: float = POLL_INTERVAL
+    read: Callable[[], Awaitable[EventPage]],
+    *,
+    wait: float,
+    hold: Callable[[], AbstractContextManager[asyncio.Event | None]] = nullcontext,
+    interval: float = POLL_INTERVAL,
 ) -> EventPage:
-    """Read; while the page is empty and `wait` seconds have not passed, look again."""
+    """Read; while the page is empty and `wait` seconds have not passed, look again.
+
+    Only a request that does wait takes a place from `hold` (which may refuse it, and whose
+    event, once set, ends the wait early: the process is stopping); `read` opens a session
+    of its own each time, so no connection is held between looks."""
     deadline = time.monotonic() + wait
     result = await read()
-    while not result.events and time.monotonic() < deadline:
-        await asyncio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
-        result = await read()
+    if result.events or wait <= 0:
+        return result
+    with hold() as stopping:
+        while not result.events and time.monotonic() < deadline:
+            if stopping is not None and stopping.is_set():
+                break
+            await asyncio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+            result = await read()
     return result

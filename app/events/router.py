@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from app.core.errors import BadRequest
-from app.deps import DatabaseDep, MessagesReader
+from app.deps import DatabaseDep, MessagesReader, SessionDep
 from app.events import feed, sequencer
 from app.events.models import EventType
 from app.events.schemas import EventPage
+from app.events.waiting import LongPolls
 from app.openapi import errors
 
 router = APIRouter(tags=["events"])
@@ -30,9 +31,11 @@ def _types(values: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-@router.get("/v1/events", response_model=EventPage, responses=errors(400, 401, 403))
+@router.get("/v1/events", response_model=EventPage, responses=errors(400, 401, 403, 429))
 async def list_events(
+    request: Request,
     principal: MessagesReader,
+    session: SessionDep,
     database: DatabaseDep,
     after: Annotated[
         str | None, Query(description="A `next_cursor` from an earlier page; omit to start.")
@@ -44,7 +47,13 @@ async def list_events(
         float, Query(ge=0, le=MAX_WAIT_SECONDS, description="Seconds to wait for an event.")
     ] = 0,
 ) -> EventPage:
-    """Events in commit order after a cursor; following `next_cursor` sees each event once."""
+    """Events in commit order after a cursor; following `next_cursor` sees each event once.
+
+    With `wait`, an empty page is held until an event arrives (long poll); past
+    LONG_POLL_MAX_PER_KEY waiting requests of one key or LONG_POLL_MAX in the process: 429."""
+    # Authentication read the key in the request's session: hand its connection back to the
+    # pool now, so that a request waiting up to 30 s holds none (issue 10, item 3).
+    await session.close()
     try:
         position = feed.parse_cursor(after)
     except ValueError as exc:
@@ -64,4 +73,5 @@ async def list_events(
             await session.commit()
             return await feed.page(session, query)
 
-    return await feed.wait_for_page(read, wait=wait)
+    polls: LongPolls = request.app.state.long_polls
+    return await feed.wait_for_page(read, wait=wait, hold=lambda: polls.hold(principal.api_key.id))

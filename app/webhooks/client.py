@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import time
 from collections import OrderedDict
@@ -13,10 +14,13 @@ import httpx
 
 from app.webhooks.destinations import (
     DestinationError,
+    Target,
     addresses_of,
     allowed_addresses,
     parse_target,
 )
+
+log = logging.getLogger(__name__)
 
 USER_AGENT = "Columba-Webhooks/1.0"
 ERROR_BODY_BYTES = 1024
@@ -62,6 +66,10 @@ class WebhookClient:
         self.verify: ssl.SSLContext | bool = verify if verify is not None else True
         self._pools: OrderedDict[str, httpx.AsyncClient] = OrderedDict()
         self._closing: set[asyncio.Future[None]] = set()
+        # httpx logs every request's full URL at INFO (httpcore more at DEBUG), and webhook
+        # URLs often carry a token in their path or query: post() logs its own line instead.
+        for name in ("httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
     def _pool(self, host: str) -> httpx.AsyncClient:
         """The host's client; the least recently used one is closed beyond MAX_POOLS."""
@@ -90,7 +98,10 @@ class WebhookClient:
         await asyncio.gather(*self._closing)
 
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> PostResult:
-        """POST `body` to `url`, connecting only to an address that passes the SSRF check."""
+        """POST `body` to `url`, connecting only to an address that passes the SSRF check.
+
+        Never raises (but for cancellation): whatever goes wrong is a failed attempt, which the
+        dispatcher records, backs off and eventually disables the endpoint for."""
         began = time.perf_counter()
         try:
             target = parse_target(url)
@@ -101,7 +112,21 @@ class WebhookClient:
             )
         except DestinationError as exc:
             return PostResult(None, f"refused: {exc}", None, _elapsed(began))
-        address = addresses[0]
+        try:
+            result = await self._send(target, addresses[0], body, headers, began)
+        except Exception as exc:  # whatever it is, it is the endpoint's failed attempt
+            # Only the exception's type: its text could quote the URL.
+            log.warning("webhook POST to %s failed: %s", target.origin, type(exc).__name__)
+            error = f"request failed: {type(exc).__name__}"
+            return PostResult(None, error, addresses[0], _elapsed(began))
+        outcome = result.status if result.status is not None else result.error
+        log.info("webhook POST to %s: %s in %d ms", target.origin, outcome, result.duration_ms)
+        return result
+
+    async def _send(
+        self, target: Target, address: str, body: bytes, headers: dict[str, str], began: float
+    ) -> PostResult:
+        """The POST itself, to `address`, with the URL's host in Host and SNI."""
         request_headers = {
             **headers,
             "Host": target.host_header,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import dns.asyncresolver
+import dns.exception
 
 from app.delivery.addresses import is_public_address
 from app.delivery.resolver import DnsTemporaryError, lookup
@@ -39,6 +40,12 @@ class Target:
         return f"{self.scheme}://{literal}:{self.port}{self.path}"
 
     @property
+    def origin(self) -> str:
+        """scheme://host:port, what may be logged: paths and queries often carry tokens."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+    @property
     def host_header(self) -> str:
         """The Host header the endpoint expects."""
         default = 443 if self.scheme == "https" else 80
@@ -47,9 +54,10 @@ class Target:
 
 
 def parse_target(url: str) -> Target:
-    """Validate the URL's form: http(s), a host, no credentials."""
+    """Validate the URL's form: http(s), a host, no credentials, nothing unprintable."""
     if len(url) > MAX_URL_LENGTH:
         raise DestinationError(f"the URL is longer than {MAX_URL_LENGTH} characters")
+    _refuse_unprintable(url)
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -59,8 +67,6 @@ def parse_target(url: str) -> Target:
         raise DestinationError("the URL must be http:// or https:// with a host name")
     if parts.username or parts.password:
         raise DestinationError("the URL must not carry credentials; use the signature instead")
-    if any(ch in url for ch in "\r\n\t "):
-        raise DestinationError("the URL must not contain whitespace")
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
@@ -73,6 +79,18 @@ def parse_target(url: str) -> Target:
     )
 
 
+def _refuse_unprintable(url: str) -> None:
+    """Whitespace, control characters (C0, DEL, C1), line and paragraph separators, format
+    characters and lone surrogates have no place in a URL (RFC 3986 §2 allows none of them
+    unencoded), and an HTTP client would refuse them later at every delivery."""
+    for char in url:
+        if char.isspace() or not char.isprintable():
+            raise DestinationError(
+                "the URL must not contain whitespace or control characters "
+                f"(found U+{ord(char):04X}); percent-encode them"
+            )
+
+
 async def addresses_of(resolver: dns.asyncresolver.Resolver, host: str) -> list[str]:
     """The host's addresses (an IP literal is its own); raises DestinationError when none."""
     try:
@@ -83,6 +101,9 @@ async def addresses_of(resolver: dns.asyncresolver.Resolver, host: str) -> list[
         found = await lookup(resolver, host, "A") or await lookup(resolver, host, "AAAA") or []
     except DnsTemporaryError as exc:
         raise DestinationError(f"{host} could not be resolved: {exc}") from exc
+    except (dns.exception.DNSException, ValueError) as exc:
+        # Empty or overlong labels, names IDNA refuses: not a name DNS can look up.
+        raise DestinationError(f"{host} is not a valid host name ({type(exc).__name__})") from exc
     if not found:
         raise DestinationError(f"{host} does not resolve to any address")
     return found

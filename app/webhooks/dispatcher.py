@@ -168,18 +168,18 @@ class Dispatcher:
                 await session.commit()
                 return None
             contexts = await batch_events(session, batch.id)
-            secrets_in_use = service.secrets_in_use(webhook, secret_key=self.secret_key)
-            url, payload_format = webhook.url, webhook.format
             await session.commit()
         sent_at = clock.now()
-        body = _body(payload_format, contexts, sent_at)
-        if body is None:  # nothing in this batch exists in the endpoint's format
-            result = PostResult(204, None, None, 0)
+        try:
+            secrets_in_use = service.secrets_in_use(webhook, secret_key=self.secret_key)
+            signed = _signed_body(webhook.format, contexts, secrets_in_use, batch.id, sent_at)
+        except Exception as exc:  # a failed attempt like any other: recorded, backed off
+            log.warning("webhook %s: batch %s not built", webhook_id, batch.id, exc_info=True)
+            result = PostResult(None, f"request not built: {type(exc).__name__}", None, 0)
         else:
-            headers = signature_headers(
-                secrets_in_use, message_id=batch.id, timestamp=sent_at, body=body
-            )
-            result = await self.client.post(url, body.encode(), headers)
+            # A batch with nothing in the endpoint's format counts as sent.
+            nothing = PostResult(204, None, None, 0)
+            result = nothing if signed is None else await self.client.post(webhook.url, *signed)
         await self._record(webhook_id, token, batch.id, result, sent_at, len(contexts))
         return Sent(result.succeeded, len(contexts))
 
@@ -194,7 +194,11 @@ class Dispatcher:
     ) -> None:
         """The attempt, the batch's new state and the endpoint's health, fenced by the lease."""
         async with self.db.session() as session:
-            webhook = await session.get(Webhook, webhook_id, with_for_update=True)
+            # FOR NO KEY UPDATE, not FOR UPDATE: disabling an endpoint writes outbox rows for
+            # the account's other endpoints, whose foreign keys take KEY SHARE locks on them;
+            # FOR UPDATE would conflict with those, so two endpoints of one account disabled
+            # at once deadlocked on PostgreSQL.
+            webhook = await session.get(Webhook, webhook_id, with_for_update={"key_share": True})
             batch = await session.get(WebhookBatch, batch_id)
             if webhook is None or batch is None or webhook.lease_token != token:
                 return  # the lease was lost; whoever holds it now records its own attempt
@@ -237,7 +241,7 @@ class Dispatcher:
         elif webhook.consecutive_failures >= self.policy.disable_after:
             reason = f"{webhook.consecutive_failures} deliveries in a row failed"
         if reason is not None:
-            await disable(session, webhook, reason=f"{reason} (last: {result.error})")
+            await disable(session, webhook, reason=reason, last_error=result.error)
 
 
 def _succeeded(webhook: Webhook, batch: WebhookBatch) -> None:
@@ -249,14 +253,20 @@ def _succeeded(webhook: Webhook, batch: WebhookBatch) -> None:
     webhook.updated_at = now
 
 
-async def disable(session: AsyncSession, webhook: Webhook, *, reason: str) -> None:
+async def disable(
+    session: AsyncSession, webhook: Webhook, *, reason: str, last_error: str | None = None
+) -> None:
     """Stop sending to the endpoint and record a `webhook_disabled` event saying why."""
     now = clock.now()
     webhook.enabled = False
+    reason_logged = reason
+    if last_error is not None:
+        reason = f"{reason} (last: {last_error})"
     webhook.disabled_reason = reason
     webhook.disabled_at = now
     await session.flush()
-    log.warning("webhook %s disabled: %s", webhook.id, reason)
+    # Not the last error: the endpoint's answer is the account's business, not the log's.
+    log.warning("webhook %s disabled: %s", webhook.id, reason_logged)
     await events.record(
         session,
         [
@@ -267,6 +277,21 @@ async def disable(session: AsyncSession, webhook: Webhook, *, reason: str) -> No
             )
         ],
     )
+
+
+def _signed_body(
+    payload_format: str,
+    contexts: list[EventContext],
+    secrets_in_use: list[str],
+    batch_id: str,
+    sent_at: datetime,
+) -> tuple[bytes, dict[str, str]] | None:
+    """The body in the endpoint's format and its signature headers (None: nothing to send)."""
+    body = _body(payload_format, contexts, sent_at)
+    if body is None:
+        return None
+    headers = signature_headers(secrets_in_use, message_id=batch_id, timestamp=sent_at, body=body)
+    return body.encode(), headers
 
 
 def _body(payload_format: str, contexts: list[EventContext], sent_at: datetime) -> str | None:

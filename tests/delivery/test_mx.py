@@ -90,6 +90,24 @@ async def test_private_addresses_are_refused_unless_allowed(dns_server: FakeDNS)
     assert allowed.failure is None
 
 
+async def test_ipv6_forms_of_private_ipv4_are_refused(dns_server: FakeDNS) -> None:
+    """NAT64, 6to4, IPv4-compatible and SIIT addresses are judged by the IPv4 address they
+    embed (issue 10, item 8); a public one among them is kept."""
+    dns_server.add_mx("tunnel.test", (10, "mx.tunnel.test"))
+    dns_server.add_aaaa(
+        "mx.tunnel.test",
+        "64:ff9b::a9fe:a9fe",
+        "2002:7f00:1::1",
+        "::127.0.0.1",
+        "::ffff:0:a00:1",
+        "fec0::25",
+        "64:ff9b::808:808",
+    )
+    destination = await resolve_destination(resolver_for(dns_server), "tunnel.test")
+    assert destination.failure is None
+    assert [address for _, address in destination.addresses()] == ["64:ff9b::808:808"]
+
+
 def test_equal_preferences_are_shuffled_evenly() -> None:
     rng = random.Random(1234)
     records = [(10, "a"), (10, "b"), (10, "c"), (5, "first")]

@@ -212,6 +212,7 @@ async def test_private_addresses_are_refused_unless_allowed(
     settings: Settings, sender: Sender, dns_server: FakeDNS
 ) -> None:
     dns_server.add_a("inside.test", "10.1.2.3")
+    dns_server.add_aaaa("tunnelled.test", "2002:7f00:1::1")  # 6to4 of 127.0.0.1
     strict = settings.model_copy(update={"allow_private_destinations": False})
     async with ApiServer.running(strict) as api, httpx.AsyncClient(base_url=api.url) as http:
         for url in (
@@ -220,6 +221,12 @@ async def test_private_addresses_are_refused_unless_allowed(
             "http://[::ffff:127.0.0.1]/hook",
             "http://[fd00::1]/hook",
             "https://inside.test/hook",
+            # IPv6 forms that embed a private IPv4 address (issue 10, item 8)
+            "http://[::127.0.0.1]/hook",
+            "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",
+            "http://[::ffff:0:7f00:1]/hook",
+            "http://[fec0::1]/hook",
+            "https://tunnelled.test/hook",
         ):
             response = await http.post("/v1/webhooks", json={"url": url}, headers=sender.headers)
             assert response.status_code == 400, url
@@ -291,3 +298,30 @@ async def test_https_endpoints_are_verified_against_their_host_name(
     ).json()["deliveries"]
     assert "CERTIFICATE_VERIFY_FAILED" in refused[0]["error"]
     del good
+
+
+UNPRINTABLE = ["\u0000", "\u0001", "\u001f", "\u007f", "\u0085", "\u00a0", "\u200b", "\u2028"]
+
+
+async def test_urls_with_control_characters_are_refused(
+    client: httpx.AsyncClient, sender: Sender, receiver: WebhookReceiver, db: Database
+) -> None:
+    """Issue 10, item 6: in the path, the query or the host, on create and on PATCH."""
+    hook = await create_webhook(client, sender, hook_url(receiver))
+    for char in UNPRINTABLE:
+        for url in (
+            hook_url(receiver, f"/hooks{char}x"),
+            hook_url(receiver, f"/hooks?token=a{char}b"),
+            f"http://hooks{char}.test:{receiver.port}/hooks",
+        ):
+            created = await client.post("/v1/webhooks", json={"url": url}, headers=sender.headers)
+            patched = await client.patch(
+                f"/v1/webhooks/{hook['id']}", json={"url": url}, headers=sender.headers
+            )
+            for response in (created, patched):
+                assert response.status_code == 400, (url, response.text)
+                [error] = response.json()["errors"]
+                assert error["field"] == "url"
+                assert "control characters" in error["message"]
+    async with db.session() as session:
+        assert list((await session.execute(select(Webhook.url))).scalars()) == [hook["url"]]

@@ -13,8 +13,10 @@ from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 from app.core.config import Settings
 from app.core.db import Database
+from app.webhooks import service as webhooks_service
 from app.webhooks.dispatcher import Dispatcher, build_dispatcher
 from app.webhooks.models import WebhookBatch
+from app.webhooks.schemas import WebhookCreate
 from tests.fakes.dns import FakeDNS
 from tests.fakes.mx import ScriptedMX
 from tests.fakes.webhooks import ReceivedRequest, WebhookReceiver, running_receiver
@@ -249,3 +251,106 @@ async def test_nothing_is_lost_across_a_worker_restart(
         ids = delivered_ids(live, hook["secret"])
     assert len(ids) == 4
     assert len(set(ids)) == 4
+
+
+async def stored_webhook(db: Database, sender: Sender, url: str, *, secret_key: bytes) -> str:
+    """An endpoint written straight to the database, as one stored before URLs were checked."""
+    async with db.session() as session:
+        webhook, _ = await webhooks_service.create(
+            session,
+            account_id=sender.account_id,
+            request=WebhookCreate(url=url),
+            secret_key=secret_key,
+        )
+        await session.commit()
+    return webhook.id
+
+
+async def test_a_url_that_cannot_be_sent_to_fails_like_any_attempt(
+    client: httpx.AsyncClient,
+    sender: Sender,
+    receiver: WebhookReceiver,
+    settings: Settings,
+    db: Database,
+) -> None:
+    """Issue 10, item 6: a stored URL with a control character, or a host DNS cannot look up,
+    is a recorded failed attempt with backoff and in the end a disabled endpoint; the
+    dispatcher never raises, and the account's other endpoints keep receiving."""
+    key = settings.secret_key_bytes()
+    broken = [
+        await stored_webhook(db, sender, hook_url(receiver, "/hooks\u0001"), secret_key=key),
+        await stored_webhook(db, sender, hook_url(receiver, "/a?token=\u2028"), secret_key=key),
+        await stored_webhook(db, sender, f"http://a..b.test:{receiver.port}/", secret_key=key),
+        await stored_webhook(db, sender, f"http://{'x' * 64}.test:1/", secret_key=key),
+    ]
+    good = await create_webhook(client, sender, hook_url(receiver, "/good"))
+    strict = build_dispatcher(quick_settings(settings, webhook_disable_after_failures=3), db)
+    await send(client, sender, to=["x@example.test"])
+    for _ in range(100):
+        await strict.run()  # raises nothing
+        states = [
+            (await client.get(f"/v1/webhooks/{hook_id}", headers=sender.headers)).json()
+            for hook_id in broken
+        ]
+        if not any(state["enabled"] for state in states):
+            break
+        await asyncio.sleep(0.05)
+    await strict.client.close()
+    for hook_id, state in zip(broken, states, strict=True):
+        assert state["disabled_reason"].startswith("3 deliveries in a row failed"), state
+        attempts = (
+            await client.get(f"/v1/webhooks/{hook_id}/deliveries", headers=sender.headers)
+        ).json()["deliveries"]
+        assert [a["attempt"] for a in attempts] == [3, 2, 1]
+        assert all(a["error"].startswith("refused:") for a in attempts), attempts
+        assert attempts[1]["attempted_at"] > attempts[2]["attempted_at"]
+    assert {r.path for r in receiver.accepted} == {"/good"}
+    assert good["enabled"]
+
+
+async def test_a_batch_that_cannot_be_built_fails_like_any_attempt(
+    client: httpx.AsyncClient,
+    sender: Sender,
+    receiver: WebhookReceiver,
+    settings: Settings,
+    db: Database,
+) -> None:
+    """Issue 10, item 6: an error while building the request (here a secret sealed under
+    another COLUMBA_SECRET_KEY) is a recorded failure with backoff and in the end a disabled
+    endpoint, not an exception out of the dispatcher."""
+    hook_id = await stored_webhook(db, sender, hook_url(receiver), secret_key=b"another" * 8)
+    await send(client, sender, to=["x@example.test"])
+    strict = build_dispatcher(quick_settings(settings, webhook_disable_after_failures=2), db)
+    for _ in range(100):
+        await strict.run()  # raises nothing
+        state = (await client.get(f"/v1/webhooks/{hook_id}", headers=sender.headers)).json()
+        if not state["enabled"]:
+            break
+        await asyncio.sleep(0.05)
+    await strict.client.close()
+    attempts = (
+        await client.get(f"/v1/webhooks/{hook_id}/deliveries", headers=sender.headers)
+    ).json()["deliveries"]
+    assert [a["error"] for a in attempts] == ["request not built: InvalidToken"] * 2
+    assert state["disabled_reason"].startswith("2 deliveries in a row failed")
+    assert receiver.requests == []
+
+
+async def test_endpoints_of_one_account_disabled_at_once(
+    client: httpx.AsyncClient, sender: Sender, receiver: WebhookReceiver, dispatcher: Dispatcher
+) -> None:
+    """Each disable writes a `webhook_disabled` event to the account's other endpoints; four
+    endpoints answering 410 together are disabled in concurrent transactions without a
+    deadlock on PostgreSQL (the endpoint row is locked FOR NO KEY UPDATE)."""
+    paths = [f"/gone{i}" for i in range(4)]
+    hooks = [await create_webhook(client, sender, hook_url(receiver, path)) for path in paths]
+    for path in paths:
+        receiver.answer(410, path=path)
+    await send(client, sender, to=["x@example.test"])
+    await dispatcher.run()  # raises nothing
+    for hook in hooks:
+        state = (await client.get(f"/v1/webhooks/{hook['id']}", headers=sender.headers)).json()
+        assert not state["enabled"]
+        assert "410" in state["disabled_reason"]
+    feed = (await client.get("/v1/events?type=webhook_disabled", headers=sender.headers)).json()
+    assert len(feed["events"]) == 4
