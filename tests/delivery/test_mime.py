@@ -16,7 +16,7 @@ from typing import Any
 from unittest import mock
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from app.delivery import mime
@@ -771,6 +771,9 @@ MESSAGE_ID = st.one_of(
 
 
 @settings(max_examples=300, deadline=None)
+@example(
+    filename="0:¡¡¡¡", content_type="image/png", content_id=None, message_id="<x@y>", utf8=False
+)
 @given(
     filename=FILENAME,
     content_type=CONTENT_TYPE,
