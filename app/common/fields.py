@@ -72,26 +72,3 @@ def header_name(value: str) -> str:
     if not HEADER_NAME.match(value):
         raise ValueError(f"invalid header name {value!r}")
     return value
-
-
-def nul_path(value: object, path: str = "") -> str | None:
-    """The dotted path of the first string (or object key) holding a NUL, or None.
-
-    NUL is not text: RFC 5322 §2.3 forbids it in a message, and PostgreSQL can store it in
-    neither text nor JSON, so requests carrying one are refused before anything is written."""
-    if isinstance(value, str):
-        return path if "\x00" in value else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            inner = f"{path}.{key}" if path else str(key)
-            if "\x00" in str(key):
-                return inner
-            found = nul_path(item, inner)
-            if found is not None:
-                return found
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            found = nul_path(item, f"{path}.{index}" if path else str(index))
-            if found is not None:
-                return found
-    return None

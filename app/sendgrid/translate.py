@@ -15,7 +15,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.common.fields import EmailAddress, header_name, header_safe, nul_path
+from app.common.fields import EmailAddress, header_name, header_safe
+from app.core import strict_json
 from app.core.errors import BadRequest, ErrorItem, field_path
 from app.messages import attachments as attachment_rules
 from app.messages.schemas import RESERVED_HEADERS
@@ -76,25 +77,18 @@ BYPASS = {
 def parse(body: bytes) -> schemas.MailSend:
     """The body as a MailSend, or 400 with SendGrid's texts for every problem found."""
     try:
-        document = json.loads(body)
+        document = strict_json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest("Bad Request") from exc
+    except strict_json.JsonRefused as exc:
+        raise BadRequest(exc.message, exc.field) from exc
     if not isinstance(document, dict):
         raise BadRequest("Bad Request")
-    if b"\\u0000" in body:  # JSON can only carry a NUL escaped; skip the walk otherwise
-        refuse_nul(document)
     try:
         return schemas.MailSend.model_validate(document)
     except ValidationError as exc:
         items = _deduplicated(_sendgrid_error(error) for error in exc.errors())
         raise BadRequest(items[0].message, errors=items) from exc
-
-
-def refuse_nul(document: object) -> None:
-    """400 for a NUL character anywhere in the request (mail and PostgreSQL refuse it)."""
-    path = nul_path(document)
-    if path is not None:
-        raise BadRequest("NUL characters are not allowed.", path)
 
 
 def _deduplicated(items: Iterator[ErrorItem]) -> list[ErrorItem]:

@@ -16,12 +16,13 @@ from app.core import clock
 from app.core.errors import BadRequest
 from app.deps import SessionDep, StatsReader
 from app.openapi import errors
+from app.routing import StrictJsonRoute
 from app.stats import service
 from app.stats.models import ALL_CATEGORIES, METRICS, SENDGRID_METRICS
 from app.stats.schemas import SendGridDay, StatsReport
 from app.stats.service import Granularity
 
-router = APIRouter(tags=["stats"])
+router = APIRouter(tags=["stats"], route_class=StrictJsonRoute)
 
 MAX_CATEGORIES = 10  # as SendGrid
 NOT_MODIFIED: dict[int | str, dict[str, Any]] = {304: {"description": "Not modified (ETag)"}}

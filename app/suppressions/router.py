@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Response
 from app.core.errors import NotFound
 from app.deps import SessionDep, SuppressionCreator, SuppressionDeleter, SuppressionReader
 from app.openapi import errors
+from app.routing import StrictJsonRoute
 from app.suppressions import service
 from app.suppressions.models import Suppression, SuppressionType
 from app.suppressions.schemas import (
@@ -21,7 +22,7 @@ from app.suppressions.schemas import (
     SuppressionView,
 )
 
-router = APIRouter(tags=["suppressions"])
+router = APIRouter(tags=["suppressions"], route_class=StrictJsonRoute)
 
 
 @router.get("/v1/suppressions", response_model=SuppressionList, responses=errors(400, 401, 403))

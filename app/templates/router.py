@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.deps import SessionDep, TemplateCreator, TemplateDeleter, TemplateReader, TemplateUpdater
 from app.openapi import errors
+from app.routing import StrictJsonRoute
 from app.templates import service
 from app.templates.models import Template
 from app.templates.schemas import (
@@ -18,7 +19,7 @@ from app.templates.schemas import (
     VersionView,
 )
 
-router = APIRouter(tags=["templates"])
+router = APIRouter(tags=["templates"], route_class=StrictJsonRoute)
 
 
 async def _view(session: AsyncSession, template: Template) -> TemplateView:

@@ -12,6 +12,7 @@ from app.core.errors import BadRequest
 from app.delivery.resolver import make_resolver
 from app.deps import SessionDep, SettingsDep, WebhooksEditor, WebhooksReader
 from app.openapi import errors
+from app.routing import StrictJsonRoute
 from app.webhooks import service
 from app.webhooks.destinations import DestinationError, check_url
 from app.webhooks.schemas import (
@@ -25,7 +26,7 @@ from app.webhooks.schemas import (
     WebhookWithSecret,
 )
 
-router = APIRouter(tags=["webhooks"])
+router = APIRouter(tags=["webhooks"], route_class=StrictJsonRoute)
 
 
 async def _checked_url(url: str, settings: Settings) -> str:
