@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+from app.core.strict_json import scrubbed
 
 # RFC 5322 §2.2: a header field name is printable US-ASCII except the colon.
 HEADER_NAME = re.compile(r"^[!-9;-~]+$")
@@ -72,3 +74,9 @@ def header_name(value: str) -> str:
     if not HEADER_NAME.match(value):
         raise ValueError(f"invalid header name {value!r}")
     return value
+
+
+# What readers show of stored data: a lone surrogate stored before the edge refused them is
+# shown as U+FFFD, so that no page holding one fails to serialise.
+StoredJson = Annotated[dict[str, Any], AfterValidator(scrubbed)]
+StoredText = Annotated[str, AfterValidator(scrubbed)]

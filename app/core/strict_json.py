@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any
+from typing import Any, TypeVar, cast
+
+T = TypeVar("T")
 
 MAX_DEPTH = 64  # arrays and objects nested deeper than this are refused
 # A lone surrogate or a NUL can only arrive as a \u escape (bytes are decoded strictly, and
@@ -146,23 +148,39 @@ def _dotted(path: tuple[str, ...]) -> str | None:
     return scrubbed(".".join(path)) or None
 
 
-def scrubbed(value: Any) -> Any:
+def scrubbed(value: T) -> T:
     """`value` with every lone surrogate replaced by U+FFFD, for readers of data stored before
-    it was refused here: what is read must always serialise. Returns `value` itself when
-    there is nothing to replace."""
+    the edge refused them: what is read must always serialise. Returns `value` itself when
+    there is nothing to replace (the usual case, checked without copying)."""
+    return value if _clean(value) else cast(T, _replaced(value))
+
+
+def _clean(value: Any) -> bool:
+    """True when no string in `value` holds a surrogate (iterative: it runs for every event a
+    feed page shows)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii() and _has_surrogate(item):
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return True
+
+
+def _replaced(value: Any) -> Any:
+    """A copy of `value` with surrogates replaced."""
     if isinstance(value, str):
-        if value.isascii() or not _SURROGATE.search(value):
-            return value
         # UTF-16 pairs up surrogates that belong together and replaces the lone ones.
         return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
     if isinstance(value, dict):
-        pairs = [(scrubbed(key), scrubbed(item)) for key, item in value.items()]
-        same = all(
-            key is old_key and item is old_item
-            for (key, item), (old_key, old_item) in zip(pairs, value.items(), strict=True)
-        )
-        return value if same else dict(pairs)
-    if isinstance(value, list | tuple):
-        result = [scrubbed(item) for item in value]
-        return value if all(a is b for a, b in zip(result, value, strict=True)) else result
+        return {_replaced(key): _replaced(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_replaced(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_replaced(item) for item in value)
     return value

@@ -17,7 +17,14 @@ from pydantic import (
     model_validator,
 )
 
-from app.common.fields import Address, EmailAddress, HeaderText, header_name
+from app.common.fields import (
+    Address,
+    EmailAddress,
+    HeaderText,
+    StoredJson,
+    StoredText,
+    header_name,
+)
 from app.messages import attachments
 from app.messages.submission import FileData, Personalization, Submission
 
@@ -317,7 +324,7 @@ class EventView(BaseModel):
     id: int
     type: str
     created_at: datetime
-    data: dict[str, Any]
+    data: StoredJson
 
 
 class RecipientView(BaseModel):
@@ -340,11 +347,11 @@ class MessageView(BaseModel):
     """`GET /v1/messages/{id}`: the message, its recipients, their attempts and events."""
 
     id: str
-    message_id: str = Field(description="The Message-ID header.")
-    from_: dict[str, Any] = Field(alias="from")
-    subject: str
-    categories: list[str]
-    metadata: dict[str, Any]
+    message_id: StoredText = Field(description="The Message-ID header.")
+    from_: StoredJson = Field(alias="from")
+    subject: StoredText
+    categories: list[StoredText]
+    metadata: StoredJson
     created_at: datetime
     size: int
     recipients: list[RecipientView]
