@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
+from app.common.fields import MAX_INT64, MAX_UNIX_TIME
 from app.core.errors import NotFound
 from app.deps import SessionDep, SuppressionCreator, SuppressionDeleter, SuppressionReader
 from app.openapi import errors
@@ -121,6 +122,9 @@ def _sendgrid_entry(name: str, row: Suppression) -> dict[str, Any]:
     return entry
 
 
+UnixTime = Annotated[int | None, Query(ge=0, le=MAX_UNIX_TIME, description="A Unix time.")]
+
+
 def _timestamp(value: int | None) -> datetime | None:
     """A Unix time as an aware datetime."""
     return datetime.fromtimestamp(value, UTC) if value is not None else None
@@ -133,10 +137,10 @@ def _add_sendgrid_routes(name: str, kind: SuppressionType) -> None:
     async def list_entries(
         principal: SuppressionReader,
         session: SessionDep,
-        start_time: int | None = None,
-        end_time: int | None = None,
+        start_time: UnixTime = None,
+        end_time: UnixTime = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 500,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
         email: Annotated[str | None, Query(description="Prefix; `%` is a wildcard.")] = None,
     ) -> list[dict[str, Any]]:
         """The list, newest first, with SendGrid's filters."""

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
+from app.common.fields import UtcTime, as_int64
 from app.core.config import Settings
 from app.core.errors import BadRequest
 from app.delivery.resolver import make_resolver
@@ -144,11 +144,10 @@ async def list_deliveries(
 ) -> DeliveryList:
     """Every attempt to deliver to this endpoint, newest first."""
     webhook = await service.get(session, account_id=principal.account.id, webhook_id=webhook_id)
-    if after is not None and not after.isdigit():
+    before = as_int64(after) if after else None
+    if after and before is None:
         raise BadRequest("after must be a value returned as next_cursor", "after")
-    found = await service.deliveries(
-        session, webhook=webhook, before=int(after) if after else None, limit=limit + 1
-    )
+    found = await service.deliveries(session, webhook=webhook, before=before, limit=limit + 1)
     more = len(found) > limit
     found = found[:limit]
     return DeliveryList(deliveries=found, next_cursor=str(found[-1].id) if more else None)
@@ -164,11 +163,10 @@ async def replay(
     webhook_id: str,
     principal: WebhooksEditor,
     session: SessionDep,
-    since: Annotated[datetime, Query(description="Resend events created at or after this time.")],
+    since: Annotated[UtcTime, Query(description="Resend events created at or after this time.")],
 ) -> ReplayQueued:
     """Queue the account's events since `since` for this endpoint again (new batches)."""
     webhook = await service.get(session, account_id=principal.account.id, webhook_id=webhook_id)
-    moment = since.replace(tzinfo=UTC) if since.tzinfo is None else since.astimezone(UTC)
-    queued = await service.replay(session, webhook=webhook, since=moment)
+    queued = await service.replay(session, webhook=webhook, since=since)
     await session.commit()
     return ReplayQueued(queued=queued)
