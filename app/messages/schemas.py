@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -17,13 +16,14 @@ from pydantic import (
     model_validator,
 )
 
+from app.common import headers as custom_headers
 from app.common.fields import (
     Address,
+    AwareUtcTime,
     EmailAddress,
     HeaderText,
     StoredJson,
     StoredText,
-    header_name,
 )
 from app.messages import attachments
 from app.messages.submission import FileData, Personalization, Submission
@@ -32,14 +32,6 @@ MAX_RECIPIENTS = 1000
 HEADER_NAMES: dict[str, Any] = {"propertyNames": {"pattern": "^[!-9;-~]+$"}}
 MAX_CATEGORIES = 10
 MAX_CATEGORY_LENGTH = 255
-# Headers Columba writes itself; a custom header may not replace or duplicate them.
-RESERVED_HEADERS = frozenset(
-    {
-        "from", "to", "cc", "bcc", "subject", "reply-to", "date", "message-id", "mime-version",
-        "content-type", "content-transfer-encoding", "content-disposition", "dkim-signature",
-        "received", "return-path", "sender", "x-sg-id", "x-sg-eid",
-    }
-)  # fmt: skip
 
 
 class AttachmentIn(BaseModel):
@@ -68,7 +60,9 @@ class AttachmentIn(BaseModel):
 
     @model_validator(mode="after")
     def _allowed(self) -> AttachmentIn:
-        refusal = attachments.refusal(self.filename, self.content_type, self.decoded())
+        refusal = custom_headers.attachment_problem(
+            self.filename, self.content_type, self.content_id
+        ) or attachments.refusal(self.filename, self.content_type, self.decoded())
         if refusal is not None:
             raise ValueError(refusal)
         return self
@@ -85,11 +79,11 @@ class AttachmentIn(BaseModel):
 
 
 def _check_headers(headers: dict[str, str]) -> dict[str, str]:
-    """Valid names, none of the headers Columba writes itself."""
-    for name in headers:
-        header_name(name)
-        if name.lower() in RESERVED_HEADERS:
-            raise ValueError(f"the {name} header is set by Columba and cannot be given")
+    """Valid names, none reserved, values that render."""
+    for name, value in headers.items():
+        reason = custom_headers.problem(name, value)
+        if reason is not None:
+            raise ValueError(reason)
     return headers
 
 
@@ -108,7 +102,7 @@ class BulkRecipient(BaseModel):
     metadata: Metadata = Field(
         default_factory=dict, description="Carried into this recipient's events."
     )
-    send_at: AwareDatetime | None = Field(
+    send_at: AwareUtcTime | None = Field(
         default=None, description="When to send this copy (ISO 8601 or Unix time)."
     )
     subject: HeaderText | None = Field(default=None, min_length=1, max_length=998)
@@ -216,7 +210,7 @@ class SendRequest(BaseModel):
     template_data: dict[str, Any] | None = Field(
         default=None, description="Template data shared by every copy (a recipient's wins)."
     )
-    send_at: AwareDatetime | None = Field(
+    send_at: AwareUtcTime | None = Field(
         default=None, description="When to send (ISO 8601 or Unix time); default now."
     )
     batch_id: str | None = Field(default=None, max_length=64, description="See /v1/batches.")

@@ -15,11 +15,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.common.fields import EmailAddress, header_name, header_safe
+from app.common import headers as custom_headers
+from app.common.fields import MAX_UNIX_TIME, EmailAddress, header_name, header_safe
 from app.core import strict_json
 from app.core.errors import BadRequest, ErrorItem, field_path
 from app.messages import attachments as attachment_rules
-from app.messages.schemas import RESERVED_HEADERS
 from app.messages.submission import FileData, Personalization, Submission
 from app.sendgrid import schemas
 from app.suppressions.models import SuppressionType
@@ -30,7 +30,6 @@ MAX_CATEGORIES = 10
 MAX_CATEGORY_LENGTH = 255
 MAX_CUSTOM_ARGS_BYTES = 10_000
 MAX_SUBSTITUTIONS_BYTES = 10_000
-MAX_UNIX_TIME = 253402300799  # 9999-12-31T23:59:59Z, the last time a datetime can hold
 # SendGrid refuses these headers; Columba also writes Date, Message-ID and MIME-Version.
 SENDGRID_RESERVED = frozenset(
     {
@@ -270,13 +269,19 @@ def _header_problems(headers: Mapping[str, Any], path: str) -> Iterator[ErrorIte
         except ValueError as exc:
             yield ErrorItem(str(exc), path)
             continue
-        if name.lower() in SENDGRID_RESERVED or name.lower() in RESERVED_HEADERS:
-            yield ErrorItem(f"The header {name} is reserved and cannot be set.", f"{path}.{name}")
-        elif not header_safe(value):
-            yield ErrorItem(
-                "Header values must not contain CR, LF, NUL or other control characters.",
-                f"{path}.{name}",
-            )
+        if custom_headers.is_reserved(name) or name.lower() in SENDGRID_RESERVED:
+            yield ErrorItem(_reserved(name), f"{path}.{name}")
+            continue
+        problem = custom_headers.value_problem(name, value)
+        if problem is not None:
+            yield ErrorItem(problem, f"{path}.{name}")
+
+
+def _reserved(name: str) -> str:
+    """SendGrid's words, except for X-SMTPAPI, which SendGrid passes on and Columba refuses."""
+    if name.lower() == custom_headers.SMTPAPI:
+        return custom_headers.reserved_reason(name)
+    return f"The header {name} is reserved and cannot be set."
 
 
 def _category_problems(categories: Sequence[str]) -> Iterator[ErrorItem]:
@@ -320,6 +325,14 @@ def _attachment_problems(files: Sequence[schemas.Attachment]) -> Iterator[ErrorI
                 "The content_id parameter is required if disposition is set to inline.",
                 f"{path}.content_id",
             )
+        unwritable = custom_headers.attachment_problem(
+            attachment.filename,
+            attachment.type or "application/octet-stream",
+            attachment.content_id,
+        )
+        if unwritable is not None:
+            yield ErrorItem(unwritable, path)
+            continue
         refusal = attachment_rules.refusal(attachment.filename, attachment.type or "", data)
         if refusal is not None:
             yield ErrorItem(f"The attachment cannot be sent: {refusal}.", f"{path}.filename")
