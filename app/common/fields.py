@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -125,3 +126,20 @@ def in_utc(value: datetime) -> datetime:
 
 UtcTime = Annotated[datetime, AfterValidator(in_utc)]
 AwareUtcTime = Annotated[AwareDatetime, AfterValidator(in_utc)]
+
+
+# SendGrid caps custom_args at 10,000 bytes (tsg_mail_v3.yaml); Columba's metadata is the same
+# thing, copied into every event of every recipient, so it is capped alike.
+MAX_CUSTOM_ARGS_BYTES = 10_000
+
+
+def json_size(value: Any) -> int:
+    """The size of `value` as compact UTF-8 JSON, as SendGrid counts custom_args."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def capped_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    """Refuse metadata over MAX_CUSTOM_ARGS_BYTES, with the words v3 uses for custom_args."""
+    if json_size(value) > MAX_CUSTOM_ARGS_BYTES:
+        raise ValueError("The metadata parameter may not exceed 10,000 bytes.")
+    return value

@@ -5,9 +5,10 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -24,6 +25,7 @@ from app.common.fields import (
     HeaderText,
     StoredJson,
     StoredText,
+    capped_metadata,
 )
 from app.messages import attachments
 from app.messages.submission import FileData, Personalization, Submission
@@ -87,7 +89,7 @@ def _check_headers(headers: dict[str, str]) -> dict[str, str]:
     return headers
 
 
-Metadata = dict[str, str | int | float | bool]
+Metadata = Annotated[dict[str, str | int | float | bool], AfterValidator(capped_metadata)]
 
 
 class BulkRecipient(BaseModel):

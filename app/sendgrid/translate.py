@@ -16,7 +16,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.common import headers as custom_headers
-from app.common.fields import MAX_UNIX_TIME, EmailAddress, header_name, header_safe
+from app.common.fields import (
+    MAX_CUSTOM_ARGS_BYTES,
+    MAX_UNIX_TIME,
+    EmailAddress,
+    header_name,
+    header_safe,
+    json_size,
+)
 from app.core import strict_json
 from app.core.errors import BadRequest, ErrorItem, field_path
 from app.messages import attachments as attachment_rules
@@ -28,7 +35,6 @@ MAX_PERSONALIZATIONS = 1000
 MAX_RECIPIENTS = 1000
 MAX_CATEGORIES = 10
 MAX_CATEGORY_LENGTH = 255
-MAX_CUSTOM_ARGS_BYTES = 10_000
 MAX_SUBSTITUTIONS_BYTES = 10_000
 # SendGrid refuses these headers; Columba also writes Date, Message-ID and MIME-Version.
 SENDGRID_RESERVED = frozenset(
@@ -164,7 +170,7 @@ def _problems(mail: schemas.MailSend) -> Iterator[ErrorItem]:
     yield from _header_problems(mail.headers, "headers")
     yield from _category_problems(mail.categories)
     yield from _string_values(mail.custom_args, "custom_args")
-    if _size(mail.custom_args) > MAX_CUSTOM_ARGS_BYTES:
+    if json_size(mail.custom_args) > MAX_CUSTOM_ARGS_BYTES:
         yield ErrorItem("The custom_args parameter may not exceed 10,000 bytes.", "custom_args")
     yield from _attachment_problems(mail.attachments)
     if mail.reply_to is not None and mail.reply_to_list:
@@ -198,12 +204,12 @@ def _personalization_problems(
         yield from _header_problems(personal.headers, f"{path}.headers")
         yield from _string_values(personal.substitutions, f"{path}.substitutions")
         yield from _string_values(personal.custom_args, f"{path}.custom_args")
-        if _size(personal.substitutions) > MAX_SUBSTITUTIONS_BYTES:
+        if json_size(personal.substitutions) > MAX_SUBSTITUTIONS_BYTES:
             yield ErrorItem(
                 "The substitutions may not exceed 10,000 bytes per personalization.",
                 f"{path}.substitutions",
             )
-        if _size(personal.custom_args) > MAX_CUSTOM_ARGS_BYTES:
+        if json_size(personal.custom_args) > MAX_CUSTOM_ARGS_BYTES:
             yield ErrorItem(
                 "The custom_args parameter may not exceed 10,000 bytes.", f"{path}.custom_args"
             )
@@ -419,10 +425,6 @@ def _time(value: int | None) -> datetime | None:
 
 def _strings(values: Mapping[str, Any]) -> dict[str, str]:
     return {str(key): str(value) for key, value in values.items()}
-
-
-def _size(values: Mapping[str, Any]) -> int:
-    return len(json.dumps(values, separators=(",", ":"), ensure_ascii=False).encode())
 
 
 def _json_type(value: Any) -> str:

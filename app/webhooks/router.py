@@ -50,6 +50,9 @@ async def create_webhook(
 ) -> WebhookWithSecret:
     """Add an endpoint; its signing secret is in this answer and never again."""
     await _checked_url(body.url, settings)
+    await service.check_room(
+        session, account_id=principal.account.id, max_webhooks=settings.max_webhooks
+    )
     webhook, secret = await service.create(
         session,
         account_id=principal.account.id,
@@ -157,16 +160,29 @@ async def list_deliveries(
     "/v1/webhooks/{webhook_id}/replay",
     status_code=202,
     response_model=ReplayQueued,
-    responses=errors(400, 401, 403, 404),
+    responses=errors(400, 401, 403, 404, 409),
 )
 async def replay(
     webhook_id: str,
     principal: WebhooksEditor,
     session: SessionDep,
+    settings: SettingsDep,
     since: Annotated[UtcTime, Query(description="Resend events created at or after this time.")],
+    until: Annotated[
+        UtcTime | None, Query(description="…and before this time (default: up to now).")
+    ] = None,
 ) -> ReplayQueued:
-    """Queue the account's events since `since` for this endpoint again (new batches)."""
+    """Queue the account's events in [since, until) for this endpoint again (new batches): at
+    most COLUMBA_WEBHOOK_REPLAY_MAX_EVENTS (10,000) at once, counting those still waiting."""
+    if until is not None and until <= since:
+        raise BadRequest("until must be after since", "until")
     webhook = await service.get(session, account_id=principal.account.id, webhook_id=webhook_id)
-    queued = await service.replay(session, webhook=webhook, since=since)
+    queued = await service.replay(
+        session,
+        webhook=webhook,
+        since=since,
+        until=until,
+        max_events=settings.webhook_replay_max_events,
+    )
     await session.commit()
     return ReplayQueued(queued=queued)
