@@ -72,6 +72,7 @@ def install_openapi(app: FastAPI, extra_models: Sequence[type[BaseModel]] = ()) 
             )
             _drop_validation_422(document)
             _declare_bearer_auth(document)
+            _declare_common_errors(document)
             _add_models(document, extra_models)
             app.openapi_schema = document
         return app.openapi_schema
@@ -111,3 +112,32 @@ def _declare_bearer_auth(document: dict[str, Any]) -> None:
         if path.startswith(("/v1/", "/v3/")):
             for operation in operations.values():
                 operation["security"] = [{"apiKey": []}]
+
+
+def _declare_common_errors(document: dict[str, Any]) -> None:
+    """What every /v1 and /v3 operation may answer besides its own statuses: 400 (any route
+    refuses NUL in its URL and a body that is not strict JSON), 401 and 403 (keys and scopes),
+    429 (rate limit), 404 when the path names something, 413 when there is a body."""
+    for path, operations in document.get("paths", {}).items():
+        if not path.startswith(("/v1/", "/v3/")):
+            continue
+        for operation in operations.values():
+            codes = [400, 401, 403, 429]
+            codes += [404] if "{" in path else []
+            codes += [413] if "requestBody" in operation else []
+            responses = operation.setdefault("responses", {})
+            for code, response in _error_responses(codes).items():
+                responses.setdefault(str(code), response)
+            operation["responses"] = dict(sorted(responses.items()))
+
+
+def _error_responses(codes: Sequence[int]) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI response objects for error `codes`, in SendGrid's error shape."""
+    schema = {"$ref": "#/components/schemas/ErrorResponse"}
+    return {
+        code: {
+            "description": spec["description"],
+            "content": {"application/json": {"schema": schema}},
+        }
+        for code, spec in errors(*codes).items()
+    }

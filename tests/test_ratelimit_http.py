@@ -3,12 +3,26 @@ in SendGrid's shape with the X-RateLimit-* headers."""
 
 from __future__ import annotations
 
-import httpx
+from collections.abc import Callable
+from datetime import timedelta
 
+import httpx
+import pytest
+
+from app.core import clock
 from app.core.config import Settings
 from tests.support import ApiServer, Sender
 
 
+@pytest.fixture
+def window_start(travel: Callable[[timedelta], None]) -> None:
+    """Move to one second into a minute, so that requests made within the next minute share
+    one fixed window (a slow machine could otherwise cross into the next one)."""
+    now = clock.now()
+    travel(timedelta(seconds=61 - now.second, microseconds=-now.microsecond))
+
+
+@pytest.mark.usefixtures("window_start")
 async def test_the_limit_is_shared_by_every_replica(settings: Settings, sender: Sender) -> None:
     limited = settings.model_copy(update={"rate_limit": "4/1m"})
     async with (
@@ -28,6 +42,7 @@ async def test_the_limit_is_shared_by_every_replica(settings: Settings, sender: 
     assert int(answers[-1].headers["Retry-After"]) >= 1
 
 
+@pytest.mark.usefixtures("window_start")
 async def test_limits_are_per_key(settings: Settings, sender: Sender) -> None:
     limited = settings.model_copy(update={"rate_limit": "1/1m"})
     async with ApiServer.running(limited) as server, httpx.AsyncClient() as http:

@@ -12,8 +12,9 @@ from app.batches.models import Batch
 from app.batches.schemas import BatchChangeView, BatchView
 from app.deps import BatchCreator, BatchReader, BatchUpdater, SessionDep
 from app.openapi import errors
+from app.routing import StrictJsonRoute
 
-router = APIRouter(tags=["batches"])
+router = APIRouter(tags=["batches"], route_class=StrictJsonRoute)
 
 
 async def _view(session: AsyncSession, batch: Batch) -> BatchView:

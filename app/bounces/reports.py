@@ -14,8 +14,8 @@ from email.message import Message
 
 from app.delivery.replies import Reply
 
-_REPLY = re.compile(r"^(\d{3})[ -]?(.*)$", re.S)
-_ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
+_REPLY = re.compile(r"^(\d{3})[ -]?(.*)\Z", re.S)
+_ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}\Z")  # \Z: $ allows a final newline
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
-# RFC 5322 §2.2: a header field name is printable US-ASCII except the colon.
-HEADER_NAME = re.compile(r"^[!-9;-~]+$")
+from app.core.strict_json import scrubbed
+
+# RFC 5322 §2.2: a header field name is printable US-ASCII except the colon. (\Z, not $,
+# which also matches before a final newline: "X-A\n" would pass.)
+HEADER_NAME = re.compile(r"[!-9;-~]+\Z")
 # CR and LF would start a new header line (injection); the other controls (TAB apart) are not
 # allowed in header text either (RFC 5322 §3.2.5), and some break lines in Python's writer.
 # The same set app.delivery.mime refuses, so nothing accepted here can fail at delivery.
@@ -67,6 +72,18 @@ def _address_from_string(value: object) -> object:
 Address = Annotated[EmailAddress, BeforeValidator(_address_from_string)]
 
 
+def _not_null(value: object) -> object:
+    """Refuse an explicit null for a field that may be left out but never emptied."""
+    if value is None:
+        raise ValueError("may be left out, but not null")
+    return value
+
+
+# For PATCH bodies: `Annotated[T | SkipJsonSchema[None], NotNull] = None` may be left out (and
+# is None then), but `null` is refused, and the schema does not offer it.
+NotNull = BeforeValidator(_not_null)
+
+
 def header_name(value: str) -> str:
     """A valid custom header name."""
     if not HEADER_NAME.match(value):
@@ -74,24 +91,55 @@ def header_name(value: str) -> str:
     return value
 
 
-def nul_path(value: object, path: str = "") -> str | None:
-    """The dotted path of the first string (or object key) holding a NUL, or None.
+# What readers show of stored data: a lone surrogate stored before the edge refused them is
+# shown as U+FFFD, so that no page holding one fails to serialise.
+StoredJson = Annotated[dict[str, Any], AfterValidator(scrubbed)]
+StoredText = Annotated[str, AfterValidator(scrubbed)]
 
-    NUL is not text: RFC 5322 §2.3 forbids it in a message, and PostgreSQL can store it in
-    neither text nor JSON, so requests carrying one are refused before anything is written."""
-    if isinstance(value, str):
-        return path if "\x00" in value else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            inner = f"{path}.{key}" if path else str(key)
-            if "\x00" in str(key):
-                return inner
-            found = nul_path(item, inner)
-            if found is not None:
-                return found
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            found = nul_path(item, f"{path}.{index}" if path else str(index))
-            if found is not None:
-                return found
-    return None
+
+# Integers that reach SQL must fit its columns: BIGINT for ids and offsets.
+MAX_INT64 = 2**63 - 1
+
+
+def as_int64(text: str) -> int | None:
+    """`text` as a non-negative BIGINT, or None when it is not one (`"²".isdigit()` is True,
+    and int() refuses more than 4,300 digits)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(MAX_INT64)):
+        return None
+    value = int(text)
+    return value if value <= MAX_INT64 else None
+
+
+MAX_UNIX_TIME = 253402300799  # 9999-12-31T23:59:59Z, the last time a datetime can hold
+
+
+def in_utc(value: datetime) -> datetime:
+    """The same instant in UTC (naive times are UTC); ValueError when it has none, as
+    `0001-01-01T00:00:00+14:00`, which lies before the first instant a datetime holds."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("must be a time between 0001-01-01 and 9999-12-31 in UTC") from exc
+
+
+UtcTime = Annotated[datetime, AfterValidator(in_utc)]
+AwareUtcTime = Annotated[AwareDatetime, AfterValidator(in_utc)]
+
+
+# SendGrid caps custom_args at 10,000 bytes (tsg_mail_v3.yaml); Columba's metadata is the same
+# thing, copied into every event of every recipient, so it is capped alike.
+MAX_CUSTOM_ARGS_BYTES = 10_000
+
+
+def json_size(value: Any) -> int:
+    """The size of `value` as compact UTF-8 JSON, as SendGrid counts custom_args."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def capped_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    """Refuse metadata over MAX_CUSTOM_ARGS_BYTES, with the words v3 uses for custom_args."""
+    if json_size(value) > MAX_CUSTOM_ARGS_BYTES:
+        raise ValueError("The metadata parameter may not exceed 10,000 bytes.")
+    return value

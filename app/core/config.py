@@ -112,6 +112,8 @@ class Settings(BaseSettings):
     webhook_disable_after_failures: int = Field(default=25, ge=1)
     webhook_batch_size: int = Field(default=100, ge=1, le=100)
     webhook_concurrency: int = Field(default=20, ge=1)
+    max_webhooks: int = Field(default=10, ge=1)  # endpoints per account
+    webhook_replay_max_events: int = Field(default=10_000, ge=1)  # queued by one replay
     inbound_max_message_size: int = Field(default=10 * 1024 * 1024, ge=1024)
 
     @field_validator("dns_nameservers", "forwarded_allow_ips", mode="before")

@@ -15,6 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.core.strict_json import scrubbed
+
 log = logging.getLogger(__name__)
 
 
@@ -95,11 +97,21 @@ class TooManyRequests(ApiError):
     status_code = 429
 
 
+class RefusedBody(StarletteHTTPException):
+    """400 for a body refused while FastAPI reads it (app.routing.StrictJsonRequest): there,
+    FastAPI lets only HTTP exceptions through; any other becomes a 400 without a reason."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(400, message)
+        self.item = ErrorItem(message, field)
+
+
 def error_response(
     status_code: int, errors: Sequence[ErrorItem], headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     """A JSON response in SendGrid's error shape."""
-    body = {"errors": [item.as_dict() for item in errors]}
+    # Messages may quote what the client sent: scrubbed, so that any error can be sent.
+    body = {"errors": [scrubbed(item.as_dict()) for item in errors]}
     return JSONResponse(body, status_code=status_code, headers=dict(headers or {}))
 
 
@@ -129,6 +141,11 @@ async def _handle_validation_error(_request: Request, exc: Exception) -> JSONRes
     return error_response(400, items)
 
 
+async def _handle_refused_body(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RefusedBody)
+    return error_response(400, [exc.item])
+
+
 async def _handle_http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     return error_response(exc.status_code, [ErrorItem(str(exc.detail).lower())], exc.headers)
@@ -143,5 +160,6 @@ def install_error_handlers(app: FastAPI) -> None:
     """Render every error, expected or not, in SendGrid's shape."""
     app.add_exception_handler(ApiError, _handle_api_error)
     app.add_exception_handler(RequestValidationError, _handle_validation_error)
+    app.add_exception_handler(RefusedBody, _handle_refused_body)
     app.add_exception_handler(StarletteHTTPException, _handle_http_error)
     app.add_exception_handler(Exception, _handle_unexpected)

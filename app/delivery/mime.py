@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from email import headerregistry
 from email.charset import Charset
 from email.contentmanager import raw_data_manager
+from email.errors import MessageError
 from email.header import Header
 from email.message import EmailMessage, MIMEPart
 from email.policy import Compat32, EmailPolicy
@@ -26,7 +27,7 @@ import idna
 
 from app.delivery.content import Address, Attachment, MessageContent
 
-__all__ = ["needs_smtputf8", "render"]
+__all__ = ["check_attachment", "check_custom_header", "needs_smtputf8", "render"]
 
 # cte_type="7bit": bodies are always qp/base64/7bit, so any server accepts them without 8BITMIME
 # (RFC 6152). Messages are built with `_PreFolded` below; this policy's header registry only
@@ -277,6 +278,14 @@ def _encoded_words(name: str, value: str) -> list[str]:
     return header.encode(linesep="\r\n").split()
 
 
+def check_custom_header(name: str, value: str) -> None:
+    """Raise ValueError unless `render` can write this custom header, in a 7-bit message and in
+    an SMTPUTF8 one (which one a message is depends on its addresses): the API's validation
+    calls this, so that whatever it accepts renders."""
+    for utf8, policy in ((False, _PREFOLDED), (True, _PREFOLDED_UTF8)):
+        _add_custom_header(MIMEPart(policy=policy), name, value, utf8)
+
+
 def _add_custom_header(msg: MIMEPart, name: str, value: str, utf8: bool) -> None:
     """Append a caller-supplied header, refusing names this module owns and unsafe text."""
     if not _FIELD_NAME.match(name):
@@ -432,6 +441,19 @@ def _fill_text(part: MIMEPart, node: _Text) -> None:
     part.set_content(
         node.body, subtype=node.subtype, charset=charset, cte=cte, content_manager=raw_data_manager
     )
+
+
+def check_attachment(attachment: Attachment) -> None:
+    """Raise ValueError unless `render` can write this attachment's part (filename, type,
+    Content-ID), in a 7-bit message and in an SMTPUTF8 one: the API's validation calls this."""
+    for policy in (_PREFOLDED, _PREFOLDED_UTF8):
+        try:
+            _attachment_part(attachment, policy).as_bytes()
+        except (
+            UnicodeError,
+            MessageError,
+        ) as exc:  # e.g. a raw non-ASCII type left by the registry
+            raise ValueError(f"the attachment cannot be written: {exc}") from exc
 
 
 def _attachment_part(attachment: Attachment, policy: _PreFolded) -> MIMEPart:

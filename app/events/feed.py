@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.common.fields import as_int64
 from app.events.models import Event
 from app.events.schemas import EventPage, FeedEvent
 
@@ -32,9 +33,10 @@ def parse_cursor(cursor: str | None) -> int:
     """A cursor is a feed position; absent means the beginning. ValueError when malformed."""
     if cursor is None or cursor == "":
         return 0
-    if not cursor.isdigit():
+    position = as_int64(cursor)  # positions are BIGINTs: anything else was never a cursor
+    if position is None:
         raise ValueError("cursor must be a value returned as next_cursor")
-    return int(cursor)
+    return position
 
 
 async def page(session: AsyncSession, query: FeedQuery) -> EventPage:

@@ -13,8 +13,9 @@ from app.events.models import EventType
 from app.events.schemas import EventPage
 from app.events.waiting import LongPolls
 from app.openapi import errors
+from app.routing import StrictJsonRoute
 
-router = APIRouter(tags=["events"])
+router = APIRouter(tags=["events"], route_class=StrictJsonRoute)
 
 MAX_WAIT_SECONDS = 30
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from pydantic import BaseModel, Field
+
+from app.common.fields import StoredJson, StoredText
 
 
 class FeedEvent(BaseModel):
@@ -17,8 +18,8 @@ class FeedEvent(BaseModel):
     created_at: datetime
     message_id: str | None
     recipient_id: str | None
-    email: str | None = Field(description="The recipient's address, when the event has one.")
-    data: dict[str, Any]
+    email: StoredText | None = Field(description="The recipient's address, when the event has one.")
+    data: StoredJson
 
 
 class EventPage(BaseModel):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from fastapi import APIRouter, Request, Response
 
 from app.deps import (
@@ -19,9 +17,9 @@ from app.idempotency.service import Claim, StoredResponse
 from app.messages import service
 from app.messages.schemas import MessageView, SendAccepted, SendRequest
 from app.openapi import IDEMPOTENCY_KEY, errors
-from app.sendgrid.translate import refuse_nul
+from app.routing import StrictJsonRoute
 
-router = APIRouter(tags=["messages"])
+router = APIRouter(tags=["messages"], route_class=StrictJsonRoute)
 
 
 @router.post(
@@ -46,10 +44,6 @@ async def send(
     each recipient gets a copy of their own, rendered at delivery with their `template_data`,
     carrying their `metadata` into events, sent at their `send_at`. With an
     `Idempotency-Key`, a retried request returns the first answer and sends nothing again."""
-
-    raw = await request.body()
-    if b"\\u0000" in raw:  # only then is the (already validated) body walked again
-        refuse_nul(json.loads(raw))
 
     async def work(claim: Claim | None) -> StoredResponse:
         if claim is None:  # nothing else to commit with the message: share a transaction

@@ -5,10 +5,10 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AwareDatetime,
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -17,7 +17,16 @@ from pydantic import (
     model_validator,
 )
 
-from app.common.fields import Address, EmailAddress, HeaderText, header_name
+from app.common import headers as custom_headers
+from app.common.fields import (
+    Address,
+    AwareUtcTime,
+    EmailAddress,
+    HeaderText,
+    StoredJson,
+    StoredText,
+    capped_metadata,
+)
 from app.messages import attachments
 from app.messages.submission import FileData, Personalization, Submission
 
@@ -25,14 +34,6 @@ MAX_RECIPIENTS = 1000
 HEADER_NAMES: dict[str, Any] = {"propertyNames": {"pattern": "^[!-9;-~]+$"}}
 MAX_CATEGORIES = 10
 MAX_CATEGORY_LENGTH = 255
-# Headers Columba writes itself; a custom header may not replace or duplicate them.
-RESERVED_HEADERS = frozenset(
-    {
-        "from", "to", "cc", "bcc", "subject", "reply-to", "date", "message-id", "mime-version",
-        "content-type", "content-transfer-encoding", "content-disposition", "dkim-signature",
-        "received", "return-path", "sender", "x-sg-id", "x-sg-eid",
-    }
-)  # fmt: skip
 
 
 class AttachmentIn(BaseModel):
@@ -61,7 +62,9 @@ class AttachmentIn(BaseModel):
 
     @model_validator(mode="after")
     def _allowed(self) -> AttachmentIn:
-        refusal = attachments.refusal(self.filename, self.content_type, self.decoded())
+        refusal = custom_headers.attachment_problem(
+            self.filename, self.content_type, self.content_id
+        ) or attachments.refusal(self.filename, self.content_type, self.decoded())
         if refusal is not None:
             raise ValueError(refusal)
         return self
@@ -78,15 +81,15 @@ class AttachmentIn(BaseModel):
 
 
 def _check_headers(headers: dict[str, str]) -> dict[str, str]:
-    """Valid names, none of the headers Columba writes itself."""
-    for name in headers:
-        header_name(name)
-        if name.lower() in RESERVED_HEADERS:
-            raise ValueError(f"the {name} header is set by Columba and cannot be given")
+    """Valid names, none reserved, values that render."""
+    for name, value in headers.items():
+        reason = custom_headers.problem(name, value)
+        if reason is not None:
+            raise ValueError(reason)
     return headers
 
 
-Metadata = dict[str, str | int | float | bool]
+Metadata = Annotated[dict[str, str | int | float | bool], AfterValidator(capped_metadata)]
 
 
 class BulkRecipient(BaseModel):
@@ -101,7 +104,7 @@ class BulkRecipient(BaseModel):
     metadata: Metadata = Field(
         default_factory=dict, description="Carried into this recipient's events."
     )
-    send_at: AwareDatetime | None = Field(
+    send_at: AwareUtcTime | None = Field(
         default=None, description="When to send this copy (ISO 8601 or Unix time)."
     )
     subject: HeaderText | None = Field(default=None, min_length=1, max_length=998)
@@ -209,7 +212,7 @@ class SendRequest(BaseModel):
     template_data: dict[str, Any] | None = Field(
         default=None, description="Template data shared by every copy (a recipient's wins)."
     )
-    send_at: AwareDatetime | None = Field(
+    send_at: AwareUtcTime | None = Field(
         default=None, description="When to send (ISO 8601 or Unix time); default now."
     )
     batch_id: str | None = Field(default=None, max_length=64, description="See /v1/batches.")
@@ -317,7 +320,7 @@ class EventView(BaseModel):
     id: int
     type: str
     created_at: datetime
-    data: dict[str, Any]
+    data: StoredJson
 
 
 class RecipientView(BaseModel):
@@ -340,11 +343,11 @@ class MessageView(BaseModel):
     """`GET /v1/messages/{id}`: the message, its recipients, their attempts and events."""
 
     id: str
-    message_id: str = Field(description="The Message-ID header.")
-    from_: dict[str, Any] = Field(alias="from")
-    subject: str
-    categories: list[str]
-    metadata: dict[str, Any]
+    message_id: StoredText = Field(description="The Message-ID header.")
+    from_: StoredJson = Field(alias="from")
+    subject: StoredText
+    categories: list[StoredText]
+    metadata: StoredJson
     created_at: datetime
     size: int
     recipients: list[RecipientView]

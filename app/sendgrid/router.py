@@ -24,10 +24,11 @@ from app.idempotency import service as idempotency
 from app.idempotency.service import Claim, StoredResponse
 from app.messages import service as messages
 from app.openapi import IDEMPOTENCY_KEY, errors
+from app.routing import StrictJsonRoute
 from app.sendgrid import schemas, translate
 from app.sendgrid.schemas import MailBatch, ScheduledSendStatus
 
-router = APIRouter(tags=["SendGrid v3"])
+router = APIRouter(tags=["SendGrid v3"], route_class=StrictJsonRoute)
 
 MAIL_SEND_BODY = {
     "requestBody": {

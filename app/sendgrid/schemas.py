@@ -6,7 +6,7 @@ content order) and SendGrid's own error texts live in app.sendgrid.translate.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
@@ -58,11 +58,15 @@ class Attachment(_Model):
     content_id: HeaderText | None = Field(default=None, max_length=255)
 
 
+# Group ids are kept in a 32-bit INTEGER column (PostgreSQL refuses anything larger).
+GroupId = Annotated[StrictInt, Field(ge=0, le=2**31 - 1)]
+
+
 class Asm(_Model):
     """Unsubscribe group handling."""
 
-    group_id: StrictInt
-    groups_to_display: list[StrictInt] = Field(default_factory=list, max_length=25)
+    group_id: GroupId
+    groups_to_display: list[GroupId] = Field(default_factory=list, max_length=25)
 
 
 class Switch(_Model):

@@ -15,10 +15,18 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.common.fields import EmailAddress, header_name, header_safe, nul_path
+from app.common import headers as custom_headers
+from app.common.fields import (
+    MAX_CUSTOM_ARGS_BYTES,
+    MAX_UNIX_TIME,
+    EmailAddress,
+    header_name,
+    header_safe,
+    json_size,
+)
+from app.core import strict_json
 from app.core.errors import BadRequest, ErrorItem, field_path
 from app.messages import attachments as attachment_rules
-from app.messages.schemas import RESERVED_HEADERS
 from app.messages.submission import FileData, Personalization, Submission
 from app.sendgrid import schemas
 from app.suppressions.models import SuppressionType
@@ -27,9 +35,7 @@ MAX_PERSONALIZATIONS = 1000
 MAX_RECIPIENTS = 1000
 MAX_CATEGORIES = 10
 MAX_CATEGORY_LENGTH = 255
-MAX_CUSTOM_ARGS_BYTES = 10_000
 MAX_SUBSTITUTIONS_BYTES = 10_000
-MAX_UNIX_TIME = 253402300799  # 9999-12-31T23:59:59Z, the last time a datetime can hold
 # SendGrid refuses these headers; Columba also writes Date, Message-ID and MIME-Version.
 SENDGRID_RESERVED = frozenset(
     {
@@ -76,25 +82,18 @@ BYPASS = {
 def parse(body: bytes) -> schemas.MailSend:
     """The body as a MailSend, or 400 with SendGrid's texts for every problem found."""
     try:
-        document = json.loads(body)
+        document = strict_json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest("Bad Request") from exc
+    except strict_json.JsonRefused as exc:
+        raise BadRequest(exc.message, exc.field) from exc
     if not isinstance(document, dict):
         raise BadRequest("Bad Request")
-    if b"\\u0000" in body:  # JSON can only carry a NUL escaped; skip the walk otherwise
-        refuse_nul(document)
     try:
         return schemas.MailSend.model_validate(document)
     except ValidationError as exc:
         items = _deduplicated(_sendgrid_error(error) for error in exc.errors())
         raise BadRequest(items[0].message, errors=items) from exc
-
-
-def refuse_nul(document: object) -> None:
-    """400 for a NUL character anywhere in the request (mail and PostgreSQL refuse it)."""
-    path = nul_path(document)
-    if path is not None:
-        raise BadRequest("NUL characters are not allowed.", path)
 
 
 def _deduplicated(items: Iterator[ErrorItem]) -> list[ErrorItem]:
@@ -171,7 +170,7 @@ def _problems(mail: schemas.MailSend) -> Iterator[ErrorItem]:
     yield from _header_problems(mail.headers, "headers")
     yield from _category_problems(mail.categories)
     yield from _string_values(mail.custom_args, "custom_args")
-    if _size(mail.custom_args) > MAX_CUSTOM_ARGS_BYTES:
+    if json_size(mail.custom_args) > MAX_CUSTOM_ARGS_BYTES:
         yield ErrorItem("The custom_args parameter may not exceed 10,000 bytes.", "custom_args")
     yield from _attachment_problems(mail.attachments)
     if mail.reply_to is not None and mail.reply_to_list:
@@ -205,12 +204,12 @@ def _personalization_problems(
         yield from _header_problems(personal.headers, f"{path}.headers")
         yield from _string_values(personal.substitutions, f"{path}.substitutions")
         yield from _string_values(personal.custom_args, f"{path}.custom_args")
-        if _size(personal.substitutions) > MAX_SUBSTITUTIONS_BYTES:
+        if json_size(personal.substitutions) > MAX_SUBSTITUTIONS_BYTES:
             yield ErrorItem(
                 "The substitutions may not exceed 10,000 bytes per personalization.",
                 f"{path}.substitutions",
             )
-        if _size(personal.custom_args) > MAX_CUSTOM_ARGS_BYTES:
+        if json_size(personal.custom_args) > MAX_CUSTOM_ARGS_BYTES:
             yield ErrorItem(
                 "The custom_args parameter may not exceed 10,000 bytes.", f"{path}.custom_args"
             )
@@ -276,13 +275,19 @@ def _header_problems(headers: Mapping[str, Any], path: str) -> Iterator[ErrorIte
         except ValueError as exc:
             yield ErrorItem(str(exc), path)
             continue
-        if name.lower() in SENDGRID_RESERVED or name.lower() in RESERVED_HEADERS:
-            yield ErrorItem(f"The header {name} is reserved and cannot be set.", f"{path}.{name}")
-        elif not header_safe(value):
-            yield ErrorItem(
-                "Header values must not contain CR, LF, NUL or other control characters.",
-                f"{path}.{name}",
-            )
+        if custom_headers.is_reserved(name) or name.lower() in SENDGRID_RESERVED:
+            yield ErrorItem(_reserved(name), f"{path}.{name}")
+            continue
+        problem = custom_headers.value_problem(name, value)
+        if problem is not None:
+            yield ErrorItem(problem, f"{path}.{name}")
+
+
+def _reserved(name: str) -> str:
+    """SendGrid's words, except for X-SMTPAPI, which SendGrid passes on and Columba refuses."""
+    if name.lower() == custom_headers.SMTPAPI:
+        return custom_headers.reserved_reason(name)
+    return f"The header {name} is reserved and cannot be set."
 
 
 def _category_problems(categories: Sequence[str]) -> Iterator[ErrorItem]:
@@ -326,6 +331,14 @@ def _attachment_problems(files: Sequence[schemas.Attachment]) -> Iterator[ErrorI
                 "The content_id parameter is required if disposition is set to inline.",
                 f"{path}.content_id",
             )
+        unwritable = custom_headers.attachment_problem(
+            attachment.filename,
+            attachment.type or "application/octet-stream",
+            attachment.content_id,
+        )
+        if unwritable is not None:
+            yield ErrorItem(unwritable, path)
+            continue
         refusal = attachment_rules.refusal(attachment.filename, attachment.type or "", data)
         if refusal is not None:
             yield ErrorItem(f"The attachment cannot be sent: {refusal}.", f"{path}.filename")
@@ -412,10 +425,6 @@ def _time(value: int | None) -> datetime | None:
 
 def _strings(values: Mapping[str, Any]) -> dict[str, str]:
     return {str(key): str(value) for key, value in values.items()}
-
-
-def _size(values: Mapping[str, Any]) -> int:
-    return len(json.dumps(values, separators=(",", ":"), ensure_ascii=False).encode())
 
 
 def _json_type(value: Any) -> str:

@@ -12,16 +12,18 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
+from app.common.fields import in_utc
 from app.core import clock
 from app.core.errors import BadRequest
 from app.deps import SessionDep, StatsReader
 from app.openapi import errors
+from app.routing import StrictJsonRoute
 from app.stats import service
 from app.stats.models import ALL_CATEGORIES, METRICS, SENDGRID_METRICS
 from app.stats.schemas import SendGridDay, StatsReport
 from app.stats.service import Granularity
 
-router = APIRouter(tags=["stats"])
+router = APIRouter(tags=["stats"], route_class=StrictJsonRoute)
 
 MAX_CATEGORIES = 10  # as SendGrid
 NOT_MODIFIED: dict[int | str, dict[str, Any]] = {304: {"description": "Not modified (ETag)"}}
@@ -38,17 +40,35 @@ def json_with_etag(request: Request, body: Any) -> Response:
     return Response(content, media_type="application/json", headers=headers)
 
 
+# Counters start with Columba; the upper bound leaves room for the period after the last one.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+
+
 def parse_moment(value: str, field: str, *, end: bool = False) -> datetime:
     """A date (`2026-11-01`) or an ISO 8601 time; naive times are UTC. A date as `end`
-    includes that whole day."""
+    includes that whole day. 400 outside 1970-01-01 to 9999-01-01."""
     try:
-        if len(value) == 10:
-            moment = service.day_start(date.fromisoformat(value))
-            return moment + timedelta(days=1) if end else moment
-        parsed = datetime.fromisoformat(value)
+        moment = _moment(value, end=end)
     except ValueError as exc:
         raise BadRequest(f"{field} must be a date (YYYY-MM-DD) or an ISO 8601 time", field) from exc
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    if moment is None or not EARLIEST <= moment <= LATEST:
+        raise BadRequest(f"{field} must lie between 1970-01-01 and 9999-01-01", field)
+    return moment
+
+
+def _moment(value: str, *, end: bool) -> datetime | None:
+    """The moment in UTC; None when it has none (past what a datetime holds)."""
+    if len(value) == 10:
+        day = service.day_start(date.fromisoformat(value))
+        if not end:
+            return day
+        return day + timedelta(days=1) if day < LATEST else None  # 9999-12-31 has no next day
+    parsed = datetime.fromisoformat(value)
+    try:
+        return in_utc(parsed)
+    except ValueError:
+        return None
 
 
 @router.get(

@@ -8,9 +8,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
+from app.common.fields import MAX_INT64, MAX_UNIX_TIME
 from app.core.errors import NotFound
 from app.deps import SessionDep, SuppressionCreator, SuppressionDeleter, SuppressionReader
 from app.openapi import errors
+from app.routing import StrictJsonRoute
 from app.suppressions import service
 from app.suppressions.models import Suppression, SuppressionType
 from app.suppressions.schemas import (
@@ -21,7 +23,7 @@ from app.suppressions.schemas import (
     SuppressionView,
 )
 
-router = APIRouter(tags=["suppressions"])
+router = APIRouter(tags=["suppressions"], route_class=StrictJsonRoute)
 
 
 @router.get("/v1/suppressions", response_model=SuppressionList, responses=errors(400, 401, 403))
@@ -120,6 +122,9 @@ def _sendgrid_entry(name: str, row: Suppression) -> dict[str, Any]:
     return entry
 
 
+UnixTime = Annotated[int | None, Query(ge=0, le=MAX_UNIX_TIME, description="A Unix time.")]
+
+
 def _timestamp(value: int | None) -> datetime | None:
     """A Unix time as an aware datetime."""
     return datetime.fromtimestamp(value, UTC) if value is not None else None
@@ -132,10 +137,10 @@ def _add_sendgrid_routes(name: str, kind: SuppressionType) -> None:
     async def list_entries(
         principal: SuppressionReader,
         session: SessionDep,
-        start_time: int | None = None,
-        end_time: int | None = None,
+        start_time: UnixTime = None,
+        end_time: UnixTime = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 500,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
         email: Annotated[str | None, Query(description="Prefix; `%` is a wildcard.")] = None,
     ) -> list[dict[str, Any]]:
         """The list, newest first, with SendGrid's filters."""

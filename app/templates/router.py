@@ -5,11 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.errors import BadRequest
 from app.deps import SessionDep, TemplateCreator, TemplateDeleter, TemplateReader, TemplateUpdater
 from app.openapi import errors
+from app.routing import StrictJsonRoute
 from app.templates import service
 from app.templates.models import Template
 from app.templates.schemas import (
+    NO_CONTENT,
     TemplateIn,
     TemplatePatch,
     TemplateView,
@@ -18,7 +21,7 @@ from app.templates.schemas import (
     VersionView,
 )
 
-router = APIRouter(tags=["templates"])
+router = APIRouter(tags=["templates"], route_class=StrictJsonRoute)
 
 
 async def _view(session: AsyncSession, template: Template) -> TemplateView:
@@ -177,6 +180,8 @@ async def edit_version(
         session, account_id=principal.account.id, template_id=template_id, version_id=version_id
     )
     changes = body.model_dump(exclude_unset=True)
+    if not (changes.get("html", version.html) or changes.get("text", version.text)):
+        raise BadRequest(NO_CONTENT, "html" if "html" in changes else "text")
     await service.edit_version(session, template=template, version=version, changes=changes)
     await session.commit()
     return VersionView.model_validate(version)

@@ -3,36 +3,52 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
+
+from app.common.fields import NotNull
 
 # SendGrid's limits for template versions (tsg_templates_v3.yaml).
 MAX_SUBJECT = 255
 MAX_CONTENT = 1_048_576
 
 
+NO_CONTENT = "A version needs html or text content (or both)."
+
+Name = Annotated[str, Field(min_length=1, max_length=100)]
+Subject = Annotated[str, Field(min_length=1, max_length=MAX_SUBJECT)]
+Content = Annotated[str, Field(max_length=MAX_CONTENT)]
+
+
 class VersionIn(BaseModel):
-    """A version's content; `active` makes it the one that is sent."""
+    """A version's content (html, text or both); `active` makes it the one that is sent."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=100)
-    subject: str = Field(min_length=1, max_length=MAX_SUBJECT)
-    html: str | None = Field(default=None, max_length=MAX_CONTENT)
-    text: str | None = Field(default=None, max_length=MAX_CONTENT)
+    name: Name
+    subject: Subject
+    html: Content | None = None
+    text: Content | None = None
     active: bool | None = None
+
+    @model_validator(mode="after")
+    def _has_content(self) -> VersionIn:
+        if not (self.html or self.text):
+            raise ValueError(NO_CONTENT)
+        return self
 
 
 class VersionPatch(BaseModel):
-    """Changes to a version."""
+    """Changes to a version: html or text may be removed (null), as long as one is left."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=100)
-    subject: str | None = Field(default=None, min_length=1, max_length=MAX_SUBJECT)
-    html: str | None = Field(default=None, max_length=MAX_CONTENT)
-    text: str | None = Field(default=None, max_length=MAX_CONTENT)
+    name: Annotated[Name | SkipJsonSchema[None], NotNull] = None
+    subject: Annotated[Subject | SkipJsonSchema[None], NotNull] = None
+    html: Content | None = None
+    text: Content | None = None
     active: Literal[True] | None = None
 
 
@@ -57,7 +73,7 @@ class TemplateIn(BaseModel):
         },
     )
 
-    name: str = Field(min_length=1, max_length=100)
+    name: Name
     engine: Literal["jinja", "handlebars"] = Field(
         default="jinja",
         description="jinja: Jinja2 (sandboxed, html autoescaped); handlebars: SendGrid's "
@@ -71,7 +87,7 @@ class TemplatePatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=100)
+    name: Name
 
 
 class VersionView(BaseModel):

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from app.core.strict_json import scrubbed
 from app.delivery.classify import BounceKind, Bucket, classify
 from app.events.models import EventType
 from app.stats.counters import bounce_kind, reply_of
@@ -33,8 +34,9 @@ class EventContext:
 
 
 def standard_event(event: EventContext) -> dict[str, Any]:
-    """One event in Columba's format."""
-    return {
+    """One event in Columba's format (with U+FFFD for any lone surrogate stored earlier:
+    receivers' JSON parsers may reject them)."""
+    event_json: dict[str, Any] = {
         "id": event.id,
         "type": event.type,
         "created_at": event.created_at.isoformat(),
@@ -46,6 +48,7 @@ def standard_event(event: EventContext) -> dict[str, Any]:
         "metadata": event.custom_args,
         "data": event.data,
     }
+    return scrubbed(event_json)
 
 
 def standard_body(events: Sequence[EventContext], *, timestamp: datetime) -> str:
@@ -108,7 +111,7 @@ def sendgrid_event(event: EventContext) -> dict[str, Any] | None:
         categories = list(event.categories)
         item["category"] = categories[0] if len(categories) == 1 else categories
     item.update(_sendgrid_details(event))
-    return {key: value for key, value in item.items() if value is not None}
+    return scrubbed({key: value for key, value in item.items() if value is not None})
 
 
 def _sendgrid_details(event: EventContext) -> dict[str, Any]:

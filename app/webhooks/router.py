@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
+from app.common.fields import UtcTime, as_int64
 from app.core.config import Settings
 from app.core.errors import BadRequest
 from app.delivery.resolver import make_resolver
 from app.deps import SessionDep, SettingsDep, WebhooksEditor, WebhooksReader
 from app.openapi import errors
+from app.routing import StrictJsonRoute
 from app.webhooks import service
 from app.webhooks.destinations import DestinationError, check_url
 from app.webhooks.schemas import (
@@ -25,7 +26,7 @@ from app.webhooks.schemas import (
     WebhookWithSecret,
 )
 
-router = APIRouter(tags=["webhooks"])
+router = APIRouter(tags=["webhooks"], route_class=StrictJsonRoute)
 
 
 async def _checked_url(url: str, settings: Settings) -> str:
@@ -49,6 +50,9 @@ async def create_webhook(
 ) -> WebhookWithSecret:
     """Add an endpoint; its signing secret is in this answer and never again."""
     await _checked_url(body.url, settings)
+    await service.check_room(
+        session, account_id=principal.account.id, max_webhooks=settings.max_webhooks
+    )
     webhook, secret = await service.create(
         session,
         account_id=principal.account.id,
@@ -143,11 +147,10 @@ async def list_deliveries(
 ) -> DeliveryList:
     """Every attempt to deliver to this endpoint, newest first."""
     webhook = await service.get(session, account_id=principal.account.id, webhook_id=webhook_id)
-    if after is not None and not after.isdigit():
+    before = as_int64(after) if after else None
+    if after and before is None:
         raise BadRequest("after must be a value returned as next_cursor", "after")
-    found = await service.deliveries(
-        session, webhook=webhook, before=int(after) if after else None, limit=limit + 1
-    )
+    found = await service.deliveries(session, webhook=webhook, before=before, limit=limit + 1)
     more = len(found) > limit
     found = found[:limit]
     return DeliveryList(deliveries=found, next_cursor=str(found[-1].id) if more else None)
@@ -157,17 +160,29 @@ async def list_deliveries(
     "/v1/webhooks/{webhook_id}/replay",
     status_code=202,
     response_model=ReplayQueued,
-    responses=errors(400, 401, 403, 404),
+    responses=errors(400, 401, 403, 404, 409),
 )
 async def replay(
     webhook_id: str,
     principal: WebhooksEditor,
     session: SessionDep,
-    since: Annotated[datetime, Query(description="Resend events created at or after this time.")],
+    settings: SettingsDep,
+    since: Annotated[UtcTime, Query(description="Resend events created at or after this time.")],
+    until: Annotated[
+        UtcTime | None, Query(description="…and before this time (default: up to now).")
+    ] = None,
 ) -> ReplayQueued:
-    """Queue the account's events since `since` for this endpoint again (new batches)."""
+    """Queue the account's events in [since, until) for this endpoint again (new batches): at
+    most COLUMBA_WEBHOOK_REPLAY_MAX_EVENTS (10,000) at once, counting those still waiting."""
+    if until is not None and until <= since:
+        raise BadRequest("until must be after since", "until")
     webhook = await service.get(session, account_id=principal.account.id, webhook_id=webhook_id)
-    moment = since.replace(tzinfo=UTC) if since.tzinfo is None else since.astimezone(UTC)
-    queued = await service.replay(session, webhook=webhook, since=moment)
+    queued = await service.replay(
+        session,
+        webhook=webhook,
+        since=since,
+        until=until,
+        max_events=settings.webhook_replay_max_events,
+    )
     await session.commit()
     return ReplayQueued(queued=queued)

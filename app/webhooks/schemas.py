@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
+from app.common.fields import NotNull
 from app.events.models import EventType
 from app.webhooks.models import PayloadFormat
 
@@ -31,8 +34,8 @@ class WebhookCreate(BaseModel):
         },
     )
 
-    url: str = Field(max_length=2048)
-    description: str = Field(default="", max_length=255)
+    url: Url
+    description: Description = ""
     event_types: list[str] | None = Field(
         default=None, description="Event types to send; omit or empty for all."
     )
@@ -42,16 +45,21 @@ class WebhookCreate(BaseModel):
     _check_types = field_validator("event_types")(_known_types)
 
 
+Url = Annotated[str, Field(max_length=2048)]
+Description = Annotated[str, Field(max_length=255)]
+
+
 class WebhookUpdate(BaseModel):
-    """`PATCH /v1/webhooks/{id}`: only the fields given change."""
+    """`PATCH /v1/webhooks/{id}`: only the fields given change (`event_types: null` means
+    every type again; the others may not be null)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str | None = Field(default=None, max_length=2048)
-    description: str | None = Field(default=None, max_length=255)
+    url: Annotated[Url | SkipJsonSchema[None], NotNull] = None
+    description: Annotated[Description | SkipJsonSchema[None], NotNull] = None
     event_types: list[str] | None = None
-    format: PayloadFormat | None = None
-    enabled: bool | None = None
+    format: Annotated[PayloadFormat | SkipJsonSchema[None], NotNull] = None
+    enabled: Annotated[bool | SkipJsonSchema[None], NotNull] = None
 
     _check_types = field_validator("event_types")(_known_types)
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, literal, select, update
+from sqlalchemy import Select, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accounts.models import Account
 from app.core import clock
-from app.core.errors import NotFound
+from app.core.errors import BadRequest, Conflict, NotFound
 from app.events.models import Event
 from app.webhooks import signing
 from app.webhooks.models import Webhook, WebhookAttempt, WebhookBatch, WebhookOutbox
@@ -38,6 +39,22 @@ async def create(
     session.add(webhook)
     await session.flush()
     return webhook, secret
+
+
+async def check_room(session: AsyncSession, *, account_id: str, max_webhooks: int) -> None:
+    """400 when the account has its maximum of endpoints (each costs an outbox row per event)."""
+    # The account's row lock makes concurrent creates count one after the other (PostgreSQL;
+    # SQLite has a single writer).
+    await session.execute(select(Account.id).where(Account.id == account_id).with_for_update())
+    count = await session.scalar(
+        select(func.count()).select_from(Webhook).where(Webhook.account_id == account_id)
+    )
+    if (count or 0) >= max_webhooks:
+        raise BadRequest(
+            f"You have reached the maximum number of webhooks ({max_webhooks}) for this "
+            "account; delete one first (COLUMBA_MAX_WEBHOOKS).",
+            "url",
+        )
 
 
 async def get(session: AsyncSession, *, account_id: str, webhook_id: str) -> Webhook:
@@ -107,18 +124,54 @@ async def delete(session: AsyncSession, *, webhook: Webhook) -> None:
     await session.flush()
 
 
-async def replay(session: AsyncSession, *, webhook: Webhook, since: datetime) -> int:
-    """Queue again every event of the account since `since` that the endpoint wants."""
-    query = select(literal(webhook.id), Event.id, literal(clock.now())).where(
-        Event.account_id == webhook.account_id, Event.created_at >= since
-    )
+async def replay(
+    session: AsyncSession,
+    *,
+    webhook: Webhook,
+    since: datetime,
+    until: datetime | None,
+    max_events: int,
+) -> int:
+    """Queue again every event of the account in [since, until) that the endpoint wants.
+
+    At most `max_events` at once, counting what still waits for the endpoint: 400 for a
+    larger range, 409 while earlier events are still queued, so that replays cannot pile up
+    outbox rows faster than the endpoint takes them."""
+    conditions = [Event.account_id == webhook.account_id, Event.created_at >= since]
+    if until is not None:
+        conditions.append(Event.created_at < until)
     if webhook.event_types:
-        query = query.where(Event.type.in_(webhook.event_types))
+        conditions.append(Event.type.in_(webhook.event_types))
+    events = select(Event.id).where(*conditions)
+    wanted = await _count_up_to(session, events, max_events + 1)
+    if wanted > max_events:
+        raise BadRequest(
+            f"A replay queues at most {max_events} events and this one holds more: narrow it "
+            "with since and until (COLUMBA_WEBHOOK_REPLAY_MAX_EVENTS).",
+            "since",
+        )
+    waiting = select(WebhookOutbox.id).where(
+        WebhookOutbox.webhook_id == webhook.id, WebhookOutbox.batch_id.is_(None)
+    )
+    pending = await _count_up_to(session, waiting, max_events + 1)
+    if pending + wanted > max_events:
+        raise Conflict(
+            f"{pending} events are still waiting to be sent to this endpoint; replay these "
+            f"{wanted} once they have been (at most {max_events} may wait at once).",
+            "since",
+        )
+    rows = select(literal(webhook.id), Event.id, literal(clock.now())).where(*conditions)
     statement = insert(WebhookOutbox).from_select(
-        ["webhook_id", "event_id", "created_at"], query.order_by(Event.id)
+        ["webhook_id", "event_id", "created_at"], rows.order_by(Event.id)
     )
     result = await session.execute(statement)
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def _count_up_to(session: AsyncSession, query: Select[Any], cap: int) -> int:
+    """How many rows `query` finds, reading at most `cap` of them."""
+    limited = query.limit(cap).subquery()
+    return int(await session.scalar(select(func.count()).select_from(limited)) or 0)
 
 
 async def deliveries(

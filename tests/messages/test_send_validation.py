@@ -172,3 +172,34 @@ async def test_accepted_message_writes_message_recipients_and_processed_events(
         "c@example.test",
     ]
     assert await count_rows(db) == (1, 3, 3)
+
+
+def metadata_of(size: int) -> dict[str, str]:
+    """Metadata of exactly `size` bytes as compact JSON (`{"k":"…"}`)."""
+    return {"k": "x" * (size - len('{"k":""}'))}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"metadata": metadata_of(10_001)}, "metadata"),
+        (
+            {"to": [], "recipients": [{"to": "a@example.test", "metadata": metadata_of(10_001)}]},
+            "recipients.0.metadata",
+        ),
+    ],
+)
+async def test_metadata_is_capped_as_sendgrid_caps_custom_args(
+    client: httpx.AsyncClient,
+    sender: Sender,
+    db: Database,
+    overrides: dict[str, Any],
+    field: str,
+) -> None:
+    response = await post(client, sender, body(sender, **overrides))
+    assert response.status_code == 400, response.text
+    message = "The metadata parameter may not exceed 10,000 bytes."
+    assert {"message": message, "field": field, "help": None} in response.json()["errors"]
+    assert await count_rows(db) == (0, 0, 0)
+    at_the_cap = await post(client, sender, body(sender, metadata=metadata_of(10_000)))
+    assert at_the_cap.status_code == 202, at_the_cap.text
