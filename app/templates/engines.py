@@ -16,13 +16,20 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import jinja2
-from pydantic_handlebars import HandlebarsError, HelperOptions
+from pydantic_handlebars import HandlebarsError, HandlebarsRuntimeError, HelperOptions
 from pydantic_handlebars._compiler import Compiler as HandlebarsCompiler
 from pydantic_handlebars._helpers import get_standard_helpers
 from pydantic_handlebars._parser import parse as parse_handlebars
 from pydantic_handlebars._utils import is_falsy
 
-from app.templates.budget import RenderError, RenderLimits, max_output, spending, tick
+from app.templates.budget import (
+    LimitExceeded,
+    RenderError,
+    RenderLimits,
+    max_output,
+    spending,
+    tick,
+)
 from app.templates.models import TemplateEngine
 from app.templates.sandbox import compile_jinja, render_jinja
 
@@ -30,11 +37,22 @@ __all__ = ["RenderError", "RenderLimits", "check_syntax", "render"]
 
 
 class _BoundedHandlebars(HandlebarsCompiler):
-    """pydantic-handlebars' tree-walking renderer, with every block body on the clock."""
+    """pydantic-handlebars' tree-walking renderer, with every block body on the clock and its
+    limits (nesting, output) told apart from errors in the template."""
 
     def _render_program(self, program: Any, scope: Any) -> str:
         tick()
-        return str(super()._render_program(program, scope))
+        if self._depth >= self._max_depth:
+            raise LimitExceeded(f"the template nests blocks deeper than {self._max_depth}")
+        try:
+            return str(super()._render_program(program, scope))
+        except HandlebarsRuntimeError:
+            if self._output_size > self._max_output_size:
+                limit = self._max_output_size
+                raise LimitExceeded(
+                    f"the template's output is larger than the output limit ({limit})"
+                ) from None
+            raise
 
 
 def _compare(name: str, test: Callable[[Any, Any], bool]) -> Callable[..., Any]:
