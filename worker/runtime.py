@@ -35,7 +35,7 @@ from app.domains.service import dkim_keys
 from app.messages import dispatch
 from app.messages.compose import Composer, Copy, Refused, return_path
 from app.messages.dispatch import Claim, ClaimedRecipient, LoadedMessage, Outcome
-from app.templates.engines import RenderLimits
+from app.templates.budget import render_limits
 from worker.pump import Emit, Pump, PumpSettings, Released, Results
 
 log = logging.getLogger(__name__)
@@ -260,14 +260,6 @@ def smtp_options(settings: Settings) -> SmtpOptions:
         password=relay.password if relay else None,
         implicit_tls=relay.implicit_tls if relay else False,
         max_recipients=settings.smtp_max_recipients,
-    )
-
-
-def render_limits(settings: Settings) -> RenderLimits:
-    """How long one recipient's template may render and how much it may produce."""
-    return RenderLimits(
-        max_seconds=settings.template_render_timeout.total_seconds(),
-        max_output=settings.template_max_output,
     )
 
 

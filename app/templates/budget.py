@@ -17,7 +17,10 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TypeGuard, cast
+from typing import TYPE_CHECKING, TypeGuard, cast
+
+if TYPE_CHECKING:
+    from app.core.config import Settings
 
 __all__ = [
     "LimitExceeded",
@@ -29,6 +32,7 @@ __all__ = [
     "check_size",
     "count_built",
     "max_output",
+    "render_limits",
     "size_of",
     "spending",
     "tick",
@@ -54,6 +58,14 @@ class RenderLimits:
 
     max_seconds: float = 2.0
     max_output: int = 1024 * 1024
+
+
+def render_limits(settings: Settings) -> RenderLimits:
+    """How long one recipient's template may render and how much it may produce."""
+    return RenderLimits(
+        max_seconds=settings.template_render_timeout.total_seconds(),
+        max_output=settings.template_max_output,
+    )
 
 
 @dataclass(slots=True)

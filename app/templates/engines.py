@@ -33,7 +33,7 @@ from app.templates.budget import (
 from app.templates.models import TemplateEngine
 from app.templates.sandbox import compile_jinja, render_jinja
 
-__all__ = ["RenderError", "RenderLimits", "check_syntax", "render"]
+__all__ = ["LimitExceeded", "RenderError", "RenderLimits", "check_syntax", "render"]
 
 
 class _BoundedHandlebars(HandlebarsCompiler):
