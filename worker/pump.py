@@ -8,6 +8,10 @@ its own, so a slow destination holds only its own recipients. The recorder gathe
 from every task and writes them in one transaction per `flush_interval`, which keeps the
 database cost per message small under load. The renewer extends the leases of everything
 in flight, so a long SMTP exchange is never mistaken for a dead worker.
+
+A recipient whose lease ran out before (a worker died while it had it) is a suspect: the
+pump has at most one in flight, so that if this process dies on it too, the count that ends
+it (dispatch.claim) grows for it alone, not for other suspects it happened to be with.
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ class Pump:
     def __init__(
         self,
         *,
-        claim: Callable[[int], Awaitable[Claim]],
+        claim: Callable[[int, int], Awaitable[Claim]],
         process: Processor,
         record: Callable[[list[Outcome], list[Released]], Awaitable[int]],
         renew: Callable[[list[str]], Awaitable[int]],
@@ -71,6 +75,7 @@ class Pump:
         self._claim, self._process, self._record, self._renew = claim, process, record, renew
         self.settings = settings
         self.in_flight = 0
+        self.suspects_in_flight = 0
         self.empty_claims = 0
         self._tokens: Counter[str] = Counter()
         self._pending = Results()
@@ -104,8 +109,9 @@ class Pump:
         while True:
             await self._wait_for(lambda: self.in_flight < self.settings.capacity)
             room = self.settings.capacity - self.in_flight
+            suspects = 0 if self.suspects_in_flight else 1
             try:
-                claim = await self._claim(min(self.settings.batch_size, room))
+                claim = await self._claim(min(self.settings.batch_size, room), suspects)
             except Exception:
                 log.exception("claiming due recipients failed; retrying")
                 await asyncio.sleep(1)
@@ -118,6 +124,7 @@ class Pump:
                     await asyncio.wait_for(self._wake.wait(), self.settings.idle_poll)
                 continue
             self.in_flight += len(claim.recipients)
+            self.suspects_in_flight += sum(r.suspect for r in claim.recipients)
             self._tokens[claim.token] += len(claim.recipients)
             task = asyncio.create_task(self._deliver(claim))
             self._tasks.add(task)
@@ -148,7 +155,11 @@ class Pump:
 
     def _forget(self, recipients: Sequence[ClaimedRecipient]) -> None:
         """Stop tracking recipients that will not be recorded by us."""
+        suspects = sum(r.suspect for r in recipients)
         self.in_flight -= len(recipients)
+        self.suspects_in_flight -= suspects
+        if suspects and not self.suspects_in_flight:
+            self.wake()  # the next suspect may be waiting: do not leave it to the idle poll
         for recipient in recipients:
             self._tokens[recipient.token] -= 1
         self._tokens += Counter()  # drop tokens that reached zero

@@ -61,7 +61,7 @@ class Runtime:
             slot_wait=settings.throttle_wait.total_seconds(),
         )
         self.pump = Pump(
-            claim=self.claim,
+            claim=lambda limit, suspects: self.claim(limit, suspects=suspects),
             process=self.process,
             record=self.record,
             renew=self.renew,
@@ -92,11 +92,19 @@ class Runtime:
         await self.pool.close()
         await self.db.dispose()
 
-    async def claim(self, limit: int, message_id: str | None = None) -> Claim:
-        """Lease up to `limit` due recipients."""
+    async def claim(
+        self, limit: int, *, suspects: int | None = None, message_id: str | None = None
+    ) -> Claim:
+        """Lease up to `limit` due recipients, at most `suspects` of them ones a worker may
+        have died on (see dispatch.claim); drop those that keep killing workers."""
         async with self.db.session() as session:
             claim = await dispatch.claim(
-                session, lease=self.settings.lease_duration, limit=limit, message_id=message_id
+                session,
+                lease=self.settings.lease_duration,
+                limit=limit,
+                message_id=message_id,
+                suspects=suspects,
+                max_expiries=self.settings.max_lease_expiries,
             )
             await session.commit()
         return claim
@@ -121,7 +129,7 @@ class Runtime:
     async def deliver_message(self, message_id: str) -> int:
         """Deliver one message's due recipients now, outside the pump; returns outcomes."""
         total = 0
-        while (claim := await self.claim(1000, message_id)).recipients:
+        while (claim := await self.claim(1000, message_id=message_id)).recipients:
             results = Results()
             await self.process(claim.recipients, results.emit)
             total += await self.record(results.outcomes, results.released)

@@ -8,14 +8,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, case, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock
 from app.core.ids import new_id
 from app.delivery.classify import BounceKind, Classification, classify, suppresses
 from app.delivery.content import Address, Attachment, MessageContent
-from app.delivery.replies import Reply
+from app.delivery.replies import Reply, synthetic
 from app.delivery.retry import Decision
 from app.domains.models import Domain
 from app.events import service as events
@@ -43,6 +43,12 @@ class ClaimedRecipient:
     attempt_count: int
     personalization: dict[str, Any] | None  # see app.messages.personalize
     token: str
+    lease_expiries: int = 0  # leases of it that ran out in a row: a worker may die on it
+
+    @property
+    def suspect(self) -> bool:
+        """True when a worker had it when that worker died (see `claim`)."""
+        return self.lease_expiries > 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +72,31 @@ class Outcome:
     tls_version: str | None = None
 
 
+def _fresh(now: datetime) -> Any:
+    """Recipients ready for an attempt, no worker having died on them."""
+    return and_(
+        Recipient.status.in_(CLAIMABLE_STATUSES),
+        Recipient.next_attempt_at <= now,
+        Recipient.lease_expiries == 0,
+    )
+
+
+def _suspect(now: datetime) -> Any:
+    """Recipients whose worker's lease ran out (it died, or stalled, while it had them), and
+    those due again after such a lease: a worker may die on them again."""
+    return or_(
+        and_(Recipient.status == RecipientStatus.SENDING, Recipient.lease_expires_at < now),
+        and_(
+            Recipient.status.in_(CLAIMABLE_STATUSES),
+            Recipient.next_attempt_at <= now,
+            Recipient.lease_expiries > 0,
+        ),
+    )
+
+
 def _due(now: datetime) -> Any:
     """Recipients ready for an attempt, or whose worker's lease ran out."""
-    return or_(
-        and_(Recipient.status.in_(CLAIMABLE_STATUSES), Recipient.next_attempt_at <= now),
-        and_(Recipient.status == RecipientStatus.SENDING, Recipient.lease_expires_at < now),
-    )
+    return or_(_fresh(now), _suspect(now))
 
 
 async def claim(
@@ -80,16 +105,55 @@ async def claim(
     lease: timedelta,
     limit: int = 1000,
     message_id: str | None = None,
+    suspects: int | None = None,
+    max_expiries: int | None = None,
 ) -> Claim:
-    """Lease due recipients (oldest due first; of one message when given) in one statement,
-    so two workers never share one.
+    """Lease due recipients (oldest due first; of one message when given) so that two
+    workers never share one.
+
+    A recipient whose lease ran out without an outcome is counted (`lease_expiries`) as it
+    is claimed again. With `suspects`, at most that many such recipients are claimed (the
+    rest are fresh ones), so that the pump can keep them apart: a worker that dies then
+    counts against them, not against everything else it had in flight. Once a recipient's
+    count reaches `max_expiries` it is dropped, with the reason in its event, instead of
+    being handed to a worker that would likely die on it again.
+    """
+    now, token = clock.now(), new_id()
+    if suspects is None:
+        taken = await _take(session, _due(now), limit, message_id, lease=lease, token=token)
+    else:
+        taken = await _take(session, _suspect(now), suspects, message_id, lease=lease, token=token)
+        fresh = _fresh(now)
+        taken += await _take(
+            session, fresh, limit - len(taken), message_id, lease=lease, token=token
+        )
+    claimed = [ClaimedRecipient(**row._mapping, token=token) for row in taken]
+    if max_expiries is not None:
+        poisoned = [r for r in claimed if r.lease_expiries >= max_expiries]
+        claimed = [r for r in claimed if r.lease_expiries < max_expiries]
+        if poisoned:
+            await record_outcomes(session, outcomes=[_poisoned(r, now) for r in poisoned])
+    return Claim(token, tuple(claimed))
+
+
+async def _take(
+    session: AsyncSession,
+    condition: Any,
+    limit: int,
+    message_id: str | None,
+    *,
+    lease: timedelta,
+    token: str,
+) -> list[Any]:
+    """Lease up to `limit` recipients meeting `condition` in one statement.
 
     PostgreSQL: FOR UPDATE SKIP LOCKED makes a concurrent claimer pass over rows being
     claimed. SQLite: the UPDATE holds the database's single write lock, so it is atomic.
     """
+    if limit <= 0:
+        return []
     now = clock.now()
-    token = new_id()
-    candidates = select(Recipient.id).where(_due(now))
+    candidates = select(Recipient.id).where(condition)
     if message_id is not None:
         candidates = candidates.where(Recipient.message_id == message_id)
     # A materialised CTE, not `id IN (subquery)`: PostgreSQL may re-run an IN subquery with
@@ -101,6 +165,8 @@ async def claim(
         .cte("due")
         .prefix_with("MATERIALIZED", dialect="postgresql")
     )
+    # A lease that ran out is counted as it is taken over (the old values are read in SET).
+    expired = case((Recipient.status == RecipientStatus.SENDING, 1), else_=0)
     statement = (
         update(Recipient)
         .where(Recipient.id == due.c.id)
@@ -108,6 +174,7 @@ async def claim(
             status=RecipientStatus.SENDING,
             lease_token=token,
             lease_expires_at=now + lease,
+            lease_expiries=Recipient.lease_expiries + expired,
             updated_at=now,
         )
         .returning(
@@ -118,11 +185,23 @@ async def claim(
             Recipient.domain,
             Recipient.attempt_count,
             Recipient.personalization,
+            Recipient.lease_expiries,
         )
         .execution_options(synchronize_session=False)
     )
-    rows = (await session.execute(statement)).all()
-    return Claim(token, tuple(ClaimedRecipient(**row._mapping, token=token) for row in rows))
+    return list((await session.execute(statement)).all())
+
+
+def _poisoned(recipient: ClaimedRecipient, now: datetime) -> Outcome:
+    """A recipient whose workers kept dying while they had it: dropped, saying why."""
+    reason = (
+        f"delivery stopped: the lease on this recipient ran out {recipient.lease_expiries} "
+        "times in a row without an outcome (the worker delivering it died each time)"
+    )
+    # RFC 3463 §3.4: X.3.0, "other or undefined mail system status".
+    reply = synthetic(550, "5.3.0", reason)
+    decision = Decision(RecipientStatus.DROPPED, reply)
+    return Outcome(recipient=recipient, decision=decision, started_at=now, duration_ms=0)
 
 
 async def renew_leases(session: AsyncSession, *, tokens: Sequence[str], lease: timedelta) -> int:
@@ -253,6 +332,7 @@ async def record_outcomes(session: AsyncSession, *, outcomes: Sequence[Outcome])
             next_attempt_at=bindparam("next_at"),
             lease_token=None,
             lease_expires_at=None,
+            lease_expiries=0,
             last_code=bindparam("code"),
             last_enhanced_code=bindparam("enhanced"),
             last_response=bindparam("text"),
@@ -381,6 +461,7 @@ async def release(
             next_attempt_at=bindparam("retry_at"),
             lease_token=None,
             lease_expires_at=None,
+            lease_expiries=0,
             updated_at=clock.now(),
         ),
         [
