@@ -7,7 +7,8 @@ A recipient's `personalization` (a JSON object on its row) may hold:
   subject         a literal subject for this copy (never rendered as a template)
   headers         extra or overriding header fields
   substitutions   SendGrid's tag → value replacements in subject, text and html
-  data            template data (`template_data` / `dynamic_template_data`)
+  data            the copy's own template data (`template_data` / `dynamic_template_data`),
+                  over the message's shared `template_data` (stored once, on the message)
   custom_args     metadata carried into the events (not rendered)
   send_at         when the copy was scheduled (ISO 8601; not rendered)
 Everything here is a pure function of the stored rows, so retries send identical bytes.
@@ -57,7 +58,7 @@ def content_for(
     base = content_of(loaded)
     personal = dict(personalization or {})
     message = loaded.message
-    data = personal.get("data") or {}
+    data = {**(message.template_data or {}), **(personal.get("data") or {})}
     engine = message.template_engine
     subject = personal.get("subject")
     if subject is None:
