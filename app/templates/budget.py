@@ -205,10 +205,13 @@ def check_room(size: int) -> None:
 
 def check_size(value: object) -> None:
     """Refuse a value bigger than the whole output may be, and numbers too large to print."""
-    if isinstance(value, int) and value.bit_length() > _MAX_INT_BITS:
-        raise LimitExceeded("the template computed a number too large to print")
-    limit = max_output()
-    check_room(len(value) if isinstance(value, str) else size_of(value, limit))
+    if isinstance(value, int):
+        if value.bit_length() > _MAX_INT_BITS:
+            raise LimitExceeded("the template computed a number too large to print")
+    elif isinstance(value, str):
+        check_room(len(value))
+    elif type(value) not in _SCALARS:
+        check_room(size_of(value, max_output()))
 
 
 def check_built(value: object) -> None:

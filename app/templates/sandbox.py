@@ -169,13 +169,13 @@ def _is_sequence(value: Any) -> bool:
 def _binop_size(operator: str, left: Any, right: Any) -> int | None:
     """The size of `left + right` or `left * right` on strings, lists and tuples, known
     before it is built; None for other operations."""
-    limit = max_output()
     if operator == "+" and _is_sequence(left) and _is_sequence(right):
+        limit = max_output()
         return size_of(left, limit) + size_of(right, limit)
     if operator == "*":
         for sequence, count in ((left, right), (right, left)):
             if _is_sequence(sequence) and isinstance(count, int):
-                return size_of(sequence, limit) * max(count, 0)
+                return size_of(sequence, max_output()) * max(count, 0)
     return None
 
 
