@@ -22,7 +22,7 @@ from typing import Any
 
 from app.delivery.content import Address, MessageContent
 from app.messages.dispatch import LoadedMessage, content_of
-from app.templates.engines import RenderLimits, render
+from app.templates.engines import LimitExceeded, RenderLimits, render
 
 # The keys that change the bytes of a copy; the others (custom_args, send_at) only travel
 # into events, so copies that differ only there still share one SMTP transaction.
@@ -66,7 +66,9 @@ def content_for(
     text = _render(engine, base.text, data, html=False, limits=limits)
     html = _render(engine, base.html, data, html=True, limits=limits)
     replacements = {**(personal.get("substitutions") or {}), **(message.sections or {})}
-    subject, text, html = (_substitute(part, replacements) for part in (subject, text, html))
+    subject, text, html = (
+        _substitute(part, replacements, limits.max_output) for part in (subject, text, html)
+    )
     text, html = _with_footer(text, html, _footer(message.settings))
     return MessageContent(
         message_id=copy_message_id(base.message_id, personal.get("copy")),
@@ -97,13 +99,24 @@ def _render(
     return render(engine, source, data, html=html, limits=limits)
 
 
-def _substitute(value: str | None, replacements: Mapping[str, Any]) -> str | None:
-    """Replace every tag in one pass, longest first, so values are never re-substituted."""
+def _substitute(value: str | None, replacements: Mapping[str, Any], max_growth: int) -> str | None:
+    """Replace every tag in one pass, longest first, so values are never re-substituted.
+    Refused (LimitExceeded) before it is built when the part would grow by more than
+    `max_growth` characters: a short tag repeated in a long body, each replaced by a long
+    value, would otherwise build gigabytes."""
     if value is None or not replacements:
         return value
     tags = sorted(replacements, key=len, reverse=True)
     pattern = re.compile("|".join(re.escape(tag) for tag in tags if tag))
-    return pattern.sub(lambda match: str(replacements[match.group(0)]), value)
+    values = {tag: str(replacement) for tag, replacement in replacements.items()}
+    growth = 0
+    for match in pattern.finditer(value):
+        growth += len(values[match.group(0)]) - len(match.group(0))
+        if growth > max_growth:
+            raise LimitExceeded(
+                f"the substitutions make the message more than {max_growth} characters longer"
+            )
+    return pattern.sub(lambda match: values[match.group(0)], value)
 
 
 def _footer(settings: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
