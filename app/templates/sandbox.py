@@ -8,8 +8,9 @@ printed, and doubling one 24 times in set statements builds 128 MiB. So:
   `~`, `+` and `*` (binary operators), `replace` and `join` (filters and string methods),
   and whatever blocks join (`{% set %}…{% endset %}`, macros, filter and call blocks);
 - after it is built otherwise (filter and call results, list, tuple and dict literals,
-  namespace attributes, items of generators), where the growth is at most a small factor;
-- amplifiers whose size cannot be told in advance (`format`, `center`, `%`, …) are refused.
+  items of generators), where the growth is at most a small factor;
+- amplifiers whose size cannot be told in advance (`format`, `center`, `%`, …) are refused;
+- a namespace prints as `<Namespace>`, since what it holds may change after it is shared.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         """Arithmetic with bounded results, checked before they are built where possible."""
         tick()
-        if operator == "%" and isinstance(left, str):
+        if operator == "%" and isinstance(left, str | bytes):
             raise SecurityError("printf-style string formatting is not allowed in templates")
         if operator == "**" and isinstance(right, int | float) and abs(right) > _MAX_EXPONENT:
             raise LimitExceeded("the exponent is too large for a template")

@@ -91,8 +91,24 @@ HOSTILE = {
     "values held by recursion": "{% macro down(n, s) %}{% if n %}{{ down(n - 1, s ~ 'x') }}"
     "{% endif %}{% endmacro %}{{ down(100, 'a' * 1000000)|length }}",
     "translate": "{% set a = 'a' * 10000 %}{{ a.translate({97: 'b' * 100000})|length }}",
+    "printf on bytes": "{{ ('%999999999d'.encode() % 1)|length }}",
     "format by subscript": "{{ '{:>999999999}'['format'](1)|length }}",
     "center by subscript": "{{ 'x'['center'](1000000)['center'](1000000) }}",
+}
+
+
+# Blocks and call blocks render their bodies again at every call: these spend exponential
+# time as well as size, and whichever limit comes first stops them.
+REPEATED_BODIES = {
+    "blocks": "{% block b0 %}aaaaaaaa{% endblock %}"
+    + "".join(
+        f"{{% block b{i + 1} %}}{{{{ self.b{i}() }}}}{{{{ self.b{i}() }}}}{{% endblock %}}"
+        for i in range(24)
+    ),
+    "call blocks": "{% macro twice() %}{{ caller() }}{{ caller() }}{% endmacro %}"
+    + "{% call twice() %}" * 30
+    + "aaaaaaaa"
+    + "{% endcall %}" * 30,
 }
 
 
@@ -112,6 +128,12 @@ def render_within(source: str, data: dict[str, Any] | None = None, *, html: bool
 def test_amplifications_fail_before_they_use_memory(source: str, html: bool) -> None:
     with pytest.raises(RenderError, match=r"larger than|too large|not allowed"):
         render_within(source, html=html)
+
+
+@pytest.mark.parametrize("source", REPEATED_BODIES.values(), ids=REPEATED_BODIES.keys())
+def test_repeated_bodies_stop_at_a_limit_with_little_memory(source: str) -> None:
+    with pytest.raises(LimitExceeded):
+        render_within(source)
 
 
 def test_a_limit_breach_is_told_apart_from_other_failures() -> None:
