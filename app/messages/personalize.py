@@ -46,9 +46,16 @@ def render_inputs(personalization: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def needs_rendering(loaded: LoadedMessage) -> bool:
-    """True when copies can differ: a template, sections or footer to apply."""
+    """True when copies can differ: a template, sections or footer to apply. Shared template
+    data counts too: it was once kept in every recipient's row, which made each copy go
+    through `content_for`, and its copies must stay byte for byte what they were."""
     message = loaded.message
-    return bool(message.template_engine or message.sections or _footer(message.settings))
+    return bool(
+        message.template_engine
+        or message.sections
+        or message.template_data
+        or _footer(message.settings)
+    )
 
 
 def content_for(

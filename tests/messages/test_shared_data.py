@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ from sqlalchemy import Text, cast, func, select
 from app.core.config import Settings
 from app.core.db import Database
 from app.messages import dispatch
+from app.messages.compose import Copy
 from app.messages.models import Message, Recipient
 from tests.fakes.mx import ScriptedMX
 from tests.support import Sender
@@ -55,6 +57,14 @@ async def test_shared_template_data_is_stored_once(
     shared_size, personal_size = await stored_sizes(db, accepted["id"])
     assert shared_size > 256_000  # once: about the size of the request
     assert personal_size < 100 * 200  # each row keeps only its own data (it was 25 MB)
+
+
+async def claimed(db: Database, message_id: str) -> tuple[dispatch.ClaimedRecipient, ...]:
+    """The message's recipients, leased."""
+    async with db.session() as session:
+        claim = await dispatch.claim(session, lease=timedelta(minutes=1), message_id=message_id)
+        await session.commit()
+    return claim.recipients
 
 
 def body_of(data: bytes) -> str:
@@ -119,3 +129,24 @@ async def test_the_bytes_are_those_of_the_shared_data_copied_into_the_row(
         await runtime.close()
     assert now == then
     assert b"Hello Ann" in now
+
+
+async def test_shared_data_without_a_template_sends_what_it_sent_before(
+    client: httpx.AsyncClient, sender: Sender, db: Database, settings: Settings
+) -> None:
+    # Pointless, but possible: data and no template. A tab in the subject shows which path
+    # the copy took (the personalised one makes it a space, as it always has for this send).
+    accepted = await send(
+        client, sender, subject="a\tb", template_data={"x": 1}, to=["ann@example.test"]
+    )
+    async with db.session() as session:
+        loaded = await dispatch.load_message(session, message_id=accepted["id"])
+    runtime = Runtime(settings)
+    try:
+        [copy] = runtime.composer.copies(loaded, await claimed(db, accepted["id"]))
+        loaded.message.template_data = None
+        before, _ = runtime.composer.signed(loaded, {"data": {"x": 1}})
+    finally:
+        await runtime.close()
+    assert isinstance(copy, Copy)
+    assert copy.data == before
