@@ -9,9 +9,10 @@ from every task and writes them in one transaction per `flush_interval`, which k
 database cost per message small under load. The renewer extends the leases of everything
 in flight, so a long SMTP exchange is never mistaken for a dead worker.
 
-A recipient whose lease ran out before (a worker died while it had it) is a suspect: the
-pump has at most one in flight, so that if this process dies on it too, the count that ends
-it (dispatch.claim) grows for it alone, not for other suspects it happened to be with.
+A recipient on its last chance (workers died while they had it, once short of the bound at
+which dispatch.claim drops it) gets the pump's attention alone: at most one is in flight, so
+that if this process dies on it too, it is the only one to reach the bound, not other
+recipients that happened to be in flight with it again.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class Pump:
         self._claim, self._process, self._record, self._renew = claim, process, record, renew
         self.settings = settings
         self.in_flight = 0
-        self.suspects_in_flight = 0
+        self.last_chances_in_flight = 0
         self.empty_claims = 0
         self._tokens: Counter[str] = Counter()
         self._pending = Results()
@@ -109,9 +110,9 @@ class Pump:
         while True:
             await self._wait_for(lambda: self.in_flight < self.settings.capacity)
             room = self.settings.capacity - self.in_flight
-            suspects = 0 if self.suspects_in_flight else 1
+            last_chances = 0 if self.last_chances_in_flight else 1
             try:
-                claim = await self._claim(min(self.settings.batch_size, room), suspects)
+                claim = await self._claim(min(self.settings.batch_size, room), last_chances)
             except Exception:
                 log.exception("claiming due recipients failed; retrying")
                 await asyncio.sleep(1)
@@ -124,7 +125,7 @@ class Pump:
                     await asyncio.wait_for(self._wake.wait(), self.settings.idle_poll)
                 continue
             self.in_flight += len(claim.recipients)
-            self.suspects_in_flight += sum(r.suspect for r in claim.recipients)
+            self.last_chances_in_flight += sum(r.last_chance for r in claim.recipients)
             self._tokens[claim.token] += len(claim.recipients)
             task = asyncio.create_task(self._deliver(claim))
             self._tasks.add(task)
@@ -155,11 +156,11 @@ class Pump:
 
     def _forget(self, recipients: Sequence[ClaimedRecipient]) -> None:
         """Stop tracking recipients that will not be recorded by us."""
-        suspects = sum(r.suspect for r in recipients)
+        last_chances = sum(r.last_chance for r in recipients)
         self.in_flight -= len(recipients)
-        self.suspects_in_flight -= suspects
-        if suspects and not self.suspects_in_flight:
-            self.wake()  # the next suspect may be waiting: do not leave it to the idle poll
+        self.last_chances_in_flight -= last_chances
+        if last_chances and not self.last_chances_in_flight:
+            self.wake()  # another may be waiting: do not leave it to the idle poll
         for recipient in recipients:
             self._tokens[recipient.token] -= 1
         self._tokens += Counter()  # drop tokens that reached zero

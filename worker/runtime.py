@@ -61,7 +61,7 @@ class Runtime:
             slot_wait=settings.throttle_wait.total_seconds(),
         )
         self.pump = Pump(
-            claim=lambda limit, suspects: self.claim(limit, suspects=suspects),
+            claim=lambda limit, last_chances: self.claim(limit, last_chances=last_chances),
             process=self.process,
             record=self.record,
             renew=self.renew,
@@ -93,18 +93,18 @@ class Runtime:
         await self.db.dispose()
 
     async def claim(
-        self, limit: int, *, suspects: int | None = None, message_id: str | None = None
+        self, limit: int, *, last_chances: int | None = None, message_id: str | None = None
     ) -> Claim:
-        """Lease up to `limit` due recipients, at most `suspects` of them ones a worker may
-        have died on (see dispatch.claim); drop those that keep killing workers."""
+        """Lease up to `limit` due recipients, at most `last_chances` of them on their last
+        chance (see dispatch.claim); drop those that keep killing workers."""
         async with self.db.session() as session:
             claim = await dispatch.claim(
                 session,
                 lease=self.settings.lease_duration,
                 limit=limit,
                 message_id=message_id,
-                suspects=suspects,
                 max_expiries=self.settings.max_lease_expiries,
+                last_chances=last_chances,
             )
             await session.commit()
         return claim

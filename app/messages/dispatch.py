@@ -3,12 +3,13 @@ record what happened. Workers call these; the SMTP work itself lives in app.deli
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, case, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, case, insert, not_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock
@@ -43,12 +44,8 @@ class ClaimedRecipient:
     attempt_count: int
     personalization: dict[str, Any] | None  # see app.messages.personalize
     token: str
-    lease_expiries: int = 0  # leases of it that ran out in a row: a worker may die on it
-
-    @property
-    def suspect(self) -> bool:
-        """True when a worker had it when that worker died (see `claim`)."""
-        return self.lease_expiries > 0
+    lease_expiries: int = 0  # leases of it that ran out in a row: workers may die on it
+    last_chance: bool = False  # one more lease running out drops it (see `claim`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,31 +69,23 @@ class Outcome:
     tls_version: str | None = None
 
 
-def _fresh(now: datetime) -> Any:
-    """Recipients ready for an attempt, no worker having died on them."""
-    return and_(
-        Recipient.status.in_(CLAIMABLE_STATUSES),
-        Recipient.next_attempt_at <= now,
-        Recipient.lease_expiries == 0,
-    )
-
-
-def _suspect(now: datetime) -> Any:
-    """Recipients whose worker's lease ran out (it died, or stalled, while it had them), and
-    those due again after such a lease: a worker may die on them again."""
-    return or_(
-        and_(Recipient.status == RecipientStatus.SENDING, Recipient.lease_expires_at < now),
-        and_(
-            Recipient.status.in_(CLAIMABLE_STATUSES),
-            Recipient.next_attempt_at <= now,
-            Recipient.lease_expiries > 0,
-        ),
-    )
-
-
 def _due(now: datetime) -> Any:
     """Recipients ready for an attempt, or whose worker's lease ran out."""
-    return or_(_fresh(now), _suspect(now))
+    return or_(
+        and_(Recipient.status.in_(CLAIMABLE_STATUSES), Recipient.next_attempt_at <= now),
+        and_(Recipient.status == RecipientStatus.SENDING, Recipient.lease_expires_at < now),
+    )
+
+
+def _last_chance(now: datetime, max_expiries: int) -> Any:
+    """Recipients whose lease ran out for the (max - 1)th time in a row: one more and they
+    are dropped. (Only a worker's claim leaves a recipient `sending`, and any outcome or
+    hand-back resets its count, so these are all `sending`: the status index finds them.)"""
+    return and_(
+        Recipient.status == RecipientStatus.SENDING,
+        Recipient.lease_expires_at < now,
+        Recipient.lease_expiries >= max_expiries - 2,
+    )
 
 
 async def claim(
@@ -105,29 +94,34 @@ async def claim(
     lease: timedelta,
     limit: int = 1000,
     message_id: str | None = None,
-    suspects: int | None = None,
     max_expiries: int | None = None,
+    last_chances: int | None = None,
 ) -> Claim:
     """Lease due recipients (oldest due first; of one message when given) so that two
     workers never share one.
 
-    A recipient whose lease ran out without an outcome is counted (`lease_expiries`) as it
-    is claimed again. With `suspects`, at most that many such recipients are claimed (the
-    rest are fresh ones), so that the pump can keep them apart: a worker that dies then
-    counts against them, not against everything else it had in flight. Once a recipient's
-    count reaches `max_expiries` it is dropped, with the reason in its event, instead of
-    being handed to a worker that would likely die on it again.
+    A recipient whose lease ran out without an outcome (its worker died, or stalled, while
+    it had it) is counted as it is claimed again (`lease_expiries`; any outcome resets it).
+    Once the count reaches `max_expiries` the recipient is dropped, with the reason in its
+    event, instead of being handed to a worker that would likely die on it too. One short of
+    that is its last chance: with `last_chances`, at most that many such recipients are
+    claimed, so that the pump can keep them apart. A worker's death counts against every
+    recipient it had in flight, and those that happened to be with the one that kills must
+    not reach the bound with it.
     """
     now, token = clock.now(), new_id()
-    if suspects is None:
-        taken = await _take(session, _due(now), limit, message_id, lease=lease, token=token)
-    else:
-        taken = await _take(session, _suspect(now), suspects, message_id, lease=lease, token=token)
-        fresh = _fresh(now)
-        taken += await _take(
-            session, fresh, limit - len(taken), message_id, lease=lease, token=token
-        )
-    claimed = [ClaimedRecipient(**row._mapping, token=token) for row in taken]
+    due = _due(now)
+    take = functools.partial(_take, session, message_id=message_id, lease=lease, token=token)
+    last: list[Any] = []
+    if max_expiries is not None and last_chances is not None:
+        last = await take(_last_chance(now, max_expiries), last_chances)
+        due = and_(due, not_(_last_chance(now, max_expiries)))
+    regular = await take(due, limit - len(last))
+    claimed = [
+        ClaimedRecipient(**row._mapping, token=token, last_chance=chance)
+        for rows, chance in ((last, True), (regular, False))
+        for row in rows
+    ]
     if max_expiries is not None:
         poisoned = [r for r in claimed if r.lease_expiries >= max_expiries]
         claimed = [r for r in claimed if r.lease_expiries < max_expiries]
@@ -140,8 +134,8 @@ async def _take(
     session: AsyncSession,
     condition: Any,
     limit: int,
-    message_id: str | None,
     *,
+    message_id: str | None,
     lease: timedelta,
     token: str,
 ) -> list[Any]:
@@ -165,8 +159,6 @@ async def _take(
         .cte("due")
         .prefix_with("MATERIALIZED", dialect="postgresql")
     )
-    # A lease that ran out is counted as it is taken over (the old values are read in SET).
-    expired = case((Recipient.status == RecipientStatus.SENDING, 1), else_=0)
     statement = (
         update(Recipient)
         .where(Recipient.id == due.c.id)
@@ -174,7 +166,10 @@ async def _take(
             status=RecipientStatus.SENDING,
             lease_token=token,
             lease_expires_at=now + lease,
-            lease_expiries=Recipient.lease_expiries + expired,
+            # A recipient still `sending` when claimed is one whose worker's lease ran out:
+            # counted as it is taken over (SET reads the row as it was).
+            lease_expiries=Recipient.lease_expiries
+            + case((Recipient.status == RecipientStatus.SENDING, 1), else_=0),
             updated_at=now,
         )
         .returning(
