@@ -9,7 +9,7 @@ from every task and writes them in one transaction per `flush_interval`, which k
 database cost per message small under load. The renewer extends the leases of everything
 in flight, so a long SMTP exchange is never mistaken for a dead worker.
 
-A recipient on its last chance (workers died while they had it, once short of the bound at
+A recipient on its last chance (workers died while they had it, one short of the bound at
 which dispatch.claim drops it) gets the pump's attention alone: at most one is in flight, so
 that if this process dies on it too, it is the only one to reach the bound, not other
 recipients that happened to be in flight with it again.
