@@ -1,6 +1,7 @@
 """Crash tests on PostgreSQL: 1,000 recipients survive a Redis flush, a SIGKILLed worker and
 five competing workers, each delivered exactly once (at most the transactions in flight at
-a SIGKILL may arrive twice: the documented at-least-once window)."""
+a SIGKILL may arrive twice: the documented at-least-once window); a recipient whose workers
+keep dying on it is dropped rather than kill every next worker."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import IO
 
@@ -213,3 +214,59 @@ async def test_five_workers_on_one_backlog_deliver_each_recipient_once(
     copies = copies_per_address(slow_mx)
     assert len(copies) == RECIPIENTS
     assert set(copies.values()) == {1}
+
+
+# A template that renders for as long as it is let (nested loops over nothing): its worker is
+# killed while it renders, as a worker the kernel kills for its memory would be.
+ENDLESS = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+
+
+async def recipient_of(db: Database, email: str) -> Recipient:
+    """A recipient as stored."""
+    async with db.session() as session:
+        query = select(Recipient).where(Recipient.email == email)
+        return (await session.execute(query)).scalar_one()
+
+
+async def wait_for_recipient(
+    db: Database, email: str, test: Callable[[Recipient], bool], timeout: float = 60
+) -> Recipient:
+    """Until the recipient passes `test` (the loop keeps serving DNS and the MX)."""
+    async with asyncio.timeout(timeout):
+        while not test(recipient := await recipient_of(db, email)):  # noqa: ASYNC110 (polling)
+            await asyncio.sleep(0.1)
+    return recipient
+
+
+def rendering(expiries: int) -> Callable[[Recipient], bool]:
+    """True for a recipient a worker has taken, after `expiries` leases ran out on it."""
+    return lambda r: r.status == "sending" and r.lease_expiries == expiries
+
+
+async def test_a_recipient_that_kills_its_workers_is_dropped_with_the_reason(
+    api_client: httpx.AsyncClient, sender: Sender, mx: ScriptedMX, workers: Workers, db: Database
+) -> None:
+    workers.env |= {
+        "COLUMBA_TEMPLATE_RENDER_TIMEOUT": "10m",  # only the kill stops the render
+        "COLUMBA_LEASE_DURATION": "3s",
+        "COLUMBA_MAX_LEASE_EXPIRIES": "2",
+    }
+    body = {"from": sender.address(), "subject": "x", "template_engine": "jinja"}
+    poison = {**body, "to": ["poison@example.test"], "text": ENDLESS}
+    response = await api_client.post("/v1/send", json=poison, headers=sender.headers)
+    assert response.status_code == 202, response.text
+    for expiries in (0, 1):
+        [victim] = workers.start(1)
+        await wait_for_recipient(db, "poison@example.test", rendering(expiries))
+        await asyncio.sleep(0.5)  # well into the render
+        victim.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(victim.wait)
+    innocent = {**body, "to": ["innocent@example.test"], "text": "Hello {{ 'you' }}"}
+    response = await api_client.post("/v1/send", json=innocent, headers=sender.headers)
+    assert response.status_code == 202, response.text
+    workers.start(1)
+    dropped = await wait_for_recipient(db, "poison@example.test", lambda r: r.status == "dropped")
+    assert dropped.last_response is not None
+    assert "ran out 2 times in a row" in dropped.last_response
+    [delivered] = await mx.wait_for(1, timeout=30)
+    assert delivered.rcpt_tos == ["innocent@example.test"]

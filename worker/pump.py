@@ -8,6 +8,11 @@ its own, so a slow destination holds only its own recipients. The recorder gathe
 from every task and writes them in one transaction per `flush_interval`, which keeps the
 database cost per message small under load. The renewer extends the leases of everything
 in flight, so a long SMTP exchange is never mistaken for a dead worker.
+
+A recipient on its last chance (workers died while they had it, one short of the bound at
+which dispatch.claim drops it) gets the pump's attention alone: at most one is in flight, so
+that if this process dies on it too, it is the only one to reach the bound, not other
+recipients that happened to be in flight with it again.
 """
 
 from __future__ import annotations
@@ -62,7 +67,7 @@ class Pump:
     def __init__(
         self,
         *,
-        claim: Callable[[int], Awaitable[Claim]],
+        claim: Callable[[int, int], Awaitable[Claim]],
         process: Processor,
         record: Callable[[list[Outcome], list[Released]], Awaitable[int]],
         renew: Callable[[list[str]], Awaitable[int]],
@@ -71,6 +76,7 @@ class Pump:
         self._claim, self._process, self._record, self._renew = claim, process, record, renew
         self.settings = settings
         self.in_flight = 0
+        self.last_chances_in_flight = 0
         self.empty_claims = 0
         self._tokens: Counter[str] = Counter()
         self._pending = Results()
@@ -104,8 +110,9 @@ class Pump:
         while True:
             await self._wait_for(lambda: self.in_flight < self.settings.capacity)
             room = self.settings.capacity - self.in_flight
+            last_chances = 0 if self.last_chances_in_flight else 1
             try:
-                claim = await self._claim(min(self.settings.batch_size, room))
+                claim = await self._claim(min(self.settings.batch_size, room), last_chances)
             except Exception:
                 log.exception("claiming due recipients failed; retrying")
                 await asyncio.sleep(1)
@@ -118,6 +125,7 @@ class Pump:
                     await asyncio.wait_for(self._wake.wait(), self.settings.idle_poll)
                 continue
             self.in_flight += len(claim.recipients)
+            self.last_chances_in_flight += sum(r.last_chance for r in claim.recipients)
             self._tokens[claim.token] += len(claim.recipients)
             task = asyncio.create_task(self._deliver(claim))
             self._tasks.add(task)
@@ -148,7 +156,11 @@ class Pump:
 
     def _forget(self, recipients: Sequence[ClaimedRecipient]) -> None:
         """Stop tracking recipients that will not be recorded by us."""
+        last_chances = sum(r.last_chance for r in recipients)
         self.in_flight -= len(recipients)
+        self.last_chances_in_flight -= last_chances
+        if last_chances and not self.last_chances_in_flight:
+            self.wake()  # another may be waiting: do not leave it to the idle poll
         for recipient in recipients:
             self._tokens[recipient.token] -= 1
         self._tokens += Counter()  # drop tokens that reached zero

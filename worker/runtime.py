@@ -36,7 +36,7 @@ from app.domains.service import dkim_keys
 from app.messages import dispatch
 from app.messages.compose import Composer, Copy, Refused, return_path
 from app.messages.dispatch import Claim, ClaimedRecipient, LoadedMessage, Outcome
-from app.templates.engines import RenderLimits
+from app.templates.budget import render_limits
 from worker.pump import Emit, Pump, PumpSettings, Released, Results
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class Runtime:
             slot_wait=settings.throttle_wait.total_seconds(),
         )
         self.pump = Pump(
-            claim=self.claim,
+            claim=lambda limit, last_chances: self.claim(limit, last_chances=last_chances),
             process=self.process,
             record=self.record,
             renew=self.renew,
@@ -93,11 +93,19 @@ class Runtime:
         await self.pool.close()
         await self.db.dispose()
 
-    async def claim(self, limit: int, message_id: str | None = None) -> Claim:
-        """Lease up to `limit` due recipients."""
+    async def claim(
+        self, limit: int, *, last_chances: int | None = None, message_id: str | None = None
+    ) -> Claim:
+        """Lease up to `limit` due recipients, at most `last_chances` of them on their last
+        chance (see dispatch.claim); drop those that keep killing workers."""
         async with self.db.session() as session:
             claim = await dispatch.claim(
-                session, lease=self.settings.lease_duration, limit=limit, message_id=message_id
+                session,
+                lease=self.settings.lease_duration,
+                limit=limit,
+                message_id=message_id,
+                max_expiries=self.settings.max_lease_expiries,
+                last_chances=last_chances,
             )
             await session.commit()
         return claim
@@ -122,7 +130,7 @@ class Runtime:
     async def deliver_message(self, message_id: str) -> int:
         """Deliver one message's due recipients now, outside the pump; returns outcomes."""
         total = 0
-        while (claim := await self.claim(1000, message_id)).recipients:
+        while (claim := await self.claim(1000, message_id=message_id)).recipients:
             results = Results()
             await self.process(claim.recipients, results.emit)
             total += await self.record(results.outcomes, results.released)
@@ -263,14 +271,6 @@ def smtp_options(settings: Settings) -> SmtpOptions:
         password=relay.password if relay else None,
         implicit_tls=relay.implicit_tls if relay else False,
         max_recipients=settings.smtp_max_recipients,
-    )
-
-
-def render_limits(settings: Settings) -> RenderLimits:
-    """How long one recipient's template may render and how much it may produce."""
-    return RenderLimits(
-        max_seconds=settings.template_render_timeout.total_seconds(),
-        max_output=settings.template_max_output,
     )
 
 

@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     dev_mode: bool = False
     max_message_size: int = Field(default=30 * 1024 * 1024, ge=1024)
     lease_duration: Duration = timedelta(minutes=15)
+    # A recipient whose lease runs out this many times in a row without an outcome (its
+    # worker died each time it had it) is dropped rather than crash the next worker too. At
+    # least 2: a worker's death counts against everything it had in flight, and only the
+    # last chance is given alone (app.messages.dispatch.claim).
+    max_lease_expiries: int = Field(default=3, ge=2)
     sweep_interval: Duration = timedelta(seconds=5)
     smtp_connect_timeout: Duration = timedelta(seconds=30)
     smtp_greeting_timeout: Duration = timedelta(minutes=5)

@@ -3,19 +3,20 @@ record what happened. Workers call these; the SMTP work itself lives in app.deli
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, case, insert, not_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock
 from app.core.ids import new_id
 from app.delivery.classify import BounceKind, Classification, classify, suppresses
 from app.delivery.content import Address, Attachment, MessageContent
-from app.delivery.replies import Reply
+from app.delivery.replies import Reply, synthetic
 from app.delivery.retry import Decision
 from app.domains.models import Domain
 from app.events import service as events
@@ -43,6 +44,8 @@ class ClaimedRecipient:
     attempt_count: int
     personalization: dict[str, Any] | None  # see app.messages.personalize
     token: str
+    lease_expiries: int = 0  # leases of it that ran out in a row: workers may die on it
+    last_chance: bool = False  # one more lease running out drops it (see `claim`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,22 +77,77 @@ def _due(now: datetime) -> Any:
     )
 
 
+def _last_chance(now: datetime, max_expiries: int) -> Any:
+    """Recipients whose lease ran out for the (max - 1)th time in a row: one more and they
+    are dropped. (Only a worker's claim leaves a recipient `sending`, and any outcome or
+    hand-back resets its count, so these are all `sending`: the status index finds them.)"""
+    return and_(
+        Recipient.status == RecipientStatus.SENDING,
+        Recipient.lease_expires_at < now,
+        Recipient.lease_expiries >= max_expiries - 2,
+    )
+
+
 async def claim(
     session: AsyncSession,
     *,
     lease: timedelta,
     limit: int = 1000,
     message_id: str | None = None,
+    max_expiries: int | None = None,
+    last_chances: int | None = None,
 ) -> Claim:
-    """Lease due recipients (oldest due first; of one message when given) in one statement,
-    so two workers never share one.
+    """Lease due recipients (oldest due first; of one message when given) so that two
+    workers never share one.
+
+    A recipient whose lease ran out without an outcome (its worker died, or stalled, while
+    it had it) is counted as it is claimed again (`lease_expiries`; any outcome resets it).
+    Once the count reaches `max_expiries` the recipient is dropped, with the reason in its
+    event, instead of being handed to a worker that would likely die on it too. One short of
+    that is its last chance: with `last_chances`, at most that many such recipients are
+    claimed, so that the pump can keep them apart. A worker's death counts against every
+    recipient it had in flight, and those that happened to be with the one that kills must
+    not reach the bound with it.
+    """
+    now, token = clock.now(), new_id()
+    due = _due(now)
+    take = functools.partial(_take, session, message_id=message_id, lease=lease, token=token)
+    last: list[Any] = []
+    if max_expiries is not None and last_chances is not None:
+        last = await take(_last_chance(now, max_expiries), last_chances)
+        due = and_(due, not_(_last_chance(now, max_expiries)))
+    regular = await take(due, limit - len(last))
+    claimed = [
+        ClaimedRecipient(**row._mapping, token=token, last_chance=chance)
+        for rows, chance in ((last, True), (regular, False))
+        for row in rows
+    ]
+    if max_expiries is not None:
+        poisoned = [r for r in claimed if r.lease_expiries >= max_expiries]
+        claimed = [r for r in claimed if r.lease_expiries < max_expiries]
+        if poisoned:
+            await record_outcomes(session, outcomes=[_poisoned(r, now) for r in poisoned])
+    return Claim(token, tuple(claimed))
+
+
+async def _take(
+    session: AsyncSession,
+    condition: Any,
+    limit: int,
+    *,
+    message_id: str | None,
+    lease: timedelta,
+    token: str,
+) -> list[Any]:
+    """Lease up to `limit` recipients meeting `condition` in one statement.
 
     PostgreSQL: FOR UPDATE SKIP LOCKED makes a concurrent claimer pass over rows being
     claimed. SQLite: the UPDATE holds the database's single write lock, so it is atomic.
     """
+    if limit <= 0:
+        return []
     now = clock.now()
-    token = new_id()
-    candidates = select(Recipient.id).where(_due(now))
+    candidates = select(Recipient.id).where(condition)
     if message_id is not None:
         candidates = candidates.where(Recipient.message_id == message_id)
     # A materialised CTE, not `id IN (subquery)`: PostgreSQL may re-run an IN subquery with
@@ -108,6 +166,10 @@ async def claim(
             status=RecipientStatus.SENDING,
             lease_token=token,
             lease_expires_at=now + lease,
+            # A recipient still `sending` when claimed is one whose worker's lease ran out:
+            # counted as it is taken over (SET reads the row as it was).
+            lease_expiries=Recipient.lease_expiries
+            + case((Recipient.status == RecipientStatus.SENDING, 1), else_=0),
             updated_at=now,
         )
         .returning(
@@ -118,11 +180,23 @@ async def claim(
             Recipient.domain,
             Recipient.attempt_count,
             Recipient.personalization,
+            Recipient.lease_expiries,
         )
         .execution_options(synchronize_session=False)
     )
-    rows = (await session.execute(statement)).all()
-    return Claim(token, tuple(ClaimedRecipient(**row._mapping, token=token) for row in rows))
+    return list((await session.execute(statement)).all())
+
+
+def _poisoned(recipient: ClaimedRecipient, now: datetime) -> Outcome:
+    """A recipient whose workers kept dying while they had it: dropped, saying why."""
+    reason = (
+        f"delivery stopped: the lease on this recipient ran out {recipient.lease_expiries} "
+        "times in a row without an outcome (the worker delivering it died each time)"
+    )
+    # RFC 3463 §3.4: X.3.0, "other or undefined mail system status".
+    reply = synthetic(550, "5.3.0", reason)
+    decision = Decision(RecipientStatus.DROPPED, reply)
+    return Outcome(recipient=recipient, decision=decision, started_at=now, duration_ms=0)
 
 
 async def renew_leases(session: AsyncSession, *, tokens: Sequence[str], lease: timedelta) -> int:
@@ -253,6 +327,7 @@ async def record_outcomes(session: AsyncSession, *, outcomes: Sequence[Outcome])
             next_attempt_at=bindparam("next_at"),
             lease_token=None,
             lease_expires_at=None,
+            lease_expiries=0,
             last_code=bindparam("code"),
             last_enhanced_code=bindparam("enhanced"),
             last_response=bindparam("text"),
@@ -381,6 +456,7 @@ async def release(
             next_attempt_at=bindparam("retry_at"),
             lease_token=None,
             lease_expires_at=None,
+            lease_expiries=0,
             updated_at=clock.now(),
         ),
         [

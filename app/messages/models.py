@@ -92,6 +92,9 @@ class Message(Base):
     # active at accept time, so a later edit cannot change what a retry sends).
     template_id: Mapped[str | None] = mapped_column(String(64), default=None)
     template_engine: Mapped[str | None] = mapped_column(String(16), default=None)
+    # Template data every recipient shares (top-level `template_data`), kept once here and
+    # merged under each recipient's own data when its copy is rendered.
+    template_data: Mapped[dict[str, Any] | None] = mapped_column(OrderedJSON, default=None)
     # SendGrid's legacy `sections`: tags replaced before the personal substitutions.
     sections: Mapped[dict[str, str]] = mapped_column(OrderedJSON, default=dict)
     batch_id: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
@@ -146,6 +149,8 @@ class Recipient(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     lease_token: Mapped[str | None] = mapped_column(String(26), index=True, default=None)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # Times in a row its lease ran out without an outcome: its worker died while it had it.
+    lease_expiries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_code: Mapped[int | None] = mapped_column(Integer, default=None)
     last_enhanced_code: Mapped[str | None] = mapped_column(String(16), default=None)
     last_response: Mapped[str | None] = mapped_column(Text, default=None)

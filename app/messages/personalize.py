@@ -7,7 +7,8 @@ A recipient's `personalization` (a JSON object on its row) may hold:
   subject         a literal subject for this copy (never rendered as a template)
   headers         extra or overriding header fields
   substitutions   SendGrid's tag → value replacements in subject, text and html
-  data            template data (`template_data` / `dynamic_template_data`)
+  data            the copy's own template data (`template_data` / `dynamic_template_data`),
+                  over the message's shared `template_data` (stored once, on the message)
   custom_args     metadata carried into the events (not rendered)
   send_at         when the copy was scheduled (ISO 8601; not rendered)
 Everything here is a pure function of the stored rows, so retries send identical bytes.
@@ -21,7 +22,7 @@ from typing import Any
 
 from app.delivery.content import Address, MessageContent
 from app.messages.dispatch import LoadedMessage, content_of
-from app.templates.engines import RenderLimits, render
+from app.templates.engines import LimitExceeded, RenderLimits, render
 
 # The keys that change the bytes of a copy; the others (custom_args, send_at) only travel
 # into events, so copies that differ only there still share one SMTP transaction.
@@ -45,9 +46,16 @@ def render_inputs(personalization: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def needs_rendering(loaded: LoadedMessage) -> bool:
-    """True when copies can differ: a template, sections or footer to apply."""
+    """True when copies can differ: a template, sections or footer to apply. Shared template
+    data counts too: it was once kept in every recipient's row, which made each copy go
+    through `content_for`, and its copies must stay byte for byte what they were."""
     message = loaded.message
-    return bool(message.template_engine or message.sections or _footer(message.settings))
+    return bool(
+        message.template_engine
+        or message.sections
+        or message.template_data
+        or _footer(message.settings)
+    )
 
 
 def content_for(
@@ -57,7 +65,7 @@ def content_for(
     base = content_of(loaded)
     personal = dict(personalization or {})
     message = loaded.message
-    data = personal.get("data") or {}
+    data = {**(message.template_data or {}), **(personal.get("data") or {})}
     engine = message.template_engine
     subject = personal.get("subject")
     if subject is None:
@@ -65,7 +73,9 @@ def content_for(
     text = _render(engine, base.text, data, html=False, limits=limits)
     html = _render(engine, base.html, data, html=True, limits=limits)
     replacements = {**(personal.get("substitutions") or {}), **(message.sections or {})}
-    subject, text, html = (_substitute(part, replacements) for part in (subject, text, html))
+    subject, text, html = (
+        _substitute(part, replacements, limits.max_output) for part in (subject, text, html)
+    )
     text, html = _with_footer(text, html, _footer(message.settings))
     return MessageContent(
         message_id=copy_message_id(base.message_id, personal.get("copy")),
@@ -96,13 +106,24 @@ def _render(
     return render(engine, source, data, html=html, limits=limits)
 
 
-def _substitute(value: str | None, replacements: Mapping[str, Any]) -> str | None:
-    """Replace every tag in one pass, longest first, so values are never re-substituted."""
+def _substitute(value: str | None, replacements: Mapping[str, Any], max_growth: int) -> str | None:
+    """Replace every tag in one pass, longest first, so values are never re-substituted.
+    Refused (LimitExceeded) before it is built when the part would grow by more than
+    `max_growth` characters: a short tag repeated in a long body, each replaced by a long
+    value, would otherwise build gigabytes."""
     if value is None or not replacements:
         return value
     tags = sorted(replacements, key=len, reverse=True)
     pattern = re.compile("|".join(re.escape(tag) for tag in tags if tag))
-    return pattern.sub(lambda match: str(replacements[match.group(0)]), value)
+    values = {tag: str(replacement) for tag, replacement in replacements.items()}
+    growth = 0
+    for match in pattern.finditer(value):
+        growth += len(values[match.group(0)]) - len(match.group(0))
+        if growth > max_growth:
+            raise LimitExceeded(
+                f"the substitutions make the message more than {max_growth} characters longer"
+            )
+    return pattern.sub(lambda match: values[match.group(0)], value)
 
 
 def _footer(settings: Mapping[str, Any] | None) -> Mapping[str, Any] | None:

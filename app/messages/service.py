@@ -395,6 +395,7 @@ def _message_row(
         created_at=clock.now(),
         template_id=content.template_id,
         template_engine=content.engine,
+        template_data=submission.template_data,
         sections=submission.sections,
         batch_id=submission.batch_id,
         send_at=submission.send_at,
@@ -428,9 +429,6 @@ def _personal_json(
 ) -> dict[str, Any] | None:
     """What the recipient row keeps of its personalization (only what is set)."""
     several = len(submission.personalizations) > 1
-    data = personal.data
-    if submission.template_data is not None:
-        data = {**submission.template_data, **(data or {})}
     candidates: dict[str, Any] = {
         "copy": f"p{index}" if several else None,
         "to": [_address_json(a) for a in personal.to] if several else None,
@@ -439,7 +437,7 @@ def _personal_json(
         "subject": personal.subject,
         "headers": personal.headers or None,
         "substitutions": personal.substitutions or None,
-        "data": data,
+        "data": personal.data,  # the message keeps what all copies share (template_data)
         "custom_args": personal.custom_args or None,
         "send_at": personal.send_at.isoformat() if personal.send_at else None,
     }

@@ -6,10 +6,18 @@ from fastapi import APIRouter, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import BadRequest
-from app.deps import SessionDep, TemplateCreator, TemplateDeleter, TemplateReader, TemplateUpdater
+from app.deps import (
+    SessionDep,
+    SettingsDep,
+    TemplateCreator,
+    TemplateDeleter,
+    TemplateReader,
+    TemplateUpdater,
+)
 from app.openapi import errors
 from app.routing import StrictJsonRoute
 from app.templates import service
+from app.templates.budget import render_limits
 from app.templates.models import Template
 from app.templates.schemas import (
     NO_CONTENT,
@@ -43,9 +51,10 @@ async def _view(session: AsyncSession, template: Template) -> TemplateView:
     responses=errors(400, 401, 403, 429),
 )
 async def create_template(
-    body: TemplateIn, principal: TemplateCreator, session: SessionDep
+    body: TemplateIn, principal: TemplateCreator, session: SessionDep, settings: SettingsDep
 ) -> TemplateView:
-    """A template; a version that does not compile is refused with the line and reason."""
+    """A template; a version that does not compile, or cannot render within the limits even
+    with no data, is refused with the part and the reason."""
     template = await service.create_template(
         session, account_id=principal.account.id, name=body.name, engine=body.engine
     )
@@ -59,6 +68,7 @@ async def create_template(
             html=version.html,
             text=version.text,
             active=version.active,
+            limits=render_limits(settings),
         )
     await session.commit()
     return await _view(session, template)
@@ -126,7 +136,11 @@ async def delete_template(
     responses=errors(400, 401, 403, 404, 429),
 )
 async def add_version(
-    template_id: str, body: VersionIn, principal: TemplateCreator, session: SessionDep
+    template_id: str,
+    body: VersionIn,
+    principal: TemplateCreator,
+    session: SessionDep,
+    settings: SettingsDep,
 ) -> VersionView:
     """A new version; the first is active; `active: true` switches to it."""
     template = await service.get_template(
@@ -140,6 +154,7 @@ async def add_version(
         html=body.html,
         text=body.text,
         active=body.active,
+        limits=render_limits(settings),
     )
     await session.commit()
     return VersionView.model_validate(version)
@@ -171,6 +186,7 @@ async def edit_version(
     body: VersionPatch,
     principal: TemplateUpdater,
     session: SessionDep,
+    settings: SettingsDep,
 ) -> VersionView:
     """Edit a version; sends already accepted keep the content they were accepted with."""
     template = await service.get_template(
@@ -182,7 +198,13 @@ async def edit_version(
     changes = body.model_dump(exclude_unset=True)
     if not (changes.get("html", version.html) or changes.get("text", version.text)):
         raise BadRequest(NO_CONTENT, "html" if "html" in changes else "text")
-    await service.edit_version(session, template=template, version=version, changes=changes)
+    await service.edit_version(
+        session,
+        template=template,
+        version=version,
+        changes=changes,
+        limits=render_limits(settings),
+    )
     await session.commit()
     return VersionView.model_validate(version)
 

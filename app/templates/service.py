@@ -1,14 +1,17 @@
-"""Templates and their versions: create, edit, activate; a version that does not compile is
-refused when it is saved, never discovered at delivery."""
+"""Templates and their versions: create, edit, activate; a version that does not compile, or
+cannot render within the limits whatever its data, is refused when it is saved, never
+discovered at delivery."""
 
 from __future__ import annotations
+
+import asyncio
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock
 from app.core.errors import BadRequest, ErrorItem, NotFound
-from app.templates.engines import RenderError, check_syntax
+from app.templates.engines import LimitExceeded, RenderError, RenderLimits, check_syntax, render
 from app.templates.models import Template, TemplateVersion
 
 
@@ -77,6 +80,36 @@ def _problems(engine: str, field: str, source: str | None, html: bool) -> list[E
     return []
 
 
+async def check_renders(
+    engine: str, *, subject: str, html: str | None, text: str | None, limits: RenderLimits
+) -> None:
+    """400 naming every part that cannot render within the limits even with no data (a
+    trial render with empty data: a part that fails otherwise, or whose size depends on
+    the data, may well render with a send's data, so it is not refused). The trial runs
+    in a thread, so that up to the render timeout of work does not stall the API."""
+    parts = (("subject", subject, False), ("html", html, True), ("text", text, False))
+    problems = []
+    for field, source, is_html in parts:
+        if source is not None:
+            problems += await asyncio.to_thread(_trial, engine, field, source, is_html, limits)
+    if problems:
+        raise BadRequest(problems[0].message, errors=problems)
+
+
+def _trial(
+    engine: str, field: str, source: str, html: bool, limits: RenderLimits
+) -> list[ErrorItem]:
+    """A render of one part with empty data: its problem when a limit stops it."""
+    try:
+        render(engine, source, {}, html=html, limits=limits)
+    except LimitExceeded as exc:
+        message = f"the {field} cannot be rendered within the limits, even with no data: {exc}"
+        return [ErrorItem(message, field)]
+    except RenderError:
+        pass  # an error that data may avoid (`{{ a / b }}`): found at delivery, per recipient
+    return []
+
+
 async def create_template(
     session: AsyncSession, *, account_id: str, name: str, engine: str
 ) -> Template:
@@ -96,9 +129,11 @@ async def add_version(
     html: str | None,
     text: str | None,
     active: bool | None,
+    limits: RenderLimits,
 ) -> TemplateVersion:
     """A new version; the first one is active, as in SendGrid; `active` makes it so."""
     check_version(template.engine, subject=subject, html=html, text=text)
+    await check_renders(template.engine, subject=subject, html=html, text=text, limits=limits)
     first = not await versions_of(session, template_id=template.id)
     version = TemplateVersion(
         template_id=template.id,
@@ -123,6 +158,7 @@ async def edit_version(
     template: Template,
     version: TemplateVersion,
     changes: dict[str, object],
+    limits: RenderLimits,
 ) -> TemplateVersion:
     """Change a version's name, subject, html or text (checked before anything changes)."""
     merged = {
@@ -131,6 +167,7 @@ async def edit_version(
         "text": changes.get("text", version.text),
     }
     check_version(template.engine, **merged)  # type: ignore[arg-type]
+    await check_renders(template.engine, **merged, limits=limits)  # type: ignore[arg-type]
     for name, value in changes.items():
         if name in {"name", "subject", "html", "text"}:
             setattr(version, name, value)

@@ -103,6 +103,65 @@ async def test_a_version_that_does_not_compile_is_refused_with_the_line(
     assert handlebars.json()["errors"][0]["field"] == "subject"
 
 
+def doublings(count: int) -> str:
+    """The audit's template: a string doubled `count` times in set statements."""
+    steps = "".join(f"{{% set s{i + 1} = s{i} ~ s{i} %}}" for i in range(count))
+    return "{% set s0 = 'aaaaaaaa' %}" + steps + f"{{{{ s{count}|length }}}}"
+
+
+async def test_a_version_that_cannot_render_within_the_limits_is_refused(
+    client: httpx.AsyncClient, sender: Sender
+) -> None:
+    hostile = {**VERSION, "text": doublings(40)}
+    response = await client.post(
+        "/v1/templates", headers=sender.headers, json={"name": "bomb", "version": hostile}
+    )
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert error["field"] == "text"
+    assert "cannot be rendered within the limits" in error["message"]
+    assert (await client.get("/v1/templates", headers=sender.headers)).json() == []
+    template = await create(client, sender, name="fine", version=VERSION)
+    versions = f"/v1/templates/{template['id']}/versions"
+    added = await client.post(versions, headers=sender.headers, json={**hostile, "name": "v2"})
+    assert added.status_code == 400
+    assert added.json()["errors"][0]["field"] == "text"
+    edited = await client.patch(
+        f"{versions}/{template['versions'][0]['id']}",
+        headers=sender.headers,
+        json={"html": "<p>" + doublings(40) + "</p>"},
+    )
+    assert edited.status_code == 400
+    assert edited.json()["errors"][0]["field"] == "html"
+    handlebars = await client.post(
+        "/v1/templates",
+        headers=sender.headers,
+        json={
+            "name": "hb",
+            "engine": "handlebars",
+            "version": {**VERSION, "html": "{{#unless x}}" * 120 + "{{/unless}}" * 120},
+        },
+    )
+    assert handlebars.status_code == 400
+    assert handlebars.json()["errors"][0]["field"] == "html"
+    again = await client.get(f"/v1/templates/{template['id']}", headers=sender.headers)
+    assert [(v["name"], v["html"]) for v in again.json()["versions"]] == [("v1", VERSION["html"])]
+
+
+async def test_versions_that_fail_or_grow_only_with_data_are_kept(
+    client: httpx.AsyncClient, sender: Sender
+) -> None:
+    version = {
+        **VERSION,
+        "text": "Each: {{ total / count }}",  # fails with no data, renders with a send's
+        "html": "{% for row in rows %}{{ row ~ row }}{% endfor %}",  # size set by the data
+    }
+    response = await client.post(
+        "/v1/templates", headers=sender.headers, json={"name": "data", "version": version}
+    )
+    assert response.status_code == 201, response.text
+
+
 async def test_templates_of_another_account_are_404(
     client: httpx.AsyncClient, sender: Sender, db: Database
 ) -> None:
