@@ -9,8 +9,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account
-from app.core import clock
+from app.core import cache, clock
 from app.core.encryption import decrypt, encrypt
+from app.core.signals import DOMAINS
 from app.delivery.idn import ascii_domain
 from app.delivery.resolver import DnsTemporaryError, lookup
 from app.delivery.signing import (
@@ -19,6 +20,7 @@ from app.delivery.signing import (
     generate_rsa_key,
     public_key_record,
 )
+from app.domains.cache import sending_domains
 from app.domains.models import Domain
 
 DKIM_PURPOSE = "dkim-private-key"
@@ -111,6 +113,8 @@ async def add_domain(
         domain.ed25519_public_record = public_key_record(ed_pem)
     session.add(domain)
     await session.flush()
+    # A more specific domain may now cover addresses a parent covered.
+    cache.invalidate(DOMAINS, account.id)
     return domain
 
 
@@ -138,11 +142,21 @@ def candidate_names(email_domain: str) -> list[str]:
 async def sending_domain_for(
     session: AsyncSession, *, account_id: str, email_domain: str
 ) -> Domain | None:
-    """The account's domain that covers the From domain, the most specific one."""
+    """The account's domain that covers the From domain, the most specific one.
+
+    Found domains are cached for a second (app/domains/cache.py) and come back detached: a
+    caller reads them, never changes them."""
+    cached = sending_domains.get(account_id, email_domain)
+    if cached is not None:
+        return cached
     names = candidate_names(normalize_domain_name(email_domain))
     query = select(Domain).where(Domain.account_id == account_id, Domain.name.in_(names))
     found = {domain.name: domain for domain in (await session.execute(query)).scalars()}
-    return next((found[name] for name in names if name in found), None)
+    domain = next((found[name] for name in names if name in found), None)
+    if domain is not None and domain not in session.dirty and domain not in session.new:
+        session.expunge(domain)
+        sending_domains.put(account_id, email_domain, domain)
+    return domain
 
 
 def dkim_keys(domain: Domain, *, secret_key: bytes) -> list[DkimKey]:
@@ -186,4 +200,5 @@ async def verify_domain(
     if ok and domain.verified_at is None:
         domain.verified_at = clock.now()
         await session.flush()
+        cache.invalidate(DOMAINS, domain.account_id)
     return ok, detail
