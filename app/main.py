@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         cache_ttl = settings.auth_cache_ttl.total_seconds()
         app.state.keys = KeyCache(app.state.db, ttl=cache_ttl)
         sending_domains.configure(cache_ttl)
-        invalidations = Listener(app.state.queue.redis_url)
+        invalidations = app.state.invalidations = Listener(app.state.queue.redis_url)
         invalidations.start()
         try:
             yield
