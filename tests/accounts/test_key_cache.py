@@ -9,9 +9,8 @@ import time
 import httpx
 from sqlalchemy import update
 
-from app.accounts import service as accounts
 from app.accounts.models import ApiKey
-from app.core import signals
+from app.core import clock, signals
 from app.core.db import Database
 from app.domains.models import Domain
 from tests.support import ApiServer, Sender, make_key
@@ -32,7 +31,7 @@ async def _revoke_behind_the_cache(db: Database, sender: Sender) -> None:
         await session.execute(
             update(ApiKey)
             .where(ApiKey.prefix == sender.key.split(".")[1])
-            .values(revoked_at=accounts.clock.now())
+            .values(revoked_at=clock.now())
         )
         await session.commit()
 
