@@ -139,6 +139,14 @@ def candidate_names(email_domain: str) -> list[str]:
     return [".".join(labels[i:]) for i in range(len(labels) - 1)]
 
 
+class _Unsettled(Exception):
+    """The domain was found among the session's own uncommitted changes."""
+
+    def __init__(self, domain: Domain) -> None:
+        super().__init__(domain.name)
+        self.domain = domain
+
+
 async def sending_domain_for(
     session: AsyncSession, *, account_id: str, email_domain: str
 ) -> Domain | None:
@@ -146,17 +154,22 @@ async def sending_domain_for(
 
     Found domains are cached for a second (app/domains/cache.py) and come back detached: a
     caller reads them, never changes them."""
-    cached = sending_domains.get(account_id, email_domain)
-    if cached is not None:
-        return cached
-    names = candidate_names(normalize_domain_name(email_domain))
-    query = select(Domain).where(Domain.account_id == account_id, Domain.name.in_(names))
-    found = {domain.name: domain for domain in (await session.execute(query)).scalars()}
-    domain = next((found[name] for name in names if name in found), None)
-    if domain is not None and domain not in session.dirty and domain not in session.new:
-        session.expunge(domain)
-        sending_domains.put(account_id, email_domain, domain)
-    return domain
+
+    async def load() -> Domain | None:
+        names = candidate_names(normalize_domain_name(email_domain))
+        query = select(Domain).where(Domain.account_id == account_id, Domain.name.in_(names))
+        found = {domain.name: domain for domain in (await session.execute(query)).scalars()}
+        domain = next((found[name] for name in names if name in found), None)
+        if domain is not None and (domain in session.dirty or domain in session.new):
+            raise _Unsettled(domain)  # written but not committed: not for other requests
+        if domain is not None:
+            session.expunge(domain)
+        return domain
+
+    try:
+        return await sending_domains.lookup(account_id, email_domain, load)
+    except _Unsettled as unsettled:
+        return unsettled.domain
 
 
 def dkim_keys(domain: Domain, *, secret_key: bytes) -> list[DkimKey]:
