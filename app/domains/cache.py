@@ -47,7 +47,7 @@ class DomainCache:
         if waiting is not None:
             try:
                 return await asyncio.shield(waiting)
-            except Exception:  # noqa: BLE001 - the other load's trouble: try in our own
+            except Exception:  # the other load's trouble: try in our own session
                 return await load()
         future: asyncio.Future[Domain | None] = asyncio.get_running_loop().create_future()
         self._loading[key] = future
