@@ -128,11 +128,21 @@ def require(scope: Scope) -> Callable[[Principal], Awaitable[Principal]]:
     """A dependency that admits keys carrying `scope` (or full access); 403 otherwise."""
 
     async def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
-        if not principal.allows(scope):
-            raise Forbidden(f"access forbidden: this API key lacks the {scope} scope")
-        return principal
+        return permitted(principal, scope)
 
     return check
+
+
+def permitted(principal: Principal, scope: Scope) -> Principal:
+    """The principal when its key carries `scope` (or full access); 403 otherwise."""
+    if not principal.allows(scope):
+        raise Forbidden(f"access forbidden: this API key lacks the {scope} scope")
+    return principal
+
+
+async def authorize(request: Request, scope: Scope) -> Principal:
+    """get_principal and the scope check, for routes that take only the request."""
+    return permitted(await get_principal(request), scope)
 
 
 MailSender = Annotated[Principal, Depends(require(Scope.MAIL_SEND))]

@@ -23,6 +23,7 @@ from app.events.waiting import LongPolls
 from app.health import router as health_router
 from app.messages.committer import SendCommitter
 from app.messages.router import router as messages_router
+from app.messages.schemas import SendRequest
 from app.middleware import BodySizeLimit, body_limit_for
 from app.openapi import install_openapi
 from app.sendgrid.router import router as sendgrid_router
@@ -82,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(BodySizeLimit, max_bytes=body_limit_for(settings.max_message_size))
     install_error_handlers(app)
-    install_openapi(app, extra_models=[MailSend])
+    install_openapi(app, extra_models=[MailSend, SendRequest])
     app.include_router(health_router)
     app.include_router(messages_router)
     app.include_router(events_router)

@@ -3,26 +3,30 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accounts.scopes import Scope
+from app.accounts.service import Principal
 from app.batches import service as batches
 from app.batches.models import Batch, BatchStatus
+from app.core.config import Settings
+from app.core.db import Database
 from app.core.errors import BadRequest, ErrorItem, Forbidden, NotFound
 from app.deps import (
     BatchCreator,
     BatchReader,
-    CommitterDep,
-    MailSender,
-    QueueDep,
     ScheduledSendCreator,
     ScheduledSendDeleter,
     ScheduledSendReader,
     ScheduledSendUpdater,
     SessionDep,
-    SettingsDep,
+    authorize,
 )
 from app.idempotency import service as idempotency
 from app.idempotency.service import Claim, StoredResponse
 from app.messages import service as messages
+from app.messages.committer import SendCommitter
+from app.messages.submission import Submission
 from app.openapi import IDEMPOTENCY_KEY, errors
 from app.routing import StrictJsonRoute
 from app.sendgrid import schemas, translate
@@ -55,19 +59,31 @@ MAIL_SEND_BODY = {
     },
     openapi_extra=MAIL_SEND_BODY,
 )
-async def mail_send(
-    request: Request,
-    principal: MailSender,
-    session: SessionDep,
-    queue: QueueDep,
-    settings: SettingsDep,
-    committer: CommitterDep,
-) -> Response:
+async def mail_send(request: Request) -> Response:
     """SendGrid's mail send: the same body, limits and errors; 202 with `X-Message-Id`.
 
     Each recipient's events carry `sg_message_id` = `<X-Message-Id>.<recipient id>`."""
+    # Takes only the request, like POST /v1/send: no per-request dependency solving.
+    principal = await authorize(request, Scope.MAIL_SEND)
     mail = translate.parse(await request.body())
     submission = translate.to_submission(mail)
+    state = request.app.state
+    settings: Settings = state.settings
+    committer: SendCommitter = state.committer
+    database: Database = state.db
+    async with database.session() as session:
+        return await _mail_send(request, principal, session, settings, committer, submission)
+
+
+async def _mail_send(
+    request: Request,
+    principal: Principal,
+    session: AsyncSession,
+    settings: Settings,
+    committer: SendCommitter,
+    submission: Submission,
+) -> Response:
+    """mail_send once the key and the body are checked."""
 
     async def work(claim: Claim | None) -> StoredResponse:
         policy = messages.policy_from(settings)
@@ -89,7 +105,7 @@ async def mail_send(
             return stored  # committed and woken by the committer
         await idempotency.complete(session, claim=claim, response=stored)
         await session.commit()
-        await queue.wake_deliveries([accepted.message_id])
+        await committer.queue.wake_deliveries([accepted.message_id])
         return stored
 
     return await idempotency.run(
