@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from dataclasses import dataclass
@@ -301,6 +302,7 @@ class RateLimitRule:
     window_seconds: int
 
 
+@functools.lru_cache(maxsize=64)
 def parse_rate_limit(value: str) -> RateLimitRule | None:
     """`600/1m`, `100/1s` or `off`."""
     if value.strip().lower() == "off":

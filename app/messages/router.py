@@ -54,7 +54,7 @@ async def send(request: Request) -> Response:
     database: Database = state.db
     policy = service.policy_from(settings)
 
-    async with database.session() as session:
+    async with database.lazy_session() as session:
 
         async def work(claim: Claim | None) -> StoredResponse:
             if claim is None:  # nothing else to commit with the message: share a transaction

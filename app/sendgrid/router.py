@@ -71,7 +71,7 @@ async def mail_send(request: Request) -> Response:
     settings: Settings = state.settings
     committer: SendCommitter = state.committer
     database: Database = state.db
-    async with database.session() as session:
+    async with database.lazy_session() as session:
         return await _mail_send(request, principal, session, settings, committer, submission)
 
 
