@@ -20,12 +20,15 @@ from app.dev.embedded_redis import redis_url_for, release_redis
 from app.domains.cache import sending_domains
 from app.events.router import router as events_router
 from app.events.waiting import LongPolls
+from app.fastpath import FastPath
 from app.health import router as health_router
 from app.messages.committer import SendCommitter
 from app.messages.router import router as messages_router
+from app.messages.router import send
 from app.messages.schemas import SendRequest
 from app.middleware import BodySizeLimit, body_limit_for
 from app.openapi import install_openapi
+from app.sendgrid.router import mail_send
 from app.sendgrid.router import router as sendgrid_router
 from app.sendgrid.schemas import MailSend
 from app.stats.router import router as stats_router
@@ -79,6 +82,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=API_VERSION,
         description="Self-hosted transactional email: a SendGrid-style API with its own MTA.",
         lifespan=lifespan,
+    )
+    # Innermost: the send routes still get the body limit and the rate-limit headers.
+    app.add_middleware(
+        FastPath, routes={("POST", "/v1/send"): send, ("POST", "/v3/mail/send"): mail_send}
     )
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(BodySizeLimit, max_bytes=body_limit_for(settings.max_message_size))

@@ -153,6 +153,10 @@ class _LazySession:
             self._session = self._factory()
         return getattr(self._session, name)
 
+    async def close(self) -> None:
+        """Close the session, if there is one (never creates one to close it)."""
+        await self.close_if_created()
+
     async def rollback_if_created(self) -> None:
         """Roll back, if there is a session."""
         if self._session is not None:
