@@ -37,6 +37,7 @@ Body = Callable[[str, int], dict[str, Any]]
 SCENARIOS: dict[str, tuple[str, Body]] = {
     "v1": ("/v1/send", v1_body),
     "v3": ("/v3/mail/send", lambda sender, _index: v3_body(sender, 1)),
+    "v3bulk": ("/v3/mail/send", lambda sender, _index: v3_body(sender, 1000)),
 }
 
 
@@ -97,7 +98,7 @@ async def main(args: argparse.Namespace) -> None:
     ):
         for name in args.scenarios.split(","):
             path, body = SCENARIOS[name]
-            await _sends(client, path, body, 200, args.concurrency)  # warm-up: caches, pools
+            await _sends(client, path, body, min(200, args.sends), args.concurrency)  # warm-up
             profile = cProfile.Profile() if args.profile else None
             cpu, wall = time.process_time(), time.perf_counter()
             if profile:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -11,6 +10,7 @@ from typing import Annotated, Any
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
+from app.core import jsontext
 from app.core.strict_json import scrubbed
 
 # RFC 5322 §2.2: a header field name is printable US-ASCII except the colon. (\Z, not $,
@@ -140,7 +140,7 @@ MAX_CUSTOM_ARGS_BYTES = 10_000
 
 def json_size(value: Any) -> int:
     """The size of `value` as compact UTF-8 JSON, as SendGrid counts custom_args."""
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    return jsontext.size(value)
 
 
 def capped_metadata(value: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
+from app.core import jsontext
 from app.core.config import Settings
 
 # Stable constraint names, so Alembic migrations name things the same on SQLite and PostgreSQL.
@@ -107,6 +108,10 @@ def _sqlite_tuning(synchronous: str) -> Callable[[Any, Any], None]:
 
 def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     """An async engine for the configured database."""
+    # JSON columns (event data, recipients' personal data) through orjson: the accept path
+    # and the worker write and read thousands of them.
+    kwargs.setdefault("json_serializer", jsontext.dumps)
+    kwargs.setdefault("json_deserializer", jsontext.loads)
     # Database errors (and the tracebacks that log them) show the statement, not its
     # parameters: those hold addresses, message content and webhook URLs with their tokens.
     kwargs.setdefault("hide_parameters", True)

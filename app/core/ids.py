@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-import secrets
+import os
 
 from app.core import clock
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# Two characters per 10 bits: 13 lookups instead of 26 divisions (a 1,000-recipient send
+# makes 2,000 ids; the loop of divisions cost a tenth of its CPU).
+_PAIRS = [high + low for high in _ALPHABET for low in _ALPHABET]
+_SHIFTS = range(120, -10, -10)
 
 
 def new_id() -> str:
     """48 bits of milliseconds then 80 random bits: sortable by creation, unguessable."""
     millis = int(clock.now().timestamp() * 1000)
-    value = (millis << 80) | secrets.randbits(80)
-    chars = []
-    for _ in range(26):
-        value, index = divmod(value, 32)
-        chars.append(_ALPHABET[index])
-    return "".join(reversed(chars))
+    return encode((millis << 80) | int.from_bytes(os.urandom(10), "big"))
+
+
+def encode(value: int) -> str:
+    """A 128-bit value as 26 base32 characters, most significant first."""
+    return "".join([_PAIRS[(value >> shift) & 0x3FF] for shift in _SHIFTS])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import email.policy
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -17,7 +16,7 @@ from app.accounts.service import Principal
 from app.batches import service as batches
 from app.batches.models import BatchStatus
 from app.common.fields import EmailAddress
-from app.core import clock
+from app.core import clock, jsontext
 from app.core.config import Settings
 from app.core.durations import format_duration
 from app.core.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
@@ -354,7 +353,8 @@ async def write_messages(session: AsyncSession, sends: Sequence[Checked]) -> lis
         Accepted(
             message_id=send.message.id,
             recipients=tuple(
-                RecipientAccepted(id=r["id"], email=r["email"], status=r["status"])
+                # Built from values just written: no validation to run (model_construct).
+                RecipientAccepted.model_construct(id=r["id"], email=r["email"], status=r["status"])
                 for r in send_rows
             ),
         )
@@ -494,7 +494,7 @@ async def _insert_recipients(session: AsyncSession, rows: list[dict[str, Any]]) 
         return
     columns = {name: [row[name] for row in rows] for name in rows[0]}
     columns["personalization"] = [
-        None if value is None else json.dumps(value) for value in columns["personalization"]
+        None if value is None else jsontext.dumps(value) for value in columns["personalization"]
     ]
     columns["status"] = [str(status) for status in columns["status"]]
     await session.execute(_UNNEST_RECIPIENTS, columns)
