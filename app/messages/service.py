@@ -447,6 +447,7 @@ def _personal_json(
 
 def _recipient_rows(submission: Submission, *, message: Message) -> list[dict[str, Any]]:
     now = clock.now()
+    message_id, account_id = message.id, message.account_id  # ORM reads, once
     rows = []
     for index, personal in enumerate(submission.personalizations):
         personalization = _personal_json(submission, personal, index)
@@ -456,8 +457,8 @@ def _recipient_rows(submission: Submission, *, message: Message) -> list[dict[st
             rows.append(
                 {
                     "id": new_id(),
-                    "message_id": message.id,
-                    "account_id": message.account_id,
+                    "message_id": message_id,
+                    "account_id": account_id,
                     "email": address.email,
                     "domain": recipient_domain(address.email),
                     "kind": kind,
@@ -533,26 +534,27 @@ def _initial_states(
 ) -> list[events.NewEvent]:
     """Each recipient's first status and event: processed, dropped (suppressed) or
     cancelled (its batch was cancelled); recipients of a paused batch wait, paused."""
-    message, submission = send.message, send.submission
+    submission = send.submission
+    shared = _Shared.of(send.message)
     result = []
     for row in rows:
-        key = (message.account_id, suppressions.suppression_key(row["email"]))
+        key = (shared.account_id, suppressions.suppression_key(row["email"]))
         entry = _blocking(found.get(key, []), submission)
-        facts = _event_facts(message, row)
+        facts = _event_facts(shared, row)
         if entry is not None:
             row["status"], row["next_attempt_at"] = RecipientStatus.DROPPED, None
             facts |= {
                 "reason": DROP_REASONS[SuppressionType(entry.type)],
                 "suppression": entry.type,
             }
-            result.append(_event(EventType.DROPPED, message, row, facts))
+            result.append(_event(EventType.DROPPED, shared, row, facts))
         elif send.batch_status == BatchStatus.CANCELLED:
             row["status"], row["next_attempt_at"] = RecipientStatus.CANCELLED, None
-            result.append(_event(EventType.CANCELLED, message, row, facts))
+            result.append(_event(EventType.CANCELLED, shared, row, facts))
         else:
             if send.batch_status == BatchStatus.PAUSED:
                 row["status"] = RecipientStatus.PAUSED
-            result.append(_event(EventType.PROCESSED, message, row, facts))
+            result.append(_event(EventType.PROCESSED, shared, row, facts))
     return result
 
 
@@ -564,37 +566,68 @@ def _blocking(entries: list[Suppression], submission: Submission) -> Suppression
     return None
 
 
-def _event_facts(message: Message, row: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class _Shared:
+    """What every event of one message carries: read from the row once, not per recipient
+    (ORM attribute reads were a sixth of a 1,000-recipient accept)."""
+
+    account_id: str
+    message_id: str
+    message_id_header: str
+    categories: tuple[str, ...]
+    custom_args: dict[str, Any]
+    optional: dict[str, Any]
+    send_at: str | None
+
+    @classmethod
+    def of(cls, message: Message) -> _Shared:
+        """The shared facts of `message`."""
+        optional = {
+            "template_id": message.template_id,
+            "batch_id": message.batch_id,
+            "asm_group_id": message.asm_group_id,
+        }
+        return cls(
+            account_id=message.account_id,
+            message_id=message.id,
+            message_id_header=message.message_id_header,
+            categories=tuple(message.categories or ()),
+            custom_args=dict(message.custom_args),
+            optional={key: value for key, value in optional.items() if value is not None},
+            send_at=message.send_at.isoformat() if message.send_at else None,
+        )
+
+
+def _event_facts(shared: _Shared, row: dict[str, Any]) -> dict[str, Any]:
     """What event consumers (and SendGrid-format webhooks) need about a recipient's copy."""
     personal = row["personalization"] or {}
-    custom_args = {**message.custom_args, **personal.get("custom_args", {})}
+    personal_args = personal.get("custom_args")
     facts: dict[str, Any] = {
         "email": row["email"],
-        "sg_message_id": sg_message_id(message.id, row["id"]),
-        "smtp-id": copy_message_id(message.message_id_header, personal.get("copy")),
-        "category": message.categories,
-        "custom_args": custom_args,
+        "sg_message_id": sg_message_id(shared.message_id, row["id"]),
+        "smtp-id": copy_message_id(shared.message_id_header, personal.get("copy")),
+        "category": list(shared.categories),
+        "custom_args": {**shared.custom_args, **personal_args}
+        if personal_args
+        else dict(shared.custom_args),
+        **shared.optional,
     }
-    optional = {
-        "template_id": message.template_id,
-        "batch_id": message.batch_id,
-        "asm_group_id": message.asm_group_id,
-        "send_at": personal.get("send_at")
-        or (message.send_at.isoformat() if message.send_at else None),
-    }
-    return facts | {key: value for key, value in optional.items() if value is not None}
+    send_at = personal.get("send_at") or shared.send_at
+    if send_at is not None:
+        facts["send_at"] = send_at
+    return facts
 
 
 def _event(
-    type: EventType, message: Message, row: dict[str, Any], data: dict[str, Any]
+    type: EventType, shared: _Shared, row: dict[str, Any], data: dict[str, Any]
 ) -> events.NewEvent:
     return events.NewEvent(
-        account_id=message.account_id,
+        account_id=shared.account_id,
         type=type,
-        message_id=message.id,
+        message_id=shared.message_id,
         recipient_id=row["id"],
         data=data,
-        categories=tuple(message.categories or ()),
+        categories=shared.categories,
     )
 
 
