@@ -117,7 +117,7 @@ def _spawn(src: Path, args: list[str], env: dict[str, str], log: Path) -> subpro
 @contextlib.asynccontextmanager
 async def running(args: argparse.Namespace) -> AsyncIterator[Bench]:
     """Database, DNS, smtp-sink, API and one worker; all stopped when the block ends."""
-    src = Path(args.src).resolve()
+    src = Path(args.src)
     database_url = await create_test_database(
         args.postgres, "columba_wbench_" + secrets.token_hex(4)
     )
@@ -332,7 +332,7 @@ async def run(args: argparse.Namespace) -> None:
     async with running(args) as bench:
         database = Database(bench.settings)
         try:
-            print(f"source {Path(args.src).resolve()}, load {os.getloadavg()[0]:.2f}")
+            print(f"source {args.src}, load {os.getloadavg()[0]:.2f}")
             print(f"  idle: {await idle(bench) * 1000:.1f} ms CPU per second")
             if args.trickle:
                 with profiled(bench, args.profile, "trickle"):
@@ -363,7 +363,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1800, help="memory: longest wait")
     parser.add_argument("--src", default=str(ROOT), help="source tree of the API and worker")
     parser.add_argument("--profile", default=None, help="directory for py-spy profiles")
-    asyncio.run(run(parser.parse_args()))
+    args = parser.parse_args()
+    args.src = str(Path(args.src).resolve())
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ module strings them together, and worker/pump.py keeps batches flowing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -37,6 +38,7 @@ from app.messages import dispatch
 from app.messages.compose import Composer, Copy, Refused, return_path
 from app.messages.dispatch import Claim, ClaimedRecipient, LoadedMessage, Outcome
 from app.templates.budget import render_limits
+from worker import wakeups
 from worker.pump import Emit, Pump, PumpSettings, Released, Results
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,8 @@ class Runtime:
 
     def __init__(self, settings: Settings, redis: Redis | None = None) -> None:
         self.settings = settings
+        self.redis = redis
+        self._listener: asyncio.Task[None] | None = None
         self.db = Database(settings)
         self.resolver: dns.asyncresolver.Resolver = make_resolver(
             settings.dns_nameservers, timeout=settings.dns_timeout.total_seconds()
@@ -70,14 +74,17 @@ class Runtime:
                 capacity=settings.worker_capacity,
                 batch_size=settings.worker_batch_size,
                 idle_poll=settings.sweep_interval.total_seconds(),
+                gather=settings.worker_claim_gather_ms / 1000,
                 lease=settings.lease_duration,
             ),
         )
 
     def start(self) -> None:
-        """Begin delivering, and closing idle connections."""
+        """Begin delivering, closing idle connections and listening for wake-ups."""
         self.pool.start()
         self.pump.start()
+        if self.redis is not None and self._listener is None:
+            self._listener = asyncio.create_task(wakeups.listen(self.redis, self.wake))
 
     def wake(self) -> None:
         """New work may be due."""
@@ -89,6 +96,11 @@ class Runtime:
 
     async def close(self) -> None:
         """Finish what is in flight, then close SMTP connections and the database pool."""
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
         await self.pump.stop()
         await self.pool.close()
         await self.db.dispose()
@@ -136,10 +148,10 @@ class Runtime:
             total += await self.record(results.outcomes, results.released)
         return total
 
-    async def sweep(self) -> list[str]:
-        """Messages with due recipients (the caller enqueues them)."""
+    async def sweep(self) -> bool:
+        """Whether any recipient is due (the sweeper then wakes the workers)."""
         async with self.db.session() as session:
-            return await dispatch.due_message_ids(session)
+            return await dispatch.any_due(session)
 
     async def process(self, recipients: Sequence[ClaimedRecipient], emit: Emit) -> None:
         """Deliver a batch; each transaction's outcomes are emitted as soon as it ends, so

@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     max_webhooks: int = Field(default=10, ge=1)  # endpoints per account
     webhook_replay_max_events: int = Field(default=10_000, ge=1)  # queued by one replay
     inbound_max_message_size: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # A woken worker waits this long for more wake-ups before it claims, so that messages
+    # trickling in are claimed (and recorded) together; 0 claims at once.
+    worker_claim_gather_ms: int = Field(default=5, ge=0, le=1000)
 
     @field_validator("dns_nameservers", "forwarded_allow_ips", mode="before")
     @classmethod

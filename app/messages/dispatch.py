@@ -212,6 +212,12 @@ async def renew_leases(session: AsyncSession, *, tokens: Sequence[str], lease: t
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+async def any_due(session: AsyncSession) -> bool:
+    """Whether any recipient is due now (the sweeper's question: one indexed row at most)."""
+    query = select(Recipient.id).where(_due(clock.now())).limit(1)
+    return (await session.execute(query)).first() is not None
+
+
 async def due_message_ids(session: AsyncSession, *, limit: int = 1000) -> list[str]:
     """Messages with recipients due now: what the sweeper wakes the workers for."""
     query = select(Recipient.message_id).where(_due(clock.now())).distinct().limit(limit)
