@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     # A woken worker waits this long for more wake-ups before it claims, so that messages
     # trickling in are claimed (and recorded) together; 0 claims at once.
     worker_claim_gather_ms: int = Field(default=5, ge=0, le=1000)
+    # Messages a worker keeps loaded (for their recipients claimed in later batches): at
+    # most this many megabytes, each for at most a minute.
+    worker_message_cache_mb: int = Field(default=32, ge=0)
 
     @field_validator("dns_nameservers", "forwarded_allow_ips", mode="before")
     @classmethod
