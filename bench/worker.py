@@ -139,7 +139,13 @@ async def running(args: argparse.Namespace) -> AsyncIterator[Bench]:
                     var_dir=Path(tmp),
                 )
                 key, domain = await _provision(settings)
-                env = _environment(settings) | {"COLUMBA_RATE_LIMIT": "off"}
+                env = _environment(settings) | {
+                    "COLUMBA_RATE_LIMIT": "off",
+                    # On a loaded machine the fake DNS server (in this process) answers
+                    # late: wait for it, and retry a deferral at once rather than in 5m.
+                    "COLUMBA_DNS_TIMEOUT": "30s",
+                    "COLUMBA_RETRY_SCHEDULE": "1s",
+                }
                 api_port = free_port()
                 processes.append(
                     _spawn(src, ["api", "--port", str(api_port)], env, Path(tmp) / "api.log")
