@@ -153,7 +153,7 @@ async def running(args: argparse.Namespace) -> AsyncIterator[Bench]:
                 worker = _spawn(src, ["worker"], env, Path(tmp) / "worker.log")
                 processes.append(worker)
                 api_url = f"http://127.0.0.1:{api_port}"
-                await _wait_healthy(api_url)
+                await _wait_healthy(api_url, timeout=180)
                 await asyncio.sleep(5)  # the worker's imports and startup are not measured
                 yield Bench(api_url, key, f"bench@{domain}", settings, worker)
                 for process in processes:
@@ -202,8 +202,12 @@ def personalized(bench: Bench, start: int) -> dict[str, object]:
 
 
 async def post(http: httpx.AsyncClient, path: str, body: dict[str, object]) -> None:
-    """One accepted request."""
-    response = await http.post(path, json=body)
+    """One accepted request (sent again once if a kept-alive connection was closed under it,
+    which an overloaded machine makes likely)."""
+    try:
+        response = await http.post(path, json=body)
+    except (httpx.ReadError, httpx.RemoteProtocolError):
+        response = await http.post(path, json=body)
     if response.status_code != 202:
         raise RuntimeError(f"{path}: {response.status_code} {response.text[:200]}")
 
