@@ -9,12 +9,14 @@ from datetime import timedelta
 import httpx
 import pytest
 import pytest_asyncio
+from arq.connections import create_pool
 from redis.asyncio import Redis
 from sqlalchemy import select, update
 
 from app.core import clock
 from app.core.config import Settings
 from app.core.db import Database
+from app.core.queue import DELIVER_JOB, QUEUE_NAME, delivery_job_id, redis_settings
 from app.messages import dispatch
 from app.messages.models import Recipient
 from tests.fakes.dns import FakeDNS
@@ -111,6 +113,10 @@ async def test_arq_giving_up_never_changes_a_recipient(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     accepted = await send(client, sender, to=["sturdy@example.test"])
+    # The API wakes workers over pub/sub now; a job is what older code still enqueues.
+    queue = await create_pool(redis_settings(redis_url), default_queue_name=QUEUE_NAME)
+    await queue.enqueue_job(DELIVER_JOB, accepted["id"], _job_id=delivery_job_id(accepted["id"]))
+    await queue.aclose()
 
     def broken(self: Runtime) -> None:
         raise RuntimeError("job failed")

@@ -24,20 +24,22 @@ def _runtime(ctx: dict[str, Any]) -> Runtime:
 
 
 async def deliver_message(ctx: dict[str, Any], message_id: str) -> None:
-    """A wake-up: recipients of this message are due. The pump claims them (with whatever
-    else is due), so the job itself returns at once."""
+    """A wake-up kept for compatibility (the API now publishes on app.core.queue's
+    WAKE_CHANNEL): the pump claims whatever is due, so the job returns at once."""
     _runtime(ctx).wake()
 
 
 async def sweep_due_recipients(ctx: dict[str, Any]) -> int:
-    """Re-enqueue every message with due recipients: Redis may lose jobs, the database never
-    loses recipients (queued or deferred and due, or leased by a worker that died)."""
-    message_ids = await _runtime(ctx).sweep()
+    """While the database holds due recipients (queued or deferred and due, or leased by a
+    worker that died), wake this worker's pump and publish a wake-up for every other: Redis
+    may lose signals, the database never loses recipients. Returns 1 when it woke them."""
+    runtime = _runtime(ctx)
+    if not await runtime.sweep():
+        return 0
+    runtime.wake()
     queue: Queue = ctx["queue"]
-    enqueued = await queue.wake_deliveries(message_ids)
-    if enqueued:
-        log.info("sweeper enqueued %d message(s)", enqueued)
-    return enqueued
+    await queue.wake_workers()
+    return 1
 
 
 async def dispatch_webhooks(ctx: dict[str, Any]) -> int:

@@ -41,6 +41,7 @@ class PumpSettings:
     capacity: int = 500
     batch_size: int = 100
     idle_poll: float = 5.0
+    gather: float = 0.005
     flush_interval: float = 0.01
     lease: timedelta = timedelta(minutes=15)
 
@@ -108,9 +109,12 @@ class Pump:
 
     async def _claimer(self) -> None:
         while True:
-            await self._wait_for(lambda: self.in_flight < self.settings.capacity)
+            await self._wait_for(self._has_room)
             room = self.settings.capacity - self.in_flight
             last_chances = 0 if self.last_chances_in_flight else 1
+            # Cleared before claiming: a signal that arrives during the claim (for rows it
+            # may not have seen) makes the next wait return at once.
+            self._wake.clear()
             try:
                 claim = await self._claim(min(self.settings.batch_size, room), last_chances)
             except Exception:
@@ -119,10 +123,8 @@ class Pump:
                 continue
             if not claim.recipients:
                 self.empty_claims += 1
-                self._wake.clear()
                 await self._changed()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.settings.idle_poll)
+                await self._idle()
                 continue
             self.in_flight += len(claim.recipients)
             self.last_chances_in_flight += sum(r.last_chance for r in claim.recipients)
@@ -130,6 +132,20 @@ class Pump:
             task = asyncio.create_task(self._deliver(claim))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _has_room(self) -> bool:
+        """Room for a whole batch (or nothing in flight): claims stay batch-sized when a
+        backlog drains, rather than one recipient per outcome recorded."""
+        wanted = min(self.settings.batch_size, self.settings.capacity)
+        return self.settings.capacity - self.in_flight >= wanted or self.in_flight == 0
+
+    async def _idle(self) -> None:
+        """Until woken or `idle_poll` passes; then gather the wake-ups of the next few
+        milliseconds, so that messages trickling in are claimed together."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self.settings.idle_poll)
+        if self.settings.gather > 0:
+            await asyncio.sleep(self.settings.gather)
 
     async def _deliver(self, claim: Claim) -> None:
         """Deliver one claim; on an unexpected error its leases simply run out and the

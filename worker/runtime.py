@@ -10,14 +10,17 @@ module strings them together, and worker/pump.py keeps batches flowing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 import dns.asyncresolver
 from redis.asyncio import Redis
+from sqlalchemy.exc import DBAPIError
 
 from app.core import clock
 from app.core.config import Settings
@@ -37,9 +40,13 @@ from app.messages import dispatch
 from app.messages.compose import Composer, Copy, Refused, return_path
 from app.messages.dispatch import Claim, ClaimedRecipient, LoadedMessage, Outcome
 from app.templates.budget import render_limits
+from worker import wakeups
 from worker.pump import Emit, Pump, PumpSettings, Released, Results
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MESSAGE_CACHE_SECONDS = 60.0  # messages do not change; this only bounds how long one is kept
 
 
 class Runtime:
@@ -47,7 +54,14 @@ class Runtime:
 
     def __init__(self, settings: Settings, redis: Redis | None = None) -> None:
         self.settings = settings
-        self.db = Database(settings)
+        self.redis = redis
+        self._listener: asyncio.Task[None] | None = None
+        # No pre-ping (a round trip per transaction): a connection found dead is retried
+        # once instead (`_retrying`).
+        self.db = Database(settings, pool_pre_ping=False)
+        self.messages = dispatch.MessageCache(
+            ttl=MESSAGE_CACHE_SECONDS, max_bytes=settings.worker_message_cache_mb * 1024 * 1024
+        )
         self.resolver: dns.asyncresolver.Resolver = make_resolver(
             settings.dns_nameservers, timeout=settings.dns_timeout.total_seconds()
         )
@@ -70,14 +84,17 @@ class Runtime:
                 capacity=settings.worker_capacity,
                 batch_size=settings.worker_batch_size,
                 idle_poll=settings.sweep_interval.total_seconds(),
+                gather=settings.worker_claim_gather_ms / 1000,
                 lease=settings.lease_duration,
             ),
         )
 
     def start(self) -> None:
-        """Begin delivering, and closing idle connections."""
+        """Begin delivering, closing idle connections and listening for wake-ups."""
         self.pool.start()
         self.pump.start()
+        if self.redis is not None and self._listener is None:
+            self._listener = asyncio.create_task(wakeups.listen(self.redis, self.wake))
 
     def wake(self) -> None:
         """New work may be due."""
@@ -89,6 +106,11 @@ class Runtime:
 
     async def close(self) -> None:
         """Finish what is in flight, then close SMTP connections and the database pool."""
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
         await self.pump.stop()
         await self.pool.close()
         await self.db.dispose()
@@ -97,35 +119,54 @@ class Runtime:
         self, limit: int, *, last_chances: int | None = None, message_id: str | None = None
     ) -> Claim:
         """Lease up to `limit` due recipients, at most `last_chances` of them on their last
-        chance (see dispatch.claim); drop those that keep killing workers."""
-        async with self.db.session() as session:
-            claim = await dispatch.claim(
-                session,
-                lease=self.settings.lease_duration,
-                limit=limit,
-                message_id=message_id,
-                max_expiries=self.settings.max_lease_expiries,
-                last_chances=last_chances,
-            )
-            await session.commit()
-        return claim
+        chance (see dispatch.claim); drop those that keep killing workers. Their messages
+        are loaded (into the cache) in the same transaction."""
+
+        async def attempt() -> Claim:
+            async with self.db.session() as session:
+                claim = await dispatch.claim(
+                    session,
+                    lease=self.settings.lease_duration,
+                    limit=limit,
+                    message_id=message_id,
+                    max_expiries=self.settings.max_lease_expiries,
+                    last_chances=last_chances,
+                )
+                if claim.recipients:
+                    try:
+                        await self.messages.load(session, _message_ids(claim.recipients))
+                    except Exception:  # delivering loads them again (or leaves the leases)
+                        log.exception("loading claimed messages failed")
+                await session.commit()
+            return claim
+
+        return await _retrying(attempt)
 
     async def record(self, outcomes: list[Outcome], released: list[Released]) -> int:
-        """Outcomes and hand-backs in one transaction (a group commit)."""
-        async with self.db.session() as session:
-            recorded = await dispatch.record_outcomes(session, outcomes=outcomes)
-            await dispatch.release(session, released=released)
-            await session.commit()
-        return recorded
+        """Outcomes and hand-backs in one transaction (a group commit). Retrying is safe:
+        a first try that did commit cleared the leases, which fence the second out."""
+
+        async def attempt() -> int:
+            async with self.db.session() as session:
+                recorded = await dispatch.record_outcomes(session, outcomes=outcomes)
+                await dispatch.release(session, released=released)
+                await session.commit()
+            return recorded
+
+        return await _retrying(attempt)
 
     async def renew(self, tokens: list[str]) -> int:
         """Extend the leases of claims still in flight."""
-        async with self.db.session() as session:
-            renewed = await dispatch.renew_leases(
-                session, tokens=tokens, lease=self.settings.lease_duration
-            )
-            await session.commit()
-        return renewed
+
+        async def attempt() -> int:
+            async with self.db.session() as session:
+                renewed = await dispatch.renew_leases(
+                    session, tokens=tokens, lease=self.settings.lease_duration
+                )
+                await session.commit()
+            return renewed
+
+        return await _retrying(attempt)
 
     async def deliver_message(self, message_id: str) -> int:
         """Deliver one message's due recipients now, outside the pump; returns outcomes."""
@@ -136,18 +177,19 @@ class Runtime:
             total += await self.record(results.outcomes, results.released)
         return total
 
-    async def sweep(self) -> list[str]:
-        """Messages with due recipients (the caller enqueues them)."""
+    async def sweep(self) -> bool:
+        """Whether any recipient is due (the sweeper then wakes the workers)."""
         async with self.db.session() as session:
-            return await dispatch.due_message_ids(session)
+            return await dispatch.any_due(session)
 
     async def process(self, recipients: Sequence[ClaimedRecipient], emit: Emit) -> None:
         """Deliver a batch; each transaction's outcomes are emitted as soon as it ends, so
         they are recorded without waiting for the slowest destination of the batch."""
-        async with self.db.session() as session:
-            loaded = await dispatch.load_messages(
-                session, message_ids=sorted({r.message_id for r in recipients})
-            )
+        message_ids = _message_ids(recipients)
+        loaded = {mid: m for mid in message_ids if (m := self.messages.get(mid)) is not None}
+        if len(loaded) < len(message_ids):  # claimed long ago, or the cache is full
+            async with self.db.session() as session:
+                loaded = await self.messages.load(session, message_ids)
         by_message: dict[str, list[ClaimedRecipient]] = defaultdict(list)
         for recipient in recipients:
             by_message[recipient.message_id].append(recipient)
@@ -229,6 +271,7 @@ class Runtime:
             mx_host=result.mx_host if result else None,
             ip=result.ip if result else None,
             tls_version=result.tls_version if result else None,
+            categories=tuple(loaded.message.categories or ()),
         )
 
     async def destination(self, domain: str) -> Destination:
@@ -255,6 +298,23 @@ class Runtime:
             keys = dkim_keys(domain, secret_key=self.settings.secret_key_bytes())
             signer = self._signers[domain.id] = DkimSigner(keys)
         return signer
+
+
+def _message_ids(recipients: Sequence[ClaimedRecipient]) -> list[str]:
+    """The distinct messages of some recipients, in a stable order."""
+    return sorted({recipient.message_id for recipient in recipients})
+
+
+async def _retrying(attempt: Callable[[], Awaitable[T]]) -> T:
+    """Run a transaction, once more if its pooled connection turned out to be dead (the
+    database restarted): what pre-ping would have caught, without its round trip."""
+    try:
+        return await attempt()
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        log.warning("database connection lost; retrying the transaction once")
+        return await attempt()
 
 
 def smtp_options(settings: Settings) -> SmtpOptions:

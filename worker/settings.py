@@ -23,7 +23,9 @@ JOB_TIMEOUT_SECONDS = 3600  # a job may hold many slow MX conversations; leases 
 PURGE_JOB = "purge_idempotency_keys"
 RETENTION_JOB = "purge_expired_data"
 PAUSED_EXPIRY_JOB = "expire_paused_recipients"
-POLL_DELAY_SECONDS = 0.05  # low latency between a 202 and the first SMTP connection
+# arq's queue only carries periodic jobs (wake-ups come over pub/sub, worker/wakeups.py):
+# polling it less often saves idle CPU; cron jobs still start within this of their second.
+POLL_DELAY_SECONDS = 0.5
 
 
 def sweep_seconds(settings: Settings) -> set[int]:
@@ -99,7 +101,7 @@ def build_worker(settings: Settings, redis_url: str, **overrides: Any) -> Worker
         "on_shutdown": shutdown,
         "max_jobs": settings.worker_max_jobs,
         "job_timeout": JOB_TIMEOUT_SECONDS,
-        "keep_result": 0,  # frees the job id at once, so the sweeper can wake the message again
+        "keep_result": 0,  # frees a compatibility wake-up's job id at once
         "poll_delay": POLL_DELAY_SECONDS,
         "max_tries": 3,  # arq retries only help; recipient state changes only in the database
         "job_completion_wait": 5,  # on SIGTERM let running (instant) wake-ups finish

@@ -124,6 +124,12 @@ class Settings(BaseSettings):
     max_webhooks: int = Field(default=10, ge=1)  # endpoints per account
     webhook_replay_max_events: int = Field(default=10_000, ge=1)  # queued by one replay
     inbound_max_message_size: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # A woken worker waits this long for more wake-ups before it claims, so that messages
+    # trickling in are claimed (and recorded) together; 0 claims at once.
+    worker_claim_gather_ms: int = Field(default=5, ge=0, le=1000)
+    # Messages a worker keeps loaded (for their recipients claimed in later batches): at
+    # most this many megabytes, each for at most a minute.
+    worker_message_cache_mb: int = Field(default=32, ge=0)
 
     @field_validator("dns_nameservers", "forwarded_allow_ips", mode="before")
     @classmethod

@@ -1,7 +1,13 @@
-"""The arq queue as a wake-up signal: losing a job delays delivery, never loses it.
+"""Redis as a wake-up signal: losing one delays delivery, never loses it.
 
-Jobs carry ids only. A delivery job's id is derived from the message, so repeated wake-ups
-for one message collapse into one queued job; `keep_result=0` frees the id once it ran.
+After a commit the API publishes one message on WAKE_CHANNEL, however many messages it
+accepted; every worker subscribed to the channel wakes its pump, which claims whatever is
+due from the database. Nothing is stored in Redis: a worker that misses a signal (Redis
+down, restarted, flushed) still claims on its idle poll, and the sweeper publishes again
+whenever the database holds due work.
+
+arq remains the workers' runner for periodic jobs; a `deliver_message` job still wakes the
+pump, for anything that enqueues one.
 """
 
 from __future__ import annotations
@@ -18,12 +24,11 @@ log = logging.getLogger(__name__)
 DELIVER_JOB = "deliver_message"
 SWEEP_JOB = "sweep_due_recipients"
 QUEUE_NAME = "columba:queue"
-# Enqueues in flight at once (each holds a pooled Redis connection for its WATCH/MULTI).
-WAKE_CONCURRENCY = 32
+WAKE_CHANNEL = "columba:wake"  # pub/sub: "recipients may be due", the payload is a count
 
 
 def delivery_job_id(message_id: str) -> str:
-    """One pending delivery job per message at a time."""
+    """One pending delivery job per message at a time (for what still enqueues jobs)."""
     return f"deliver:{message_id}"
 
 
@@ -36,7 +41,7 @@ def redis_settings(url: str) -> RedisSettings:
 
 
 class Queue:
-    """Enqueues delivery wake-ups; Redis trouble is logged, never raised to the sender."""
+    """Wakes the workers; Redis trouble is logged, never raised to the sender."""
 
     def __init__(self, redis_url: str) -> None:
         self.redis_url = redis_url
@@ -54,25 +59,21 @@ class Queue:
         return self._pool
 
     async def wake_deliveries(self, message_ids: Iterable[str]) -> int:
-        """Enqueue a delivery job per message, WAKE_CONCURRENCY at a time; returns how many
-        were enqueued."""
-        ids = list(message_ids)
-        enqueued = 0
+        """Tell the workers that these messages' recipients are due: one PUBLISH for any
+        number. Returns how many messages were signalled (0 when Redis is unreachable)."""
+        count = len(list(message_ids))
+        return count if count and await self.wake_workers(count) else 0
+
+    async def wake_workers(self, count: int = 1) -> bool:
+        """Publish one wake-up; False (logged) when Redis is unreachable."""
         try:
             pool = await self.pool()
-            for start in range(0, len(ids), WAKE_CONCURRENCY):
-                chunk = ids[start : start + WAKE_CONCURRENCY]
-                jobs = await asyncio.gather(*(self._enqueue(pool, m) for m in chunk))
-                enqueued += sum(job is not None for job in jobs)
+            await pool.publish(WAKE_CHANNEL, count)
         except (RedisError, OSError) as exc:
-            # The database holds the work; the sweeper enqueues it once Redis is back.
-            log.warning("could not enqueue delivery (the sweeper will): %s", exc)
-        return enqueued
-
-    @staticmethod
-    async def _enqueue(pool: ArqRedis, message_id: str) -> object:
-        """One delivery job (None when one for the message is already waiting)."""
-        return await pool.enqueue_job(DELIVER_JOB, message_id, _job_id=delivery_job_id(message_id))
+            # The database holds the work; idle polls and the sweeper find it.
+            log.warning("could not wake the workers (their polls will find the work): %s", exc)
+            return False
+        return True
 
     async def close(self) -> None:
         """Close the pool."""

@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 RENEW_SECONDS = 5.0  # well inside the slot lease (throttle.CONNECTION_LEASE_SECONDS)
 SLOT_POLL_SECONDS = 0.25  # how often a waiter re-checks for a slot freed by another process
+# How long an answer to "does another process wait for this destination?" is believed:
+# inside the waiter's WANTED_MILLISECONDS, so a slot it asks for is freed within this.
+WANTED_CHECK_SECONDS = 0.25
 
 
 class Throttled(Exception):
@@ -69,6 +72,7 @@ class ConnectionPool:
         self._waiters: Counter[tuple[str, int]] = Counter()
         self._asking: set[tuple[str, int]] = set()  # addresses with a waiter asking Redis
         self._live: set[PooledSession] = set()  # idle or in use; their slots are renewed
+        self._wanted: dict[str, tuple[float, bool]] = {}  # destination → (until, answer)
         self._reaper: asyncio.Task[None] | None = None
         self.opened = 0
 
@@ -171,17 +175,29 @@ class ConnectionPool:
         pooled.messages += 1
         key = (pooled.session.ip, self.options.port)
         keep = reusable and pooled.session.is_connected and pooled.messages < self.max_messages
-        if keep and not self._waiters[key] and self.throttle is not None:
+        if keep and not self._waiters[key]:
             # Nobody here needs it: if another process is waiting for a slot, free ours.
-            keep = not await self.throttle.wanted(pooled.destination)
+            keep = not await self._wanted_elsewhere(pooled.destination)
         if not keep:
             await self._discard(pooled)
         else:
+            # Its slot is renewed with every other by the upkeep loop (renew_slots), not here:
+            # a round trip per message would cost more than the message's own work.
             pooled.idle_since = time.monotonic()
             self._idle[key].append(pooled)
-            if self.throttle is not None:
-                await self.throttle.renew_connection(pooled.destination, pooled.token)
         await self._wake_one(key)
+
+    async def _wanted_elsewhere(self, destination: DestinationKey) -> bool:
+        """Whether another process waits for a slot of `destination`; asked of Redis at
+        most once per WANTED_CHECK_SECONDS per destination, not once per message."""
+        if self.throttle is None:
+            return False
+        now = time.monotonic()
+        checked = self._wanted.get(destination.name)
+        if checked is None or checked[0] < now:
+            checked = (now + WANTED_CHECK_SECONDS, await self.throttle.wanted(destination))
+            self._wanted[destination.name] = checked
+        return checked[1]
 
     async def _discard(self, pooled: PooledSession) -> None:
         """Close a session and free its slot."""

@@ -22,6 +22,7 @@ from app.templates.engines import RenderError, RenderLimits
 
 RENDER_CACHE_SIZE = 64
 RENDER_CACHE_MAX_BYTES = 1024 * 1024  # bigger messages are re-rendered rather than kept
+RENDER_CACHE_TOTAL_BYTES = 8 * 1024 * 1024  # the worker's memory bound counts on this
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,7 @@ class Composer:
         self._signer_for = signer_for
         self._limits = limits or RenderLimits()
         self._cache: OrderedDict[str, tuple[bytes, bool]] = OrderedDict()
+        self._cached_bytes = 0
 
     def copies(
         self, loaded: LoadedMessage, recipients: Sequence[ClaimedRecipient]
@@ -115,8 +117,11 @@ class Composer:
         )
         if len(result[0]) <= RENDER_CACHE_MAX_BYTES:
             self._cache[key] = result
-            if len(self._cache) > RENDER_CACHE_SIZE:
-                self._cache.popitem(last=False)
+            self._cached_bytes += len(result[0])
+            while len(self._cache) > RENDER_CACHE_SIZE or (
+                self._cached_bytes > RENDER_CACHE_TOTAL_BYTES
+            ):
+                self._cached_bytes -= len(self._cache.popitem(last=False)[1][0])
         return result
 
     def _content(

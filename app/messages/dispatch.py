@@ -3,13 +3,27 @@ record what happened. Workers call these; the SMTP work itself lives in app.deli
 
 from __future__ import annotations
 
-import functools
+import json
+import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, case, insert, not_, or_, select, update
+from sqlalchemy import (
+    Table,
+    and_,
+    bindparam,
+    case,
+    insert,
+    not_,
+    or_,
+    select,
+    text,
+    union_all,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock
@@ -67,6 +81,7 @@ class Outcome:
     mx_host: str | None = None
     ip: str | None = None
     tls_version: str | None = None
+    categories: tuple[str, ...] | None = None  # the message's, when the worker has them
 
 
 def _due(now: datetime) -> Any:
@@ -111,15 +126,20 @@ async def claim(
     """
     now, token = clock.now(), new_id()
     due = _due(now)
-    take = functools.partial(_take, session, message_id=message_id, lease=lease, token=token)
-    last: list[Any] = []
+    parts: list[tuple[Any, int]] = []
+    if max_expiries is not None and last_chances:
+        parts.append((_last_chance(now, max_expiries), last_chances))
     if max_expiries is not None and last_chances is not None:
-        last = await take(_last_chance(now, max_expiries), last_chances)
         due = and_(due, not_(_last_chance(now, max_expiries)))
-    regular = await take(due, limit - len(last))
+    parts.append((due, max(1, limit - last_chances) if last_chances else limit))
+    rows = await _take(session, parts, message_id=message_id, lease=lease, token=token)
     claimed = [
-        ClaimedRecipient(**row._mapping, token=token, last_chance=chance)
-        for rows, chance in ((last, True), (regular, False))
+        ClaimedRecipient(
+            **row._mapping,
+            token=token,
+            # Returned after the count went up: a last chance is one short of the bound.
+            last_chance=max_expiries is not None and row.lease_expiries == max_expiries - 1,
+        )
         for row in rows
     ]
     if max_expiries is not None:
@@ -132,36 +152,29 @@ async def claim(
 
 async def _take(
     session: AsyncSession,
-    condition: Any,
-    limit: int,
+    parts: Sequence[tuple[Any, int]],
     *,
     message_id: str | None,
     lease: timedelta,
     token: str,
 ) -> list[Any]:
-    """Lease up to `limit` recipients meeting `condition` in one statement.
+    """Lease, in one statement, up to `limit` recipients meeting each (condition, limit).
 
     PostgreSQL: FOR UPDATE SKIP LOCKED makes a concurrent claimer pass over rows being
     claimed. SQLite: the UPDATE holds the database's single write lock, so it is atomic.
     """
-    if limit <= 0:
-        return []
     now = clock.now()
-    candidates = select(Recipient.id).where(condition)
-    if message_id is not None:
-        candidates = candidates.where(Recipient.message_id == message_id)
-    # A materialised CTE, not `id IN (subquery)`: PostgreSQL may re-run an IN subquery with
-    # LIMIT … SKIP LOCKED and so take more rows than asked; the CTE runs exactly once.
-    due = (
-        candidates.order_by(Recipient.next_attempt_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .cte("due")
-        .prefix_with("MATERIALIZED", dialect="postgresql")
-    )
+    chosen = [
+        select(cte.c.id)
+        for index, (condition, limit) in enumerate(parts)
+        if limit > 0
+        for cte in [_candidates(condition, limit, message_id, f"due{index}")]
+    ]
+    if not chosen:
+        return []
     statement = (
         update(Recipient)
-        .where(Recipient.id == due.c.id)
+        .where(Recipient.id.in_(union_all(*chosen) if len(chosen) > 1 else chosen[0]))
         .values(
             status=RecipientStatus.SENDING,
             lease_token=token,
@@ -187,6 +200,22 @@ async def _take(
     return list((await session.execute(statement)).all())
 
 
+def _candidates(condition: Any, limit: int, message_id: str | None, name: str) -> Any:
+    """The ids to lease: oldest due first, skipping rows another claimer is taking."""
+    candidates = select(Recipient.id).where(condition)
+    if message_id is not None:
+        candidates = candidates.where(Recipient.message_id == message_id)
+    # A materialised CTE: PostgreSQL may re-run a plain IN subquery with LIMIT … SKIP LOCKED
+    # and so take more rows than asked; the CTE runs exactly once.
+    return (
+        candidates.order_by(Recipient.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .cte(name)
+        .prefix_with("MATERIALIZED", dialect="postgresql")
+    )
+
+
 def _poisoned(recipient: ClaimedRecipient, now: datetime) -> Outcome:
     """A recipient whose workers kept dying while they had it: dropped, saying why."""
     reason = (
@@ -210,6 +239,12 @@ async def renew_leases(session: AsyncSession, *, tokens: Sequence[str], lease: t
         .execution_options(synchronize_session=False)
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def any_due(session: AsyncSession) -> bool:
+    """Whether any recipient is due now (the sweeper's question: one indexed row at most)."""
+    query = select(Recipient.id).where(_due(clock.now())).limit(1)
+    return (await session.execute(query)).first() is not None
 
 
 async def due_message_ids(session: AsyncSession, *, limit: int = 1000) -> list[str]:
@@ -255,6 +290,68 @@ async def load_messages(
 async def load_message(session: AsyncSession, *, message_id: str) -> LoadedMessage:
     """One message with its sending domain and attachments."""
     return (await load_messages(session, message_ids=[message_id]))[message_id]
+
+
+def loaded_size(loaded: LoadedMessage) -> int:
+    """Roughly the bytes a loaded message holds (its content, data and attachments)."""
+    message = loaded.message
+    parts = (message.text, message.html, message.raw_mime, message.subject)
+    content = sum(len(part) for part in parts if part)
+    content += sum(len(a.data) for a in loaded.attachments)
+    if message.template_data:
+        content += len(json.dumps(message.template_data, default=str))
+    return max(content, message.size) + 2048  # rows, objects and headers besides
+
+
+class MessageCache:
+    """Messages loaded recently, kept for `ttl` seconds and `max_bytes` in all, so that the
+    recipients of one message claimed over many batches load it once. Messages do not
+    change once accepted (recipients do, and are never cached)."""
+
+    def __init__(self, *, ttl: float, max_bytes: int) -> None:
+        self.ttl, self.max_bytes = ttl, max_bytes
+        self.bytes = 0
+        self._entries: OrderedDict[str, tuple[LoadedMessage, int, float]] = OrderedDict()
+
+    def get(self, message_id: str) -> LoadedMessage | None:
+        """A message loaded less than `ttl` ago."""
+        entry = self._entries.get(message_id)
+        if entry is None:
+            return None
+        if entry[2] < time.monotonic():
+            self._drop(message_id)
+            return None
+        self._entries.move_to_end(message_id)
+        return entry[0]
+
+    def put(self, loaded: LoadedMessage) -> None:
+        """Keep a message, dropping the least recently used beyond `max_bytes`."""
+        size = loaded_size(loaded)
+        if size > self.max_bytes:
+            return
+        self._drop(loaded.message.id)
+        self._entries[loaded.message.id] = (loaded, size, time.monotonic() + self.ttl)
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, message_id: str) -> None:
+        entry = self._entries.pop(message_id, None)
+        if entry is not None:
+            self.bytes -= entry[1]
+
+    async def load(
+        self, session: AsyncSession, message_ids: Sequence[str]
+    ) -> dict[str, LoadedMessage]:
+        """The messages, from the cache or loaded (two queries for all that are missing)."""
+        found = {mid: loaded for mid in message_ids if (loaded := self.get(mid)) is not None}
+        missing = sorted(set(message_ids) - set(found))
+        if missing:
+            fetched = await load_messages(session, message_ids=missing)
+            for loaded in fetched.values():
+                self.put(loaded)
+            found.update(fetched)
+        return found
 
 
 def _addresses(rows: Sequence[dict[str, Any]]) -> tuple[Address, ...]:
@@ -311,12 +408,30 @@ async def still_leased(session: AsyncSession, recipients: Sequence[ClaimedRecipi
 
 
 async def record_outcomes(session: AsyncSession, *, outcomes: Sequence[Outcome]) -> int:
-    """Attempts, new recipient states and events, for the recipients still leased to us."""
-    owned = await still_leased(session, [outcome.recipient for outcome in outcomes])
+    """Attempts, new recipient states and events, for the recipients still leased to us:
+    fenced by lease token, so a recipient another worker took over is left alone."""
+    if not outcomes:
+        return 0
+    if session.get_bind().dialect.name == "postgresql":
+        owned = await _record_states_fenced(session, outcomes)
+    else:
+        owned = await still_leased(session, [outcome.recipient for outcome in outcomes])
+        outcomes = [outcome for outcome in outcomes if outcome.recipient.id in owned]
+        await _record_states(session, outcomes)
     outcomes = [outcome for outcome in outcomes if outcome.recipient.id in owned]
     if not outcomes:
         return 0
-    now = clock.now()
+    attempts: Table = Attempt.__table__  # type: ignore[assignment]  # Core, not the ORM's bulk path
+    await session.execute(insert(attempts), [_attempt_row(outcome) for outcome in outcomes])
+    await events.record(session, [_event(outcome) for outcome in outcomes])
+    await _record_suppressions(session, outcomes)
+    return len(outcomes)
+
+
+async def _record_states(session: AsyncSession, outcomes: Sequence[Outcome]) -> None:
+    """New recipient states, one executemany (SQLite: the caller fenced them already)."""
+    if not outcomes:
+        return
     table: Table = Recipient.__table__  # type: ignore[assignment]  # Core executemany
     await session.execute(
         update(table)
@@ -331,15 +446,55 @@ async def record_outcomes(session: AsyncSession, *, outcomes: Sequence[Outcome])
             last_code=bindparam("code"),
             last_enhanced_code=bindparam("enhanced"),
             last_response=bindparam("text"),
-            updated_at=now,
+            updated_at=clock.now(),
         ),
         [_recipient_params(outcome) for outcome in outcomes],
     )
-    attempts: Table = Attempt.__table__  # type: ignore[assignment]  # Core, not the ORM's bulk path
-    await session.execute(insert(attempts), [_attempt_row(outcome) for outcome in outcomes])
-    await events.record(session, [_event(outcome) for outcome in outcomes])
-    await _record_suppressions(session, outcomes)
-    return len(outcomes)
+
+
+# PostgreSQL: every outcome of a group commit in one statement, joined on (id, lease token),
+# so the fence and the write are one round trip; RETURNING names the rows that were ours.
+_FENCED_STATES = text(
+    """
+    UPDATE recipients AS r SET
+        status = o.status,
+        attempt_count = r.attempt_count + 1,
+        next_attempt_at = o.next_at,
+        lease_token = NULL,
+        lease_expires_at = NULL,
+        lease_expiries = 0,
+        last_code = o.code,
+        last_enhanced_code = o.enhanced,
+        last_response = o.response,
+        updated_at = :now
+    FROM unnest(
+        CAST(:ids AS varchar[]), CAST(:tokens AS varchar[]), CAST(:statuses AS varchar[]),
+        CAST(:next_at AS timestamptz[]), CAST(:codes AS integer[]),
+        CAST(:enhanced AS varchar[]), CAST(:responses AS text[])
+    ) AS o(id, token, status, next_at, code, enhanced, response)
+    WHERE r.id = o.id AND r.lease_token = o.token
+    RETURNING r.id
+    """
+)
+
+
+async def _record_states_fenced(session: AsyncSession, outcomes: Sequence[Outcome]) -> set[str]:
+    """New states of the recipients still leased to us; returns their ids."""
+    params = [_recipient_params(outcome) for outcome in outcomes]
+    result = await session.execute(
+        _FENCED_STATES,
+        {
+            "now": clock.now(),
+            "ids": [p["rid"] for p in params],
+            "tokens": [o.recipient.token for o in outcomes],
+            "statuses": [str(p["new_status"]) for p in params],
+            "next_at": [p["next_at"] for p in params],
+            "codes": [p["code"] for p in params],
+            "enhanced": [p["enhanced"] for p in params],
+            "responses": [p["text"] for p in params],
+        },
+    )
+    return set(result.scalars())
 
 
 def failure_class(outcome: Outcome) -> Classification | None:
@@ -438,6 +593,7 @@ def _event(outcome: Outcome) -> events.NewEvent:
         message_id=outcome.recipient.message_id,
         recipient_id=outcome.recipient.id,
         data=data,
+        categories=outcome.categories,
     )
 
 
