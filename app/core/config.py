@@ -120,6 +120,8 @@ class Settings(BaseSettings):
     max_webhooks: int = Field(default=10, ge=1)  # endpoints per account
     webhook_replay_max_events: int = Field(default=10_000, ge=1)  # queued by one replay
     inbound_max_message_size: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # Of each message `columba inbound` receives, this many bytes are kept (GET /v1/inbound).
+    inbound_store_max_size: int = Field(default=256 * 1024, ge=1024)
 
     @field_validator("dns_nameservers", "forwarded_allow_ips", mode="before")
     @classmethod

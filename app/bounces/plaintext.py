@@ -1,0 +1,106 @@
+"""Non-standard bounces: qmail, Exim, old Yahoo, Exchange, GroupWise, Lotus, SMTP32 and the
+many plain-text notices of servers that never wrote RFC 3464.
+
+Detection is flufl.bounce's (GNU Mailman's bounce detectors, kept since 2004 against a
+corpus of real bounces): it says which addresses failed for good and which are only delayed.
+What it does not give, the server's reply, is taken from the text near each address so the
+same classification table as synchronous replies can judge it."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from email.message import Message
+
+from flufl.bounce import all_failures
+
+from app.bounces.reports import MESSAGE_TYPES, RecipientStatus, part_text
+
+log = logging.getLogger(__name__)
+
+# An SMTP reply quoted in the text: `550 5.1.1 …`, `550-5.1.1 …`, `<x>: 550 …`, `(#5.1.1)`.
+_QUOTED_REPLY = re.compile(r"(?<![\d.])([45]\d\d)[ -](?:#?([45]\.\d{1,3}\.\d{1,3})\b)?")
+_QUOTED_STATUS = re.compile(r"(?:^|[\s(#])([45]\.\d{1,3}\.\d{1,3})(?=[\s),;:]|$)")
+_DIAGNOSTIC_LINES = 4
+_DIAGNOSTIC_CHARS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class TextBounce:
+    """What a non-standard bounce says: failed and delayed recipients."""
+
+    recipients: tuple[RecipientStatus, ...]
+
+    @property
+    def failed(self) -> bool:
+        """Some recipient failed for good."""
+        return any(r.failed for r in self.recipients)
+
+
+def detect(message: Message) -> TextBounce | None:
+    """The recipients a text bounce names, or None when no detector recognises it."""
+    temporary, permanent = all_failures(message)
+    if not temporary and not permanent:
+        return None
+    text = human_text(message)
+    recipients = [_recipient(_decode(address), "failed", text) for address in sorted(permanent)] + [
+        _recipient(_decode(address), "delayed", text) for address in sorted(temporary - permanent)
+    ]
+    return TextBounce(recipients=tuple(recipients))
+
+
+def _decode(address: bytes | str) -> str:
+    """flufl.bounce gives bytes."""
+    if isinstance(address, bytes):
+        return address.decode("utf-8", "replace")
+    return address
+
+
+def human_text(message: Message) -> str:
+    """The notice's own text: every text part outside the returned message."""
+    texts: list[str] = []
+    for part in _text_parts(message):
+        texts.append(part_text(part))
+    return "\n".join(texts)
+
+
+def _text_parts(message: Message) -> list[Message]:
+    """text/* parts, not descending into message/rfc822."""
+    if message.get_content_type() in MESSAGE_TYPES:
+        return []
+    payload = message.get_payload()
+    if isinstance(payload, list):
+        return [p for sub in payload if isinstance(sub, Message) for p in _text_parts(sub)]
+    return [message] if message.get_content_maintype() == "text" else []
+
+
+def _recipient(address: str, action: str, text: str) -> RecipientStatus:
+    """A recipient block for a text bounce, its diagnostic taken from around the address."""
+    diagnostic = diagnostic_near(text, address)
+    status = None
+    if diagnostic and (found := _QUOTED_STATUS.search(diagnostic)) is not None:
+        status = found.group(1)
+    return RecipientStatus(
+        final_recipient=address,
+        original_recipient=None,
+        action=action,
+        status=status,
+        diagnostic=diagnostic,
+        remote_mta=None,
+    )
+
+
+def diagnostic_near(text: str, address: str) -> str | None:
+    """The lines from the address's first mention on, which is where servers explain it;
+    from the first quoted SMTP reply on when there is one; the notice's start otherwise."""
+    lines = [line.strip() for line in text.splitlines()]
+    lowered = address.lower()
+    start = next((i for i, line in enumerate(lines) if lowered in line.lower()), None)
+    if start is None:
+        start = next((i for i, line in enumerate(lines) if _QUOTED_REPLY.search(line)), 0)
+    window = " ".join(line for line in lines[start : start + _DIAGNOSTIC_LINES + 1] if line)
+    reply = _QUOTED_REPLY.search(window)
+    if reply is not None:
+        window = window[reply.start() :]
+    return window[:_DIAGNOSTIC_CHARS] or None
