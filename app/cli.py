@@ -72,11 +72,23 @@ def main(log_level: str) -> None:
 @click.option(
     "--submission-tls-port", default=2465, show_default=True, type=int, help="SMTP submission, TLS."
 )
+@click.option(
+    "--inbound-port",
+    default=2526,
+    show_default=True,
+    type=int,
+    help="The bounce and complaint listener (columba inbound).",
+)
 def dev(
-    host: str, port: int, smtp_port: int, submission_port: int, submission_tls_port: int
+    host: str,
+    port: int,
+    smtp_port: int,
+    submission_port: int,
+    submission_tls_port: int,
+    inbound_port: int,
 ) -> None:
-    """Everything on this machine: SQLite, embedded Redis, API, worker, SMTP submission and a
-    capture SMTP server."""
+    """Everything on this machine: SQLite, embedded Redis, API, worker, SMTP submission, the
+    inbound (bounce) listener and a capture SMTP server."""
     from app.dev.server import run_dev  # imported here: it pulls in uvicorn and the worker
 
     run_dev(
@@ -84,6 +96,7 @@ def dev(
         port=port,
         smtp_port=smtp_port,
         submission_ports=(submission_port, submission_tls_port),
+        inbound_port=inbound_port,
     )
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, delete, select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.bounces.intake import Outcome, Reading
@@ -159,13 +159,3 @@ async def get(session: AsyncSession, *, account_id: str, id: str) -> InboundMess
     """One of the account's messages."""
     row = await session.get(InboundMessage, id)
     return row if row is not None and row.account_id == account_id else None
-
-
-async def purge(session: AsyncSession, *, before: datetime, limit: int) -> int:
-    """Delete up to `limit` messages received before `before`; the caller commits."""
-    ids = select(InboundMessage.id).where(InboundMessage.received_at < before).limit(limit)
-    doomed = list((await session.execute(ids)).scalars())
-    if not doomed:
-        return 0
-    await session.execute(delete(InboundMessage).where(InboundMessage.id.in_(doomed)))
-    return len(doomed)
