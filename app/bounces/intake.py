@@ -46,6 +46,9 @@ COMPLAINT_FEEDBACK = {"abuse", "fraud", "virus", "other", "opt-out", "opt-out-li
 _COMPLAINT_SENDERS = re.compile(r"^(?:staff@hotmail\.com|scomp@aol\.net)$", re.I)
 _COMPLAINT_SUBJECT = re.compile(r"^\s*complaint about message from\b", re.I)
 _UNSUBSCRIBE_SUBJECT = re.compile(r"^\s*unsubscribe\b", re.I)
+# A line of only spaces or tabs: a separator to every reader (RFC 3464 §2.1 groups are
+# separated by blank lines; some MTAs write spaces there), never a header continuation.
+_WHITESPACE_LINE = re.compile(rb"(?m)^[ \t]+(\r?)$")
 _ADDRESS = re.compile(r"<?([^\s<>\"]+@[^\s<>\"]+)>?")
 
 
@@ -72,20 +75,20 @@ class Reading:
 def read_message(data: bytes, *, envelope_sender: str = "") -> Reading:
     """The reading of a raw message; a parser error gives an unclassified reading."""
     try:
-        message = parse_message(data)
-        return _read(message, envelope_sender=envelope_sender)
+        data = _WHITESPACE_LINE.sub(rb"\1", data)
+        return _read(parse_message(data), data, envelope_sender=envelope_sender)
     except Exception as exc:  # any parser failure: the message is kept, unclassified
         log.warning("could not read an inbound message: %r", exc)
         return Reading(Outcome.UNCLASSIFIED, "error", reason=f"unreadable: {exc!r}"[:500])
 
 
-def _read(message: Message, *, envelope_sender: str) -> Reading:
+def _read(message: Message, data: bytes, *, envelope_sender: str) -> Reading:
     """The reading, with the message's subject and sender."""
-    reading = _recognise(message, envelope_sender=envelope_sender)
+    reading = _recognise(message, data, envelope_sender=envelope_sender)
     return replace(reading, subject=autoreply.subject_of(message)[:500], sender=_from(message))
 
 
-def _recognise(message: Message, *, envelope_sender: str) -> Reading:
+def _recognise(message: Message, data: bytes, *, envelope_sender: str) -> Reading:
     """Each reader in turn; the first that recognises the message decides."""
     report = report_of(message)
     if isinstance(report, FeedbackReport):
@@ -98,9 +101,15 @@ def _recognise(message: Message, *, envelope_sender: str) -> Reading:
     auto = autoreply.kind_of_auto_reply(message)
     if auto in ("vacation", "challenge-response"):
         return Reading(Outcome.AUTO_REPLY, auto)
-    text = plaintext.detect(message)
+    text = plaintext.detect(message, data)
     if text is not None:
         return _from_statuses(text.recipients, "text", None, returned_headers(message))
+    if isinstance(report, DeliveryReport):
+        # A DSN naming no recipient action: the VERP address names the recipient, and the
+        # notice's own text says what happened, when it quotes the server's reply.
+        quoted = plaintext.quoted_failure(message)
+        if quoted is not None:
+            return _from_statuses((quoted,), "dsn-text", report.reporting_mta, None)
     if auto is not None:
         return Reading(Outcome.AUTO_REPLY, auto)
     if _is_unsubscribe(message, envelope_sender):

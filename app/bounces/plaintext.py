@@ -8,6 +8,8 @@ same classification table as synchronous replies can judge it."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 import logging
 import re
 from dataclasses import dataclass
@@ -38,9 +40,9 @@ class TextBounce:
         return any(r.failed for r in self.recipients)
 
 
-def detect(message: Message) -> TextBounce | None:
+def detect(message: Message, raw: bytes) -> TextBounce | None:
     """The recipients a text bounce names, or None when no detector recognises it."""
-    temporary, permanent = all_failures(message)
+    temporary, permanent = all_failures(_with_text_headers(raw))
     if not temporary and not permanent:
         return None
     text = human_text(message)
@@ -48,6 +50,16 @@ def detect(message: Message) -> TextBounce | None:
         _recipient(_decode(address), "delayed", text) for address in sorted(temporary - permanent)
     ]
     return TextBounce(recipients=tuple(recipients))
+
+
+def _with_text_headers(raw: bytes) -> Message:
+    """The message read from text: the detectors expect str headers, and compat32 gives
+    Header objects for headers with raw non-ASCII bytes."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    return email.message_from_string(text, policy=email.policy.compat32)
 
 
 def _decode(address: bytes | str) -> str:
@@ -104,3 +116,22 @@ def diagnostic_near(text: str, address: str) -> str | None:
     if reply is not None:
         window = window[reply.start() :]
     return window[:_DIAGNOSTIC_CHARS] or None
+
+
+def quoted_failure(message: Message) -> RecipientStatus | None:
+    """A recipient-less failure or delay from the first SMTP reply the notice quotes."""
+    text = human_text(message)
+    found = _QUOTED_REPLY.search(text)
+    if found is None:
+        return None
+    line_end = text.find("\n", found.start())
+    diagnostic = " ".join(text[found.start() : line_end if line_end > 0 else None].split())
+    action = "failed" if found.group(1).startswith("5") else "delayed"
+    return RecipientStatus(
+        final_recipient=None,
+        original_recipient=None,
+        action=action,
+        status=found.group(2),
+        diagnostic=diagnostic[:_DIAGNOSTIC_CHARS],
+        remote_mta=None,
+    )

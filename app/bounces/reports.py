@@ -14,6 +14,7 @@ import email
 import email.policy
 import re
 from dataclasses import dataclass, field
+from email.errors import StartBoundaryNotFoundDefect
 from email.message import Message
 
 from app.delivery.replies import Reply
@@ -124,8 +125,17 @@ class FeedbackReport:
 
 
 def parse_message(data: bytes) -> Message:
-    """The message as the email package reads it (compat32 keeps raw bytes recoverable)."""
-    return email.message_from_bytes(data, policy=email.policy.compat32)
+    """The message as the email package reads it (compat32 keeps raw bytes recoverable).
+
+    A MIME boundary with raw UTF-8 in it (RFC 6532 allows it) is lost when read as bytes;
+    such a message is read again as text."""
+    message = email.message_from_bytes(data, policy=email.policy.compat32)
+    if any(isinstance(d, StartBoundaryNotFoundDefect) for d in message.defects):
+        try:
+            return email.message_from_string(data.decode("utf-8"), policy=email.policy.compat32)
+        except UnicodeDecodeError:
+            return message
+    return message
 
 
 def parse_report(data: bytes) -> DeliveryReport | FeedbackReport | None:
@@ -198,7 +208,11 @@ def field_blocks(text: str) -> list[list[tuple[str, str]]]:
             name, value = current[-1]
             current[-1] = (name, f"{value} {line.strip()}")
         elif (match := _FIELD.match(line)) is not None:
-            current.append((match.group(1).lower(), match.group(2).strip()))
+            name = match.group(1).lower()
+            if any(key == name for key, _ in current):
+                blocks.append(current)  # a field seen twice: the blank line was left out
+                current = []
+            current.append((name, match.group(2).strip()))
     if current:
         blocks.append(current)
     return blocks
