@@ -15,7 +15,8 @@ import re
 from dataclasses import dataclass
 from email.message import Message
 
-from flufl.bounce import all_failures
+# The detectors in flufl.bounce's own order (most specific first), as all_failures() runs them.
+from flufl.bounce._scan import _DETECTORS
 
 from app.bounces.reports import MESSAGE_TYPES, RecipientStatus, part_text
 
@@ -42,7 +43,7 @@ class TextBounce:
 
 def detect(message: Message, raw: bytes) -> TextBounce | None:
     """The recipients a text bounce names, or None when no detector recognises it."""
-    temporary, permanent = all_failures(_with_text_headers(raw))
+    temporary, permanent = _failures(_with_text_headers(raw))
     if not temporary and not permanent:
         return None
     text = human_text(message)
@@ -50,6 +51,20 @@ def detect(message: Message, raw: bytes) -> TextBounce | None:
         _recipient(_decode(address), "delayed", text) for address in sorted(temporary - permanent)
     ]
     return TextBounce(recipients=tuple(recipients))
+
+
+def _failures(message: Message) -> tuple[frozenset[bytes], frozenset[bytes]]:
+    """flufl.bounce's all_failures(), except that a detector that raises (Yale's does on a
+    message without From) is skipped instead of ending the search: the next one may know it."""
+    for detector in _DETECTORS:
+        try:
+            temporary, permanent = detector().process(message)
+        except Exception as exc:  # a bug in one detector: the others still get their turn
+            log.debug("bounce detector %s failed: %r", detector.__name__, exc)
+            continue
+        if temporary or permanent:
+            return frozenset(temporary), frozenset(permanent)
+    return frozenset(), frozenset()
 
 
 def _with_text_headers(raw: bytes) -> Message:
