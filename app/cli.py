@@ -158,12 +158,20 @@ def smtp(host: str, port: int, tls_port: int) -> None:
 @main.command()
 @click.option("--host", default="0.0.0.0", show_default=True)
 @click.option("--port", default=25, show_default=True, type=int)
-def inbound(host: str, port: int) -> None:
-    """Receive bounces (DSN) and complaints (ARF) for the bounce domains."""
+@click.option(
+    "--metrics-port",
+    default=0,
+    show_default=True,
+    type=int,
+    help="Serve Prometheus metrics (/metrics) on this port of --host; 0 = off.",
+)
+def inbound(host: str, port: int, metrics_port: int) -> None:
+    """Receive bounces (DSN and text), complaints (ARF) and everything else returned to the
+    bounce domains; every message is stored with what was concluded (GET /v1/inbound)."""
     from app.bounces.inbound import serve_inbound
 
     settings = _settings_for_production()
-    asyncio.run(serve_inbound(settings, host=host, port=port))
+    asyncio.run(serve_inbound(settings, host=host, port=port, metrics_port=metrics_port or None))
 
 
 @main.command(name="migrate")

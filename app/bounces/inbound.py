@@ -15,6 +15,7 @@ import ssl
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from prometheus_client import start_http_server
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.bounces import inbox, intake, metrics, service, verp
@@ -124,6 +125,8 @@ class InboundHandler:
             metrics.count(intake.Outcome(row.outcome), row.bounce_type)
             if row.outcome == intake.Outcome.UNCLASSIFIED:
                 log.warning("inbound message %s unclassified: %s", row.id, row.reason)
+            else:
+                log.info("inbound message %s: %s (%s)", row.id, row.outcome, row.detector)
         return rows
 
 
@@ -171,8 +174,14 @@ async def start_inbound(
     return await loop.create_server(lambda: SMTP(handler, **options), host, port)
 
 
-async def serve_inbound(settings: Settings, *, host: str, port: int) -> None:
-    """Run the listener until cancelled."""
+async def serve_inbound(
+    settings: Settings, *, host: str, port: int, metrics_port: int | None = None
+) -> None:
+    """Run the listener until cancelled; its Prometheus metrics on `metrics_port` if given."""
+    if metrics_port:
+        metrics.prime()
+        start_http_server(metrics_port, addr=host)
+        log.info("columba inbound metrics on http://%s:%s/metrics", host, metrics_port)
     db = Database(settings)
     server = await start_inbound(settings, db, host=host, port=port)
     log.info("columba inbound listening on %s:%s", host, port)
