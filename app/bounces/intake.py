@@ -85,7 +85,51 @@ def read_message(data: bytes, *, envelope_sender: str = "") -> Reading:
 def _read(message: Message, data: bytes, *, envelope_sender: str) -> Reading:
     """The reading, with the message's subject and sender."""
     reading = _recognise(message, data, envelope_sender=envelope_sender)
-    return replace(reading, subject=autoreply.subject_of(message)[:500], sender=_from(message))
+    return _cleaned(
+        replace(reading, subject=autoreply.subject_of(message)[:500], sender=_from(message))
+    )
+
+
+def clean(text: str | None) -> str | None:
+    """Text any database stores: no NUL, no lone surrogates (raw 8-bit header bytes)."""
+    if text is None:
+        return None
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")
+
+
+def _cleaned_status(status: RecipientStatus) -> RecipientStatus:
+    """A recipient block with every text field cleaned."""
+    return RecipientStatus(
+        final_recipient=clean(status.final_recipient),
+        original_recipient=clean(status.original_recipient),
+        action=status.action,
+        status=status.status,
+        diagnostic=clean(status.diagnostic),
+        remote_mta=clean(status.remote_mta),
+        status_comment=clean(status.status_comment),
+    )
+
+
+def _cleaned(reading: Reading) -> Reading:
+    """The reading with everything it may store cleaned (see `clean`)."""
+    feedback = reading.feedback
+    if feedback is not None:
+        feedback = replace(
+            feedback,
+            feedback_type=clean(feedback.feedback_type) or "abuse",
+            user_agent=clean(feedback.user_agent),
+            original_rcpt_to=tuple(clean(a) or "" for a in feedback.original_rcpt_to),
+            reporting_mta=clean(feedback.reporting_mta),
+        )
+    return replace(
+        reading,
+        statuses=tuple(_cleaned_status(s) for s in reading.statuses),
+        feedback=feedback,
+        reporting_mta=clean(reading.reporting_mta),
+        subject=clean(reading.subject) or "",
+        sender=clean(reading.sender),
+        reason=clean(reading.reason),
+    )
 
 
 def _recognise(message: Message, data: bytes, *, envelope_sender: str) -> Reading:

@@ -436,3 +436,23 @@ async def test_retention_deletes_old_inbound_messages(
     travel(timedelta(hours=2))
     assert (await purge(db, settings)).inbound_messages == 1
     assert await inbound_list(client, sender) == []
+
+
+async def test_raw_8bit_headers_and_nul_bytes_are_stored(
+    client: httpx.AsyncClient, sender: Sender, mx: ScriptedMX, deliver: Deliver, inbound: int
+) -> None:
+    # Raw Latin-1 in a header and a NUL in the diagnostic: PostgreSQL takes neither as text.
+    view, mail_from, message_id = await delivered(client, sender, mx, deliver, GONE)
+    data = render("gmail_no_such_user.eml", VERP=mail_from, RCPT=GONE, MESSAGE_ID=message_id)
+    data = data.replace(b"Subject: ", b"Subject: Zustellung gescheitert \xe4\xfc ", 1)
+    data = data.replace(b"tried to reach does", b"tried to\x00 reach does")
+    errors, reply = await submit(inbound, mail_from, data)
+    assert errors == {}
+    assert reply.startswith("2.0.0 OK: bounce")
+    [stored] = await inbound_list(client, sender)
+    assert "\x00" not in stored["diagnostic"]
+    assert stored["subject"].startswith("Zustellung gescheitert")
+    raw = await client.get(f"/v1/inbound/{stored['id']}/raw", headers=sender.headers)
+    assert raw.content == data
+    view = await message_view(client, sender, view["id"])
+    assert recipient(view, GONE)["status"] == "bounced"
