@@ -16,7 +16,8 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from prometheus_client import start_http_server
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app.bounces import inbox, intake, metrics, service, verp
 from app.bounces.models import InboundMessage
@@ -29,8 +30,15 @@ log = logging.getLogger(__name__)
 RELAY_DENIED = "550 5.7.1 Relaying denied: this server accepts only bounces for its domains"
 BAD_TOKEN = "550 5.1.1 No such bounce address"
 TRY_LATER = "451 4.3.0 Temporary failure storing the message; try again later"
-# Only a failure to store answers 451: the database or the connection to it.
-_STORAGE_ERRORS = (SQLAlchemyError, OSError)
+# Failures that the same message may not meet again: the database or the way to it.
+_TRANSIENT = (OSError, TimeoutError, OperationalError, InterfaceError, PoolTimeoutError)
+
+
+def _transient(exc: BaseException) -> bool:
+    """Whether a retry of the same message may succeed (then 451), not a deterministic error."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, _TRANSIENT) or isinstance(exc.__cause__, _TRANSIENT)
 
 
 class InboundHandler:
@@ -72,18 +80,20 @@ class InboundHandler:
     ) -> str:
         """Read the message, store it with what it changed; 250 only after the commit."""
         data = envelope.original_content or b""
-        sender = str(envelope.mail_from or "")
+        sender = intake.clean(str(envelope.mail_from or "")) or ""
         reading = intake.read_message(data, envelope_sender=sender)
         arrivals = [
             inbox.Arrival(verp=r, envelope_sender=sender, data=data) for r in envelope.rcpt_tos
         ]
         try:
             rows = await self._record(arrivals, reading, apply=True)
-        except _STORAGE_ERRORS:
-            log.exception("could not store an inbound message")
-            metrics.FAILURES.inc()
-            return TRY_LATER
-        except Exception as exc:  # a bug applying it: keep it, unclassified, and say why
+        except Exception as exc:
+            if _transient(exc):
+                log.exception("could not store an inbound message")
+                metrics.FAILURES.inc()
+                return TRY_LATER
+            # A bug or data the database refuses: the same message would fail the same way
+            # on every retry, so it is kept unclassified, with the reason, and answered 250.
             log.exception("could not apply an inbound message; keeping it unclassified")
             failed = intake.Reading(
                 intake.Outcome.UNCLASSIFIED, "error", reason=f"not applied: {exc!r}"[:500]

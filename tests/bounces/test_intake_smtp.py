@@ -9,13 +9,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import aiosmtplib
 import httpx
 import pytest
 from prometheus_client import REGISTRY
+from sqlalchemy.exc import DataError, OperationalError
 
 from app.bounces import plaintext, service
 from app.core.config import Settings
 from app.core.db import Database
+from app.suppressions import service as suppressions_service
 from tests.bounces.conftest import INBOUND_HOST
 from tests.bounces.test_inbound import delivered, recipient, render, submit, suppressions_of
 from tests.fakes.dns import FakeDNS
@@ -456,3 +459,41 @@ async def test_raw_8bit_headers_and_nul_bytes_are_stored(
     assert raw.content == data
     view = await message_view(client, sender, view["id"])
     assert recipient(view, GONE)["status"] == "bounced"
+
+
+@pytest.mark.parametrize(
+    ("fault", "answer"),
+    [
+        (OperationalError("INSERT", {}, ConnectionResetError("server closed")), 451),
+        (ConnectionRefusedError("database down"), 451),
+        (DataError("INSERT", {}, ValueError("value too long for type")), 250),
+    ],
+    ids=["operational", "connection", "data"],
+)
+async def test_only_a_failure_that_may_pass_is_answered_451(
+    fault: Exception,
+    answer: int,
+    client: httpx.AsyncClient,
+    sender: Sender,
+    mx: ScriptedMX,
+    deliver: Deliver,
+    inbound: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, mail_from, message_id = await delivered(client, sender, mx, deliver, GONE)
+
+    async def failing(*args: Any, **kwargs: Any) -> None:
+        raise fault  # an injected database fault after the first writes
+
+    monkeypatch.setattr(suppressions_service, "suppress", failing)
+    data = render("postfix_user_unknown.eml", VERP=mail_from, RCPT=GONE, MESSAGE_ID=message_id)
+    if answer == 451:
+        with pytest.raises(aiosmtplib.SMTPDataError) as refused:
+            await submit(inbound, mail_from, data)
+        assert refused.value.code == 451
+        assert await inbound_list(client, sender) == []
+        return
+    _errors, reply = await submit(inbound, mail_from, data)
+    assert reply.startswith("2.0.0 OK: unclassified")
+    [stored] = await inbound_list(client, sender)
+    assert stored["reason"].startswith("not applied: DataError")
