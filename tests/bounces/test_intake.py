@@ -354,3 +354,18 @@ def test_nothing_is_a_bounce_without_a_failure() -> None:
             assert reading.failures, name
         else:
             assert not reading.failures, name
+
+
+def test_a_failure_in_a_single_block_naming_no_one_is_kept() -> None:
+    # Some MTAs write one block: the per-message fields and the action together, no address.
+    data = (
+        b"From: MAILER-DAEMON@mx.example.test\r\nTo: v@b.test\r\nSubject: failure\r\n"
+        b'Content-Type: multipart/report; boundary="b"\r\n\r\n--b\r\n'
+        b"Content-Type: message/delivery-status\r\n\r\n"
+        b"Reporting-MTA: dns; mx.example.test\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        b"--b--\r\n"
+    )
+    reading = read_message(data)
+    [failure] = reading.failures
+    assert (failure.addresses, failure.status) == ((), "5.1.1")
+    assert reading.reporting_mta == "mx.example.test"
