@@ -138,11 +138,6 @@ def parse_message(data: bytes) -> Message:
     return message
 
 
-def parse_report(data: bytes) -> DeliveryReport | FeedbackReport | None:
-    """The standard report a message carries, or None when it has neither part."""
-    return report_of(parse_message(data))
-
-
 def report_of(message: Message) -> DeliveryReport | FeedbackReport | None:
     """The feedback report or DSN in `message`, wherever its machine-readable part is."""
     feedback = find_part(message, FEEDBACK_TYPES)
