@@ -21,6 +21,7 @@ from app.core.db import Database
 from app.suppressions import service as suppressions_service
 from tests.bounces.conftest import INBOUND_HOST
 from tests.bounces.test_inbound import delivered, recipient, render, submit, suppressions_of
+from tests.bounces.test_intake import EXPECTED
 from tests.fakes.dns import FakeDNS
 from tests.fakes.mx import ScriptedMX
 from tests.support import Sender, make_sender
@@ -255,12 +256,18 @@ async def test_the_whole_corpus_is_stored_and_answered_250(
     _, mail_from, _ = await delivered(client, sender, mx, deliver, GONE)
     before = {o: counted(o) for o in ("delay", "auto_reply", "unclassified")}
     files = sorted(CORPUS.glob("*.txt"))
+    sent: dict[str, str] = {}
     for path in files:
         errors, reply = await submit(inbound, mail_from, crlf(path.read_bytes()))
         assert errors == {}
         assert reply.startswith("2.0.0 OK"), (path.name, reply)
+        sent[reply.rsplit("stored as ", 1)[1].strip()] = path.stem
     stored = await inbound_list(client, sender, limit=500)
     assert len(stored) == len(files)
+    # Each file's stored outcome is what the reader says of it (tests/bounces/test_intake.py).
+    assert {sent[m["id"]]: m["outcome"] for m in stored} == {
+        name: outcome for name, (outcome, _, _) in EXPECTED.items()
+    }
     outcomes = sorted(m["outcome"] for m in stored)
     assert outcomes.count("bounce") == 101
     assert outcomes.count("delay") == 11
