@@ -85,11 +85,23 @@ def main(log_level: str) -> None:
 @click.option(
     "--submission-tls-port", default=2465, show_default=True, type=int, help="SMTP submission, TLS."
 )
+@click.option(
+    "--inbound-port",
+    default=2526,
+    show_default=True,
+    type=int,
+    help="The bounce and complaint listener (columba inbound).",
+)
 def dev(
-    host: str, port: int, smtp_port: int, submission_port: int, submission_tls_port: int
+    host: str,
+    port: int,
+    smtp_port: int,
+    submission_port: int,
+    submission_tls_port: int,
+    inbound_port: int,
 ) -> None:
-    """Everything on this machine: SQLite, embedded Redis, API, worker, SMTP submission and a
-    capture SMTP server."""
+    """Everything on this machine: SQLite, embedded Redis, API, worker, SMTP submission, the
+    inbound (bounce) listener and a capture SMTP server."""
     from app.dev.server import run_dev  # imported here: it pulls in uvicorn and the worker
 
     run_dev(
@@ -97,6 +109,7 @@ def dev(
         port=port,
         smtp_port=smtp_port,
         submission_ports=(submission_port, submission_tls_port),
+        inbound_port=inbound_port,
     )
 
 
@@ -158,12 +171,20 @@ def smtp(host: str, port: int, tls_port: int) -> None:
 @main.command()
 @click.option("--host", default="0.0.0.0", show_default=True)
 @click.option("--port", default=25, show_default=True, type=int)
-def inbound(host: str, port: int) -> None:
-    """Receive bounces (DSN) and complaints (ARF) for the bounce domains."""
+@click.option(
+    "--metrics-port",
+    default=0,
+    show_default=True,
+    type=int,
+    help="Serve Prometheus metrics (/metrics) on this port of --host; 0 = off.",
+)
+def inbound(host: str, port: int, metrics_port: int) -> None:
+    """Receive bounces (DSN and text), complaints (ARF) and everything else returned to the
+    bounce domains; every message is stored with what was concluded (GET /v1/inbound)."""
     from app.bounces.inbound import serve_inbound
 
     settings = _settings_for_production()
-    asyncio.run(serve_inbound(settings, host=host, port=port))
+    asyncio.run(serve_inbound(settings, host=host, port=port, metrics_port=metrics_port or None))
 
 
 @main.command(name="migrate")

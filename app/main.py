@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from app.accounts.cache import KeyCache
 from app.batches.router import router as batches_router
+from app.bounces.router import router as inbound_router
 from app.core.config import Settings, load_settings
 from app.core.db import Database
 from app.core.errors import install_error_handlers
@@ -100,4 +101,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sendgrid_router)
     app.include_router(batches_router)
     app.include_router(templates_router)
+    app.include_router(inbound_router)
     return app

@@ -2,7 +2,7 @@
 
 from app.accounts.models import Account, ApiKey
 from app.batches.models import Batch
-from app.bounces.models import InboundReport
+from app.bounces.models import InboundMessage, InboundReport
 from app.core.db import Base
 from app.domains.models import Domain
 from app.events.models import Event
@@ -23,6 +23,7 @@ __all__ = [
     "Domain",
     "Event",
     "IdempotencyKey",
+    "InboundMessage",
     "InboundReport",
     "Message",
     "MessageAttachment",

@@ -208,10 +208,11 @@ async def test_processes_of_one_data_directory_share_one_embedded_redis(
 async def dev_running(cwd: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, str, str]]:
     """`columba dev` in `cwd`, once its banner is out: the process, API URL and dev key.
     Killed after the block if it has not exited by then."""
-    port, smtp_port, submission_port, tls_port = (free_port() for _ in range(4))
+    port, smtp_port, submission_port, tls_port, inbound_port = (free_port() for _ in range(5))
     process = await asyncio.create_subprocess_exec(
         *COLUMBA, "dev", "--port", str(port), "--smtp-port", str(smtp_port),
         "--submission-port", str(submission_port), "--submission-tls-port", str(tls_port),
+        "--inbound-port", str(inbound_port),
         cwd=cwd, env=clean_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     try:

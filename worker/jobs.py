@@ -81,7 +81,7 @@ async def purge_expired_data(ctx: dict[str, Any]) -> int:
             batch = await retention.purge_batch(session, before=before, limit=RETENTION_BATCH)
             await session.commit()
         purged += batch
-        if max(batch.messages, batch.events, batch.webhook_batches) < RETENTION_BATCH:
+        if batch.largest < RETENTION_BATCH:
             break
     if purged.total:
         log.info("retention: deleted %s", purged)

@@ -1,28 +1,44 @@
 """`columba inbound`: the SMTP listener for bounce domains (aiosmtpd).
 
 It accepts mail only for valid VERP addresses on bounce domains (no open relay,
-CHECKLIST 43), reads DSNs and ARF reports, commits what they say, and only then answers 250;
-a database failure answers 451 so the reporting MTA tries again (CHECKLIST 23)."""
+CHECKLIST 43). Every message it accepts is stored with what it concluded (app.bounces.intake)
+and what that changed, in one commit, and only then answered 250 (CHECKLIST 23). A message
+that cannot be read is stored as unclassified and answered 250 as well, so a deterministic
+failure never makes the sender retry forever; only a failure to store answers 451."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import ssl
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from prometheus_client import start_http_server
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from app.bounces import service, verp
-from app.bounces.reports import parse_report
+from app.bounces import inbox, intake, metrics, service, verp
+from app.bounces.models import InboundMessage
 from app.core.config import Settings
 from app.core.db import Database
+from app.messages.models import Recipient
 
 log = logging.getLogger(__name__)
 
 RELAY_DENIED = "550 5.7.1 Relaying denied: this server accepts only bounces for its domains"
 BAD_TOKEN = "550 5.1.1 No such bounce address"
-TRY_LATER = "451 4.3.0 Temporary failure recording the report; try again later"
+TRY_LATER = "451 4.3.0 Temporary failure storing the message; try again later"
+# Failures that the same message may not meet again: the database or the way to it.
+_TRANSIENT = (OSError, TimeoutError, OperationalError, InterfaceError, PoolTimeoutError)
+
+
+def _transient(exc: BaseException) -> bool:
+    """Whether a retry of the same message may succeed (then 451), not a deterministic error."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, _TRANSIENT) or isinstance(exc.__cause__, _TRANSIENT)
 
 
 class InboundHandler:
@@ -32,6 +48,7 @@ class InboundHandler:
         """Hold the database and the VERP key."""
         self.db = db
         self.secret_key = settings.secret_key_bytes()
+        self.store_max_size = settings.inbound_store_max_size
 
     async def handle_RCPT(  # noqa: N802 (aiosmtpd's hook name)
         self,
@@ -61,23 +78,82 @@ class InboundHandler:
     async def handle_DATA(  # noqa: N802 (aiosmtpd's hook name)
         self, server: SMTP, session: Session, envelope: Envelope
     ) -> str:
-        """Parse the report and commit it; 250 only after the commit."""
+        """Read the message, store it with what it changed; 250 only after the commit."""
         data = envelope.original_content or b""
-        report = parse_report(data)
-        if report is None:
-            # Not a DSN or ARF report (an auto-reply, a vacation notice): accepted, nothing to do.
-            return "250 2.0.0 OK: not a delivery or feedback report, ignored"
-        leaders = [verp.parse(address, secret_key=self.secret_key) for address in envelope.rcpt_tos]
+        sender = intake.clean(str(envelope.mail_from or "")) or ""
+        reading = intake.read_message(data, envelope_sender=sender)
+        arrivals = [
+            inbox.Arrival(verp=r, envelope_sender=sender, data=data) for r in envelope.rcpt_tos
+        ]
         try:
-            async with self.db.session() as db_session:
-                outcome = await service.apply(
-                    db_session, leaders=leaders, report=report, secret_key=self.secret_key
+            rows = await self._record(arrivals, reading, apply=True)
+        except Exception as exc:
+            if _transient(exc):
+                log.exception("could not store an inbound message")
+                metrics.FAILURES.inc()
+                return TRY_LATER
+            # A bug or data the database refuses: the same message would fail the same way
+            # on every retry, so it is kept unclassified, with the reason, and answered 250.
+            log.exception("could not apply an inbound message; keeping it unclassified")
+            failed = intake.Reading(
+                intake.Outcome.UNCLASSIFIED, "error", reason=f"not applied: {exc!r}"[:500]
+            )
+            try:
+                rows = await self._record(arrivals, replace_reading(reading, failed), apply=False)
+            except Exception:
+                log.exception("could not store an inbound message")
+                metrics.FAILURES.inc()
+                return TRY_LATER
+        return _answer(rows)
+
+    async def _record(
+        self, arrivals: list[inbox.Arrival], reading: intake.Reading, *, apply: bool
+    ) -> list[InboundMessage]:
+        """Apply the reading for each VERP address and store the message, in one commit."""
+        rows = []
+        async with self.db.session() as db_session:
+            for arrival in arrivals:
+                address = verp.parse(arrival.verp, secret_key=self.secret_key)
+                leader = await db_session.get(Recipient, address.recipient_id)
+                applied = service.Applied()
+                if leader is not None and apply:
+                    applied = await service.apply(
+                        db_session, leader=leader, reading=reading, secret_key=self.secret_key
+                    )
+                rows.append(
+                    inbox.store(
+                        db_session,
+                        arrival=arrival,
+                        leader=leader,
+                        reading=reading,
+                        applied=applied,
+                        max_size=self.store_max_size,
+                    )
                 )
-                await db_session.commit()
-        except Exception:
-            log.exception("could not record an inbound report")
-            return TRY_LATER
-        return f"250 2.0.0 OK: {outcome.events} recorded, {outcome.duplicates} already known"
+            await db_session.commit()
+        for row in rows:
+            metrics.count(intake.Outcome(row.outcome), row.bounce_type)
+            if row.outcome == intake.Outcome.UNCLASSIFIED:
+                log.warning("inbound message %s unclassified: %s", row.id, row.reason)
+            else:
+                log.info("inbound message %s: %s (%s)", row.id, row.outcome, row.detector)
+        return rows
+
+
+def replace_reading(reading: intake.Reading, failed: intake.Reading) -> intake.Reading:
+    """The failed reading with what is known of the message (its subject and sender)."""
+    return dataclasses.replace(failed, subject=reading.subject, sender=reading.sender)
+
+
+def _answer(rows: list[InboundMessage]) -> str:
+    """The 250 reply: what was concluded, and the stored ids to look them up by."""
+    events = sum(row.events for row in rows)
+    duplicates = sum(row.duplicates for row in rows)
+    outcomes = ",".join(sorted({row.outcome for row in rows}))
+    ids = ",".join(row.id for row in rows)
+    return (
+        f"250 2.0.0 OK: {outcomes}; {events} recorded, {duplicates} already known; stored as {ids}"
+    )
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -108,8 +184,14 @@ async def start_inbound(
     return await loop.create_server(lambda: SMTP(handler, **options), host, port)
 
 
-async def serve_inbound(settings: Settings, *, host: str, port: int) -> None:
-    """Run the listener until cancelled."""
+async def serve_inbound(
+    settings: Settings, *, host: str, port: int, metrics_port: int | None = None
+) -> None:
+    """Run the listener until cancelled; its Prometheus metrics on `metrics_port` if given."""
+    if metrics_port:
+        metrics.prime()
+        start_http_server(metrics_port, addr=host)
+        log.info("columba inbound metrics on http://%s:%s/metrics", host, metrics_port)
     db = Database(settings)
     server = await start_inbound(settings, db, host=host, port=port)
     log.info("columba inbound listening on %s:%s", host, port)

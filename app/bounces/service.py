@@ -17,8 +17,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.bounces import verp
+from app.bounces.intake import Outcome, Reading
 from app.bounces.models import InboundReport, ReportKind
-from app.bounces.reports import DeliveryReport, FeedbackReport, RecipientStatus
+from app.bounces.reports import FeedbackReport, RecipientStatus
 from app.core import clock
 from app.delivery.classify import BounceKind, Bucket, Classification, classify, suppresses
 from app.delivery.idn import envelope_address
@@ -44,33 +45,45 @@ async def is_bounce_domain(session: AsyncSession, domain: str) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
-    """What one report did."""
+class Effect:
+    """What a reading did to one recipient."""
 
-    events: int = 0
-    duplicates: int = 0
+    recipient: Recipient
+    action: str
+    recorded: bool
+    status: RecipientStatus | None = None
+    classification: Classification | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What one reading did for one VERP address."""
+
+    effects: tuple[Effect, ...] = ()
+
+    @property
+    def events(self) -> int:
+        """Events written."""
+        return sum(1 for e in self.effects if e.recorded)
+
+    @property
+    def duplicates(self) -> int:
+        """Reports already recorded before."""
+        return sum(1 for e in self.effects if not e.recorded)
 
 
 async def apply(
-    session: AsyncSession,
-    *,
-    leaders: Sequence[verp.VerpAddress],
-    report: DeliveryReport | FeedbackReport,
-    secret_key: bytes,
-) -> Outcome:
-    """Record what the report says about the recipients of the leaders' transactions."""
-    total = Outcome()
-    for leader_address in leaders:
-        leader = await session.get(Recipient, leader_address.recipient_id)
-        if leader is None:
-            continue  # the message was deleted; nothing to record
-        if isinstance(report, DeliveryReport):
-            outcome = await _apply_dsn(session, leader, report)
-        else:
-            target = await _complained_recipient(session, leader, report, secret_key)
-            outcome = await _complaint(session, target, report)
-        total = Outcome(total.events + outcome.events, total.duplicates + outcome.duplicates)
-    return total
+    session: AsyncSession, *, leader: Recipient, reading: Reading, secret_key: bytes
+) -> Applied:
+    """Do what the reading says to the recipients of the leader's transaction."""
+    if reading.outcome is Outcome.BOUNCE:
+        return await _apply_failures(session, leader, reading)
+    if reading.outcome is Outcome.COMPLAINT and reading.feedback is not None:
+        target = await _complained_recipient(session, leader, reading.feedback, secret_key)
+        return Applied((await _complaint(session, target, reading.feedback),))
+    if reading.outcome is Outcome.UNSUBSCRIBE:
+        return Applied((await _unsubscribe(session, leader, reading),))
+    return Applied()  # delays, confirmations, auto-replies, feedback, unclassified: kept only
 
 
 async def _siblings(session: AsyncSession, leader: Recipient) -> dict[str, Recipient]:
@@ -90,22 +103,35 @@ def _named(status: RecipientStatus, siblings: dict[str, Recipient]) -> Recipient
 
 
 def _as_sent(address: str) -> str:
+    """The address as Columba sent it, lower-cased, for comparing."""
     return envelope_address(address).lower()
 
 
-async def _apply_dsn(session: AsyncSession, leader: Recipient, report: DeliveryReport) -> Outcome:
-    """A bounce for each failed recipient block; the leader when a block names no recipient."""
+def _targets(
+    leader: Recipient,
+    failures: Sequence[RecipientStatus],
+    siblings: dict[str, Recipient],
+) -> list[tuple[Recipient, RecipientStatus]]:
+    """Whom the failures are about. VERP first: the blocks that name recipients of the
+    leader's message count, each once; when none does (no address, or one the remote side
+    rewrote), the VERP address's own recipient, with the first failure."""
+    named: dict[str, tuple[Recipient, RecipientStatus]] = {}
+    for status in failures:
+        target = _named(status, siblings)
+        if target is not None and target.id not in named:
+            named[target.id] = (target, status)
+    if named:
+        return list(named.values())
+    return [(leader, failures[0])] if failures else []
+
+
+async def _apply_failures(session: AsyncSession, leader: Recipient, reading: Reading) -> Applied:
+    """A bounce for each failed recipient the reading names (or the leader)."""
     siblings = await _siblings(session, leader)
-    recorded = duplicates = 0
-    for status in report.recipients:
-        if not status.failed:
-            continue  # delayed, delivered, relayed, expanded: nothing changes
-        target = _named(status, siblings) or leader
-        if await _bounce(session, target, status, report.reporting_mta):
-            recorded += 1
-        else:
-            duplicates += 1
-    return Outcome(recorded, duplicates)
+    effects = []
+    for target, status in _targets(leader, reading.failures, siblings):
+        effects.append(await _bounce(session, target, status, reading.reporting_mta))
+    return Applied(tuple(effects))
 
 
 async def _first_report(
@@ -139,9 +165,11 @@ async def _first_report(
 
 async def _bounce(
     session: AsyncSession, recipient: Recipient, status: RecipientStatus, reporter: str | None
-) -> bool:
-    """delivered → bounced, with its event and suppression; False for a repeat."""
+) -> Effect:
+    """delivered → bounced, with its event and suppression; not recorded for a repeat."""
     reply = status.reply()
+    classification = classify(reply)  # reply() never gives a 2xx code
+    repeat = Effect(recipient, "bounce", False, status, classification)
     if not await _first_report(
         session,
         recipient,
@@ -150,7 +178,7 @@ async def _bounce(
         diagnostic=str(reply),
         reporter=reporter,
     ):
-        return False
+        return repeat
     moved = await session.execute(
         update(Recipient)
         .where(Recipient.id == recipient.id, Recipient.status == Status.DELIVERED)
@@ -165,8 +193,7 @@ async def _bounce(
         .execution_options(synchronize_session=False)
     )
     if moved.first() is None:
-        return False  # not delivered (already bounced, or never accepted): nothing to add
-    classification = classify(reply)
+        return repeat  # not delivered (already bounced, or never accepted): nothing to add
     await events.record(
         session,
         [
@@ -191,7 +218,7 @@ async def _bounce(
         ],
     )
     await _suppress_bounce(session, recipient, reply, classification)
-    return True
+    return Effect(recipient, "bounce", True, status, classification)
 
 
 async def _suppress_bounce(
@@ -256,9 +283,7 @@ def _return_path_recipient(headers: Message | None, secret_key: bytes) -> str | 
         return None
 
 
-async def _complaint(
-    session: AsyncSession, recipient: Recipient, report: FeedbackReport
-) -> Outcome:
+async def _complaint(session: AsyncSession, recipient: Recipient, report: FeedbackReport) -> Effect:
     """A `complained` event and a complaint suppression, once per recipient."""
     if not await _first_report(
         session,
@@ -268,7 +293,7 @@ async def _complaint(
         diagnostic=report.feedback_type,
         reporter=report.user_agent or report.reporting_mta,
     ):
-        return Outcome(duplicates=1)
+        return Effect(recipient, "complaint", False)
     await events.record(
         session,
         [
@@ -292,4 +317,38 @@ async def _complaint(
         type=SuppressionType.COMPLAINT,
         reason=f"{report.feedback_type} report from {report.user_agent or 'a feedback loop'}",
     )
-    return Outcome(events=1)
+    return Effect(recipient, "complaint", True)
+
+
+async def _unsubscribe(session: AsyncSession, recipient: Recipient, reading: Reading) -> Effect:
+    """A mailto List-Unsubscribe request: an `unsubscribed` event and a global unsubscribe,
+    once per recipient (RFC 2369 §3.2)."""
+    if not await _first_report(
+        session,
+        recipient,
+        ReportKind.UNSUBSCRIBE,
+        status=None,
+        diagnostic=reading.subject,
+        reporter=reading.sender,
+    ):
+        return Effect(recipient, "unsubscribe", False)
+    await events.record(
+        session,
+        [
+            events.NewEvent(
+                account_id=recipient.account_id,
+                type=EventType.UNSUBSCRIBED,
+                message_id=recipient.message_id,
+                recipient_id=recipient.id,
+                data={"email": recipient.email, "method": "mailto"},
+            )
+        ],
+    )
+    await suppressions.suppress(
+        session,
+        account_id=recipient.account_id,
+        email=recipient.email,
+        type=SuppressionType.UNSUBSCRIBE,
+        reason="unsubscribed by mail (List-Unsubscribe mailto)",
+    )
+    return Effect(recipient, "unsubscribe", True)

@@ -130,6 +130,8 @@ class Settings(BaseSettings):
     # Messages a worker keeps loaded (for their recipients claimed in later batches): at
     # most this many megabytes, each for at most a minute.
     worker_message_cache_mb: int = Field(default=32, ge=0)
+    # Of each message `columba inbound` receives, this many bytes are kept (GET /v1/inbound).
+    inbound_store_max_size: int = Field(default=256 * 1024, ge=1024)
 
     @field_validator("dns_nameservers", "forwarded_allow_ips", mode="before")
     @classmethod

@@ -146,6 +146,8 @@ _MAILBOX_FULL = _any(
     r"out of storage space",
     r"mailbox size limit",
     r"boite du destinataire pleine",
+    r"(?:disk|mailbox|storage) quota",  # "Status: 5.0.0 (recipient reached disk quota)"
+    r"exceed\w* (?:\w+ )?quota",  # "This person's account is exceeding their quota"
 )
 _MAILBOX_DISABLED = _any(
     r"(?:account|mailbox)\b[^.;]{0,40}\b(?:disabled|inactive|deactivated|discontinued|"

@@ -16,6 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from app.accounts import service as accounts
+from app.bounces.inbound import start_inbound
 from app.core import migrate
 from app.core.config import Settings, load_settings
 from app.core.db import SQLITE_SIDE_FILES, Database, sqlite_path
@@ -102,7 +103,9 @@ async def _dev_key(settings: Settings) -> str:
     return issued.plaintext
 
 
-def _banner(key: str, host: str, port: int, mailbox: Path, submission: dict[str, int]) -> str:
+def _banner(
+    key: str, host: str, port: int, mailbox: Path, submission: dict[str, int], inbound_port: int
+) -> str:
     body = (
         '{"from": "hello@' + DEV_DOMAIN + '", "to": ["you@example.test"], '
         '"subject": "Hello from Columba", "text": "It works."}'
@@ -123,21 +126,31 @@ def _banner(key: str, host: str, port: int, mailbox: Path, submission: dict[str,
         f"  SMTP submission on 127.0.0.1:{submission['starttls']} (STARTTLS) and "
         f"127.0.0.1:{submission['tls']} (TLS), self-signed certificate;\n"
         "    user name `apikey`, password: the API key\n"
-        f"  Every message is captured under {mailbox}/\n\n"
+        f"  Every message is captured under {mailbox}/\n"
+        f"  Bounces and complaints: columba inbound on 127.0.0.1:{inbound_port}; send a DSN to a\n"
+        "    captured message's Return-Path and see it in GET /v1/inbound\n\n"
         f"Try:\n  {curl}\n  {swaks}\n"
     )
 
 
 async def _serve(
-    settings: Settings, host: str, port: int, smtp_port: int, submission_ports: tuple[int, int]
+    settings: Settings,
+    host: str,
+    port: int,
+    smtp_port: int,
+    submission_ports: tuple[int, int],
+    inbound_port: int,
 ) -> None:
-    """Start capture SMTP, submission, worker and API; stop them all on SIGINT/SIGTERM."""
+    """Start capture SMTP, submission, inbound, worker and API; stop them all on SIGINT/SIGTERM."""
     redis_url = redis_url_for(settings.redis_url, settings.var_dir)
     key = await _dev_key(settings)
     mailbox = settings.var_dir / "mailbox"
     capture = await start_capture_server(mailbox, "127.0.0.1", smtp_port)
     submission = SubmissionServer(settings, context_from_settings(settings))
     await submission.start("127.0.0.1", port=submission_ports[0], tls_port=submission_ports[1])
+    inbound_db = Database(settings)
+    inbound = await start_inbound(settings, inbound_db, host="127.0.0.1", port=inbound_port)
+    inbound_port = inbound.sockets[0].getsockname()[1]
     worker = build_worker(settings, redis_url, handle_signals=False)
     app = create_app(settings)
     server = _EmbeddedServer(
@@ -157,7 +170,7 @@ async def _serve(
     worker_task = asyncio.create_task(worker.main())
     server_task = asyncio.create_task(server.serve())
     await asyncio.sleep(0.5)
-    print(_banner(key, host, port, mailbox, submission.ports), flush=True)
+    print(_banner(key, host, port, mailbox, submission.ports, inbound_port), flush=True)
     await stop.wait()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, _exit_now)
@@ -173,6 +186,9 @@ async def _serve(
         print("gave up waiting for work in flight", flush=True)
     capture.close()
     await capture.wait_closed()
+    inbound.close()
+    await inbound.wait_closed()
+    await inbound_db.dispose()
 
 
 async def _stop_api(server: uvicorn.Server, app: FastAPI, task: asyncio.Task[None]) -> None:
@@ -212,12 +228,19 @@ def private_database(settings: Settings) -> None:
             (path.parent / name).chmod(0o600)
 
 
-def run_dev(*, host: str, port: int, smtp_port: int, submission_ports: tuple[int, int]) -> None:
+def run_dev(
+    *,
+    host: str,
+    port: int,
+    smtp_port: int,
+    submission_ports: tuple[int, int],
+    inbound_port: int = 2526,
+) -> None:
     """Migrate, then run everything until Ctrl-C."""
     settings = dev_settings(smtp_port)
     private_database(settings)
     migrate.upgrade(settings.database_url)
     try:
-        asyncio.run(_serve(settings, host, port, smtp_port, submission_ports))
+        asyncio.run(_serve(settings, host, port, smtp_port, submission_ports, inbound_port))
     finally:
         stop_embedded_redis()

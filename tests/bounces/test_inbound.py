@@ -4,14 +4,12 @@ formats) sent over SMTP; what they change; what the listener refuses."""
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiosmtplib
 import httpx
 import pytest
-import pytest_asyncio
 import trustme
 
 from app.bounces import verp
@@ -19,23 +17,13 @@ from app.bounces.inbound import start_inbound
 from app.core.config import Settings
 from app.core.db import Database
 from app.suppressions import service as suppressions_service
+from tests.bounces.conftest import INBOUND_HOST
 from tests.fakes.dns import FakeDNS
 from tests.fakes.mx import ScriptedMX, free_port
 from tests.support import Sender, make_sender
 from tests.test_end_to_end import Deliver, message_view, send
 
 FIXTURES = Path(__file__).parent / "fixtures"
-INBOUND_HOST = "127.0.0.9"
-
-
-@pytest_asyncio.fixture
-async def inbound(settings: Settings, db: Database) -> AsyncIterator[int]:
-    """A running inbound listener; yields its port."""
-    port = free_port()
-    server = await start_inbound(settings, db, host=INBOUND_HOST, port=port)
-    yield port
-    server.close()
-    await server.wait_closed()
 
 
 def render(name: str, **values: str) -> bytes:
