@@ -1,0 +1,435 @@
+"""The dispatcher's bookkeeping: one transaction per batch records the last delivered attempt
+and takes the next batch with its events.
+
+On PostgreSQL that transaction is one statement (data-modifying CTEs, run in autocommit: a
+single statement is its own transaction), so a batch costs the dispatcher one database round
+trip besides its POST; on SQLite, where round trips are function calls, it is a few statements
+in one transaction. Everything is fenced by the endpoint's lease token: a dispatcher whose
+lease was taken over records and takes nothing.
+
+Batches of one endpoint are sent in outbox order. While one batch is in flight the next is
+already taken (a second pending batch), so "the next batch" is the pending batch holding the
+oldest outbox rows, other than those in flight; when that batch is not due yet (backing off
+after a failure) nothing is taken: a later batch never overtakes an earlier one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Integer,
+    String,
+    bindparam,
+    column,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.selectable import TextualSelect
+
+from app.core.db import Database, UTCDateTime
+from app.events.models import Event
+from app.messages.models import Message, Recipient
+from app.webhooks.client import PostResult
+from app.webhooks.models import (
+    BatchState,
+    Webhook,
+    WebhookAttempt,
+    WebhookBatch,
+    WebhookOutbox,
+)
+from app.webhooks.payloads import EventContext
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """A successful attempt, to be recorded with the next batch's taking."""
+
+    batch_id: str
+    sent_at: datetime
+    result: PostResult
+    event_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A batch to POST: its id (the `webhook-id`), its history and its events."""
+
+    id: str
+    attempts_made: int
+    created_at: datetime
+    events: list[EventContext]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What one bookkeeping transaction found."""
+
+    held: bool  # the lease is still ours (else nothing was recorded or taken)
+    enabled: bool
+    stamp: datetime | None  # the endpoint's updated_at: its settings changed when this does
+    batch: Batch | None  # the next batch to send, None when none is due
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One bookkeeping transaction's inputs."""
+
+    webhook_id: str
+    token: str
+    now: datetime
+    new_batch_id: str  # the id a batch made from the outbox gets
+    size: int
+    delivered: Delivered | None = None  # record this success first
+    in_flight: str | None = None  # a batch being POSTed now: not the next one
+    take: bool = True  # False: only record
+
+
+async def step(db: Database, request: Request) -> Step:
+    """Record `request.delivered` and take the next due batch, in one transaction."""
+    if db.settings.is_sqlite:
+        async with db.engine.begin() as connection:
+            return await _step_sqlite(connection, request)
+    async with db.engine.connect() as connection:
+        autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+        rows = (await autocommit.execute(_STEP_PG, _pg_params(request))).all()
+    return _step_of_rows(rows)
+
+
+# One statement: lock the endpoint's row if the lease is ours (`hook`); record the delivered
+# attempt (`done`, `attempt`, `healthy`: the failure run ends); the oldest pending batch not
+# in flight (`waiting`) or else a new one from the oldest outbox rows (`picked`, `marked`,
+# `made`); and the chosen batch's events with their message's fields. Sub-statements share
+# one snapshot, hence the explicit exclusion of the batch just recorded.
+_STEP_PG_SQL = """
+WITH hook AS (
+    SELECT id, account_id, enabled, updated_at FROM webhooks
+    WHERE id = :webhook_id AND lease_token = :token
+    FOR NO KEY UPDATE
+),
+done AS (
+    UPDATE webhook_batches AS b
+    SET state = 'delivered', completed_at = :now, attempt_count = b.attempt_count + 1
+    FROM hook WHERE b.id = :done_batch AND b.webhook_id = hook.id
+    RETURNING b.id, b.attempt_count
+),
+attempt AS (
+    INSERT INTO webhook_attempts (webhook_id, batch_id, attempt, attempted_at, duration_ms,
+        succeeded, response_status, error, ip, event_count)
+    SELECT :webhook_id, done.id, done.attempt_count, :sent_at, :duration_ms, true,
+        :status, NULL, :ip, :event_count
+    FROM done
+),
+healthy AS (
+    UPDATE webhooks SET consecutive_failures = 0, updated_at = :now
+    WHERE id = :webhook_id AND consecutive_failures <> 0 AND EXISTS (SELECT 1 FROM done)
+),
+waiting AS (
+    SELECT b.id, b.attempt_count, b.created_at, b.next_attempt_at
+    FROM webhook_batches AS b
+    WHERE b.webhook_id = :webhook_id AND b.state = 'pending'
+        AND b.id <> :done_batch AND b.id <> :in_flight
+    ORDER BY (SELECT min(o.id) FROM webhook_outbox AS o WHERE o.batch_id = b.id) NULLS FIRST,
+        b.created_at, b.id
+    LIMIT 1
+),
+picked AS (
+    SELECT o.id FROM webhook_outbox AS o
+    WHERE o.webhook_id = :webhook_id AND o.batch_id IS NULL AND :take
+        AND EXISTS (SELECT 1 FROM hook WHERE hook.enabled)
+        AND NOT EXISTS (SELECT 1 FROM waiting)
+    ORDER BY o.id
+    LIMIT :size
+    FOR UPDATE OF o
+),
+marked AS (
+    UPDATE webhook_outbox AS o SET batch_id = :new_batch
+    FROM picked WHERE o.id = picked.id
+    RETURNING o.id, o.event_id
+),
+made AS (
+    INSERT INTO webhook_batches (id, webhook_id, account_id, state, event_count,
+        attempt_count, next_attempt_at, created_at)
+    SELECT :new_batch, hook.id, hook.account_id, 'pending', (SELECT count(*) FROM marked),
+        0, :now, :now
+    FROM hook WHERE EXISTS (SELECT 1 FROM marked)
+    RETURNING id, attempt_count, created_at
+),
+chosen AS (
+    SELECT id, attempt_count, created_at FROM waiting
+    WHERE next_attempt_at <= :now AND :take AND EXISTS (SELECT 1 FROM hook WHERE hook.enabled)
+    UNION ALL
+    SELECT id, attempt_count, created_at FROM made
+),
+items AS (
+    SELECT marked.id, marked.event_id FROM marked
+    UNION ALL
+    SELECT o.id, o.event_id FROM webhook_outbox AS o JOIN chosen ON o.batch_id = chosen.id
+)
+SELECT hook.enabled, hook.updated_at AS stamp, chosen.id AS batch_id,
+    chosen.attempt_count, chosen.created_at AS batch_created_at,
+    e.id AS event_id, e.type, e.created_at, e.data, e.message_id, e.recipient_id,
+    m.message_id_header, m.categories, m.custom_args, r.email
+FROM hook
+LEFT JOIN chosen ON true
+LEFT JOIN items ON chosen.id IS NOT NULL
+LEFT JOIN events AS e ON e.id = items.event_id
+LEFT JOIN messages AS m ON m.id = e.message_id
+LEFT JOIN recipients AS r ON r.id = e.recipient_id
+ORDER BY items.id
+"""
+
+
+def _step_pg_statement() -> TextualSelect:
+    """The statement with its parameter and result types (taken from the models)."""
+    event, message = Event.__table__.c, Message.__table__.c
+    return (
+        text(_STEP_PG_SQL)
+        .bindparams(
+            bindparam("webhook_id", type_=String()),
+            bindparam("token", type_=String()),
+            bindparam("now", type_=UTCDateTime()),
+            bindparam("done_batch", type_=String()),
+            bindparam("in_flight", type_=String()),
+            bindparam("new_batch", type_=String()),
+            bindparam("sent_at", type_=UTCDateTime()),
+            bindparam("duration_ms", type_=Integer()),
+            bindparam("status", type_=Integer()),
+            bindparam("ip", type_=String()),
+            bindparam("event_count", type_=Integer()),
+            bindparam("take", type_=Boolean()),
+            bindparam("size", type_=Integer()),
+        )
+        .columns(
+            column("enabled", Boolean()),
+            column("stamp", UTCDateTime()),
+            column("batch_id", String()),
+            column("attempt_count", Integer()),
+            column("batch_created_at", UTCDateTime()),
+            column("event_id", event.id.type),
+            column("type", event.type.type),
+            column("created_at", event.created_at.type),
+            column("data", event.data.type),
+            column("message_id", event.message_id.type),
+            column("recipient_id", event.recipient_id.type),
+            column("message_id_header", message.message_id_header.type),
+            column("categories", message.categories.type),
+            column("custom_args", message.custom_args.type),
+            column("email", Recipient.__table__.c.email.type),
+        )
+    )
+
+
+_STEP_PG = _step_pg_statement()
+
+
+def _pg_params(request: Request) -> dict[str, Any]:
+    """The statement's parameters ('' stands for no batch: batch ids are never empty)."""
+    delivered = request.delivered
+    result = delivered.result if delivered else None
+    return {
+        "webhook_id": request.webhook_id,
+        "token": request.token,
+        "now": request.now,
+        "done_batch": delivered.batch_id if delivered else "",
+        "in_flight": request.in_flight or "",
+        "new_batch": request.new_batch_id,
+        "sent_at": delivered.sent_at if delivered else request.now,
+        "duration_ms": result.duration_ms if result else 0,
+        "status": result.status if result else None,
+        "ip": result.ip if result else None,
+        "event_count": delivered.event_count if delivered else 0,
+        "take": request.take,
+        "size": request.size,
+    }
+
+
+def _step_of_rows(rows: Sequence[Any]) -> Step:
+    """The Step the statement's rows describe (none: the lease is not ours)."""
+    if not rows:
+        return Step(held=False, enabled=False, stamp=None, batch=None)
+    first = rows[0]
+    batch = None
+    if first.batch_id is not None:
+        events = [_context(row) for row in rows if row.event_id is not None]
+        batch = Batch(first.batch_id, first.attempt_count, first.batch_created_at, events)
+    return Step(held=True, enabled=first.enabled, stamp=first.stamp, batch=batch)
+
+
+def _context(row: Any) -> EventContext:
+    """An event and its message's fields, from a row of either dialect's query."""
+    return EventContext(
+        id=row.event_id,
+        type=row.type,
+        created_at=row.created_at,
+        data=row.data,
+        message_id=row.message_id,
+        recipient_id=row.recipient_id,
+        smtp_id=row.message_id_header,
+        categories=tuple(row.categories or ()),
+        custom_args=dict(row.custom_args or {}),
+        email=row.email or row.data.get("email"),
+    )
+
+
+async def _step_sqlite(connection: AsyncConnection, request: Request) -> Step:
+    """The same as the PostgreSQL statement, as a few statements in one transaction."""
+    if request.delivered is not None:
+        await _record_delivered(connection, request, request.delivered)
+    hook = (
+        await connection.execute(
+            select(Webhook.account_id, Webhook.enabled, Webhook.updated_at).where(
+                Webhook.id == request.webhook_id, Webhook.lease_token == request.token
+            )
+        )
+    ).one_or_none()
+    if hook is None:
+        return Step(held=False, enabled=False, stamp=None, batch=None)
+    batch = None
+    if request.take and hook.enabled:
+        batch = await _take(connection, request, hook.account_id)
+    return Step(held=True, enabled=hook.enabled, stamp=hook.updated_at, batch=batch)
+
+
+async def _record_delivered(
+    connection: AsyncConnection, request: Request, delivered: Delivered
+) -> None:
+    """The batch is delivered, its attempt recorded, the endpoint's failure run over."""
+    fence = (
+        select(Webhook.id)
+        .where(Webhook.id == request.webhook_id, Webhook.lease_token == request.token)
+        .exists()
+    )
+    attempt_count = (
+        await connection.execute(
+            update(WebhookBatch)
+            .where(WebhookBatch.id == delivered.batch_id, fence)
+            .values(
+                state=BatchState.DELIVERED,
+                completed_at=request.now,
+                attempt_count=WebhookBatch.attempt_count + 1,
+            )
+            .returning(WebhookBatch.attempt_count)
+        )
+    ).scalar_one_or_none()
+    if attempt_count is None:
+        return  # the lease was lost: whoever holds it now records its own attempts
+    result = delivered.result
+    await connection.execute(
+        insert(WebhookAttempt).values(
+            webhook_id=request.webhook_id,
+            batch_id=delivered.batch_id,
+            attempt=attempt_count,
+            attempted_at=delivered.sent_at,
+            duration_ms=result.duration_ms,
+            succeeded=True,
+            response_status=result.status,
+            error=None,
+            ip=result.ip,
+            event_count=delivered.event_count,
+        )
+    )
+    await connection.execute(
+        update(Webhook)
+        .where(Webhook.id == request.webhook_id, Webhook.consecutive_failures != 0)
+        .values(consecutive_failures=0, updated_at=request.now)
+    )
+
+
+async def _take(connection: AsyncConnection, request: Request, account_id: str) -> Batch | None:
+    """The oldest pending batch not in flight if it is due, else a new one from the outbox."""
+    excluded = [request.in_flight or "", request.delivered.batch_id if request.delivered else ""]
+    oldest_row = (
+        select(func.min(WebhookOutbox.id))
+        .where(WebhookOutbox.batch_id == WebhookBatch.id)
+        .scalar_subquery()
+    )
+    waiting = (
+        await connection.execute(
+            select(WebhookBatch.id, WebhookBatch.attempt_count, WebhookBatch.created_at)
+            .add_columns(WebhookBatch.next_attempt_at)
+            .where(
+                WebhookBatch.webhook_id == request.webhook_id,
+                WebhookBatch.state == BatchState.PENDING,
+                WebhookBatch.id.not_in(excluded),
+            )
+            .order_by(oldest_row.nulls_first(), WebhookBatch.created_at, WebhookBatch.id)
+            .limit(1)
+        )
+    ).one_or_none()
+    if waiting is not None:
+        if waiting.next_attempt_at > request.now:
+            return None  # backing off: later batches wait behind it
+        events = await batch_events(connection, waiting.id)
+        return Batch(waiting.id, waiting.attempt_count, waiting.created_at, events)
+    return await _make(connection, request, account_id)
+
+
+async def _make(connection: AsyncConnection, request: Request, account_id: str) -> Batch | None:
+    """A new batch of the endpoint's oldest unbatched outbox rows (None: there are none)."""
+    rows = list(
+        (
+            await connection.execute(
+                select(WebhookOutbox.id)
+                .where(
+                    WebhookOutbox.webhook_id == request.webhook_id,
+                    WebhookOutbox.batch_id.is_(None),
+                )
+                .order_by(WebhookOutbox.id)
+                .limit(request.size)
+            )
+        ).scalars()
+    )
+    if not rows:
+        return None
+    await connection.execute(
+        insert(WebhookBatch).values(
+            id=request.new_batch_id,
+            webhook_id=request.webhook_id,
+            account_id=account_id,
+            state=BatchState.PENDING,
+            event_count=len(rows),
+            attempt_count=0,
+            next_attempt_at=request.now,
+            created_at=request.now,
+        )
+    )
+    await connection.execute(
+        update(WebhookOutbox)
+        .where(WebhookOutbox.id.in_(rows))
+        .values(batch_id=request.new_batch_id)
+    )
+    events = await batch_events(connection, request.new_batch_id)
+    return Batch(request.new_batch_id, 0, request.now, events)
+
+
+async def batch_events(connection: AsyncConnection, batch_id: str) -> list[EventContext]:
+    """The batch's events in outbox order, with their message's fields."""
+    query = (
+        select(
+            Event.id.label("event_id"),
+            Event.type,
+            Event.created_at,
+            Event.data,
+            Event.message_id,
+            Event.recipient_id,
+            Message.message_id_header,
+            Message.categories,
+            Message.custom_args,
+            Recipient.email,
+        )
+        .join(WebhookOutbox, WebhookOutbox.event_id == Event.id)
+        .outerjoin(Message, Message.id == Event.message_id)
+        .outerjoin(Recipient, Recipient.id == Event.recipient_id)
+        .where(WebhookOutbox.batch_id == batch_id)
+        .order_by(WebhookOutbox.id)
+    )
+    return [_context(row) for row in await connection.execute(query)]
