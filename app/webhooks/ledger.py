@@ -24,16 +24,19 @@ from sqlalchemy import (
     JSON,
     Boolean,
     Integer,
+    Select,
     String,
     bindparam,
     column,
     func,
     insert,
+    literal,
     select,
     text,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import aliased
 from sqlalchemy.sql.selectable import TextualSelect
 
 from app.core.db import Database, UTCDateTime
@@ -307,26 +310,62 @@ def _context(row: Any) -> EventContext:
 
 
 async def _step_sqlite(connection: AsyncConnection, request: Request) -> Step:
-    """The same as the PostgreSQL statement, as a few statements in one transaction."""
-    if request.delivered is not None:
-        await _record_delivered(connection, request, request.delivered)
-    hook = (
-        await connection.execute(
-            select(Webhook.account_id, Webhook.enabled, Webhook.updated_at).where(
-                Webhook.id == request.webhook_id, Webhook.lease_token == request.token
-            )
-        )
-    ).one_or_none()
-    if hook is None:
+    """The same as the PostgreSQL statement in six statements (each one a hop to SQLite's
+    thread): the endpoint with its oldest waiting batch, the record, the new batch, its
+    events."""
+    head = (await connection.execute(_head_query(request))).one_or_none()
+    if head is None:
         return Step(held=False, enabled=False, stamp=None, batch=None)
+    if request.delivered is not None:
+        await _record_delivered(connection, request, request.delivered, head.consecutive_failures)
     batch = None
-    if request.take and hook.enabled:
-        batch = await _take(connection, request, hook.account_id)
-    return Step(held=True, enabled=hook.enabled, stamp=hook.updated_at, batch=batch)
+    if request.take and head.enabled:
+        if head.waiting_id is None:
+            batch = await _make(connection, request, head.account_id)
+        elif head.next_attempt_at <= request.now:  # else backing off: later batches wait
+            events = await batch_events(connection, head.waiting_id)
+            batch = Batch(head.waiting_id, head.attempt_count, head.batch_created_at, events)
+    return Step(held=True, enabled=head.enabled, stamp=head.updated_at, batch=batch)
+
+
+def _head_query(request: Request) -> Select[*tuple[Any, ...]]:
+    """The endpoint if the lease is ours, with its oldest pending batch not in flight."""
+    excluded = [request.in_flight or "", request.delivered.batch_id if request.delivered else ""]
+    candidate = aliased(WebhookBatch)
+    oldest_row = (
+        select(func.min(WebhookOutbox.id))
+        .where(WebhookOutbox.batch_id == candidate.id)
+        .scalar_subquery()
+    )
+    waiting = (
+        select(candidate.id)
+        .where(
+            candidate.webhook_id == request.webhook_id,
+            candidate.state == BatchState.PENDING,
+            candidate.id.not_in(excluded),
+        )
+        .order_by(oldest_row.nulls_first(), candidate.created_at, candidate.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    return (
+        select(
+            Webhook.account_id,
+            Webhook.enabled,
+            Webhook.updated_at,
+            Webhook.consecutive_failures,
+            WebhookBatch.id.label("waiting_id"),
+            WebhookBatch.attempt_count,
+            WebhookBatch.created_at.label("batch_created_at"),
+            WebhookBatch.next_attempt_at,
+        )
+        .outerjoin(WebhookBatch, WebhookBatch.id == waiting)
+        .where(Webhook.id == request.webhook_id, Webhook.lease_token == request.token)
+    )
 
 
 async def _record_delivered(
-    connection: AsyncConnection, request: Request, delivered: Delivered
+    connection: AsyncConnection, request: Request, delivered: Delivered, failures: int
 ) -> None:
     """The batch is delivered, its attempt recorded, the endpoint's failure run over."""
     fence = (
@@ -363,74 +402,53 @@ async def _record_delivered(
             event_count=delivered.event_count,
         )
     )
-    await connection.execute(
-        update(Webhook)
-        .where(Webhook.id == request.webhook_id, Webhook.consecutive_failures != 0)
-        .values(consecutive_failures=0, updated_at=request.now)
-    )
-
-
-async def _take(connection: AsyncConnection, request: Request, account_id: str) -> Batch | None:
-    """The oldest pending batch not in flight if it is due, else a new one from the outbox."""
-    excluded = [request.in_flight or "", request.delivered.batch_id if request.delivered else ""]
-    oldest_row = (
-        select(func.min(WebhookOutbox.id))
-        .where(WebhookOutbox.batch_id == WebhookBatch.id)
-        .scalar_subquery()
-    )
-    waiting = (
+    if failures:
         await connection.execute(
-            select(WebhookBatch.id, WebhookBatch.attempt_count, WebhookBatch.created_at)
-            .add_columns(WebhookBatch.next_attempt_at)
-            .where(
-                WebhookBatch.webhook_id == request.webhook_id,
-                WebhookBatch.state == BatchState.PENDING,
-                WebhookBatch.id.not_in(excluded),
-            )
-            .order_by(oldest_row.nulls_first(), WebhookBatch.created_at, WebhookBatch.id)
-            .limit(1)
+            update(Webhook)
+            .where(Webhook.id == request.webhook_id)
+            .values(consecutive_failures=0, updated_at=request.now)
         )
-    ).one_or_none()
-    if waiting is not None:
-        if waiting.next_attempt_at > request.now:
-            return None  # backing off: later batches wait behind it
-        events = await batch_events(connection, waiting.id)
-        return Batch(waiting.id, waiting.attempt_count, waiting.created_at, events)
-    return await _make(connection, request, account_id)
 
 
 async def _make(connection: AsyncConnection, request: Request, account_id: str) -> Batch | None:
     """A new batch of the endpoint's oldest unbatched outbox rows (None: there are none)."""
-    rows = list(
-        (
-            await connection.execute(
-                select(WebhookOutbox.id)
-                .where(
-                    WebhookOutbox.webhook_id == request.webhook_id,
-                    WebhookOutbox.batch_id.is_(None),
-                )
-                .order_by(WebhookOutbox.id)
-                .limit(request.size)
-            )
-        ).scalars()
+    rows = (
+        select(WebhookOutbox.id)
+        .where(WebhookOutbox.webhook_id == request.webhook_id, WebhookOutbox.batch_id.is_(None))
+        .order_by(WebhookOutbox.id)
+        .limit(request.size)
     )
-    if not rows:
-        return None
-    await connection.execute(
-        insert(WebhookBatch).values(
-            id=request.new_batch_id,
-            webhook_id=request.webhook_id,
-            account_id=account_id,
-            state=BatchState.PENDING,
-            event_count=len(rows),
-            attempt_count=0,
-            next_attempt_at=request.now,
-            created_at=request.now,
+    now = literal(request.now, UTCDateTime())
+    batch_row = select(
+        literal(request.new_batch_id),
+        literal(request.webhook_id),
+        literal(account_id),
+        literal(BatchState.PENDING.value),
+        func.count(),
+        literal(0),
+        now,
+        now,
+    ).select_from(rows.subquery())
+    made = await connection.execute(
+        insert(WebhookBatch).from_select(
+            [
+                "id",
+                "webhook_id",
+                "account_id",
+                "state",
+                "event_count",
+                "attempt_count",
+                "next_attempt_at",
+                "created_at",
+            ],
+            batch_row.having(func.count() > 0),
         )
     )
+    if not made.rowcount:
+        return None
     await connection.execute(
         update(WebhookOutbox)
-        .where(WebhookOutbox.id.in_(rows))
+        .where(WebhookOutbox.id.in_(rows.scalar_subquery()))
         .values(batch_id=request.new_batch_id)
     )
     events = await batch_events(connection, request.new_batch_id)
