@@ -89,6 +89,15 @@ class Endpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class Built:
+    """A batch's request, signed, or why there is none to send."""
+
+    sent_at: datetime
+    signed: tuple[bytes, dict[str, str]] | None
+    result: PostResult | None  # when there is nothing to send: the attempt's outcome
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """One POST of a batch: when it was made and what came of it."""
 
@@ -180,10 +189,15 @@ class Dispatcher:
 
         The next batch is only taken (made a pending batch), never sent, before this one's
         answer: if this one fails, the next waits behind it (see _record_failure)."""
+        # On PostgreSQL the statement is sent first and runs while the body is built. SQLite
+        # runs in a thread of this process, which needs the GIL back after every statement:
+        # the body is built first, so that its statements run while this thread waits on
+        # the network rather than computes.
+        built = self._build(endpoint, batch) if self.db.settings.is_sqlite else None
         booking = asyncio.ensure_future(
             self._step(endpoint, delivered=delivered, in_flight=batch.id, take=take)
         )
-        posting = asyncio.ensure_future(self._post(endpoint, batch))
+        posting = asyncio.ensure_future(self._post(endpoint, batch, built))
         outcome, found = await asyncio.gather(posting, booking, return_exceptions=True)
         if isinstance(outcome, BaseException):
             raise outcome
@@ -212,20 +226,29 @@ class Dispatcher:
         )
         return await ledger.step(self.db, request)
 
-    async def _post(self, endpoint: Endpoint, batch: ledger.Batch) -> Outcome:
-        """Build, sign (once per body) and POST the batch; never raises but for cancellation."""
+    def _build(self, endpoint: Endpoint, batch: ledger.Batch) -> Built:
+        """The signed body (signed once per body), or the failure that prevents it."""
         sent_at = clock.now()
         try:
             secrets_in_use = service.secrets_in_use(endpoint, secret_key=self.secret_key)
             signed = _signed_body(endpoint.format, batch.events, secrets_in_use, batch.id, sent_at)
         except Exception as exc:  # a failed attempt like any other: recorded, backed off
             log.warning("webhook %s: batch %s not built", endpoint.id, batch.id, exc_info=True)
-            return Outcome(
-                sent_at, PostResult(None, f"request not built: {type(exc).__name__}", None, 0)
-            )
+            error = f"request not built: {type(exc).__name__}"
+            return Built(sent_at, None, PostResult(None, error, None, 0))
         if signed is None:  # a batch with nothing in the endpoint's format counts as sent
-            return Outcome(sent_at, PostResult(204, None, None, 0))
-        return Outcome(sent_at, await self.client.post(endpoint.url, *signed))
+            return Built(sent_at, None, PostResult(204, None, None, 0))
+        return Built(sent_at, signed, None)
+
+    async def _post(self, endpoint: Endpoint, batch: ledger.Batch, built: Built | None) -> Outcome:
+        """POST the batch (built now unless it was); never raises but for cancellation."""
+        if built is None:
+            await asyncio.sleep(0)  # let the bookkeeping statement be sent first
+            built = self._build(endpoint, batch)
+        if built.signed is None:
+            assert built.result is not None
+            return Outcome(built.sent_at, built.result)
+        return Outcome(built.sent_at, await self.client.post(endpoint.url, *built.signed))
 
     async def _claim(self, webhook_id: str) -> Endpoint | None:
         """Lease the endpoint; None when it is disabled or another dispatcher holds it."""
