@@ -2,10 +2,14 @@
 
 An endpoint is leased by one dispatcher at a time, so at most one batch is in flight per
 endpoint and events arrive in outbox order. A batch is fixed when first made (up to 100
-events) and its id is the `webhook-id` of every retry. Failures back off exponentially for
-up to WEBHOOK_RETRY_PERIOD; a 410 Gone, or WEBHOOK_DISABLE_AFTER_FAILURES failures in a row,
-disables the endpoint and records a `webhook_disabled` event. Nothing is lost when a worker
-dies: the outbox, the batch and its retry time live in the database and the lease expires.
+events) and its id is the `webhook-id` of every retry. While a batch is in flight, one
+transaction (app.webhooks.ledger) records the batch before it and takes the batch after it,
+which is sent only once the one in flight succeeded: a failed batch keeps the batches taken
+behind it waiting. Failures back off exponentially for up to WEBHOOK_RETRY_PERIOD; a 410 Gone,
+or WEBHOOK_DISABLE_AFTER_FAILURES failures in a row, disables the endpoint and records a
+`webhook_disabled` event. Nothing is lost when a worker dies: the outbox, the batches and
+their retry times live in the database and the lease expires; a delivered batch whose record
+was lost is sent again (at least once), with the same webhook-id.
 """
 
 from __future__ import annotations
