@@ -41,13 +41,13 @@ from sqlalchemy import event
 from app.accounts import service as accounts
 from app.core import clock, migrate
 from app.core.config import Settings
-from app.core.db import Database
+from app.core.db import Database, sqlite_path
 from app.dev.embedded_redis import stop_embedded_redis
 from app.events import service as events
 from app.stats import compaction, counters
 from app.stats.models import ALL_CATEGORIES
 from app.stats.service import Granularity, series
-from app.webhooks import payloads
+from app.webhooks import ledger, payloads
 from app.webhooks import service as webhooks
 from app.webhooks.dispatcher import build_dispatcher
 from app.webhooks.schemas import WebhookCreate
@@ -161,11 +161,17 @@ def counted_statements(db: Database) -> Iterator[list[str]]:
         """Keep the statement's first word."""
         sent.append(args[2].split(None, 1)[0])
 
-    event.listen(db.engine.sync_engine, "before_cursor_execute", count)
+    engines = [db.engine.sync_engine]
+    path = sqlite_path(db.settings.database_url)
+    if path is not None:  # the dispatcher's bookkeeping has an engine of its own there
+        engines.append(ledger.sqlite_engine(str(path), db.settings.sqlite_synchronous))
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", count)
     try:
         yield sent
     finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", count)
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", count)
 
 
 async def webhook_bench(settings: Settings, db: Database, count: int) -> None:

@@ -308,12 +308,12 @@ async def _step_on_sqlite(db: Database, request: Request) -> Step:
     if path is None:
         async with db.engine.begin() as connection:
             return await connection.run_sync(_step_sqlite, request)
-    engine = _sqlite_engine(str(path), db.settings.sqlite_synchronous)
+    engine = sqlite_engine(str(path), db.settings.sqlite_synchronous)
     return await asyncio.to_thread(_step_sqlite_in, engine, request)
 
 
 @functools.cache
-def _sqlite_engine(path: str, synchronous: str) -> Engine:
+def sqlite_engine(path: str, synchronous: str) -> Engine:
     """A synchronous engine on the database file, connections set up as app.core.db's are
     (NullPool: a connection per step, closed after it)."""
     engine = create_engine(
