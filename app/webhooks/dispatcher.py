@@ -194,9 +194,9 @@ class Dispatcher:
         The next batch is only taken (made a pending batch), never sent, before this one's
         answer: if this one fails, the next waits behind it (see _record_failure)."""
         # On PostgreSQL the statement is sent first and runs while the body is built. SQLite
-        # runs in a thread of this process, which needs the GIL back after every statement:
-        # the body is built first, so that its statements run while this thread waits on
-        # the network rather than computes.
+        # runs in a thread of this process, which needs the GIL between its statements: the
+        # body is built first, so that they run while this thread waits on the network
+        # rather than computes.
         built = self._build(endpoint, batch) if self.db.settings.is_sqlite else None
         booking = asyncio.ensure_future(
             self._step(endpoint, delivered=delivered, in_flight=batch.id, take=take)
