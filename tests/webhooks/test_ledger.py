@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
 from sqlalchemy import select
@@ -179,3 +179,37 @@ async def test_a_changed_url_applies_from_the_batch_after_the_one_in_flight(
     assert paths[0] == "/hooks"
     assert paths[2] == "/moved"
     assert len(paths) == 3
+
+
+async def test_events_in_a_batch_carry_what_the_feed_shows(
+    client: httpx.AsyncClient,
+    sender: Sender,
+    receiver: WebhookReceiver,
+    dispatcher: Dispatcher,
+) -> None:
+    """The bookkeeping reads a batch's events as JSON (PostgreSQL and SQLite alike): times,
+    data, categories and metadata come out as the ORM reads them."""
+    hook = await create_webhook(client, sender, hook_url(receiver), event_types=["processed"])
+    await send(
+        client,
+        sender,
+        to=["a@example.test", "b@example.test"],
+        categories=["receipt", "eu"],
+        metadata={"order": "42", "nested": "ünïcode"},
+    )
+    await drain_until(dispatcher, lambda: len(delivered_ids(receiver, hook["secret"])) >= 2)
+    sent = [e for r in receiver.accepted for e in r.json()["data"]]
+    feed = (await client.get("/v1/events?type=processed", headers=sender.headers)).json()
+    shown = {event["id"]: event for event in feed["events"]}
+    assert len(sent) == 2
+    for event in sent:
+        assert datetime.fromisoformat(event["created_at"]) == datetime.fromisoformat(
+            shown[event["id"]]["created_at"]
+        )
+        assert event["created_at"].endswith("+00:00")
+        assert event["data"] == shown[event["id"]]["data"]
+        assert event["email"] == shown[event["id"]]["email"]
+        assert event["message_id"] == shown[event["id"]]["message_id"]
+        assert event["categories"] == ["receipt", "eu"]
+        assert event["metadata"] == {"order": "42", "nested": "ünïcode"}
+        assert event["smtp_id"].startswith("<")
