@@ -6,7 +6,8 @@
    counters with them), then the dispatcher delivers them to a receiver in another process on
    loopback: one endpoint (batches of 100, one in flight, as in production) and ten endpoints.
    Baseline, same run: the same number of signed 100-event POSTs sent back to back with httpx
-   to the same receiver, i.e. the ceiling of one sender doing nothing else.
+   to the same receiver, i.e. the ceiling of one sender doing nothing else. The statements
+   the dispatcher sends per batch (its bookkeeping) are counted on the one-endpoint run.
 2. Stats. Counters for 1,000,000 recipients over 30 days (processed, delivered, some deferred
    and bounced, 10 categories, every counter shard in use as concurrent writers leave them
    (8 on PostgreSQL, 1 on SQLite, which has a single writer), plus four other
@@ -32,19 +33,21 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
+from sqlalchemy import event
 
 from app.accounts import service as accounts
 from app.core import clock, migrate
 from app.core.config import Settings
-from app.core.db import Database
+from app.core.db import Database, sqlite_path
 from app.dev.embedded_redis import stop_embedded_redis
 from app.events import service as events
 from app.stats import compaction, counters
 from app.stats.models import ALL_CATEGORIES
 from app.stats.service import Granularity, series
-from app.webhooks import payloads
+from app.webhooks import ledger, payloads
 from app.webhooks import service as webhooks
 from app.webhooks.dispatcher import build_dispatcher
 from app.webhooks.schemas import WebhookCreate
@@ -149,6 +152,28 @@ async def raw_posts(url: str, batches: int) -> float:
         return batches * BATCH / (time.perf_counter() - began)
 
 
+@contextlib.contextmanager
+def counted_statements(db: Database) -> Iterator[list[str]]:
+    """The statements sent through the engine while the block runs."""
+    sent: list[str] = []
+
+    def count(*args: Any) -> None:
+        """Keep the statement's first word."""
+        sent.append(args[2].split(None, 1)[0])
+
+    engines = [db.engine.sync_engine]
+    path = sqlite_path(db.settings.database_url)
+    if path is not None:  # the dispatcher's bookkeeping has an engine of its own there
+        engines.append(ledger.sqlite_engine(str(path), db.settings.sqlite_synchronous))
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield sent
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", count)
+
+
 async def webhook_bench(settings: Settings, db: Database, count: int) -> None:
     """Dispatcher rate against the raw POST ceiling, measured in one run."""
     with receiver_process() as url:
@@ -174,7 +199,8 @@ async def webhook_bench(settings: Settings, db: Database, count: int) -> None:
         # Shared machines are noisy: the baseline is measured right before and right after
         # each dispatcher run, and the ratio taken against the mean of the two.
         before = await raw_posts(url, count // BATCH)
-        single = await dispatch_all(settings, db, count)
+        with counted_statements(db) as statements:
+            single = await dispatch_all(settings, db, count)
         between = await raw_posts(url, count // BATCH)
         per_endpoint = count // 10
         await record_events(db, many.id, per_endpoint)  # after: the first run would take them
@@ -186,6 +212,7 @@ async def webhook_bench(settings: Settings, db: Database, count: int) -> None:
         f"  baseline: raw signed POSTs (httpx)    {before:9.0f} / {between:.0f} / {after:.0f}"
         " events/s (before / between / after)"
     )
+    print(f"  statements per 100-event batch         {len(statements) * BATCH / count:9.1f}")
     for name, rate, baseline in (
         ("1 endpoint  ", single, (before + between) / 2),
         ("10 endpoints", fanned, (between + after) / 2),

@@ -2,10 +2,14 @@
 
 An endpoint is leased by one dispatcher at a time, so at most one batch is in flight per
 endpoint and events arrive in outbox order. A batch is fixed when first made (up to 100
-events) and its id is the `webhook-id` of every retry. Failures back off exponentially for
-up to WEBHOOK_RETRY_PERIOD; a 410 Gone, or WEBHOOK_DISABLE_AFTER_FAILURES failures in a row,
-disables the endpoint and records a `webhook_disabled` event. Nothing is lost when a worker
-dies: the outbox, the batch and its retry time live in the database and the lease expires.
+events) and its id is the `webhook-id` of every retry. While a batch is in flight, one
+transaction (app.webhooks.ledger) records the batch before it and takes the batch after it,
+which is sent only once the one in flight succeeded: a failed batch keeps the batches taken
+behind it waiting. Failures back off exponentially for up to WEBHOOK_RETRY_PERIOD; a 410 Gone,
+or WEBHOOK_DISABLE_AFTER_FAILURES failures in a row, disables the endpoint and records a
+`webhook_disabled` event. Nothing is lost when a worker dies: the outbox, the batches and
+their retry times live in the database and the lease expires; a delivered batch whose record
+was lost is sent again (at least once), with the same webhook-id.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,9 +31,8 @@ from app.core.db import Database
 from app.core.ids import new_id
 from app.delivery.resolver import make_resolver
 from app.events import service as events
-from app.events.models import Event, EventType
-from app.messages.models import Message, Recipient
-from app.webhooks import payloads, service
+from app.events.models import EventType
+from app.webhooks import ledger, payloads, service
 from app.webhooks.client import PostResult, WebhookClient
 from app.webhooks.models import (
     BatchState,
@@ -75,11 +79,45 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True, slots=True)
-class Sent:
-    """What one batch attempt did."""
+class Endpoint:
+    """What the dispatcher needs of a leased endpoint; read again when its settings change."""
 
-    succeeded: bool
-    events: int
+    id: str
+    token: str  # the lease's fencing token
+    url: str
+    format: str
+    secret: bytes
+    previous_secret: bytes | None
+    previous_secret_expires_at: datetime | None
+    stamp: datetime  # updated_at when read
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    """A batch's request, signed, or why there is none to send."""
+
+    sent_at: datetime
+    signed: tuple[bytes, dict[str, str]] | None
+    result: PostResult | None  # when there is nothing to send: the attempt's outcome
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One POST of a batch: when it was made and what came of it."""
+
+    sent_at: datetime
+    result: PostResult
+
+
+ENDPOINT_COLUMNS = (
+    Webhook.id,
+    Webhook.url,
+    Webhook.format,
+    Webhook.secret,
+    Webhook.previous_secret,
+    Webhook.previous_secret_expires_at,
+    Webhook.updated_at,
+)
 
 
 class Dispatcher:
@@ -113,21 +151,110 @@ class Dispatcher:
     async def drain(self, webhook_id: str, *, deadline: float) -> int:
         """Send the endpoint's batches one after another until none is due, one fails, or
         the deadline passes."""
-        token = await self._claim(webhook_id)
-        if token is None:
+        endpoint = await self._claim(webhook_id)
+        if endpoint is None:
             return 0
-        delivered = 0
         try:
-            while time.monotonic() < deadline:
-                sent = await self.send_next(webhook_id, token)
-                if sent is None or not sent.succeeded:
-                    break
-                delivered += sent.events
+            return await self._deliver(endpoint, deadline)
         finally:
-            await self._release(webhook_id, token)
+            await self._release(endpoint)
+
+    async def _deliver(self, endpoint: Endpoint, deadline: float) -> int:
+        """POST batches one at a time, in order; while one is in flight, the transaction that
+        records the one before and takes the one after runs beside it."""
+        found = await self._step(endpoint)
+        delivered, recorded_next = 0, None
+        while found.batch is not None:
+            endpoint = await self._current(endpoint, found.stamp)
+            batch, more = found.batch, time.monotonic() < deadline
+            outcome, ahead = await self._post_beside(endpoint, batch, recorded_next, take=more)
+            if not outcome.result.succeeded:
+                await self._record_failure(endpoint, batch, outcome)
+                return delivered
+            delivered += len(batch.events)
+            done = ledger.Delivered(batch.id, outcome.sent_at, outcome.result, len(batch.events))
+            if ahead.batch is not None:
+                found, recorded_next = ahead, done  # recorded with the batch after
+                continue
+            # Nothing was taken ahead: record this one, and look once more while time is left.
+            found = await self._step(endpoint, delivered=done, take=more and ahead.held)
+            recorded_next = None
         return delivered
 
-    async def _claim(self, webhook_id: str) -> str | None:
+    async def _post_beside(
+        self,
+        endpoint: Endpoint,
+        batch: ledger.Batch,
+        delivered: ledger.Delivered | None,
+        *,
+        take: bool,
+    ) -> tuple[Outcome, ledger.Step]:
+        """POST the batch while the bookkeeping of the one before and the one after runs.
+
+        The next batch is only taken (made a pending batch), never sent, before this one's
+        answer: if this one fails, the next waits behind it (see _record_failure)."""
+        # On PostgreSQL the statement is sent first and runs while the body is built. SQLite
+        # runs in a thread of this process, which needs the GIL between its statements: the
+        # body is built first, so that they run while this thread waits on the network
+        # rather than computes.
+        built = self._build(endpoint, batch) if self.db.settings.is_sqlite else None
+        booking = asyncio.ensure_future(
+            self._step(endpoint, delivered=delivered, in_flight=batch.id, take=take)
+        )
+        posting = asyncio.ensure_future(self._post(endpoint, batch, built))
+        outcome, found = await asyncio.gather(posting, booking, return_exceptions=True)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        if isinstance(found, BaseException):
+            raise found  # the POST is not recorded: the batch is sent again (at least once)
+        return outcome, found
+
+    async def _step(
+        self,
+        endpoint: Endpoint,
+        *,
+        delivered: ledger.Delivered | None = None,
+        in_flight: str | None = None,
+        take: bool = True,
+    ) -> ledger.Step:
+        """Record a delivered batch and take the next due one, in one transaction."""
+        request = ledger.Request(
+            webhook_id=endpoint.id,
+            token=endpoint.token,
+            now=clock.now(),
+            new_batch_id="msg_" + new_id(),
+            size=self.settings.webhook_batch_size,
+            delivered=delivered,
+            in_flight=in_flight,
+            take=take,
+        )
+        return await ledger.step(self.db, request)
+
+    def _build(self, endpoint: Endpoint, batch: ledger.Batch) -> Built:
+        """The signed body (signed once per body), or the failure that prevents it."""
+        sent_at = clock.now()
+        try:
+            secrets_in_use = service.secrets_in_use(endpoint, secret_key=self.secret_key)
+            signed = _signed_body(endpoint.format, batch.events, secrets_in_use, batch.id, sent_at)
+        except Exception as exc:  # a failed attempt like any other: recorded, backed off
+            log.warning("webhook %s: batch %s not built", endpoint.id, batch.id, exc_info=True)
+            error = f"request not built: {type(exc).__name__}"
+            return Built(sent_at, None, PostResult(None, error, None, 0))
+        if signed is None:  # a batch with nothing in the endpoint's format counts as sent
+            return Built(sent_at, None, PostResult(204, None, None, 0))
+        return Built(sent_at, signed, None)
+
+    async def _post(self, endpoint: Endpoint, batch: ledger.Batch, built: Built | None) -> Outcome:
+        """POST the batch (built now unless it was); never raises but for cancellation."""
+        if built is None:
+            await asyncio.sleep(0)  # let the bookkeeping statement be sent first
+            built = self._build(endpoint, batch)
+        if built.signed is None:
+            assert built.result is not None
+            return Outcome(built.sent_at, built.result)
+        return Outcome(built.sent_at, await self.client.post(endpoint.url, *built.signed))
+
+    async def _claim(self, webhook_id: str) -> Endpoint | None:
         """Lease the endpoint; None when it is disabled or another dispatcher holds it."""
         token, now = new_id(), clock.now()
         async with self.db.session() as session:
@@ -139,88 +266,65 @@ class Dispatcher:
                     or_(Webhook.lease_expires_at.is_(None), Webhook.lease_expires_at < now),
                 )
                 .values(lease_token=token, lease_expires_at=now + self.lease)
-                .returning(Webhook.id)
+                .returning(*ENDPOINT_COLUMNS)
                 .execution_options(synchronize_session=False)
             )
-            claimed = result.scalar_one_or_none()
+            row = result.one_or_none()
             await session.commit()
-        return token if claimed else None
+        return None if row is None else _endpoint(row, token)
 
-    async def _release(self, webhook_id: str, token: str) -> None:
+    async def _current(self, endpoint: Endpoint, stamp: datetime | None) -> Endpoint:
+        """The endpoint's settings, read again when they changed since they were read."""
+        if stamp is None or stamp == endpoint.stamp:
+            return endpoint
+        async with self.db.session() as session:
+            row = (
+                await session.execute(select(*ENDPOINT_COLUMNS).where(Webhook.id == endpoint.id))
+            ).one_or_none()
+        return endpoint if row is None else _endpoint(row, endpoint.token)
+
+    async def _release(self, endpoint: Endpoint) -> None:
         """Give the endpoint's lease back (if it is still ours)."""
         async with self.db.session() as session:
             await session.execute(
                 update(Webhook)
-                .where(Webhook.id == webhook_id, Webhook.lease_token == token)
+                .where(Webhook.id == endpoint.id, Webhook.lease_token == endpoint.token)
                 .values(lease_token=None, lease_expires_at=None)
                 .execution_options(synchronize_session=False)
             )
             await session.commit()
 
-    async def send_next(self, webhook_id: str, token: str) -> Sent | None:
-        """POST the endpoint's due batch (making one from the outbox if there is none)."""
-        async with self.db.session() as session:
-            webhook = await session.get(Webhook, webhook_id)
-            if webhook is None or not webhook.enabled or webhook.lease_token != token:
-                return None
-            batch = await _due_batch(session, webhook, self.settings.webhook_batch_size)
-            if batch is None:
-                await session.commit()
-                return None
-            contexts = await batch_events(session, batch.id)
-            await session.commit()
-        sent_at = clock.now()
-        try:
-            secrets_in_use = service.secrets_in_use(webhook, secret_key=self.secret_key)
-            signed = _signed_body(webhook.format, contexts, secrets_in_use, batch.id, sent_at)
-        except Exception as exc:  # a failed attempt like any other: recorded, backed off
-            log.warning("webhook %s: batch %s not built", webhook_id, batch.id, exc_info=True)
-            result = PostResult(None, f"request not built: {type(exc).__name__}", None, 0)
-        else:
-            # A batch with nothing in the endpoint's format counts as sent.
-            nothing = PostResult(204, None, None, 0)
-            result = nothing if signed is None else await self.client.post(webhook.url, *signed)
-        await self._record(webhook_id, token, batch.id, result, sent_at, len(contexts))
-        return Sent(result.succeeded, len(contexts))
-
-    async def _record(
-        self,
-        webhook_id: str,
-        token: str,
-        batch_id: str,
-        result: PostResult,
-        sent_at: datetime,
-        event_count: int,
+    async def _record_failure(
+        self, endpoint: Endpoint, batch: ledger.Batch, outcome: Outcome
     ) -> None:
-        """The attempt, the batch's new state and the endpoint's health, fenced by the lease."""
+        """The failed attempt, the batch's backoff and the endpoint's health, fenced by the
+        lease (the rare path: ORM objects, a few statements)."""
+        result = outcome.result
         async with self.db.session() as session:
             # FOR NO KEY UPDATE, not FOR UPDATE: disabling an endpoint writes outbox rows for
             # the account's other endpoints, whose foreign keys take KEY SHARE locks on them;
             # FOR UPDATE would conflict with those, so two endpoints of one account disabled
             # at once deadlocked on PostgreSQL.
-            webhook = await session.get(Webhook, webhook_id, with_for_update={"key_share": True})
-            batch = await session.get(WebhookBatch, batch_id)
-            if webhook is None or batch is None or webhook.lease_token != token:
+            webhook = await session.get(Webhook, endpoint.id, with_for_update={"key_share": True})
+            row = await session.get(WebhookBatch, batch.id)
+            if webhook is None or row is None or webhook.lease_token != endpoint.token:
                 return  # the lease was lost; whoever holds it now records its own attempt
-            batch.attempt_count += 1
+            row.attempt_count += 1
             session.add(
                 WebhookAttempt(
-                    webhook_id=webhook_id,
-                    batch_id=batch_id,
-                    attempt=batch.attempt_count,
-                    attempted_at=sent_at,
+                    webhook_id=endpoint.id,
+                    batch_id=batch.id,
+                    attempt=row.attempt_count,
+                    attempted_at=outcome.sent_at,
                     duration_ms=result.duration_ms,
-                    succeeded=result.succeeded,
+                    succeeded=False,
                     response_status=result.status,
                     error=result.error,
                     ip=result.ip,
-                    event_count=event_count,
+                    event_count=len(batch.events),
                 )
             )
-            if result.succeeded:
-                _succeeded(webhook, batch)
-            else:
-                await self._failed(session, webhook, batch, result)
+            await self._failed(session, webhook, row, result)
             await session.commit()
 
     async def _failed(
@@ -235,6 +339,7 @@ class Dispatcher:
             batch.completed_at = now
         else:
             batch.next_attempt_at = now + self.policy.delay(batch.attempt_count)
+            await _wait_behind(session, batch)
         reason = None
         if result.status == 410:
             reason = "the endpoint answered 410 Gone"
@@ -244,13 +349,34 @@ class Dispatcher:
             await disable(session, webhook, reason=reason, last_error=result.error)
 
 
-def _succeeded(webhook: Webhook, batch: WebhookBatch) -> None:
-    """The batch is delivered; the endpoint's failure run ends."""
-    now = clock.now()
-    batch.state = BatchState.DELIVERED
-    batch.completed_at = now
-    webhook.consecutive_failures = 0
-    webhook.updated_at = now
+def _endpoint(row: Any, token: str) -> Endpoint:
+    """An Endpoint from a row of ENDPOINT_COLUMNS."""
+    return Endpoint(
+        id=row.id,
+        token=token,
+        url=row.url,
+        format=row.format,
+        secret=row.secret,
+        previous_secret=row.previous_secret,
+        previous_secret_expires_at=row.previous_secret_expires_at,
+        stamp=row.updated_at,
+    )
+
+
+async def _wait_behind(session: AsyncSession, batch: WebhookBatch) -> None:
+    """Batches taken after a failing one wait at least as long, so that the endpoint is not
+    found due (and leased for nothing) while its oldest batch backs off."""
+    await session.execute(
+        update(WebhookBatch)
+        .where(
+            WebhookBatch.webhook_id == batch.webhook_id,
+            WebhookBatch.state == BatchState.PENDING,
+            WebhookBatch.id != batch.id,
+            WebhookBatch.next_attempt_at < batch.next_attempt_at,
+        )
+        .values(next_attempt_at=batch.next_attempt_at)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def disable(
@@ -315,87 +441,6 @@ async def due_endpoints(session: AsyncSession) -> list[str]:
         or_(Webhook.lease_expires_at.is_(None), Webhook.lease_expires_at < now),
     )
     return list((await session.execute(query)).scalars())
-
-
-async def _due_batch(session: AsyncSession, webhook: Webhook, size: int) -> WebhookBatch | None:
-    """The endpoint's pending batch if due; else a new one from the oldest outbox rows."""
-    pending = (
-        await session.execute(
-            select(WebhookBatch).where(
-                WebhookBatch.webhook_id == webhook.id, WebhookBatch.state == BatchState.PENDING
-            )
-        )
-    ).scalar_one_or_none()
-    if pending is not None:
-        return pending if pending.next_attempt_at <= clock.now() else None
-    rows = list(
-        (
-            await session.execute(
-                select(WebhookOutbox.id)
-                .where(WebhookOutbox.webhook_id == webhook.id, WebhookOutbox.batch_id.is_(None))
-                .order_by(WebhookOutbox.id)
-                .limit(size)
-            )
-        ).scalars()
-    )
-    if not rows:
-        return None
-    now = clock.now()
-    batch = WebhookBatch(
-        id="msg_" + new_id(),
-        webhook_id=webhook.id,
-        account_id=webhook.account_id,
-        event_count=len(rows),
-        next_attempt_at=now,
-        created_at=now,
-    )
-    session.add(batch)
-    await session.flush()
-    await session.execute(
-        update(WebhookOutbox)
-        .where(WebhookOutbox.id.in_(rows))
-        .values(batch_id=batch.id)
-        .execution_options(synchronize_session=False)
-    )
-    return batch
-
-
-async def batch_events(session: AsyncSession, batch_id: str) -> list[EventContext]:
-    """The batch's events in outbox order, with their message's fields."""
-    query = (  # columns, not ORM objects: this runs for every batch
-        select(
-            Event.id,
-            Event.type,
-            Event.created_at,
-            Event.data,
-            Event.message_id,
-            Event.recipient_id,
-            Message.message_id_header,
-            Message.categories,
-            Message.custom_args,
-            Recipient.email,
-        )
-        .join(WebhookOutbox, WebhookOutbox.event_id == Event.id)
-        .outerjoin(Message, Message.id == Event.message_id)
-        .outerjoin(Recipient, Recipient.id == Event.recipient_id)
-        .where(WebhookOutbox.batch_id == batch_id)
-        .order_by(WebhookOutbox.id)
-    )
-    return [
-        EventContext(
-            id=row.id,
-            type=row.type,
-            created_at=row.created_at,
-            data=row.data,
-            message_id=row.message_id,
-            recipient_id=row.recipient_id,
-            smtp_id=row.message_id_header,
-            categories=tuple(row.categories or ()),
-            custom_args=dict(row.custom_args or {}),
-            email=row.email or row.data.get("email"),
-        )
-        for row in await session.execute(query)
-    ]
 
 
 def build_dispatcher(settings: Settings, db: Database) -> Dispatcher:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Select, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -109,7 +109,23 @@ async def rotate_secret(
     return secret, now + ROTATION_GRACE
 
 
-def secrets_in_use(webhook: Webhook, *, secret_key: bytes) -> list[str]:
+class SealedSecrets(Protocol):
+    """An endpoint's stored secrets: the ORM row, or the dispatcher's copy of it."""
+
+    @property
+    def secret(self) -> bytes:
+        """The current secret, sealed."""
+
+    @property
+    def previous_secret(self) -> bytes | None:
+        """The secret before the last rotation, sealed."""
+
+    @property
+    def previous_secret_expires_at(self) -> datetime | None:
+        """When the previous secret stops signing."""
+
+
+def secrets_in_use(webhook: SealedSecrets, *, secret_key: bytes) -> list[str]:
     """The current secret, and the previous one while its grace period lasts."""
     found = [signing.unseal(secret_key, webhook.secret)]
     expires = webhook.previous_secret_expires_at

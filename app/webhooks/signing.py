@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import secrets
 from collections.abc import Sequence
 from datetime import datetime
@@ -26,8 +27,10 @@ def seal(secret_key: bytes, secret: str) -> bytes:
     return encrypt(secret_key, secret.encode(), purpose=PURPOSE)
 
 
+@functools.lru_cache(maxsize=1024)
 def unseal(secret_key: bytes, sealed: bytes) -> str:
-    """The stored secret in clear."""
+    """The stored secret in clear (remembered: the dispatcher signs every batch with it, and a
+    sealed token is never reused for another secret)."""
     return decrypt(secret_key, sealed, purpose=PURPOSE).decode()
 
 

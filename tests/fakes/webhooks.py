@@ -51,7 +51,9 @@ class WebhookReceiver:
     host: str
     port: int = field(default_factory=free_port)
     requests: list[ReceivedRequest] = field(default_factory=list)
+    most_at_once: int = 0  # the most requests it held at the same time
     _script: deque[_Answer] = field(default_factory=deque)
+    _holding: int = 0
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -106,6 +108,15 @@ class WebhookReceiver:
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
+        self._holding += 1
+        self.most_at_once = max(self.most_at_once, self._holding)
+        try:
+            await self._answer(scope, send, body)
+        finally:
+            self._holding -= 1
+
+    async def _answer(self, scope: Scope, send: Send, body: bytes) -> None:
+        """Record the request and answer it as scripted."""
         answer = self._next_answer(scope["path"])
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         received = ReceivedRequest(scope["path"], headers, body, answer.status, answer.hang)
