@@ -89,8 +89,10 @@ async def _limiter(request: Request) -> FixedWindowLimiter:
     """One limiter per app, on the queue's Redis connection pool."""
     limiter: FixedWindowLimiter | None = getattr(request.app.state, "limiter", None)
     if limiter is None:
-        pool = await (await get_queue(request)).pool()
-        limiter = request.app.state.limiter = FixedWindowLimiter(pool, prefix=RATE_LIMIT_PREFIX)
+        queue = await get_queue(request)
+        limiter = request.app.state.limiter = FixedWindowLimiter(
+            await queue.pool(), prefix=RATE_LIMIT_PREFIX, batch=await queue.batch()
+        )
     return limiter
 
 

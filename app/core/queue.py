@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from redis.exceptions import RedisError
 
+from app.core.redis_batch import RedisBatch
+
 log = logging.getLogger(__name__)
 
 DELIVER_JOB = "deliver_message"
@@ -46,6 +48,7 @@ class Queue:
     def __init__(self, redis_url: str) -> None:
         self.redis_url = redis_url
         self._pool: ArqRedis | None = None
+        self._batch: RedisBatch | None = None
         self._creating = asyncio.Lock()  # concurrent first requests must share one pool
 
     async def pool(self) -> ArqRedis:
@@ -58,6 +61,15 @@ class Queue:
                     )
         return self._pool
 
+    async def batch(self) -> RedisBatch:
+        """Commands of concurrent callers in one round trip (app/core/redis_batch.py): the
+        API's rate-limit counts and its wake-ups share it."""
+        if self._batch is None:
+            pool = await self.pool()
+            if self._batch is None:
+                self._batch = RedisBatch(pool)
+        return self._batch
+
     async def wake_deliveries(self, message_ids: Iterable[str]) -> int:
         """Tell the workers that these messages' recipients are due: one PUBLISH for any
         number. Returns how many messages were signalled (0 when Redis is unreachable)."""
@@ -67,8 +79,8 @@ class Queue:
     async def wake_workers(self, count: int = 1) -> bool:
         """Publish one wake-up; False (logged) when Redis is unreachable."""
         try:
-            pool = await self.pool()
-            await pool.publish(WAKE_CHANNEL, count)
+            batch = await self.batch()
+            await batch.call(lambda pipe: pipe.publish(WAKE_CHANNEL, count))
         except (RedisError, OSError) as exc:
             # The database holds the work; idle polls and the sweeper find it.
             log.warning("could not wake the workers (their polls will find the work): %s", exc)

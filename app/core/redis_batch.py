@@ -17,7 +17,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-Build = Callable[[Pipeline], None]  # adds a caller's commands to the shared pipeline
+Build = Callable[[Pipeline], object]  # adds a caller's commands to the shared pipeline
 
 
 @dataclass(slots=True)
