@@ -61,7 +61,7 @@ class SubmissionHandler:
         self.policy: AcceptPolicy = policy_from(settings)
         # SQLite takes one writer at a time; PostgreSQL overlaps a few transactions.
         self.committer = GroupCommitter(
-            database, self.policy, concurrency=1 if settings.is_sqlite else 4
+            database, queue, self.policy, concurrency=1 if settings.is_sqlite else 4
         )
         self.data_rules = DataRules(
             max_size=settings.max_message_size,
@@ -249,8 +249,6 @@ class SubmissionHandler:
             message_id = await self.committer.store(transaction, prepared)
         except Refusal as refusal:
             return refusal.reply
-        if prepared.options.send_at is None:  # a scheduled message is woken by the sweeper
-            await self.queue.wake_deliveries([message_id])
         return f"250 2.0.0 Ok: queued as {message_id}"
 
     async def handle_exception(self, error: Exception) -> str:
