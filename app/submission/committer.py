@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import Table, insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -42,7 +42,7 @@ from app.submission.service import (
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 50  # messages per transaction: bounds the work a database failure sends back
-_SUBMISSIONS = SmtpSubmission.__table__
+_SUBMISSIONS: Table = SmtpSubmission.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True)
