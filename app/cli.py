@@ -13,10 +13,11 @@ import click
 
 from app.accounts import service as accounts
 from app.accounts.scopes import parse_scopes
-from app.core import migrate
+from app.core import migrate, signals
 from app.core.config import Settings, UnsafeSettingsError, load_settings
 from app.core.db import Database
-from app.dev.embedded_redis import redis_url_for, stop_embedded_redis
+from app.dev.embedded_redis import redis_url_for, socket_path, stop_embedded_redis
+from app.dev.embedded_redis import running_at as embedded_redis_answers
 from app.domains import service as domains
 
 T = TypeVar("T")
@@ -43,6 +44,18 @@ def _run_db(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
             await database.dispose()
 
     return asyncio.run(run())
+
+
+def _announce(settings: Settings, kind: str, key: str) -> None:
+    """Tell running API and listener processes to drop a cached key or domain at once (their
+    caches expire within AUTH_CACHE_TTL anyway: this makes it immediate)."""
+    url = settings.redis_url
+    if url is None:
+        socket = socket_path(settings.var_dir)
+        if not embedded_redis_answers(socket):
+            return  # no embedded Redis: no process of this data directory runs
+        url = f"unix://{socket}"
+    asyncio.run(signals.announce_to(url, kind, key))
 
 
 @click.group()
@@ -254,8 +267,10 @@ def keys_limit(prefix: str, smtp_rate_limit: str) -> None:
             await session.commit()
             return done
 
-    if not _run_db(load_settings(), work):
+    settings = load_settings()
+    if not _run_db(settings, work):
         raise click.ClickException(f"no key with prefix {prefix!r}")
+    _announce(settings, signals.KEY, prefix)
     click.echo(f"SG.{prefix}: smtp {per_minute or 'default'} messages/min")
 
 
@@ -271,8 +286,10 @@ def keys_revoke(prefix: str) -> None:
             await session.commit()
             return done
 
-    if not _run_db(load_settings(), work):
+    settings = load_settings()
+    if not _run_db(settings, work):
         raise click.ClickException(f"no active key with prefix {prefix!r}")
+    _announce(settings, signals.KEY, prefix)
     click.echo(f"revoked SG.{prefix}")
 
 
@@ -289,7 +306,7 @@ def domains_add(domain: str, account: str, ed25519: bool) -> None:
     """Create a DKIM key for DOMAIN and print the DNS records to publish."""
     settings = _settings_for_production()
 
-    async def work(database: Database) -> list[domains.DnsRecord]:
+    async def work(database: Database) -> tuple[str, list[domains.DnsRecord]]:
         async with database.session() as session:
             owner = await accounts.get_or_create_account(session, name=account)
             try:
@@ -303,9 +320,10 @@ def domains_add(domain: str, account: str, ed25519: bool) -> None:
             except domains.DomainExistsError as exc:
                 raise click.ClickException(f"{exc} is already a domain of {account!r}") from exc
             await session.commit()
-            return domains.dns_records(added, hostname=settings.hostname)
+            return owner.id, domains.dns_records(added, hostname=settings.hostname)
 
-    records = _run_db(settings, work)
+    owner_id, records = _run_db(settings, work)
+    _announce(settings, signals.DOMAINS, owner_id)
     click.echo(f"Added {domain} to account {account!r}. Publish these DNS records:\n")
     _print_records(records)
     click.echo(f"\nThen run: columba domains verify {domain} --account {account}")
@@ -347,7 +365,7 @@ def domains_verify(domain: str, account: str) -> None:
 
     settings = load_settings()
 
-    async def work(database: Database) -> tuple[bool, str]:
+    async def work(database: Database) -> tuple[bool, str, str]:
         async with database.session() as session:
             owner = await accounts.get_account_by_name(session, name=account)
             name = domains.normalize_domain_name(domain)
@@ -359,11 +377,13 @@ def domains_verify(domain: str, account: str) -> None:
             resolver = make_resolver(
                 settings.dns_nameservers, timeout=settings.dns_timeout.total_seconds()
             )
-            result = await domains.verify_domain(session, resolver=resolver, domain=found)
+            ok, detail = await domains.verify_domain(session, resolver=resolver, domain=found)
             await session.commit()
-            return result
+            return ok, detail, found.account_id
 
-    ok, detail = _run_db(settings, work)
+    ok, detail, account_id = _run_db(settings, work)
+    if ok:
+        _announce(settings, signals.DOMAINS, account_id)
     click.echo(f"{domain}: {detail}")
     if not ok:
         sys.exit(1)

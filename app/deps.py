@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.accounts import service as accounts
+from app.accounts.cache import KeyCache
 from app.accounts.scopes import Scope
 from app.accounts.service import Principal
 from app.core import clock
@@ -103,29 +103,24 @@ def _bearer_token(request: Request) -> str:
     return token.strip()
 
 
-async def get_principal(request: Request, session: SessionDep) -> Principal:
+async def get_principal(request: Request) -> Principal:
     """Who is calling; 401 for a missing, unknown, wrong or revoked key; 429 over the limit.
 
     Known keys are limited per key, anything else per client address (so guessing keys is
-    limited too); every answer carries the X-RateLimit-* headers."""
+    limited too); every answer carries the X-RateLimit-* headers. Keys come from the
+    per-process cache (app/accounts/cache.py), so most requests read no database here."""
     client = f"ip:{request.client.host if request.client else 'unknown'}"
     try:
         token = _bearer_token(request)
     except Unauthorized:
         await limit_rate(request, key=client)
         raise
-    principal = await accounts.authenticate(session, plaintext=token)
+    keys: KeyCache = request.app.state.keys
+    principal = await keys.authenticate(token)
     if principal is None:
         await limit_rate(request, key=client)
         raise Unauthorized(INVALID_KEY)
     await limit_rate(request, key=f"key:{principal.api_key.id}")
-    if accounts.needs_last_used_update(principal.api_key):
-        # In the request's session, which so far has only read the key, and committed at once.
-        # A second session here would hold two pooled connections per request: under more
-        # concurrent requests than the pool has connections, every request would wait for a
-        # second one that never frees (a deadlock seen at 32 connections in bench/send.py).
-        await accounts.touch_key(session, api_key_id=principal.api_key.id)
-        await session.commit()
     return principal
 
 

@@ -8,13 +8,16 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from app.accounts.cache import KeyCache
 from app.batches.router import router as batches_router
 from app.core.config import Settings, load_settings
 from app.core.db import Database
 from app.core.errors import install_error_handlers
 from app.core.queue import Queue
 from app.core.ratelimit import RateLimitHeaders
+from app.core.signals import Listener
 from app.dev.embedded_redis import redis_url_for, release_redis
+from app.domains.cache import sending_domains
 from app.events.router import router as events_router
 from app.events.waiting import LongPolls
 from app.health import router as health_router
@@ -54,9 +57,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.long_polls = LongPolls(
             per_process=settings.long_poll_max, per_key=settings.long_poll_max_per_key
         )
+        cache_ttl = settings.auth_cache_ttl.total_seconds()
+        app.state.keys = KeyCache(app.state.db, ttl=cache_ttl)
+        sending_domains.configure(cache_ttl)
+        invalidations = app.state.invalidations = Listener(app.state.queue.redis_url)
+        invalidations.start()
         try:
             yield
         finally:
+            await invalidations.stop()
+            await app.state.keys.close()
             await app.state.committer.close()
             await app.state.queue.close()
             await app.state.db.dispose()

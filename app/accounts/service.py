@@ -12,7 +12,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account, ApiKey
-from app.core import clock
+from app.core import cache, clock
+from app.core.signals import KEY
 
 DEFAULT_ACCOUNT = "default"
 KEY_PREFIX = "SG."  # SendGrid's key format, so tools that check the prefix accept ours
@@ -102,6 +103,7 @@ async def revoke_key(session: AsyncSession, *, prefix: str) -> bool:
         .where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))
         .values(revoked_at=clock.now())
     )
+    cache.invalidate(KEY, prefix)  # this process at once; others hear it through signals
     return bool(getattr(result, "rowcount", 0))
 
 
@@ -111,17 +113,31 @@ async def authenticate(session: AsyncSession, *, plaintext: str) -> Principal | 
     if parts is None:
         return None
     prefix, secret = parts
+    found = await principal_by_prefix(session, prefix=prefix)
+    if found is None or not hmac.compare_digest(found[0], hash_secret(secret)):
+        return None
+    return found[1]
+
+
+async def principal_by_prefix(
+    session: AsyncSession, *, prefix: str
+) -> tuple[str, Principal] | None:
+    """(secret hash, principal) of the active key with this prefix; None when there is none.
+
+    The objects come back detached (the session expunges them), so a cache may keep them."""
     row = (
-        await session.execute(select(ApiKey, Account).join(Account).where(ApiKey.prefix == prefix))
+        await session.execute(
+            select(ApiKey, Account)
+            .join(Account)
+            .where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))
+        )
     ).one_or_none()
     if row is None:
         return None
     api_key, account = row
-    if api_key.revoked_at is not None:
-        return None
-    if not hmac.compare_digest(api_key.secret_hash, hash_secret(secret)):
-        return None
-    return Principal(account=account, api_key=api_key)
+    session.expunge(api_key)
+    session.expunge(account)
+    return api_key.secret_hash, Principal(account=account, api_key=api_key)
 
 
 async def active_principal(session: AsyncSession, *, api_key_id: str) -> Principal | None:
@@ -143,6 +159,7 @@ async def set_smtp_rate_limit(
     result = await session.execute(
         update(ApiKey).where(ApiKey.prefix == prefix).values(smtp_messages_per_minute=per_minute)
     )
+    cache.invalidate(KEY, prefix)
     return bool(getattr(result, "rowcount", 0))
 
 

@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     retention: Duration = timedelta(days=30)
     idempotency_lock: Duration = timedelta(seconds=60)
     rate_limit: str = "10000/1m"
+    # How long a process may use a cached API key, account or sending domain (app/core/cache.py):
+    # the bound on how late a revocation takes effect everywhere. At most 1 second; 0 disables.
+    auth_cache_ttl: Duration = Field(default=timedelta(seconds=1), le=timedelta(seconds=1))
     # SMTP submission (`columba smtp`): limits and protections of a public listener.
     submission_rate_limit: int = Field(default=100, ge=1)  # messages per minute per key
     submission_max_recipients: int = Field(default=1000, ge=1)
@@ -171,6 +174,7 @@ class Settings(BaseSettings):
         "retention",
         "submission_auth_lockout",
         "submission_idle_timeout",
+        "auth_cache_ttl",
         mode="before",
     )
     @classmethod

@@ -112,7 +112,11 @@ def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     kwargs.setdefault("hide_parameters", True)
     if settings.is_sqlite:
         return _sqlite_engine(settings, **kwargs)
-    kwargs.setdefault("pool_pre_ping", True)
+    # No pre-ping: it cost a round trip per checkout, on every request. A connection the
+    # server dropped fails its first use instead; SQLAlchemy then invalidates the whole pool,
+    # the request gets a 503 (app/core/errors.py) and the next ones connect afresh. Recycling
+    # by age keeps connections from outliving server-side and firewall idle timeouts.
+    kwargs.setdefault("pool_recycle", 1800)
     return create_async_engine(settings.database_url, **_pool_sizes(settings, kwargs))
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.strict_json import scrubbed
@@ -156,10 +157,24 @@ async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
     return error_response(500, [ErrorItem("internal server error")])
 
 
+async def _handle_database_error(request: Request, exc: Exception) -> JSONResponse:
+    """503 when the database connection was lost (a restart, a failover): nothing of the
+    request was committed, and a retry gets a fresh connection (the pool was invalidated).
+    Without a pre-ping (app/core/db.py) this is how a dead pooled connection shows."""
+    assert isinstance(exc, DBAPIError)
+    if not exc.connection_invalidated:
+        return await _handle_unexpected(request, exc)
+    log.warning("database connection lost on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(
+        503, [ErrorItem("the database is unavailable; retry")], {"Retry-After": "1"}
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Render every error, expected or not, in SendGrid's shape."""
     app.add_exception_handler(ApiError, _handle_api_error)
     app.add_exception_handler(RequestValidationError, _handle_validation_error)
     app.add_exception_handler(RefusedBody, _handle_refused_body)
     app.add_exception_handler(StarletteHTTPException, _handle_http_error)
+    app.add_exception_handler(DBAPIError, _handle_database_error)
     app.add_exception_handler(Exception, _handle_unexpected)

@@ -6,9 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core import clock
+from app.core.redis_batch import RedisBatch
 
 # INCRBY then EXPIRE on first use, atomically: concurrent replicas never lose a count.
 _HIT = """
@@ -37,12 +39,16 @@ class RateLimitResult:
 
 
 class FixedWindowLimiter:
-    """At most `limit` units per `window` seconds per key, counted in Redis."""
+    """At most `limit` units per `window` seconds per key, counted in Redis.
 
-    def __init__(self, redis: Redis, *, prefix: str) -> None:
+    Counts are exact across every process sharing the Redis (no local share of the limit to
+    overshoot with); concurrent hits share one round trip (app/core/redis_batch.py)."""
+
+    def __init__(self, redis: Redis, *, prefix: str, batch: RedisBatch | None = None) -> None:
         self.redis = redis
         self.prefix = prefix
         self._script = redis.register_script(_HIT)
+        self.batch = batch or RedisBatch(redis)
 
     async def hit(self, key: str, *, limit: int, window: int, cost: int = 1) -> RateLimitResult:
         """Count `cost` units against `key`; refused (and still counted) past the limit."""
@@ -50,10 +56,18 @@ class FixedWindowLimiter:
         index = now // window
         reset_at = (index + 1) * window
         redis_key = f"{self.prefix}:{key}:{index}"
-        count = int(await self._script(keys=[redis_key], args=[cost, window + 1]))
+        [count] = await self.batch.call(
+            lambda pipe: self._add_hit(pipe, redis_key, cost=cost, window=window)
+        )
+        count = int(count)
         return RateLimitResult(
             allowed=count <= limit, limit=limit, remaining=max(0, limit - count), reset_at=reset_at
         )
+
+    def _add_hit(self, pipe: Pipeline, redis_key: str, *, cost: int, window: int) -> None:
+        """The counting script, queued on a shared pipeline (loaded on first use)."""
+        pipe.evalsha(self._script.sha, 1, redis_key, str(cost), str(window + 1))
+        pipe.scripts.add(self._script)  # type: ignore[arg-type]  # redis-py types it as sync
 
 
 STATE_KEY = "rate_limit_headers"

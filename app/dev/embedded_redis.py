@@ -112,6 +112,11 @@ def release_redis(redis_url: str | None, var_dir: Path) -> None:
         release_embedded_redis(var_dir)
 
 
+def running_at(socket: Path) -> bool:
+    """Whether a data directory's Redis answers on `socket`."""
+    return socket.exists() and _answers(socket)
+
+
 def socket_path(var: Path) -> Path:
     """Where the data directory's server listens: in it, or in the temporary directory under
     a name derived from it when the path would be too long for a unix socket."""

@@ -9,8 +9,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account
-from app.core import clock
+from app.core import cache, clock
 from app.core.encryption import decrypt, encrypt
+from app.core.signals import DOMAINS
 from app.delivery.idn import ascii_domain
 from app.delivery.resolver import DnsTemporaryError, lookup
 from app.delivery.signing import (
@@ -19,6 +20,7 @@ from app.delivery.signing import (
     generate_rsa_key,
     public_key_record,
 )
+from app.domains.cache import sending_domains
 from app.domains.models import Domain
 
 DKIM_PURPOSE = "dkim-private-key"
@@ -111,6 +113,8 @@ async def add_domain(
         domain.ed25519_public_record = public_key_record(ed_pem)
     session.add(domain)
     await session.flush()
+    # A more specific domain may now cover addresses a parent covered.
+    cache.invalidate(DOMAINS, account.id)
     return domain
 
 
@@ -135,14 +139,37 @@ def candidate_names(email_domain: str) -> list[str]:
     return [".".join(labels[i:]) for i in range(len(labels) - 1)]
 
 
+class _Unsettled(Exception):
+    """The domain was found among the session's own uncommitted changes."""
+
+    def __init__(self, domain: Domain) -> None:
+        super().__init__(domain.name)
+        self.domain = domain
+
+
 async def sending_domain_for(
     session: AsyncSession, *, account_id: str, email_domain: str
 ) -> Domain | None:
-    """The account's domain that covers the From domain, the most specific one."""
-    names = candidate_names(normalize_domain_name(email_domain))
-    query = select(Domain).where(Domain.account_id == account_id, Domain.name.in_(names))
-    found = {domain.name: domain for domain in (await session.execute(query)).scalars()}
-    return next((found[name] for name in names if name in found), None)
+    """The account's domain that covers the From domain, the most specific one.
+
+    Found domains are cached for a second (app/domains/cache.py) and come back detached: a
+    caller reads them, never changes them."""
+
+    async def load() -> Domain | None:
+        names = candidate_names(normalize_domain_name(email_domain))
+        query = select(Domain).where(Domain.account_id == account_id, Domain.name.in_(names))
+        found = {domain.name: domain for domain in (await session.execute(query)).scalars()}
+        domain = next((found[name] for name in names if name in found), None)
+        if domain is not None and (domain in session.dirty or domain in session.new):
+            raise _Unsettled(domain)  # written but not committed: not for other requests
+        if domain is not None:
+            session.expunge(domain)
+        return domain
+
+    try:
+        return await sending_domains.lookup(account_id, email_domain, load)
+    except _Unsettled as unsettled:
+        return unsettled.domain
 
 
 def dkim_keys(domain: Domain, *, secret_key: bytes) -> list[DkimKey]:
@@ -186,4 +213,5 @@ async def verify_domain(
     if ok and domain.verified_at is None:
         domain.verified_at = clock.now()
         await session.flush()
+        cache.invalidate(DOMAINS, domain.account_id)
     return ok, detail

@@ -1,0 +1,95 @@
+"""A small per-process cache whose entries live a fixed time, and the registry that lets one
+invalidation reach every cache of the process.
+
+The API reads keys, accounts and sending domains on every request; these caches take those
+reads off the hot path. Staleness is bounded by the TTL (at most a second for keys: a revoked
+key stops working everywhere within it) and usually shortened by invalidations announced
+through Redis (app/core/signals.py).
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Callable, Hashable
+from typing import Generic, Protocol, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class Invalidatable(Protocol):
+    """A cache that can drop what an invalidation names."""
+
+    def invalidate(self, kind: str, key: str) -> None:
+        """Drop the entries `kind`/`key` names ('' drops every entry of that kind)."""
+
+    def clear(self) -> None:
+        """Drop everything."""
+
+
+_caches: weakref.WeakSet[Invalidatable] = weakref.WeakSet()
+
+
+def register(cache: Invalidatable) -> None:
+    """Let invalidations reach `cache` (held weakly: a dropped app takes its caches along)."""
+    _caches.add(cache)
+
+
+def invalidate(kind: str, key: str) -> None:
+    """Drop `kind`/`key` from every cache of this process."""
+    for cache in list(_caches):
+        cache.invalidate(kind, key)
+
+
+def clear_all() -> None:
+    """Drop every entry of every cache (after invalidations may have been missed)."""
+    for cache in list(_caches):
+        cache.clear()
+
+
+class TtlCache(Generic[K, V]):
+    """Values that expire `ttl` seconds after they were stored; at most `max_entries`."""
+
+    def __init__(
+        self, ttl: float, *, max_entries: int = 10_000, now: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._now = now
+        self._entries: dict[K, tuple[float, V]] = {}
+
+    def get(self, key: K) -> V | None:
+        """The value, or None when absent or expired."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= self._now():
+            self._entries.pop(key, None)
+            return None
+        return entry[1]
+
+    def put(self, key: K, value: V) -> None:
+        """Store `value` for the TTL, evicting the oldest entry when full."""
+        if self.ttl <= 0:
+            return
+        self._entries.pop(key, None)
+        if len(self._entries) >= self.max_entries:
+            del self._entries[next(iter(self._entries))]
+        self._entries[key] = (self._now() + self.ttl, value)
+
+    def drop(self, key: K) -> None:
+        """Forget `key`."""
+        self._entries.pop(key, None)
+
+    def drop_where(self, predicate: Callable[[K], bool]) -> None:
+        """Forget every key `predicate` accepts."""
+        for key in [k for k in self._entries if predicate(k)]:
+            del self._entries[key]
+
+    def clear(self) -> None:
+        """Forget everything."""
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
