@@ -15,9 +15,9 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.accounts import service as accounts
+from app.accounts.cache import KeyCache
 from app.accounts.scopes import Scope
 from app.accounts.service import Principal
-from app.common.fields import valid_email
 from app.core import clock
 from app.core.config import Settings
 from app.core.db import Database
@@ -25,6 +25,7 @@ from app.core.ids import new_id
 from app.core.queue import Queue
 from app.messages.service import AcceptPolicy, policy_from
 from app.submission import replies
+from app.submission.addresses import checked_email
 from app.submission.committer import GroupCommitter
 from app.submission.data import DataRules, too_big
 from app.submission.guard import Guard, client_network
@@ -53,11 +54,20 @@ class _Tls:
 class SubmissionHandler:
     """aiosmtpd handler shared by every connection of one listener process."""
 
-    def __init__(self, settings: Settings, *, database: Database, queue: Queue, guard: Guard):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        database: Database,
+        queue: Queue,
+        guard: Guard,
+        keys: KeyCache,
+    ) -> None:
         self.settings = settings
         self.database = database
         self.queue = queue
         self.guard = guard
+        self.keys = keys
         self.policy: AcceptPolicy = policy_from(settings)
         # SQLite takes one writer at a time; PostgreSQL overlaps a few transactions.
         self.committer = GroupCommitter(
@@ -121,7 +131,9 @@ class SubmissionHandler:
                            f"attempts for this key from {client_network(ip)}; try again in "
                            f"{seconds} seconds")  # fmt: skip
         try:
-            principal = await self._principal(key)
+            # The per-process key cache (app/accounts/cache.py), which also records the key's
+            # use at most once a minute, as the API does.
+            principal = await self.keys.authenticate(key)
         except (SQLAlchemyError, OSError, TimeoutError):
             log.exception("SMTP AUTH: database unavailable")
             return Refusal(454, "4.7.0", "Temporary authentication failure")
@@ -130,15 +142,6 @@ class SubmissionHandler:
         if not principal.allows(Scope.MAIL_SEND):
             return Refusal(535, "5.7.8", "Authentication credentials invalid: this API key "
                            f"lacks the {Scope.MAIL_SEND} scope")  # fmt: skip
-        return principal
-
-    async def _principal(self, key: str) -> Principal | None:
-        """Look the key up; record its use at most once a minute, as the API does."""
-        async with self.database.session() as session:
-            principal = await accounts.authenticate(session, plaintext=key)
-            if principal is not None and accounts.needs_last_used_update(principal.api_key):
-                await accounts.touch_key(session, api_key_id=principal.api_key.id)
-                await session.commit()
         return principal
 
     async def _auth_failed(self, ip: str, prefix: str | None) -> Refusal:
@@ -213,7 +216,7 @@ class SubmissionHandler:
         if not address.isascii() and not envelope.smtp_utf8:
             return replies.NEEDS_SMTPUTF8
         try:
-            email = valid_email(address)
+            email = checked_email(address)
         except ValueError as exc:
             return f"553 5.1.3 Bad recipient address syntax: {exc}"
         if email.lower() not in {known.lower() for known in envelope.rcpt_tos}:
