@@ -71,7 +71,7 @@ class SubmissionHandler:
         self.policy: AcceptPolicy = policy_from(settings)
         # SQLite takes one writer at a time; PostgreSQL overlaps a few transactions.
         self.committer = GroupCommitter(
-            database, queue, self.policy, concurrency=1 if settings.is_sqlite else 4
+            database, queue, self.policy, concurrency=1 if settings.is_sqlite else 2
         )
         self.data_rules = DataRules(
             max_size=settings.max_message_size,
