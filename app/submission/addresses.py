@@ -40,10 +40,10 @@ _ENCODED_WORD_QUIRK = re.compile(r"encoded[ -]word")
 # test_addresses_property.py). Anything else (quotes, comments, groups, encoded-words,
 # obsolete forms, domain literals, UTF-8) goes to the parser.
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
-_ADDR = rf"{_ATEXT}+(?:\.{_ATEXT}+)*@{_ATEXT}+(?:\.{_ATEXT}+)*"
+PLAIN_ADDRESS = rf"{_ATEXT}+(?:\.{_ATEXT}+)*@{_ATEXT}+(?:\.{_ATEXT}+)*"
 _PLAIN_MAILBOX = re.compile(
-    rf"[ \t]*(?:(?P<name>{_ATEXT}+(?:[ \t]+{_ATEXT}+)*)[ \t]*<(?P<angled>{_ADDR})>"
-    rf"|(?P<bare>{_ADDR}))[ \t]*"
+    rf"[ \t]*(?:(?P<name>{_ATEXT}+(?:[ \t]+{_ATEXT}+)*)[ \t]*<(?P<angled>{PLAIN_ADDRESS})>"
+    rf"|(?P<bare>{PLAIN_ADDRESS}))[ \t]*"
 )
 _FOLDS = re.compile(r"\r|\n")  # what the email package removes to unfold a value
 

@@ -7,12 +7,15 @@ from __future__ import annotations
 import email.policy
 from email.message import EmailMessage
 from email.parser import BytesParser, Parser
+from types import SimpleNamespace
 
+from aiosmtpd.smtp import SMTP
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.submission import addresses, parts
 from app.submission.prepare import _fields, _parsed_head
+from app.submission.protocol import plain_path
 from app.submission.replies import Refusal
 
 _ATOMS = st.sampled_from(["a", "Bench", "o'neil", "x_y", "Z9", "=", "?", "{", "~", "-", "#"])
@@ -42,6 +45,25 @@ def mailbox(draw: st.DrawFn) -> str:
 address_values = st.lists(mailbox(), min_size=1, max_size=3).map(",".join)
 
 
+@st.composite
+def path_argument(draw: st.DrawFn) -> str:
+    """What follows MAIL FROM: or RCPT TO:, most often plain, sometimes with something odd."""
+    text = (
+        f"<{draw(_addr)}>{draw(_spaces)}{draw(st.sampled_from(['', 'SIZE=12', 'BODY=8BITMIME']))}"
+    )
+    at = draw(st.integers(0, len(text)))
+    return text[:at] + draw(_NOISE) + text[at:]
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(path_argument(), st.sampled_from([0, 3, 64]))
+def test_a_plain_smtp_path_reads_as_aiosmtpd_reads_it(arg: str, limit: int) -> None:
+    ours = plain_path(arg, limit)
+    if ours is not None:  # else left to aiosmtpd
+        server = SimpleNamespace(local_part_limit=limit)
+        assert ours == SMTP._getaddr(server, arg)  # type: ignore[arg-type]
+
+
 def _header(name: str, value: str) -> EmailMessage:
     message = EmailMessage(policy=email.policy.default)
     message.set_raw(name, value)
@@ -63,6 +85,8 @@ def test_a_plain_address_field_reads_as_the_parser_reads_it(name: str, value: st
 
 
 def test_the_usual_fields_are_plain() -> None:
+    assert plain_path("<sink7@example.test> SIZE=2048", 0) == ("sink7@example.test", "SIZE=2048")
+    assert plain_path("<a@b.test> (comment)", 0) is None
     for value in ("Bench <bench@bench.test>", "sink7@example.test", "A B <a.b@c.test>, d@e.test"):
         assert addresses._plain(_header("to", value), "to") is not None
     for value in ('"Bench" <b@c.test>', "=?utf-8?q?x?= <b@c.test>", "a@[1.2.3.4]", "g: a@b.test;"):
