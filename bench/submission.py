@@ -335,7 +335,7 @@ async def run_clients(
 # --- main ----------------------------------------------------------------------------------
 
 
-def _wait_for_port(port: int, timeout: float = 30) -> None:
+def _wait_for_port(port: int, timeout: float = 120) -> None:
     """Until something accepts connections on 127.0.0.1:port."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
