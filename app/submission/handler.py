@@ -117,15 +117,15 @@ class SubmissionHandler:
 
     async def authenticate(self, *, ip: str, login: bytes, password: bytes) -> Principal | Refusal:
         """The principal for `apikey` / API key, or the reply refusing it (RFC 4954 §6)."""
-        seconds = await self.guard.ip_locked_for(ip)
-        if seconds:
-            return _locked_out(ip, seconds)
         key = password.decode("utf-8", "replace")
         parts = accounts.split_key(key)
         prefix = parts[0] if parts else None
+        # Both lockouts in one Redis round trip.
+        ip_seconds, seconds = await self.guard.locked_for(ip=ip, key_prefix=prefix)
+        if ip_seconds:
+            return _locked_out(ip, ip_seconds)
         if login != SMTP_USERNAME.encode() or prefix is None:
             return await self._auth_failed(ip, prefix)
-        seconds = await self.guard.key_locked_for(prefix, ip=ip)
         if seconds:
             return Refusal(454, "4.7.0", f"Temporary authentication failure: too many failed "
                            f"attempts for this key from {client_network(ip)}; try again in "
