@@ -29,9 +29,9 @@ if TYPE_CHECKING:
 # `<local@domain>` in ASCII dot-atoms, then nothing or the parameters: what nearly every
 # MAIL and RCPT carries, read without the email package's parser (aiosmtpd's _getaddr), with
 # the same result (tests/submission/test_parsing_shortcuts_property.py). A comment after the
-# address, a quoted local part, a domain literal, an encoded-word, UTF-8 or the null path go
-# to the parser.
-_PLAIN_PATH = re.compile(rf"<({PLAIN_ADDRESS})>[ \t]*((?:[^ \t(].*)?)", re.DOTALL)
+# address, a control character, a quoted local part, a domain literal, an encoded-word, UTF-8
+# or the null path go to the parser.
+_PLAIN_PATH = re.compile(rf"<({PLAIN_ADDRESS})>[ \t]*((?:[^\x00-\x20(\x7f][^\x00-\x1f\x7f]*)?)")
 
 
 class SubmissionSession(Session):
