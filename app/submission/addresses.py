@@ -11,7 +11,9 @@ still read: mail clients write it, and it is unambiguous.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
+from dataclasses import dataclass
 from email import errors
 from email.headerregistry import Address as HeaderAddress
 from email.headerregistry import AddressHeader, BaseHeader
@@ -32,6 +34,34 @@ _STRUCTURAL = (errors.InvalidHeaderDefect, errors.HeaderMissingRequiredValue)
 # as many mail programs write them: a display name still. Matched by the standard library's
 # wording; should it change, such names are refused, never wrongly accepted.
 _ENCODED_WORD_QUIRK = re.compile(r"encoded[ -]word")
+# Plain mailboxes, `Name Words <local@domain>` or `local@domain` in ASCII dot-atoms, read
+# without the email package's parser (the listener's costliest step): for these it always
+# finds the same display name and address, and no defect (tests/submission/
+# test_addresses_property.py). Anything else (quotes, comments, groups, encoded-words,
+# obsolete forms, domain literals, UTF-8) goes to the parser.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+PLAIN_ADDRESS = rf"{_ATEXT}+(?:\.{_ATEXT}+)*@{_ATEXT}+(?:\.{_ATEXT}+)*"
+_PLAIN_MAILBOX = re.compile(
+    rf"[ \t]*(?:(?P<name>{_ATEXT}+(?:[ \t]+{_ATEXT}+)*)[ \t]*<(?P<angled>{PLAIN_ADDRESS})>"
+    rf"|(?P<bare>{PLAIN_ADDRESS}))[ \t]*"
+)
+_FOLDS = re.compile(r"\r|\n")  # what the email package removes to unfold a value
+
+
+@dataclass(frozen=True, slots=True)
+class _Mailbox:
+    """A mailbox read without the parser: what HeaderAddress says of it."""
+
+    display_name: str
+    addr_spec: str
+
+
+@functools.lru_cache(maxsize=4096)
+def checked_email(value: str) -> str:
+    """valid_email, remembered: a message's To addresses were its RCPT addresses a moment
+    ago, and one application sends from the same few From addresses all day (a refusal is
+    not remembered: it raises)."""
+    return valid_email(value)
 
 
 def author(parsed: EmailMessage) -> Address:
@@ -75,9 +105,14 @@ def view_text(value: str) -> str:
     return " ".join(value.split())
 
 
-def _strict(parsed: EmailMessage, name: str, *, groups: bool) -> tuple[HeaderAddress, ...] | None:
+def _strict(
+    parsed: EmailMessage, name: str, *, groups: bool
+) -> tuple[HeaderAddress | _Mailbox, ...] | None:
     """The addresses of From, Sender or Reply-To (None: no such field); Refusal unless the
     field parses cleanly."""
+    plain = _plain(parsed, name)
+    if plain is not None:
+        return plain
     label = name.title()
     try:
         header = parsed[name]
@@ -100,8 +135,11 @@ def _is_structural(defect: errors.MessageDefect) -> bool:
     return isinstance(defect, _STRUCTURAL) and not _ENCODED_WORD_QUIRK.search(str(defect))
 
 
-def _lenient(parsed: EmailMessage, name: str) -> tuple[HeaderAddress, ...]:
+def _lenient(parsed: EmailMessage, name: str) -> tuple[HeaderAddress | _Mailbox, ...]:
     """The addresses of an address field (groups flattened); none when it does not parse."""
+    plain = _plain(parsed, name)
+    if plain is not None:
+        return plain
     try:
         header = parsed[name]
         return tuple(header.addresses) if header is not None else ()
@@ -109,7 +147,36 @@ def _lenient(parsed: EmailMessage, name: str) -> tuple[HeaderAddress, ...]:
         return ()
 
 
-def _valid(item: HeaderAddress, label: str) -> Address:
+def _plain(parsed: EmailMessage, name: str) -> tuple[_Mailbox, ...] | None:
+    """The mailboxes of the one `name` field when every one of them is plain (see
+    _PLAIN_MAILBOX); None when the parser has to read the field (or there is none)."""
+    values = [value for key, value in parsed.raw_items() if key.lower() == name]
+    if len(values) != 1 or not isinstance(values[0], str):
+        return None
+    value = _FOLDS.sub("", values[0])
+    if not value.isascii() or "=?" in value:
+        return None
+    found = []
+    for item in value.split(","):
+        match = _PLAIN_MAILBOX.fullmatch(item)
+        if match is None:
+            return None
+        found.append(_Mailbox(match["name"] or "", match["angled"] or match["bare"]))
+    return tuple(found)
+
+
+def subject(parsed: EmailMessage) -> str:
+    """The Subject as the message view stores it (see view_text); a plain ASCII value is
+    its own decoding, so it is read without the parser."""
+    values = [value for key, value in parsed.raw_items() if key.lower() == "subject"]
+    if len(values) == 1 and isinstance(values[0], str):
+        value = _FOLDS.sub("", values[0])
+        if value.isascii() and "=?" not in value:
+            return view_text(value)
+    return view_text(str(parsed.get("subject", "")))
+
+
+def _valid(item: HeaderAddress | _Mailbox, label: str) -> Address:
     """The address, or Refusal naming the field."""
     try:
         return _address(item)
@@ -117,10 +184,10 @@ def _valid(item: HeaderAddress, label: str) -> Address:
         raise _bad(label, str(exc)) from None
 
 
-def _address(item: HeaderAddress) -> Address:
+def _address(item: HeaderAddress | _Mailbox) -> Address:
     """A header address, normalised as the HTTP API normalises; ValueError when invalid."""
     name = view_text(item.display_name)[:_MAX_NAME].strip()
-    return Address(email=valid_email(item.addr_spec), name=name or None)
+    return Address(email=checked_email(item.addr_spec), name=name or None)
 
 
 def _bad(label: str, problem: str) -> Refusal:

@@ -64,6 +64,17 @@ class Guard:
         network of `ip`."""
         return await _open_on_error(self._locked_for(_key_subject(prefix, ip)), 0)
 
+    async def locked_for(self, *, ip: str, key_prefix: str | None) -> tuple[int, int]:
+        """Seconds the client IP stays locked out, and the key (by its public prefix, when
+        given) for AUTH from the network of `ip`: one round trip for both."""
+        return await _open_on_error(self._both_locked_for(ip, key_prefix), (0, 0))
+
+    async def _both_locked_for(self, ip: str, key_prefix: str | None) -> tuple[int, int]:
+        subjects = [f"ip:{ip}"] + ([_key_subject(key_prefix, ip)] if key_prefix else [])
+        values = await self.redis.mget([self._lock_key(subject) for subject in subjects])
+        ip_seconds, *key_seconds = (_seconds_left(value) for value in values)
+        return ip_seconds, key_seconds[0] if key_seconds else 0
+
     async def auth_failed(self, *, ip: str, key_prefix: str | None) -> int:
         """Count a failed AUTH; returns the seconds of the IP lockout it starts (0: none)."""
         if key_prefix is not None:
@@ -92,10 +103,7 @@ class Guard:
 
     async def _locked_for(self, subject: str) -> int:
         """Seconds left on a lockout of `subject`."""
-        value = await self.redis.get(self._lock_key(subject))
-        if value is None:
-            return 0
-        return max(0, math.ceil(float(value) - clock.now().timestamp()))
+        return _seconds_left(await self.redis.get(self._lock_key(subject)))
 
     @staticmethod
     def _lock_key(subject: str) -> str:
@@ -114,6 +122,13 @@ def client_network(ip: str) -> str:
             return str(address.ipv4_mapped)
         return str(ipaddress.IPv6Network((address, IPV6_NETWORK_PREFIX), strict=False))
     return str(address)
+
+
+def _seconds_left(value: bytes | str | None) -> int:
+    """Seconds left on a lockout whose stored value (its end) is `value`; 0 for none."""
+    if value is None:
+        return 0
+    return max(0, math.ceil(float(value) - clock.now().timestamp()))
 
 
 def _key_subject(prefix: str, ip: str) -> str:

@@ -15,9 +15,9 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.accounts import service as accounts
+from app.accounts.cache import KeyCache
 from app.accounts.scopes import Scope
 from app.accounts.service import Principal
-from app.common.fields import valid_email
 from app.core import clock
 from app.core.config import Settings
 from app.core.db import Database
@@ -25,6 +25,7 @@ from app.core.ids import new_id
 from app.core.queue import Queue
 from app.messages.service import AcceptPolicy, policy_from
 from app.submission import replies
+from app.submission.addresses import checked_email
 from app.submission.committer import GroupCommitter
 from app.submission.data import DataRules, too_big
 from app.submission.guard import Guard, client_network
@@ -53,15 +54,24 @@ class _Tls:
 class SubmissionHandler:
     """aiosmtpd handler shared by every connection of one listener process."""
 
-    def __init__(self, settings: Settings, *, database: Database, queue: Queue, guard: Guard):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        database: Database,
+        queue: Queue,
+        guard: Guard,
+        keys: KeyCache,
+    ) -> None:
         self.settings = settings
         self.database = database
         self.queue = queue
         self.guard = guard
+        self.keys = keys
         self.policy: AcceptPolicy = policy_from(settings)
         # SQLite takes one writer at a time; PostgreSQL overlaps a few transactions.
         self.committer = GroupCommitter(
-            database, self.policy, concurrency=1 if settings.is_sqlite else 4
+            database, queue, self.policy, concurrency=1 if settings.is_sqlite else 2
         )
         self.data_rules = DataRules(
             max_size=settings.max_message_size,
@@ -107,21 +117,23 @@ class SubmissionHandler:
 
     async def authenticate(self, *, ip: str, login: bytes, password: bytes) -> Principal | Refusal:
         """The principal for `apikey` / API key, or the reply refusing it (RFC 4954 §6)."""
-        seconds = await self.guard.ip_locked_for(ip)
-        if seconds:
-            return _locked_out(ip, seconds)
         key = password.decode("utf-8", "replace")
         parts = accounts.split_key(key)
         prefix = parts[0] if parts else None
+        # Both lockouts in one Redis round trip.
+        ip_seconds, seconds = await self.guard.locked_for(ip=ip, key_prefix=prefix)
+        if ip_seconds:
+            return _locked_out(ip, ip_seconds)
         if login != SMTP_USERNAME.encode() or prefix is None:
             return await self._auth_failed(ip, prefix)
-        seconds = await self.guard.key_locked_for(prefix, ip=ip)
         if seconds:
             return Refusal(454, "4.7.0", f"Temporary authentication failure: too many failed "
                            f"attempts for this key from {client_network(ip)}; try again in "
                            f"{seconds} seconds")  # fmt: skip
         try:
-            principal = await self._principal(key)
+            # The per-process key cache (app/accounts/cache.py), which also records the key's
+            # use at most once a minute, as the API does.
+            principal = await self.keys.authenticate(key)
         except (SQLAlchemyError, OSError, TimeoutError):
             log.exception("SMTP AUTH: database unavailable")
             return Refusal(454, "4.7.0", "Temporary authentication failure")
@@ -130,15 +142,6 @@ class SubmissionHandler:
         if not principal.allows(Scope.MAIL_SEND):
             return Refusal(535, "5.7.8", "Authentication credentials invalid: this API key "
                            f"lacks the {Scope.MAIL_SEND} scope")  # fmt: skip
-        return principal
-
-    async def _principal(self, key: str) -> Principal | None:
-        """Look the key up; record its use at most once a minute, as the API does."""
-        async with self.database.session() as session:
-            principal = await accounts.authenticate(session, plaintext=key)
-            if principal is not None and accounts.needs_last_used_update(principal.api_key):
-                await accounts.touch_key(session, api_key_id=principal.api_key.id)
-                await session.commit()
         return principal
 
     async def _auth_failed(self, ip: str, prefix: str | None) -> Refusal:
@@ -213,7 +216,7 @@ class SubmissionHandler:
         if not address.isascii() and not envelope.smtp_utf8:
             return replies.NEEDS_SMTPUTF8
         try:
-            email = valid_email(address)
+            email = checked_email(address)
         except ValueError as exc:
             return f"553 5.1.3 Bad recipient address syntax: {exc}"
         if email.lower() not in {known.lower() for known in envelope.rcpt_tos}:
@@ -249,8 +252,6 @@ class SubmissionHandler:
             message_id = await self.committer.store(transaction, prepared)
         except Refusal as refusal:
             return refusal.reply
-        if prepared.options.send_at is None:  # a scheduled message is woken by the sweeper
-            await self.queue.wake_deliveries([message_id])
         return f"250 2.0.0 Ok: queued as {message_id}"
 
     async def handle_exception(self, error: Exception) -> str:

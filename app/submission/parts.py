@@ -21,9 +21,12 @@ _POLICY = email.policy.compat32
 MAX_NESTING = 100  # multipart and message/rfc822 levels: Postfix's mime_nesting_limit
 
 
-def check_attachments(data: bytes) -> None:
+def check_attachments(data: bytes, *, root: Message | None = None) -> None:
     """Refusal (554 5.7.1, RFC 3463: delivery not authorised) naming the first part the send
-    APIs would refuse, if any."""
+    APIs would refuse, if any. `root`: the message's header fields as compat32 reads them,
+    when known; a message that is a single part and no file then needs no parsing at all."""
+    if root is not None and _single_text(root):
+        return
     try:
         message = BytesParser(policy=_POLICY).parsebytes(data)
     except RecursionError:  # the parser recurses once per level: thousands of them
@@ -37,6 +40,14 @@ def check_attachments(data: bytes) -> None:
         problem = attachments.refusal(filename, part.get_content_type(), content)
         if problem is not None:
             raise Refusal(554, "5.7.1", f"Message refused: {_named(filename)}: {problem}")
+
+
+def _single_text(root: Message) -> bool:
+    """True when the message is one part (the parser reads parts only below multipart and
+    message types) that no mail program offers as a file: nothing to check."""
+    return root.get_content_maintype() not in ("multipart", "message") and not _offered_as_file(
+        root
+    )
 
 
 def _leaves(message: Message) -> Iterator[Message]:

@@ -17,7 +17,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
 from email.parser import Parser
 
 from app.delivery.content import Address
@@ -35,6 +35,12 @@ _DROPPED_FIELDS = frozenset({"bcc", "resent-bcc", "return-path", "content-length
 # RFC 5322 §2.2 / §3.6.8: a field starts with a name of printable ASCII other than ":".
 _FIELD_START = re.compile(rb"[!-9;-~]+[ \t]*:")
 _HELO_SAFE = re.compile(r"[^A-Za-z0-9.\-\[\]:_]")
+# What makes the email package read a header block otherwise than _fields: a field name with
+# space before the colon (its parser ends the header block there), and characters that
+# str.splitlines breaks lines at but bytes.splitlines does not.
+_ODD_HEAD = re.compile(rb"^[!-9;-~]+[ \t]+:|[\x0b\x0c\x1c-\x1e]", re.MULTILINE)
+_DEFAULT = email.policy.default
+_COMPAT32 = email.policy.compat32
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +85,11 @@ def prepare(raw: bytes, arrival: Arrival, *, max_schedule_ahead: timedelta) -> P
     head, body = _split(raw)
     fields = _fields(head)
     _check_counts(fields)
-    text = _decoded_head(head)
-    parsed = Parser(policy=email.policy.default).parsestr(text + "\r\n", headersonly=True)
+    parsed, root = _parsed_head(head, fields)
     # The header fields first: cheap, and a wrong author matters more than a wrong file.
     viewed = _viewed(parsed)
     options = _smtpapi_options(fields, arrival.received_at, max_schedule_ahead)
-    parts.check_attachments(raw)
+    parts.check_attachments(raw, root=root)
     kept = [f for f in fields if f.name not in _DROPPED_FIELDS]
     kept += _missing_fields(fields, arrival)
     data = _received(arrival) + b"".join(f.raw for f in kept) + b"\r\n" + body
@@ -98,7 +103,7 @@ def _viewed(parsed: EmailMessage) -> PreparedMessage:
     return PreparedMessage(
         data=b"",
         sender=addresses.author(parsed),
-        subject=addresses.view_text(str(parsed.get("subject", ""))),
+        subject=addresses.subject(parsed),
         to=addresses.shown(parsed, "to"),
         cc=addresses.shown(parsed, "cc"),
         reply_to=addresses.reply_to(parsed),
@@ -144,6 +149,26 @@ def _check_counts(fields: list[_Field]) -> None:
             raise refused_content(f"{counts[name]} {name} header fields; RFC 5322 §3.6 allows one")
     if counts["from"] == 0:
         raise refused_content("no From header field (RFC 5322 §3.6.2)")
+
+
+def _parsed_head(head: bytes, fields: list[_Field]) -> tuple[EmailMessage, Message | None]:
+    """The header block as the email package reads it (policy.default, for the values the
+    view shows), and for plain ASCII also as compat32 reads it (for the attachment policy).
+
+    For plain ASCII the messages are built from our fields, as the parser would build them
+    (each field through the policy's header_source_parse): parsing is what the listener spent
+    most of its time on. The parser still reads UTF-8 heads, and heads where it would see
+    other lines than ours (a name with space before its colon ends its header block; str
+    line breaks that bytes do not know), so what it reads never differs."""
+    if not head.isascii() or _ODD_HEAD.search(head):
+        text = _decoded_head(head)
+        return Parser(policy=_DEFAULT).parsestr(text + "\r\n", headersonly=True), None
+    parsed, root = EmailMessage(policy=_DEFAULT), Message(policy=_COMPAT32)
+    for found in fields:
+        lines = found.raw.decode("ascii").splitlines(keepends=True)
+        parsed.set_raw(*_DEFAULT.header_source_parse(lines))
+        root.set_raw(*_COMPAT32.header_source_parse(lines))
+    return parsed, root
 
 
 def _decoded_head(head: bytes) -> str:

@@ -12,10 +12,13 @@ from types import TracebackType
 
 from redis.asyncio import Redis
 
+from app.accounts.cache import KeyCache
 from app.core.config import Settings
 from app.core.db import Database
 from app.core.queue import Queue
+from app.core.signals import Listener
 from app.dev.embedded_redis import redis_url_for
+from app.domains.cache import sending_domains
 from app.submission import replies
 from app.submission.guard import Guard, GuardLimits
 from app.submission.handler import SubmissionHandler
@@ -47,11 +50,18 @@ class SubmissionServer:
         self.database = Database(settings)
         self.queue = Queue(redis_url)
         self.redis = Redis.from_url(redis_url)  # connects on first use: Redis may start later
+        # Keys and sending domains cached as in the API (app/core/cache.py): a revoked key
+        # stops authenticating within AUTH_CACHE_TTL, at once when the revocation is announced.
+        cache_ttl = settings.auth_cache_ttl.total_seconds()
+        self.keys = KeyCache(self.database, ttl=cache_ttl)
+        sending_domains.configure(cache_ttl)
+        self.invalidations = Listener(redis_url)
         self.handler = SubmissionHandler(
             settings,
             database=self.database,
             queue=self.queue,
             guard=Guard(self.redis, guard_limits(settings)),
+            keys=self.keys,
         )
         self._servers: list[asyncio.Server] = []
         self.ports: dict[str, int] = {}  # "starttls" / "tls" → the port bound
@@ -73,6 +83,8 @@ class SubmissionServer:
         """Listen on `port` (STARTTLS) and `tls_port` (implicit TLS); None skips one, 0 picks a
         free port."""
         loop = asyncio.get_running_loop()
+        if not self._servers:
+            self.invalidations.start()
         for kind, number in (("starttls", port), ("tls", tls_port)):
             if number is None:
                 continue
@@ -100,6 +112,8 @@ class SubmissionServer:
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
+        await self.invalidations.stop()
+        await self.keys.close()
         await self.queue.close()
         await self.redis.aclose()
         await self.database.dispose()

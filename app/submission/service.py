@@ -20,7 +20,6 @@ from app.domains.models import Domain
 from app.messages import service as messages
 from app.messages.models import Message
 from app.messages.submission import Personalization, Submission
-from app.submission.models import SmtpSubmission
 from app.submission.prepare import PreparedMessage
 
 
@@ -106,18 +105,16 @@ async def _authorise_sender_field(
         )
 
 
-async def write_submission(
-    session: AsyncSession,
-    *,
+def checked_submission(
     transaction: Transaction,
     prepared: PreparedMessage,
+    *,
     authorised: Authorised,
     hostname: str,
-) -> messages.Accepted:
-    """Write an authorised message through the accept path of the send APIs (its
-    smtp_submissions row is added by the caller, with those of the whole batch)."""
-    return await messages.write_message(
-        session,
+) -> messages.Checked:
+    """An authorised message as the accept path of the send APIs writes it (write_messages,
+    with the other messages of its transaction)."""
+    return messages.Checked(
         message=_message_row(transaction, prepared, authorised=authorised, hostname=hostname),
         submission=_as_submission(transaction, prepared),
     )
@@ -190,20 +187,19 @@ def _as_submission(transaction: Transaction, prepared: PreparedMessage) -> Submi
     )
 
 
-def submission_row(
-    transaction: Transaction, prepared: PreparedMessage, *, account_id: str
-) -> SmtpSubmission:
-    """The SMTP side of the message: who handed it over, from where, how."""
-    return SmtpSubmission(
-        message_id=transaction.message_id,
-        account_id=account_id,
-        api_key_id=transaction.api_key_id,
-        client_ip=transaction.client_ip,
-        helo=transaction.helo[:255],
-        tls_version=transaction.tls_version,
-        envelope_from=transaction.mail_from[:320],
-        created_at=transaction.accepted_at,
-    )
+def submission_row(transaction: Transaction, *, account_id: str) -> dict[str, Any]:
+    """The SMTP side of the message (who handed it over, from where, how), as the columns of
+    its smtp_submissions row."""
+    return {
+        "message_id": transaction.message_id,
+        "account_id": account_id,
+        "api_key_id": transaction.api_key_id,
+        "client_ip": transaction.client_ip,
+        "helo": transaction.helo[:255],
+        "tls_version": transaction.tls_version,
+        "envelope_from": transaction.mail_from[:320],
+        "created_at": transaction.accepted_at,
+    }
 
 
 def _address_json(address: Address) -> dict[str, Any]:

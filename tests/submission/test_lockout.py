@@ -88,3 +88,6 @@ async def test_an_ipv6_client_counts_as_its_64(guard: Guard) -> None:
     assert await guard.key_locked_for("p", ip="2001:db8:0:1::c") == 60
     assert await guard.key_locked_for("p", ip="2001:db8:0:2::a") == 0
     assert await guard.key_locked_for("other", ip="2001:db8:0:1::a") == 0
+    # AUTH asks for both lockouts at once: the address itself is not locked, the key is.
+    assert await guard.locked_for(ip="2001:db8:0:1::c", key_prefix="p") == (0, 60)
+    assert await guard.locked_for(ip="2001:db8:0:1::c", key_prefix=None) == (0, 0)

@@ -13,8 +13,10 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from app.accounts import service as accounts
+from app.accounts.models import ApiKey
 from app.core import clock
 from app.core.db import Database
 from app.suppressions import service as suppressions
@@ -223,6 +225,27 @@ async def test_a_key_revoked_during_the_session_stops_sending(
     code, reply = await asyncio.to_thread(talk, asyncio.Event(), asyncio.get_running_loop())
     assert code == 550
     assert reply.startswith(b"5.7.8")
+
+
+async def test_an_unannounced_revocation_stops_auth_within_the_cache_ttl(
+    submission: Listener, sender: Sender, db: Database
+) -> None:
+    def log_in() -> None:
+        submission.smtp(login=sender.key).quit()
+
+    await asyncio.to_thread(log_in)  # the key is now in the listener's cache
+    async with db.session() as session:  # revoked behind every cache's back: no announcement
+        await session.execute(
+            update(ApiKey)
+            .where(ApiKey.prefix == sender.key.split(".")[1])
+            .values(revoked_at=clock.now())
+        )
+        await session.commit()
+    ttl = submission.server.settings.auth_cache_ttl.total_seconds()
+    await asyncio.sleep(ttl + 0.1)
+    with pytest.raises(smtplib.SMTPAuthenticationError) as failed:
+        await asyncio.to_thread(log_in)
+    assert failed.value.smtp_code == 535
 
 
 async def _revoke(db: Database, sender: Sender) -> None:
