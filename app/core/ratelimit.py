@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core import clock
@@ -56,18 +57,25 @@ class FixedWindowLimiter:
         index = now // window
         reset_at = (index + 1) * window
         redis_key = f"{self.prefix}:{key}:{index}"
-        [count] = await self.batch.call(
-            lambda pipe: self._add_hit(pipe, redis_key, cost=cost, window=window)
-        )
+        try:
+            [count] = await self.batch.call(
+                lambda pipe: self._add_hit(pipe, redis_key, cost=cost, window=window)
+            )
+        except NoScriptError:  # a new (or flushed) Redis: load the script, count again
+            await self.redis.script_load(_HIT)
+            [count] = await self.batch.call(
+                lambda pipe: self._add_hit(pipe, redis_key, cost=cost, window=window)
+            )
         count = int(count)
         return RateLimitResult(
             allowed=count <= limit, limit=limit, remaining=max(0, limit - count), reset_at=reset_at
         )
 
     def _add_hit(self, pipe: Pipeline, redis_key: str, *, cost: int, window: int) -> None:
-        """The counting script, queued on a shared pipeline (loaded on first use)."""
+        """The counting script by its hash, queued on a shared pipeline. Not registered with
+        the pipeline: redis-py would then ask SCRIPT EXISTS before every pipeline, a second
+        round trip each time; a missing script is loaded when Redis says so (hit())."""
         pipe.evalsha(self._script.sha, 1, redis_key, str(cost), str(window + 1))
-        pipe.scripts.add(self._script)  # type: ignore[arg-type]  # redis-py types it as sync
 
 
 STATE_KEY = "rate_limit_headers"
