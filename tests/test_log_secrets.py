@@ -119,7 +119,7 @@ async def test_no_secret_appears_in_any_log_line(
         "COLUMBA_SECRET_KEY": list(_variants(settings.secret_key_bytes().decode())),
     }
     lines = _logged(caplog)
-    assert len(lines) > 20, "the flow should have logged something to search"
+    assert len(lines) >= 10, "the flow should have logged something to search"
     assert any("hooks.test" in line for line in lines), "our own webhook line is missing"
     leaks = [
         (kind, line)

@@ -13,8 +13,9 @@ def dumps(value: Any) -> str:
     """Compact JSON text of `value`."""
     try:
         return orjson.dumps(value).decode()
-    except TypeError:  # integers past 64 bits, keys that are not strings
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    except TypeError:  # integers past 64 bits, keys that are not strings, lone surrogates
+        # ASCII escapes: any str can be written so, even one no UTF-8 encoder takes.
+        return json.dumps(value, separators=(",", ":"))
 
 
 def size(value: Any) -> int:
@@ -22,9 +23,13 @@ def size(value: Any) -> int:
     try:
         return len(orjson.dumps(value))
     except TypeError:
-        return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        return len(text.encode("utf-8", "surrogatepass"))
 
 
 def loads(text: str | bytes) -> Any:
-    """The value of stored JSON text (only ever text this module or PostgreSQL wrote)."""
-    return orjson.loads(text)
+    """The value of stored JSON text."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # what orjson refuses to read, e.g. an escaped lone
+        return json.loads(text)  # surrogate stored before the edge refused them
