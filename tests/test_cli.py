@@ -90,13 +90,15 @@ def test_production_commands_refuse_to_start_without_a_secret_key(
 
 
 async def test_dev_runs_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    port, smtp_port, submission_port, tls_port = (free_port() for _ in range(4))
+    port, smtp_port, submission_port, tls_port, inbound_port = (free_port() for _ in range(5))
     env = {key: value for key, value in os.environ.items() if not key.startswith("COLUMBA_")} | {
         "PYTHONPATH": ROOT
     }
     process = await asyncio.create_subprocess_exec(
         *COLUMBA,
         "dev",
+        "--inbound-port",
+        str(inbound_port),
         "--port",
         str(port),
         "--smtp-port",
