@@ -72,7 +72,13 @@ class Stack:
     recipient_domain: str
     sink: Sink
     settings: Settings
-    api_pid: int = 0  # the API process (for profilers)
+    api_pid: int = 0  # the API process (for profilers and CPU accounting)
+    worker_pids: list[int] = field(default_factory=list)
+
+    def redis_pid(self) -> int | None:
+        """The embedded redis-server's process, when the stack runs one."""
+        pid_file = self.settings.var_dir / "redis.pid"
+        return int(pid_file.read_text().strip()) if pid_file.exists() else None
 
     def headers(self) -> dict[str, str]:
         """Authorization for the bench key."""
@@ -187,7 +193,14 @@ async def running_stack(
                 api_url = f"http://127.0.0.1:{api_port}"
                 await _wait_healthy(api_url)
                 yield Stack(
-                    api_url, key, f"bench@{domain}", "sink.test", sink, settings, processes[0].pid
+                    api_url,
+                    key,
+                    f"bench@{domain}",
+                    "sink.test",
+                    sink,
+                    settings,
+                    processes[0].pid,
+                    [process.pid for process in processes[1:]],
                 )
             finally:
                 for process in processes:
