@@ -145,8 +145,9 @@ def _frames(raw: Path) -> Iterable[tuple[list[str], int]]:
     """(frames from the root outwards, samples) per line of py-spy's raw output."""
     for line in raw.read_text().splitlines():
         stack, _, number = line.rpartition(" ")
-        if number.isdigit():
-            yield stack.split(";"), int(number)
+        frames = [frame for frame in stack.split(";") if not frame.startswith("process ")]
+        if number.isdigit() and frames:  # (--subprocesses puts the process first: dropped)
+            yield frames, int(number)
 
 
 def summarise_profile(raw: Path, top: int = 15) -> dict[str, list[tuple[str, float]]]:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -139,6 +140,22 @@ async def _wait_healthy(url: str, timeout: float = 30) -> None:
             await asyncio.sleep(0.1)
 
 
+def _wait_started(log: Path, processes: int, timeout: float) -> None:
+    """Until each of uvicorn's `processes` API processes has started (not only the first)."""
+    deadline = time.monotonic() + timeout
+    while log.read_text(errors="replace").count("Application startup complete") < processes:
+        if time.monotonic() > deadline:
+            raise TimeoutError
+        time.sleep(0.2)
+
+
+def _copy_logs(var_dir: Path, log_dir: Path) -> None:
+    """The processes' logs, kept for a look after the run."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for log in var_dir.glob("*.log"):
+        shutil.copy(log, log_dir / log.name)
+
+
 @contextlib.asynccontextmanager
 async def running_stack(
     *,
@@ -148,8 +165,10 @@ async def running_stack(
     api_workers: int = 1,
     external_sink_port: int | None = None,
     extra_env: dict[str, str] | None = None,
+    log_dir: Path | None = None,
 ) -> AsyncIterator[Stack]:
-    """Start everything; stop everything when the block ends."""
+    """Start everything; stop everything when the block ends (the processes' logs are copied
+    to `log_dir` then, if given)."""
     with tempfile.TemporaryDirectory(prefix="columba-bench-") as tmp:
         var_dir = Path(tmp)
         if postgres_url:
@@ -191,7 +210,12 @@ async def running_stack(
             ] + [_spawn(["worker"], env, var_dir / f"worker{i}.log") for i in range(workers)]
             try:
                 api_url = f"http://127.0.0.1:{api_port}"
-                await _wait_healthy(api_url)
+                try:
+                    await _wait_healthy(api_url, timeout=90)
+                    await asyncio.to_thread(_wait_started, var_dir / "api.log", api_workers, 90)
+                except TimeoutError:
+                    log = (var_dir / "api.log").read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"the API did not become healthy; its log:\n{log}") from None
                 yield Stack(
                     api_url,
                     key,
@@ -207,6 +231,8 @@ async def running_stack(
                     process.terminate()
                 for process in processes:
                     await asyncio.to_thread(process.wait, 30)
+                if log_dir is not None:
+                    await asyncio.to_thread(_copy_logs, var_dir, log_dir)
                 if server is not None:
                     server.close()
                     await server.wait_closed()
