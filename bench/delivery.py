@@ -201,7 +201,9 @@ class Latencies:
     request: Result  # wrk's request latencies (request sent → 202 read)
 
 
-async def latency_at(stack: Stack, rate: float, seconds: float, scratch: Path) -> Latencies:
+async def latency_at(
+    stack: Stack, rate: float, seconds: float, scratch: Path, *, warm_up: bool = False
+) -> Latencies:
     """Offer `rate` single-recipient sends per second for `seconds`; time each 202 → 250.
 
     Needs a stack whose sink is the in-process one (it stamps each Message-ID's arrival on
@@ -222,17 +224,34 @@ async def latency_at(stack: Stack, rate: float, seconds: float, scratch: Path) -
     await asyncio.to_thread(run.process.wait)
     report, accepted_count, _ = run.stop("latency")
     accepted = read_accepted(directory)
-    await stack.sink.wait_for_recipients(len(accepted), timeout=120)
-    arrivals = {key.split("@")[0].lower(): at for key, at in stack.sink.arrivals.items()}
-    missing = [message_id for message_id in accepted if message_id not in arrivals]
-    if missing:
-        raise RuntimeError(f"{len(missing)} accepted messages never reached the sink")
+    if not accepted and not warm_up:
+        raise RuntimeError(f"no send was accepted in {seconds} s: {report}")
+    arrivals = await _arrivals_of(stack, set(accepted), timeout=120)
     return Latencies(
         after_202=[arrivals[message_id] - at for message_id, at in accepted.items()],
         offered=rate,
         accepted_per_second=accepted_count / seconds,
         request=report,
     )
+
+
+async def _arrivals_of(stack: Stack, message_ids: set[str], timeout: float) -> dict[str, float]:
+    """Message id → arrival time at the sink, once every one of `message_ids` has arrived.
+
+    (Counting arrivals is not enough: sends wrk had in flight when it stopped arrive too.)"""
+
+    def arrived() -> dict[str, float]:
+        return {key.split("@")[0].lower(): at for key, at in stack.sink.arrivals.items()}
+
+    try:
+        async with asyncio.timeout(timeout):
+            while not message_ids <= arrived().keys():
+                stack.sink.event.clear()
+                await stack.sink.event.wait()
+    except TimeoutError:
+        missing = len(message_ids - arrived().keys())
+        raise RuntimeError(f"{missing} accepted messages never reached the sink") from None
+    return arrived()
 
 
 def postfix_baseline(messages: int) -> tuple[Figures, Figures]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import importlib
 import importlib.util
@@ -76,7 +77,7 @@ class Sizes:
 QUICK = Sizes(
     seconds=3,
     messages=500,
-    bulk_messages=2000,
+    bulk_messages=1000,
     latency_rate=50,
     latency_seconds=3,
     submission_messages=300,
@@ -113,6 +114,8 @@ class Run:
     profiles: dict[str, Any] = field(default_factory=dict)
     failed: list[str] = field(default_factory=list)
     postfix: Figures | None = None  # the peer baseline of lines 3, 4 and 9
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    load: dict[str, list[float]] = field(default_factory=dict)  # load averages
 
     def add(self, row: Row, **figures: Any) -> None:
         """Record a line and print it at once (a long run shows its progress)."""
@@ -300,7 +303,7 @@ async def latency_line(run: Run) -> None:
     """202 → MX 250 at the offered rate, single-recipient sends, 2 API processes."""
     size = run.sizes
     async with stack(run, api_workers=2, workers=run.args.workers) as s:
-        await delivery.latency_at(s, size.latency_rate / 4, 2, run.scratch)  # warm-up
+        await delivery.latency_at(s, size.latency_rate / 4, 3, run.scratch, warm_up=True)
         s.sink.arrivals.clear()
         s.sink.recipients = 0
         found: Latencies = await delivery.latency_at(
@@ -484,6 +487,7 @@ async def guarded(run: Run, label: str, work: Callable[[], Awaitable[None]]) -> 
         traceback.print_exc()
         run.failed.append(f"{label}: {type(error).__name__}: {error}")
         run.rows.append(Row(label, "failed", "", f"{type(error).__name__}: {error}"[:80]))
+    save(run)  # as it goes: a run cut short keeps what it measured
 
 
 async def measure(run: Run, lines: set[int]) -> None:
@@ -548,11 +552,12 @@ def _commit() -> str:
     return result.stdout.strip()
 
 
-def save(run: Run, load: dict[str, list[float]], started: datetime) -> Path:
-    """bench/results/<timestamp>.json with every figure."""
+def save(run: Run) -> Path:
+    """bench/results/<timestamp>.json with every figure so far."""
     out: Path = run.args.results / f"{run.stamp}.json"
+    load = run.load | {"now": list(os.getloadavg())}
     document = {
-        "started": started.isoformat(),
+        "started": run.started.isoformat(),
         "finished": datetime.now(UTC).isoformat(),
         "commit": _commit(),
         "cpus": os.cpu_count(),
@@ -596,6 +601,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--scaling", type=lambda t: [int(n) for n in t.split(",")], default=[1, 2, 4]
     )
     parser.add_argument("--messages", type=int, help="line 3 and the Postfix baseline")
+    parser.add_argument("--bulk-messages", type=int, help="lines 4 and 9 (1,000 per request)")
     parser.add_argument("--results", type=Path, default=RESULTS, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -604,22 +610,22 @@ async def main(argv: list[str] | None = None) -> int:
     """Run the selected lines, print the table, save the JSON; non-zero if a line failed."""
     args = parse_args(argv)
     sizes = QUICK if args.quick else Sizes()
-    if args.messages:
-        sizes = Sizes(**{**vars(sizes), "messages": args.messages})
+    for name in ("messages", "bulk_messages"):
+        if getattr(args, name):
+            sizes = dataclasses.replace(sizes, **{name: getattr(args, name)})
     args.results.mkdir(parents=True, exist_ok=True)
-    started = datetime.now(UTC)
     run = Run(
         args,
         sizes,
-        started.strftime("%Y%m%dT%H%M%SZ"),
+        datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
         Path(tempfile.mkdtemp(prefix="columba-hotpath-")),
     )
-    load = {"start": list(os.getloadavg())}
+    run.load["start"] = list(os.getloadavg())
     began = time.monotonic()
     await measure(run, args.lines)
-    load["end"] = list(os.getloadavg())
-    print_table(run, load)
-    out = save(run, load, started)
+    run.load["end"] = list(os.getloadavg())
+    print_table(run, run.load)
+    out = save(run)
     print(f"\n{len(run.rows)} line(s) in {time.monotonic() - began:.0f} s; figures in {out}")
     for failure in run.failed:
         print(f"FAILED {failure}", file=sys.stderr)

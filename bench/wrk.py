@@ -121,7 +121,10 @@ end
 function init(args)
   head, unit, tail = slurp("head"), slurp("unit"), slurp("tail")
   accepted, failed, sent, warm, slot, log = 0, 0, 0, 0, 0, nil
-  if RECORD then log = assert(io.open(DIR .. "/accepted-" .. tid .. ".txt", "w")) end
+  if RECORD then
+    log = assert(io.open(DIR .. "/accepted-" .. tid .. ".txt", "w"))
+    log:setvbuf("line") -- wrk never closes a thread's Lua state: nothing may wait in a buffer
+  end
 end
 
 local function body()
