@@ -304,21 +304,38 @@ async def run(args: argparse.Namespace) -> None:
         ) as stack:
             single = single_sends(stack)
             await throughput(
-                stack, single, requests=200, connections=CONNECTIONS, label="warm-up",
-                scratch=scratch, sink=sink,
-            )  # fmt: skip
+                stack,
+                single,
+                requests=200,
+                connections=CONNECTIONS,
+                label="warm-up",
+                scratch=scratch,
+                sink=sink,
+            )
             for sends, requests, connections, label in (
                 (single, args.messages, CONNECTIONS, "(c) 1 recipient/request"),
-                (personalized_sends(stack, 1000), args.messages // 1000, 4,
-                 "(c) 1,000 personalizations/request"),
-                (shared_to_sends(stack, 1000), args.messages // 1000, 4,
-                 "(c) one message, 1,000 to"),
-            ):  # fmt: skip
+                (
+                    personalized_sends(stack, 1000),
+                    args.messages // 1000,
+                    4,
+                    "(c) 1,000 personalizations/request",
+                ),
+                (
+                    shared_to_sends(stack, 1000),
+                    args.messages // 1000,
+                    4,
+                    "(c) one message, 1,000 to",
+                ),
+            ):
                 figures, _ = await throughput(
-                    stack, sends, requests=requests, connections=connections, label=label,
-                    scratch=scratch, sink=sink if sends.path == "/v1/send" and sends.units == 1
-                    else None,
-                )  # fmt: skip
+                    stack,
+                    sends,
+                    requests=requests,
+                    connections=connections,
+                    label=label,
+                    scratch=scratch,
+                    sink=sink if sends.path == "/v1/send" and sends.units == 1 else None,
+                )
                 results.append(figures)
     async with running_stack(
         postgres_url=args.postgres,

@@ -139,10 +139,15 @@ async def api_lines(run: Run, lines: set[int]) -> None:
                 run_wrk, "warm-up", url + "/send", script, connections=connections, seconds=2
             )
             bare = await asyncio.to_thread(
-                run_wrk, "bare", url + "/send", script, connections=connections,
+                run_wrk,
+                "bare",
+                url + "/send",
+                script,
+                connections=connections,
                 seconds=size.seconds,
-            )  # fmt: skip
-    async with stack(run, api_workers=1, workers=0) as columba:
+            )
+    # A pooled connection for each of wrk's (as bench.send): no request waits for one.
+    async with stack(run, api_workers=1, workers=0, pool=connections) as columba:
         if bare is not None:
             await line_1(run, columba, bare, connections)
         if 2 in lines:
@@ -155,12 +160,20 @@ async def api_lines(run: Run, lines: set[int]) -> None:
                 run_wrk, "line 2", url, script, connections=1, seconds=size.seconds
             )
             run.add(
-                Row("2", "1,000 personalizations in one request, p50", "—",
-                    f"p50 {result.p50_ms:.0f} ms, p99 {result.p99_ms:.0f} ms", None,
-                    "p50 ≤ 100 ms", result.p50_ms <= 100),
-                p50_ms=result.p50_ms, p99_ms=result.p99_ms, requests=result.requests,
+                Row(
+                    "2",
+                    "1,000 personalizations in one request, p50",
+                    "—",
+                    f"p50 {result.p50_ms:.0f} ms, p99 {result.p99_ms:.0f} ms",
+                    None,
+                    "p50 ≤ 100 ms",
+                    result.p50_ms <= 100,
+                ),
+                p50_ms=result.p50_ms,
+                p99_ms=result.p99_ms,
+                requests=result.requests,
                 errors=result.errors,
-            )  # fmt: skip
+            )
 
 
 async def line_1(run: Run, columba: Stack, bare: Result, connections: int) -> None:
@@ -179,13 +192,24 @@ async def line_1(run: Run, columba: Stack, bare: Result, connections: int) -> No
     stop_profiles(run, "line1", profiles)
     ratio = result.requests_per_second / bare.requests_per_second
     run.add(
-        Row("1", "POST /v1/send, 1 recipient, PostgreSQL, 1 API process",
+        Row(
+            "1",
+            "POST /v1/send, 1 recipient, PostgreSQL, 1 API process",
             f"bare FastAPI 1 KB: {bare.requests_per_second:,.0f} req/s",
-            f"{result.requests_per_second:,.0f} req/s", ratio, "≥ 0.5×", ratio >= 0.5),
-        columba_rps=result.requests_per_second, bare_rps=bare.requests_per_second,
-        ratio=ratio, columba_p50_ms=result.p50_ms, columba_p99_ms=result.p99_ms,
-        bare_p50_ms=bare.p50_ms, errors=result.errors, cpu_ms_per_request=cpu,
-    )  # fmt: skip
+            f"{result.requests_per_second:,.0f} req/s",
+            ratio,
+            "≥ 0.5×",
+            ratio >= 0.5,
+        ),
+        columba_rps=result.requests_per_second,
+        bare_rps=bare.requests_per_second,
+        ratio=ratio,
+        columba_p50_ms=result.p50_ms,
+        columba_p99_ms=result.p99_ms,
+        bare_p50_ms=bare.p50_ms,
+        errors=result.errors,
+        cpu_ms_per_request=cpu,
+    )
 
 
 def per_unit(cpu: dict[str, float], units: int) -> dict[str, float]:
@@ -202,8 +226,11 @@ def postfix_baseline(run: Run) -> Figures:
         ceiling, peer = delivery.postfix_baseline(run.sizes.messages)
         run.postfix = peer
         run.figures["baseline"] = {"smtp_ceiling": ceiling.as_dict(), "postfix": peer.as_dict()}
-        print(f"[baseline] Postfix relaying {peer.rate:,.0f} msg/s, "
-              f"smtp-source → smtp-sink {ceiling.rate:,.0f} msg/s", flush=True)  # fmt: skip
+        print(
+            f"[baseline] Postfix relaying {peer.rate:,.0f} msg/s, "
+            f"smtp-source → smtp-sink {ceiling.rate:,.0f} msg/s",
+            flush=True,
+        )
     return run.postfix
 
 
@@ -216,51 +243,107 @@ async def end_to_end_lines(run: Run, lines: set[int]) -> None:
         async with stack(run, api_workers=2, workers=run.args.workers, sink_port=sink_port) as s:
             single = delivery.single_sends(s)
             await delivery.throughput(
-                s, single, requests=size.warm_up, connections=CONNECTIONS, label="warm-up",
-                scratch=run.scratch, sink=sink,
-            )  # fmt: skip
+                s,
+                single,
+                requests=size.warm_up,
+                connections=CONNECTIONS,
+                label="warm-up",
+                scratch=run.scratch,
+                sink=sink,
+            )
             if 3 in lines:
-                figures = await profiled(run, "line3", s, delivery.throughput(
-                    s, single, requests=size.messages, connections=CONNECTIONS,
-                    label="line 3", scratch=run.scratch, sink=sink,
-                ))  # fmt: skip
+                figures = await profiled(
+                    run,
+                    "line3",
+                    s,
+                    delivery.throughput(
+                        s,
+                        single,
+                        requests=size.messages,
+                        connections=CONNECTIONS,
+                        label="line 3",
+                        scratch=run.scratch,
+                        sink=sink,
+                    ),
+                )
                 add_end_to_end(
-                    run, "3", "end to end, 1 recipient/request, 2 API processes, wrk -c20",
-                    figures, peer, "≥ 1×", 1.0,
-                )  # fmt: skip
+                    run,
+                    "3",
+                    "end to end, 1 recipient/request, 2 API processes, wrk -c20",
+                    figures,
+                    peer,
+                    "≥ 1×",
+                    1.0,
+                )
             if 4 in lines:
                 requests = max(1, size.bulk_messages // 1000)
-                figures = await profiled(run, "line4", s, delivery.throughput(
-                    s, delivery.personalized_sends(s, 1000), requests=requests, connections=4,
-                    label="line 4", scratch=run.scratch,
-                ))  # fmt: skip
+                figures = await profiled(
+                    run,
+                    "line4",
+                    s,
+                    delivery.throughput(
+                        s,
+                        delivery.personalized_sends(s, 1000),
+                        requests=requests,
+                        connections=4,
+                        label="line 4",
+                        scratch=run.scratch,
+                    ),
+                )
                 add_end_to_end(
-                    run, "4", "end to end, 1,000 personalizations/request, 4 in flight",
-                    figures, peer, "≥ 2×", 2.0,
-                )  # fmt: skip
+                    run,
+                    "4",
+                    "end to end, 1,000 personalizations/request, 4 in flight",
+                    figures,
+                    peer,
+                    "≥ 2×",
+                    2.0,
+                )
                 figures, _ = await delivery.throughput(
-                    s, delivery.shared_to_sends(s, 1000), requests=requests, connections=4,
-                    label="line 4b", scratch=run.scratch,
-                )  # fmt: skip
+                    s,
+                    delivery.shared_to_sends(s, 1000),
+                    requests=requests,
+                    connections=4,
+                    label="line 4b",
+                    scratch=run.scratch,
+                )
                 add_end_to_end(
-                    run, "4b", "end to end, one message with 1,000 to, 4 in flight",
-                    figures, peer, "", None,
-                )  # fmt: skip
+                    run,
+                    "4b",
+                    "end to end, one message with 1,000 to, 4 in flight",
+                    figures,
+                    peer,
+                    "",
+                    None,
+                )
 
 
 def add_end_to_end(
-    run: Run, line: str, measure: str, figures: Figures, peer: Figures, goal: str,
+    run: Run,
+    line: str,
+    measure: str,
+    figures: Figures,
+    peer: Figures,
+    goal: str,
     target: float | None,
-) -> None:  # fmt: skip
+) -> None:
     """A row for an end-to-end line, its CPU per message per component beside Postfix's."""
     ratio = figures.rate / peer.rate
     cpu = ", ".join(f"{k} {v:.2f}" for k, v in figures.cpu_ms_per_message().items())
     run.add(
-        Row(line, measure, f"Postfix relaying: {peer.rate:,.0f} msg/s",
-            f"{figures.rate:,.0f} msg/s", ratio, goal,
-            None if target is None else ratio >= target),
-        **figures.as_dict(), ratio=ratio, postfix=peer.as_dict(),
-    )  # fmt: skip
+        Row(
+            line,
+            measure,
+            f"Postfix relaying: {peer.rate:,.0f} msg/s",
+            f"{figures.rate:,.0f} msg/s",
+            ratio,
+            goal,
+            None if target is None else ratio >= target,
+        ),
+        **figures.as_dict(),
+        ratio=ratio,
+        postfix=peer.as_dict(),
+    )
     postfix_cpu = peer.cpu_ms_per_message().get("postfix", 0.0)
     print(f"    CPU ms/msg: {cpu}; Postfix {postfix_cpu:.2f}", flush=True)
 
@@ -276,24 +359,36 @@ async def scaling(run: Run) -> None:
             async with stack(run, api_workers=2, workers=workers, sink_port=sink_port) as s:
                 sends = delivery.personalized_sends(s, 1000)
                 await delivery.throughput(
-                    s, delivery.personalized_sends(s, 100), requests=2, connections=2,
-                    label="warm-up", scratch=run.scratch,
-                )  # fmt: skip
-                rates[workers], _ = await delivery.throughput(
-                    s, sends, requests=requests, connections=4, label=f"scaling {workers}",
+                    s,
+                    delivery.personalized_sends(s, 100),
+                    requests=2,
+                    connections=2,
+                    label="warm-up",
                     scratch=run.scratch,
-                )  # fmt: skip
+                )
+                rates[workers], _ = await delivery.throughput(
+                    s,
+                    sends,
+                    requests=requests,
+                    connections=4,
+                    label=f"scaling {workers}",
+                    scratch=run.scratch,
+                )
         print(f"    {workers} worker(s): {rates[workers].rate:,.0f} msg/s", flush=True)
     first = min(rates)
     base = rates[first].rate / first
     efficiency = {n: f.rate / (n * base) for n, f in rates.items()}
     run.add(
-        Row("9", "scaling, line 4's load, " + "/".join(map(str, rates)) + " workers",
+        Row(
+            "9",
+            "scaling, line 4's load, " + "/".join(map(str, rates)) + " workers",
             f"Postfix relaying: {peer.rate:,.0f} msg/s",
             " / ".join(f"{f.rate:,.0f}" for f in rates.values()) + " msg/s",
-            None, "efficiency " + " / ".join(f"{e:.2f}" for e in efficiency.values())),
+            None,
+            "efficiency " + " / ".join(f"{e:.2f}" for e in efficiency.values()),
+        ),
         workers={n: {**f.as_dict(), "efficiency": efficiency[n]} for n, f in rates.items()},
-    )  # fmt: skip
+    )
 
 
 # --- line 5: latency at a fixed offered rate -------------------------------------------------
@@ -311,14 +406,25 @@ async def latency_line(run: Run) -> None:
         )
     p50, p99, top = (percentile(found.after_202, q) * 1000 for q in (0.5, 0.99, 1.0))
     run.add(
-        Row("5", f"202 → MX 250 at {found.offered:.0f} msg/s offered, 1 recipient/request",
+        Row(
+            "5",
+            f"202 → MX 250 at {found.offered:.0f} msg/s offered, 1 recipient/request",
             f"answered {found.accepted_per_second:.0f}/s; request → 202 p50 "
-            f"{found.request.p50_ms:.0f} ms", f"p50 {p50:.0f} ms, p99 {p99:.0f} ms", None,
-            "p99 ≤ 250 ms", p99 <= 250),
-        offered_per_s=found.offered, answered_per_s=found.accepted_per_second,
-        p50_ms=p50, p99_ms=p99, max_ms=top, messages=len(found.after_202),
-        request_p50_ms=found.request.p50_ms, request_p99_ms=found.request.p99_ms,
-    )  # fmt: skip
+            f"{found.request.p50_ms:.0f} ms",
+            f"p50 {p50:.0f} ms, p99 {p99:.0f} ms",
+            None,
+            "p99 ≤ 250 ms",
+            p99 <= 250,
+        ),
+        offered_per_s=found.offered,
+        answered_per_s=found.accepted_per_second,
+        p50_ms=p50,
+        p99_ms=p99,
+        max_ms=top,
+        messages=len(found.after_202),
+        request_p50_ms=found.request.p50_ms,
+        request_p99_ms=found.request.p99_ms,
+    )
 
 
 # --- lines 6 and 7: submission and webhooks (their own modules) -------------------------------
@@ -336,13 +442,20 @@ async def submission_line(run: Run) -> None:
         ) as listener:
             for messages in (50,) + (size.submission_messages,) * size.submission_rounds:
                 postfix_round = await asyncio.to_thread(
-                    submission.smtp_source_round, port, queue, messages=messages,
-                    clients=clients, persistent=True,
-                )  # fmt: skip
-                columba_round = await asyncio.to_thread(
-                    submission.columba_round, listener, messages=messages, clients=clients,
+                    submission.smtp_source_round,
+                    port,
+                    queue,
+                    messages=messages,
+                    clients=clients,
                     persistent=True,
-                )  # fmt: skip
+                )
+                columba_round = await asyncio.to_thread(
+                    submission.columba_round,
+                    listener,
+                    messages=messages,
+                    clients=clients,
+                    persistent=True,
+                )
                 if messages == 50:
                     continue  # the warm-up round
                 rates["postfix"].append(postfix_round.rate)
@@ -351,12 +464,20 @@ async def submission_line(run: Run) -> None:
     postfix, columba = (statistics.median(rates[k]) for k in ("postfix", "columba"))
     ratio = columba / postfix
     run.add(
-        Row("6", f"SMTP submission, {clients} clients, persistent sessions",
-            f"Postfix smtpd into its queue: {postfix:,.0f} msg/s", f"{columba:,.0f} msg/s",
-            ratio, "≥ 0.5×", ratio >= 0.5),
-        columba_msg_per_s=rates["columba"], postfix_msg_per_s=rates["postfix"], ratio=ratio,
+        Row(
+            "6",
+            f"SMTP submission, {clients} clients, persistent sessions",
+            f"Postfix smtpd into its queue: {postfix:,.0f} msg/s",
+            f"{columba:,.0f} msg/s",
+            ratio,
+            "≥ 0.5×",
+            ratio >= 0.5,
+        ),
+        columba_msg_per_s=rates["columba"],
+        postfix_msg_per_s=rates["postfix"],
+        ratio=ratio,
         listener_cpu_ms_per_message=statistics.median(cpu),
-    )  # fmt: skip
+    )
 
 
 async def webhook_line(run: Run) -> None:
@@ -372,11 +493,18 @@ async def webhook_line(run: Run) -> None:
     baseline = (figures["before"] + figures["between"]) / 2
     ratio = figures["single"] / baseline
     run.add(
-        Row("7", "webhook dispatcher, 1 endpoint",
+        Row(
+            "7",
+            "webhook dispatcher, 1 endpoint",
             f"raw signed httpx POSTs: {baseline:,.0f} events/s",
-            f"{figures['single']:,.0f} events/s", ratio, "≥ 0.5×", ratio >= 0.5),
-        **figures, ratio=ratio,
-    )  # fmt: skip
+            f"{figures['single']:,.0f} events/s",
+            ratio,
+            "≥ 0.5×",
+            ratio >= 0.5,
+        ),
+        **figures,
+        ratio=ratio,
+    )
 
 
 # --- line 8: worker memory (bench/worker_memory.py, when it exists) ---------------------------
@@ -385,8 +513,14 @@ async def webhook_line(run: Run) -> None:
 async def memory_line(run: Run) -> None:
     """Peak worker RSS with the queue full, from bench.worker_memory.measure if it exists."""
     measure = _memory_probe()
-    row = Row("8", f"worker RSS with {run.sizes.queued_recipients:,} recipients queued",
-              "Postfix bounds its active queue", "not measured", None, "≤ 200 MB")  # fmt: skip
+    row = Row(
+        "8",
+        f"worker RSS with {run.sizes.queued_recipients:,} recipients queued",
+        "Postfix bounds its active queue",
+        "not measured",
+        None,
+        "≤ 200 MB",
+    )
     if measure is None:
         run.add(row, measured=False, reason="bench/worker_memory.py does not exist yet")
         return
@@ -423,7 +557,12 @@ def _memory_probe() -> Callable[..., Any] | None:
 
 @contextlib.asynccontextmanager
 async def stack(
-    run: Run, *, api_workers: int, workers: int, sink_port: int | None = None
+    run: Run,
+    *,
+    api_workers: int,
+    workers: int,
+    sink_port: int | None = None,
+    pool: int | None = None,
 ) -> AsyncIterator[Stack]:
     """A Columba on PostgreSQL (its own database) with the bench's environment."""
     async with running_stack(
@@ -432,7 +571,7 @@ async def stack(
         workers=workers,
         api_workers=api_workers,
         external_sink_port=sink_port,
-        extra_env=STACK_ENV | {"COLUMBA_DB_POOL_SIZE": "32"},
+        extra_env=STACK_ENV | ({"COLUMBA_DB_POOL_SIZE": str(pool)} if pool else {}),
         log_dir=run.scratch / f"logs-{time.monotonic_ns()}",
     ) as started:
         yield started
@@ -516,9 +655,11 @@ async def measure(run: Run, lines: set[int]) -> None:
 def print_table(run: Run, load: dict[str, list[float]]) -> None:
     """The issue's table with this run's figures."""
     mode = "quick (smoke sizes)" if run.args.quick else "full"
-    print(f"\nIssue 11 hot path, {mode} run {run.stamp}, {os.cpu_count()} CPUs, load average "
-          f"{_load(load['start'])} at the start, {_load(load['end'])} at the end"
-          + (", py-spy sampling lines 1, 3, 4" if run.args.profile else ""))  # fmt: skip
+    print(
+        f"\nIssue 11 hot path, {mode} run {run.stamp}, {os.cpu_count()} CPUs, load average "
+        f"{_load(load['start'])} at the start, {_load(load['end'])} at the end"
+        + (", py-spy sampling lines 1, 3, 4" if run.args.profile else "")
+    )
     header = ("line", "measure", "baseline (same run)", "Columba", "ratio", "goal", "")
     rows = [header] + [
         (
