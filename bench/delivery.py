@@ -171,15 +171,7 @@ async def throughput(
         started = time.perf_counter()
         run = WrkRun(stack.api_url, script, connections=connections)
         try:
-            while True:
-                if run.finished():
-                    raise RuntimeError(f"wrk ended early: {run.stop(label)}")
-                if sink is None or sink.count >= sink_target:
-                    if await delivered(database) >= already + messages:
-                        break
-                    await asyncio.sleep(0.1)
-                else:
-                    await asyncio.sleep(0.02)
+            await _until_delivered(database, already + messages, run, sink, sink_target)
             seconds = time.perf_counter() - started
             cpu = meter.stop()
         finally:
@@ -189,6 +181,35 @@ async def throughput(
     if accepted < requests:
         raise RuntimeError(f"{label}: wrk saw {accepted} of {requests} sends accepted")
     return Figures(label, messages, seconds, cpu, refused), report
+
+
+async def _until_delivered(
+    database: Database,
+    target: int,
+    run: WrkRun,
+    sink: Sink | None,
+    sink_target: int,
+    stall: float = 180,
+) -> None:
+    """Until `target` deliveries are recorded (the sink's count first, when it can tell);
+    fails when wrk dies or nothing moves for `stall` seconds."""
+    recorded, progress, moved = 0, (-1, -1), time.monotonic()
+    while True:
+        if run.finished():
+            raise RuntimeError(f"wrk ended early: {run.stop('ended early')}")
+        if sink is not None and sink.count < sink_target:
+            pause = 0.02
+        else:
+            recorded = await delivered(database)
+            if recorded >= target:
+                return
+            pause = 0.1
+        now = (sink.count if sink is not None else 0, recorded)
+        if now != progress:
+            progress, moved = now, time.monotonic()
+        elif time.monotonic() - moved > stall:
+            raise RuntimeError(f"no delivery for {stall:.0f} s: {recorded} of {target} recorded")
+        await asyncio.sleep(pause)
 
 
 @dataclass(frozen=True)
