@@ -35,6 +35,9 @@ from tests.support import create_test_database, drop_test_database
 
 ROOT = Path(__file__).resolve().parent.parent
 SINK_HOST = "127.0.0.2"
+# Seconds for the API's processes to start: importing the app took over 90 s per process at a
+# load average of 15 on 2 cores.
+STARTUP_TIMEOUT = 300
 
 
 @dataclass
@@ -211,8 +214,10 @@ async def running_stack(
             try:
                 api_url = f"http://127.0.0.1:{api_port}"
                 try:
-                    await _wait_healthy(api_url, timeout=90)
-                    await asyncio.to_thread(_wait_started, var_dir / "api.log", api_workers, 90)
+                    await _wait_healthy(api_url, timeout=STARTUP_TIMEOUT)
+                    await asyncio.to_thread(
+                        _wait_started, var_dir / "api.log", api_workers, STARTUP_TIMEOUT
+                    )
                 except TimeoutError:
                     log = (var_dir / "api.log").read_text(errors="replace")[-3000:]
                     raise RuntimeError(f"the API did not become healthy; its log:\n{log}") from None
