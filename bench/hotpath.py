@@ -55,6 +55,7 @@ from tests.fakes.mx import free_port
 
 RESULTS = ROOT / "bench" / "results"
 T = TypeVar("T")
+PG_CONNECTIONS = 80  # for all of a Columba's processes (PostgreSQL's default limit is 100)
 ALL_LINES = (1, 2, 3, 4, 5, 6, 7, 8, 9)
 
 
@@ -571,10 +572,21 @@ async def stack(
         workers=workers,
         api_workers=api_workers,
         external_sink_port=sink_port,
-        extra_env=STACK_ENV | ({"COLUMBA_DB_POOL_SIZE": str(pool)} if pool else {}),
+        extra_env=STACK_ENV | pool_env(api_workers + workers, pool),
         log_dir=run.scratch / f"logs-{time.monotonic_ns()}",
     ) as started:
         yield started
+
+
+def pool_env(processes: int, pool: int | None) -> dict[str, str]:
+    """Connection pools that fit PostgreSQL's default max_connections (100) with room to
+    spare: every process's pool (10 + 20 overflow by default) at once would not, with 4
+    workers. `pool` sets the pool size of a lone API process instead."""
+    if pool is not None:
+        return {"COLUMBA_DB_POOL_SIZE": str(pool)}
+    each = max(5, PG_CONNECTIONS // max(processes, 1))
+    size = min(10, each)
+    return {"COLUMBA_DB_POOL_SIZE": str(size), "COLUMBA_DB_MAX_OVERFLOW": str(each - size)}
 
 
 def start_profiles(run: Run, name: str, components: dict[str, list[int]]) -> list[Profile]:
