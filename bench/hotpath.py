@@ -213,6 +213,11 @@ async def line_1(run: Run, columba: Stack, bare: Result, connections: int) -> No
     )
 
 
+def _first_line(error: Exception) -> str:
+    """A failure in a table cell: its type and the first line of its message."""
+    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:100]
+
+
 def per_unit(cpu: dict[str, float], units: int) -> dict[str, float]:
     """CPU seconds per component → milliseconds per unit."""
     return {name: round(1000 * used / max(units, 1), 3) for name, used in cpu.items()}
@@ -354,28 +359,17 @@ async def scaling(run: Run) -> None:
     peer = await asyncio.to_thread(postfix_baseline, run)
     requests = max(1, run.sizes.bulk_messages // 1000)
     rates: dict[int, Figures] = {}
+    errors: dict[int, str] = {}
     for workers in run.args.scaling:
-        sink_port = free_port()
-        with Sink("127.0.0.1", sink_port):
-            async with stack(run, api_workers=2, workers=workers, sink_port=sink_port) as s:
-                sends = delivery.personalized_sends(s, 1000)
-                await delivery.throughput(
-                    s,
-                    delivery.personalized_sends(s, 100),
-                    requests=2,
-                    connections=2,
-                    label="warm-up",
-                    scratch=run.scratch,
-                )
-                rates[workers], _ = await delivery.throughput(
-                    s,
-                    sends,
-                    requests=requests,
-                    connections=4,
-                    label=f"scaling {workers}",
-                    scratch=run.scratch,
-                )
+        try:
+            rates[workers] = await scaling_point(run, workers, requests)
+        except Exception as error:  # the other worker counts still tell something
+            traceback.print_exc()
+            errors[workers] = _first_line(error)
+            continue
         print(f"    {workers} worker(s): {rates[workers].rate:,.0f} msg/s", flush=True)
+    if not rates:
+        raise RuntimeError(f"no worker count completed: {errors}")
     first = min(rates)
     base = rates[first].rate / first
     efficiency = {n: f.rate / (n * base) for n, f in rates.items()}
@@ -389,7 +383,34 @@ async def scaling(run: Run) -> None:
             "efficiency " + " / ".join(f"{e:.2f}" for e in efficiency.values()),
         ),
         workers={n: {**f.as_dict(), "efficiency": efficiency[n]} for n, f in rates.items()},
+        errors=errors,
     )
+    if errors:
+        raise RuntimeError(f"worker counts that failed: {errors}")
+
+
+async def scaling_point(run: Run, workers: int, requests: int) -> Figures:
+    """One point of the scaling line: a fresh Columba with `workers` worker processes."""
+    sink_port = free_port()
+    with Sink("127.0.0.1", sink_port):
+        async with stack(run, api_workers=2, workers=workers, sink_port=sink_port) as s:
+            await delivery.throughput(
+                s,
+                delivery.personalized_sends(s, 100),
+                requests=2,
+                connections=2,
+                label="warm-up",
+                scratch=run.scratch,
+            )
+            figures, _ = await delivery.throughput(
+                s,
+                delivery.personalized_sends(s, 1000),
+                requests=requests,
+                connections=4,
+                label=f"scaling {workers}",
+                scratch=run.scratch,
+            )
+    return figures
 
 
 # --- line 5: latency at a fixed offered rate -------------------------------------------------
@@ -637,7 +658,7 @@ async def guarded(run: Run, label: str, work: Callable[[], Awaitable[None]]) -> 
     except Exception as error:  # one broken line must not lose the others
         traceback.print_exc()
         run.failed.append(f"{label}: {type(error).__name__}: {error}")
-        run.rows.append(Row(label, "failed", "", f"{type(error).__name__}: {error}"[:80]))
+        run.rows.append(Row(label, "failed", "", _first_line(error)))
     save(run)  # as it goes: a run cut short keeps what it measured
 
 
