@@ -208,7 +208,11 @@ async def _until_delivered(
         if now != progress:
             progress, moved = now, time.monotonic()
         elif time.monotonic() - moved > stall:
-            raise RuntimeError(f"no delivery for {stall:.0f} s: {recorded} of {target} recorded")
+            raise RuntimeError(
+                f"nothing delivered for {stall:.0f} s: the sink has {now[0]} messages, "
+                f"the database {recorded} deliveries recorded of {target} (checked once the "
+                "sink has them all)"
+            )
         await asyncio.sleep(pause)
 
 

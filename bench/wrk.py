@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# wrk gives up on a request after 2 s by default and never tells the script: a send that took
+# longer would be neither counted nor retried (seen at a load average of 10).
+TIMEOUT = "120s"
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 
 
@@ -89,7 +92,7 @@ def run_wrk(
 ) -> Result:
     """Drive `url` with wrk for `seconds` and parse its report."""
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
-    command += ["--latency", "-s", str(script), url]
+    command += ["--timeout", TIMEOUT, "--latency", "-s", str(script), url]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return parse_report(name, output)
 
@@ -228,7 +231,8 @@ class WrkRun:
     """wrk running a sends script in the background until `stop()`."""
 
     def __init__(self, url: str, script: Path, *, connections: int, seconds: float = 3600) -> None:
-        command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
+        command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
+        command += ["--timeout", TIMEOUT, "--latency"]
         self.process = subprocess.Popen(
             [*command, "-s", str(script), url],
             stdout=subprocess.PIPE,
