@@ -39,7 +39,8 @@ openapi: $(STAMP)
 	$(BIN)/columba openapi > openapi/openapi.json
 
 bench: $(STAMP)
-	$(BIN)/python -m bench.delivery $(BENCH_ARGS)
+	sh bench/setup.sh $(BIN)/python
+	$(BIN)/python -m bench.hotpath $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

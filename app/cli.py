@@ -131,6 +131,9 @@ def api(host: str, port: int, workers: int) -> None:
         port=port,
         workers=workers,
         access_log=False,
+        # uvicorn's default of 5 s kills a worker still importing the app on a loaded machine,
+        # and the next one, and so on (seen with 2 workers on 2 busy cores).
+        timeout_worker_healthcheck=30,
         **proxy_options(settings),
     )
 

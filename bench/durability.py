@@ -18,8 +18,9 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from bench.send import Result, _lua, run_wrk, v1_body
+from bench.send import v1_body
 from bench.stack import running_stack
+from bench.wrk import Result, constant_script, run_wrk
 
 MODES = ("normal", "full")
 
@@ -34,7 +35,7 @@ async def measure(mode: str, args: argparse.Namespace, scratch: Path) -> Result:
     async with running_stack(
         postgres_url=None, redis_url=args.redis, workers=0, extra_env=extra
     ) as stack:
-        script = _lua(v1_body(stack.sender), stack.headers(), scratch, f"send-{mode}")
+        script = constant_script(v1_body(stack.sender), stack.headers(), scratch, f"send-{mode}")
         url = stack.api_url + "/v1/send"
         await asyncio.to_thread(
             run_wrk, "warm-up", url, script, connections=args.connections, seconds=2

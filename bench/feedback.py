@@ -174,8 +174,11 @@ def counted_statements(db: Database) -> Iterator[list[str]]:
             event.remove(engine, "before_cursor_execute", count)
 
 
-async def webhook_bench(settings: Settings, db: Database, count: int) -> None:
-    """Dispatcher rate against the raw POST ceiling, measured in one run."""
+async def measure_webhooks(
+    settings: Settings, db: Database, count: int, *, fan_out: bool = True
+) -> dict[str, float]:
+    """Dispatcher rates against the raw POST ceiling, measured in one run (events/s), and
+    the statements the dispatcher sent per 100-event batch."""
     with receiver_process() as url:
         async with db.session() as session:
             one = await accounts.get_or_create_account(session, name="hooks-one")
@@ -186,7 +189,7 @@ async def webhook_bench(settings: Settings, db: Database, count: int) -> None:
                 request=WebhookCreate(url=url),
                 secret_key=settings.secret_key_bytes(),
             )
-            for _ in range(10):
+            for _ in range(10 if fan_out else 0):
                 await webhooks.create(
                     session,
                     account_id=many.id,
@@ -195,27 +198,36 @@ async def webhook_bench(settings: Settings, db: Database, count: int) -> None:
                 )
             await session.commit()
         await raw_posts(url, 5)  # warm-up
-        recorded = await record_events(db, one.id, count)
+        figures = {"recorded": await record_events(db, one.id, count)}
         # Shared machines are noisy: the baseline is measured right before and right after
         # each dispatcher run, and the ratio taken against the mean of the two.
-        before = await raw_posts(url, count // BATCH)
+        figures["before"] = await raw_posts(url, count // BATCH)
         with counted_statements(db) as statements:
-            single = await dispatch_all(settings, db, count)
-        between = await raw_posts(url, count // BATCH)
-        per_endpoint = count // 10
-        await record_events(db, many.id, per_endpoint)  # after: the first run would take them
-        fanned = await dispatch_all(settings, db, per_endpoint * 10)
-        after = await raw_posts(url, count // BATCH)
+            figures["single"] = await dispatch_all(settings, db, count)
+        figures["statements_per_batch"] = len(statements) * BATCH / count
+        figures["between"] = await raw_posts(url, count // BATCH)
+        if fan_out:
+            per_endpoint = count // 10
+            await record_events(db, many.id, per_endpoint)  # after: the first run would take them
+            figures["fanned"] = await dispatch_all(settings, db, per_endpoint * 10)
+            figures["after"] = await raw_posts(url, count // BATCH)
+    return figures
+
+
+async def webhook_bench(settings: Settings, db: Database, count: int) -> None:
+    """Dispatcher rate against the raw POST ceiling, measured in one run; printed."""
+    figures = await measure_webhooks(settings, db, count)
+    before, between, after = figures["before"], figures["between"], figures["after"]
     print(f"Webhooks ({count} events, {_store(settings)}):")
-    print(f"  record() with outbox and counters     {recorded:9.0f} events/s")
+    print(f"  record() with outbox and counters     {figures['recorded']:9.0f} events/s")
     print(
         f"  baseline: raw signed POSTs (httpx)    {before:9.0f} / {between:.0f} / {after:.0f}"
         " events/s (before / between / after)"
     )
-    print(f"  statements per 100-event batch         {len(statements) * BATCH / count:9.1f}")
+    print(f"  statements per 100-event batch         {figures['statements_per_batch']:9.1f}")
     for name, rate, baseline in (
-        ("1 endpoint  ", single, (before + between) / 2),
-        ("10 endpoints", fanned, (between + after) / 2),
+        ("1 endpoint  ", figures["single"], (before + between) / 2),
+        ("10 endpoints", figures["fanned"], (between + after) / 2),
     ):
         ratio = rate / baseline
         print(f"  dispatcher, {name}              {rate:9.0f} events/s  ({ratio:.2f}x baseline)")

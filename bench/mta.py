@@ -169,8 +169,9 @@ def _prepare(root: Path, smtpd_port: int, relay_port: int) -> None:
 
 
 @contextlib.contextmanager
-def postfix(smtpd_port: int, relay_port: int) -> Iterator[None]:
-    """A Postfix instance: smtpd on 127.0.0.1:smtpd_port relaying everything to relay_port."""
+def postfix(smtpd_port: int, relay_port: int) -> Iterator[int]:
+    """A Postfix instance: smtpd on 127.0.0.1:smtpd_port relaying everything to relay_port;
+    yields its master's process id (its daemons are the master's children)."""
     with tempfile.TemporaryDirectory(prefix="columba-postfix-") as tmp, syslog_socket():
         root = Path(tmp)
         root.chmod(0o755)
@@ -178,7 +179,7 @@ def postfix(smtpd_port: int, relay_port: int) -> Iterator[None]:
         master = subprocess.Popen([str(POSTFIX_LIBEXEC / "master"), "-c", str(root / "etc"), "-d"])
         try:
             wait_for_port("127.0.0.1", smtpd_port)
-            yield
+            yield master.pid
         finally:
             master.terminate()
             master.wait(timeout=30)

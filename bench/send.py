@@ -16,37 +16,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
-import re
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from bench.procs import Profile, write_summary
 from bench.stack import ROOT, running_stack
+from bench.wrk import Result, constant_script, run_wrk
 from tests.fakes.mx import free_port
 
 PADDING = "Thank you for your order. Your parcel is on its way and should arrive soon. "
-
-
-@dataclass(frozen=True)
-class Result:
-    """What wrk measured for one scenario."""
-
-    name: str
-    requests_per_second: float
-    p50_ms: float
-    p99_ms: float
-    requests: int
-    errors: int
 
 
 def v1_body(sender: str, index: int = 0) -> dict[str, Any]:
@@ -102,53 +88,6 @@ def v1_bulk_body(sender: str, count: int) -> dict[str, Any]:
     }
 
 
-def _lua(body: dict[str, Any], headers: dict[str, str], scratch: Path, name: str) -> Path:
-    """A wrk script that POSTs `body`."""
-    body_file = scratch / f"{name}.json"
-    body_file.write_text(json.dumps(body))
-    lines = ['wrk.method = "POST"', f'local f = io.open("{body_file}", "rb")']
-    lines += ["wrk.body = f:read('*a')", "f:close()"]
-    lines += [
-        f'wrk.headers["{k}"] = "{v}"'
-        for k, v in {**headers, "Content-Type": "application/json"}.items()
-    ]
-    script = scratch / f"{name}.lua"
-    script.write_text("\n".join(lines) + "\n")
-    return script
-
-
-_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-
-
-def _ms(text: str) -> float:
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
-    return float(number) * _UNITS[unit]
-
-
-def run_wrk(
-    name: str, url: str, script: Path, *, connections: int, seconds: int, threads: int = 1
-) -> Result:
-    """Drive `url` with wrk and parse its report."""
-    command = [
-        "wrk",
-        f"-t{threads}",
-        f"-c{connections}",
-        f"-d{seconds}s",
-        "--latency",
-        "-s",
-        str(script),
-        url,
-    ]
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"\s50%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"\s99%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
-    total = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    errors = int(bad.group(1)) if bad else 0
-    return Result(name, rps, p50, p99, total, errors)
-
-
 @contextlib.contextmanager
 def bare_api(workers: int) -> Iterator[str]:
     """bench/bare_app.py under uvicorn with the same worker count as Columba's API."""
@@ -184,59 +123,6 @@ def bare_api(workers: int) -> Iterator[str]:
         process.wait(timeout=30)
 
 
-def profile(pid: int, seconds: int, out: Path) -> subprocess.Popen[bytes] | None:
-    """Start py-spy on the API process (its uvicorn children included) for `seconds`."""
-    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not Path(spy).exists():
-        print("py-spy is not installed; no profile", file=sys.stderr)
-        return None
-    return subprocess.Popen(
-        [
-            spy,
-            "record",
-            "--pid",
-            str(pid),
-            "--subprocesses",
-            "--duration",
-            str(seconds),
-            "--format",
-            "raw",
-            "--output",
-            str(out),
-            "--nonblocking",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-def summarise_profile(raw: Path, top: int = 15) -> list[tuple[str, float]]:
-    """The share of samples each module accounts for (inclusive), from py-spy's raw output."""
-    counts: dict[str, int] = {}
-    total = 0
-    for line in raw.read_text().splitlines():
-        stack, _, number = line.rpartition(" ")
-        samples = int(number)
-        total += samples
-        modules = {_module_of(frame) for frame in stack.split(";")}
-        for module in modules:
-            counts[module] = counts.get(module, 0) + samples
-    ranked = sorted(counts.items(), key=lambda item: -item[1])
-    return [(module, count / total) for module, count in ranked[:top] if total]
-
-
-def _module_of(frame: str) -> str:
-    """`function (path/to/module.py:12)` → a short module name."""
-    match = re.search(r"\(([^:()]+)\.py:\d+\)", frame)
-    if match is None:
-        return frame.split(" ")[0]
-    path = match.group(1)
-    for marker in ("site-packages/", "lib/python3.11/", str(ROOT) + "/"):
-        if marker in path:
-            path = path.split(marker, 1)[1]
-    return path.replace("/", ".")
-
-
 async def main() -> None:
     """Run every scenario and print the table."""
     parser = argparse.ArgumentParser(
@@ -258,7 +144,7 @@ async def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="columba-bench-send-"))
     results: list[Result] = []
     with bare_api(args.api_workers) as url:
-        script = _lua(v1_body("bench@bench.test"), {}, scratch, "bare")
+        script = constant_script(v1_body("bench@bench.test"), {}, scratch, "bare")
         run_wrk("warm-up", url + "/send", script, connections=args.connections, seconds=2)
         results.append(
             run_wrk(
@@ -303,11 +189,11 @@ async def main() -> None:
             ),
         ]
         for index, (name, path, body, connections) in enumerate(scenarios):
-            script = _lua(body, headers, scratch, f"s{index}")
+            script = constant_script(body, headers, scratch, f"s{index}")
             run_wrk("warm-up", stack.api_url + path, script, connections=connections, seconds=2)
             spy = None
             if args.profile and index == 0:
-                spy = profile(stack.api_pid, args.seconds, scratch / "profile.txt")
+                spy = Profile(stack.api_pid, scratch / "profile.raw.txt")
             results.append(
                 run_wrk(
                     name,
@@ -318,7 +204,7 @@ async def main() -> None:
                 )
             )
             if spy is not None:
-                spy.wait(timeout=60)
+                spy.stop()
     report(results, args, scratch)
 
 
@@ -337,11 +223,10 @@ def report(results: list[Result], args: argparse.Namespace, scratch: Path) -> No
             f"{result.name:<58}{result.requests_per_second:>9.1f}{ratio:>8.0%}"
             f"{result.p50_ms:>9.1f}{result.p99_ms:>9.1f}{result.errors:>9}"
         )
-    profile_file = scratch / "profile.txt"
+    profile_file = scratch / "profile.raw.txt"
     if args.profile and profile_file.exists():
-        print("\nWhere (b)'s API process spends its time (py-spy, inclusive share of samples):")
-        for module, share in summarise_profile(profile_file):
-            print(f"  {share:6.1%}  {module}")
+        summary, _ = write_summary(profile_file, "(b)'s API process (py-spy)")
+        print(summary.read_text())
 
 
 if __name__ == "__main__":

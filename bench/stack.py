@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,9 @@ from tests.support import create_test_database, drop_test_database
 
 ROOT = Path(__file__).resolve().parent.parent
 SINK_HOST = "127.0.0.2"
+# Seconds for the API's processes to start: importing the app took over 90 s per process at a
+# load average of 15 on 2 cores.
+STARTUP_TIMEOUT = 300
 
 
 @dataclass
@@ -72,7 +76,13 @@ class Stack:
     recipient_domain: str
     sink: Sink
     settings: Settings
-    api_pid: int = 0  # the API process (for profilers)
+    api_pid: int = 0  # the API process (for profilers and CPU accounting)
+    worker_pids: list[int] = field(default_factory=list)
+
+    def redis_pid(self) -> int | None:
+        """The embedded redis-server's process, when the stack runs one."""
+        pid_file = self.settings.var_dir / "redis.pid"
+        return int(pid_file.read_text().strip()) if pid_file.exists() else None
 
     def headers(self) -> dict[str, str]:
         """Authorization for the bench key."""
@@ -133,6 +143,22 @@ async def _wait_healthy(url: str, timeout: float = 30) -> None:
             await asyncio.sleep(0.1)
 
 
+def _wait_started(log: Path, processes: int, timeout: float) -> None:
+    """Until each of uvicorn's `processes` API processes has started (not only the first)."""
+    deadline = time.monotonic() + timeout
+    while log.read_text(errors="replace").count("Application startup complete") < processes:
+        if time.monotonic() > deadline:
+            raise TimeoutError
+        time.sleep(0.2)
+
+
+def _copy_logs(var_dir: Path, log_dir: Path) -> None:
+    """The processes' logs, kept for a look after the run."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for log in var_dir.glob("*.log"):
+        shutil.copy(log, log_dir / log.name)
+
+
 @contextlib.asynccontextmanager
 async def running_stack(
     *,
@@ -142,8 +168,10 @@ async def running_stack(
     api_workers: int = 1,
     external_sink_port: int | None = None,
     extra_env: dict[str, str] | None = None,
+    log_dir: Path | None = None,
 ) -> AsyncIterator[Stack]:
-    """Start everything; stop everything when the block ends."""
+    """Start everything; stop everything when the block ends (the processes' logs are copied
+    to `log_dir` then, if given)."""
     with tempfile.TemporaryDirectory(prefix="columba-bench-") as tmp:
         var_dir = Path(tmp)
         if postgres_url:
@@ -185,15 +213,31 @@ async def running_stack(
             ] + [_spawn(["worker"], env, var_dir / f"worker{i}.log") for i in range(workers)]
             try:
                 api_url = f"http://127.0.0.1:{api_port}"
-                await _wait_healthy(api_url)
+                try:
+                    await _wait_healthy(api_url, timeout=STARTUP_TIMEOUT)
+                    await asyncio.to_thread(
+                        _wait_started, var_dir / "api.log", api_workers, STARTUP_TIMEOUT
+                    )
+                except TimeoutError:
+                    log = (var_dir / "api.log").read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"the API did not become healthy; its log:\n{log}") from None
                 yield Stack(
-                    api_url, key, f"bench@{domain}", "sink.test", sink, settings, processes[0].pid
+                    api_url,
+                    key,
+                    f"bench@{domain}",
+                    "sink.test",
+                    sink,
+                    settings,
+                    processes[0].pid,
+                    [process.pid for process in processes[1:]],
                 )
             finally:
                 for process in processes:
                     process.terminate()
                 for process in processes:
                     await asyncio.to_thread(process.wait, 30)
+                if log_dir is not None:
+                    await asyncio.to_thread(_copy_logs, var_dir, log_dir)
                 if server is not None:
                     server.close()
                     await server.wait_closed()
