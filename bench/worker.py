@@ -316,8 +316,9 @@ async def backlog(bench: Bench, database: Database, count: int) -> tuple[float, 
     return (cpu_seconds(bench.pid) - before) * 1000 / count, count / seconds
 
 
-async def memory(bench: Bench, database: Database, count: int, seconds: float) -> str:
-    """Peak RSS of the worker while `count` queued recipients are delivered."""
+async def memory(bench: Bench, database: Database, count: int, seconds: float) -> dict[str, float]:
+    """Peak RSS of the worker while `count` queued recipients are delivered (for at most
+    `seconds`): MB before, now and at the peak, how many were delivered and in how long."""
     already = await delivered(database)
     bench.worker.send_signal(signal.SIGSTOP)
     bodies = [personalized(bench, start) for start in range(0, count, PER_REQUEST)]
@@ -330,10 +331,22 @@ async def memory(bench: Bench, database: Database, count: int, seconds: float) -
         await asyncio.sleep(1)
         done = await delivered(database)
     figures = memory_kb(bench.pid)
+    return {
+        "queued": count,
+        "rss_before_mb": rss_before / 1024,
+        "rss_mb": figures["VmRSS"] / 1024,
+        "peak_rss_mb": figures["VmHWM"] / 1024,
+        "delivered": done - already,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def describe_memory(figures: dict[str, float]) -> str:
+    """One line for memory()'s figures."""
     return (
-        f"{count} queued: RSS before {rss_before / 1024:.0f} MB, now {figures['VmRSS'] / 1024:.0f}"
-        f" MB, peak {figures['VmHWM'] / 1024:.0f} MB; {done - already} delivered in "
-        f"{time.perf_counter() - started:.0f} s"
+        f"{figures['queued']:.0f} queued: RSS before {figures['rss_before_mb']:.0f} MB, now "
+        f"{figures['rss_mb']:.0f} MB, peak {figures['peak_rss_mb']:.0f} MB; "
+        f"{figures['delivered']:.0f} delivered in {figures['seconds']:.0f} s"
     )
 
 
@@ -353,7 +366,8 @@ async def run(args: argparse.Namespace) -> None:
                     per, rate = await backlog(bench, database, args.backlog)
                 print(f"  backlog ({args.backlog}): {per:.2f} ms CPU/message, {rate:.0f} msg/s")
             if args.memory:
-                print("  memory: " + await memory(bench, database, args.memory, args.seconds))
+                figures = await memory(bench, database, args.memory, args.seconds)
+                print("  memory: " + describe_memory(figures))
             print(f"  load {os.getloadavg()[0]:.2f}")
         finally:
             await database.dispose()
