@@ -121,7 +121,38 @@ class Settings(BaseSettings):
     webhook_replay_max_events: int = Field(default=10_000, ge=1)  # queued by one replay
     inbound_max_message_size: int = Field(default=10 * 1024 * 1024, ge=1024)
 
-    @field_validator("dns_nameservers", "forwarded_allow_ips", mode="before")
+    # Deliverability (issue 16). The addresses mail leaves from (SPF and the doctor check
+    # them); unset: the addresses HOSTNAME resolves to.
+    sending_ips: CommaList = ()
+    # Where the bounce domains' MX records must point (`columba inbound`); unset: HOSTNAME.
+    inbound_hostname: str | None = None
+    domain_check_interval: Duration = timedelta(days=1)  # the cron re-verifies this often
+    dkim_rotation_grace: Duration = timedelta(days=7)  # a replaced selector stays published
+    dkim_rotate_after: Duration = timedelta(0)  # rotate keys this old; 0: only when asked
+    # Extra trust anchors (PEM) for MX certificates and MTA-STS policy hosts, on top of the
+    # system's: a private PKI, or the tests' CA.
+    tls_ca_file: Path | None = None
+    # Per-destination TLS requirements, like Postfix's smtp_tls_policy_maps:
+    # `example.com=verify, .example.org=encrypt` (`.x` covers subdomains; `may` is the default).
+    destination_tls: CommaList = ()
+    mta_sts: bool = True  # honour receivers' MTA-STS policies (RFC 8461)
+    mta_sts_port: int = Field(default=443, ge=1, le=65535)  # tests serve policies elsewhere
+    mta_sts_timeout: Duration = timedelta(seconds=10)
+    tls_rpt: bool = True  # send daily TLS reports (RFC 8460) to domains that ask for them
+    tls_rpt_from: str | None = None  # unset: tls-reports@HOSTNAME
+    # DNS blocklists `columba doctor` asks about the sending IPs.
+    dnsbl_zones: CommaList = ("zen.spamhaus.org", "b.barracudacentral.org", "bl.spamcop.net")
+    # Where `columba doctor` tests that outbound port 25 is open (host:port).
+    port25_probe: str = "gmail-smtp-in.l.google.com:25"
+
+    @field_validator(
+        "dns_nameservers",
+        "forwarded_allow_ips",
+        "sending_ips",
+        "destination_tls",
+        "dnsbl_zones",
+        mode="before",
+    )
     @classmethod
     def _split_comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -171,6 +202,10 @@ class Settings(BaseSettings):
         "retention",
         "submission_auth_lockout",
         "submission_idle_timeout",
+        "domain_check_interval",
+        "dkim_rotation_grace",
+        "dkim_rotate_after",
+        "mta_sts_timeout",
         mode="before",
     )
     @classmethod

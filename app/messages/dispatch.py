@@ -67,6 +67,8 @@ class Outcome:
     mx_host: str | None = None
     ip: str | None = None
     tls_version: str | None = None
+    tls_cipher: str | None = None
+    tls_verified: bool | None = None
 
 
 def _due(now: datetime) -> Any:
@@ -407,6 +409,8 @@ def _attempt_row(outcome: Outcome) -> dict[str, Any]:
         "mx_host": outcome.mx_host,
         "ip": outcome.ip,
         "tls_version": outcome.tls_version,
+        "tls_cipher": outcome.tls_cipher,
+        "tls_verified": outcome.tls_verified,
         "stage": reply.stage,
         "code": reply.code,
         "enhanced_code": reply.enhanced,
