@@ -15,6 +15,7 @@ from app.core.errors import install_error_handlers
 from app.core.queue import Queue
 from app.core.ratelimit import RateLimitHeaders
 from app.dev.embedded_redis import redis_url_for, release_redis
+from app.domains.router import router as domains_router
 from app.events.router import router as events_router
 from app.events.waiting import LongPolls
 from app.health import router as health_router
@@ -82,4 +83,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sendgrid_router)
     app.include_router(batches_router)
     app.include_router(templates_router)
+    app.include_router(domains_router)
     return app

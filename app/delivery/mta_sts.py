@@ -86,7 +86,7 @@ class MemoryStore:
 def parse_txt(texts: list[str]) -> str | None:
     """The policy id of the `_mta-sts` TXT record (RFC 8461 §3.1), or None when there is not
     exactly one valid STSv1 record."""
-    records = [_joined(text) for text in texts]
+    records = [txt_value(text) for text in texts]
     records = [record for record in records if record.startswith("v=STSv1")]
     if len(records) != 1:
         return None
@@ -296,7 +296,7 @@ def _is_certificate_error(exc: BaseException) -> bool:
     return "CERTIFICATE_VERIFY_FAILED" in str(exc)
 
 
-def _joined(text: str) -> str:
+def txt_value(text: str) -> str:
     """A TXT record's presentation form as one string (its quoted parts joined)."""
     parts = re.findall(r'"((?:[^"\\]|\\.)*)"', text)
     return "".join(parts) if parts else text
