@@ -188,13 +188,18 @@ async def check_spf(
     base["expected"] = f"v=spf1 a:{context.hostname} {qualifier} (or include our addresses)"
     try:
         record = await spf.spf_record(resolver, name)
-        lookups = await spf.count_lookups(resolver, name) if record else 0
     except spf.TempError as exc:
         return _error(base, exc)
     except spf.PermError as exc:
         return RecordCheck(**base, status=RecordStatus.WRONG, found=[], detail=str(exc))
     if record is None:
         return RecordCheck(**base, status=RecordStatus.MISSING, found=[], detail="no SPF record")
+    try:
+        lookups = await spf.count_lookups(resolver, name)
+    except spf.TempError as exc:
+        return _error(base, exc)
+    except spf.PermError as exc:
+        return RecordCheck(**base, status=RecordStatus.WRONG, found=[record], detail=str(exc))
     if lookups > spf.LOOKUP_LIMIT:
         detail = (
             f"the record needs {lookups} DNS look-ups; past {spf.LOOKUP_LIMIT} it fails for "

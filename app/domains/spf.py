@@ -12,6 +12,7 @@ from app.delivery.resolver import DnsTemporaryError, lookup
 
 LOOKUP_LIMIT = 10  # RFC 7208 §4.6.4: mechanisms and modifiers that query DNS
 VOID_LOOKUP_LIMIT = 2  # §4.6.4: look-ups that find nothing
+WALK_LIMIT = 100  # counting stops here: the record is far past the limit anyway
 MX_NAME_LIMIT = 10  # §4.6.4: addresses looked up per `mx`
 _QUALIFIERS = {"+": "pass", "-": "fail", "~": "softfail", "?": "neutral"}
 _COUNTED = {"include", "a", "mx", "ptr", "exists"}
@@ -42,12 +43,13 @@ class _State:
     lookups: int = 0
     void: int = 0
     seen: set[str] = field(default_factory=set)
+    limit: int = LOOKUP_LIMIT
 
     def count(self) -> None:
         """One more DNS-querying term; past the limit the record is a permerror."""
         self.lookups += 1
-        if self.lookups > LOOKUP_LIMIT:
-            raise PermError(f"more than {LOOKUP_LIMIT} DNS look-ups (RFC 7208 §4.6.4)")
+        if self.lookups > self.limit:
+            raise PermError(f"more than {self.limit} DNS look-ups (RFC 7208 §4.6.4)")
 
 
 async def spf_record(resolver: dns.asyncresolver.Resolver, domain: str) -> str | None:
@@ -81,8 +83,9 @@ async def evaluate(resolver: dns.asyncresolver.Resolver, domain: str, ip: str) -
 
 async def count_lookups(resolver: dns.asyncresolver.Resolver, domain: str) -> int:
     """Every DNS-querying term reachable from the record, whichever address asks (an
-    address matched early stops evaluation before the limit; receivers may not)."""
-    state = _State()
+    address matched early stops evaluation before the limit; receivers may not), counted
+    up to WALK_LIMIT."""
+    state = _State(limit=WALK_LIMIT)
     record = await spf_record(resolver, domain)
     if record is not None:
         await _walk(resolver, domain, record, state)
