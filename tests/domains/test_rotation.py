@@ -17,7 +17,7 @@ from app.core.config import Settings
 from app.core.db import Database
 from app.domains import rotation
 from app.domains import service as domains
-from app.domains.models import Domain, KeyState
+from app.domains.models import Domain, DomainKey, KeyState
 from tests.fakes.dns import FakeDNS
 from tests.fakes.mx import ScriptedMX
 from tests.support import Sender, run_job, verify_dkim, verify_dkim_with_perl
@@ -40,7 +40,7 @@ async def verifies(message: bytes, dns_server: FakeDNS) -> None:
         assert (await verify_dkim_with_perl(message, dns_server))[0] == "rsa-sha256 pass"
 
 
-async def stored(db: Database, domain_id: str) -> tuple[Domain, list[rotation.DomainKey]]:
+async def stored(db: Database, domain_id: str) -> tuple[Domain, list[DomainKey]]:
     """The domain and its keys in rotation."""
     async with db.session() as session:
         domain = await session.get_one(Domain, domain_id)
