@@ -271,9 +271,8 @@ def _record_finding(domain: str, record: RecordCheck) -> Finding:
     text = f"{record.name} {record.type} {record.status}: {record.detail}"
     if record.found:
         text += f" (found: {' | '.join(record.found)[:200]})"
-    return Finding(
-        status, check, text, f"publish {record.name}. IN {record.type} {record.expected}"
-    )
+    value = f'"{record.expected}"' if record.type == "TXT" else record.expected
+    return Finding(status, check, text, f"publish {record.name}. IN {record.type} {value}")
 
 
 def listener_certificate(

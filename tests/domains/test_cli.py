@@ -76,7 +76,8 @@ async def test_doctor_on_a_misconfigured_setup(
     assert f"[  OK] dnsbl: {SENDING_IP} is not listed on clean.test" in out
     assert "[  OK] port 25: 127.0.0.2:" in out
     assert "[  OK] sender.test dkim:" in out
-    assert "[FAIL] sender.test spf: sender.test TXT missing: no SPF record" in out
+    assert "[FAIL] sender.test spf: sender.test TXT missing: no SPF record: publish one" in out
+    assert 'fix: publish sender.test. IN TXT "v=spf1 a:mta.columba.test ~all"' in out
     assert "[WARN] sender.test dmarc:" in out
     assert "[FAIL] tls: the certificate expires in 4 days" in out
     assert "[  OK] tls: the certificate covers mta.columba.test" in out
