@@ -67,11 +67,7 @@ async def _rotate_by_age(session: Any, domain: Domain, secret_key: bytes) -> Non
 
 async def flush_tls_counts(ctx: dict[str, Any]) -> int:
     """Add this process's TLS-RPT counters to the database."""
-    runtime = _runtime(ctx)
-    async with runtime.db.session() as session:
-        rows = await runtime.tls_counter.flush(session)
-        await session.commit()
-    return rows
+    return await _runtime(ctx).flush_tls_counts()
 
 
 async def send_tls_reports(ctx: dict[str, Any]) -> int:

@@ -99,7 +99,15 @@ class Runtime:
         """Finish what is in flight, then close SMTP connections and the database pool."""
         await self.pump.stop()
         await self.pool.close()
+        await self.flush_tls_counts()
         await self.db.dispose()
+
+    async def flush_tls_counts(self) -> int:
+        """Add the TLS-RPT counters gathered here to the database."""
+        async with self.db.session() as session:
+            rows = await self.tls_counter.flush(session)
+            await session.commit()
+        return rows
 
     async def claim(
         self, limit: int, *, last_chances: int | None = None, message_id: str | None = None
