@@ -173,6 +173,17 @@ class Settings(BaseSettings):
                     ) from exc
         return value
 
+    @field_validator("destination_tls")
+    @classmethod
+    def _check_destination_tls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from app.delivery.tls_policy import DestinationTable  # it imports the SMTP client
+
+        try:
+            DestinationTable(value)
+        except ValueError as exc:
+            raise ValueError(f"COLUMBA_DESTINATION_TLS: {exc}") from exc
+        return value
+
     @field_validator("retry_schedule", mode="before")
     @classmethod
     def _parse_schedule(cls, value: Any) -> Any:
