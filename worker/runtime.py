@@ -99,7 +99,10 @@ class Runtime:
         """Finish what is in flight, then close SMTP connections and the database pool."""
         await self.pump.stop()
         await self.pool.close()
-        await self.flush_tls_counts()
+        try:
+            await self.flush_tls_counts()
+        except Exception:  # statistics only: never keep a worker from stopping
+            log.exception("could not save the TLS-RPT counters")
         await self.db.dispose()
 
     async def flush_tls_counts(self) -> int:
@@ -176,6 +179,10 @@ class Runtime:
     ) -> None:
         """One message's recipients: compose their copies, deliver each group."""
         started = clock.now()
+        held = self._held(loaded)
+        if held is not None:
+            emit([self._outcome(r, held, loaded, started, 0) for r in recipients], [])
+            return
         try:
             prepared = self.composer.copies(loaded, recipients)
         except Exception as exc:  # a bad key or content must not leave recipients leased
@@ -250,6 +257,21 @@ class Runtime:
             tls_version=result.tls_version if result else None,
             tls_cipher=result.tls_cipher if result else None,
             tls_verified=result.tls_verified if result else None,
+        )
+
+    def _held(self, loaded: LoadedMessage) -> Reply | None:
+        """A deferral while the sending domain is not verified (its DKIM record failed a
+        check) and verified domains are required: mail signed with a key that does not
+        verify would land in spam, so it waits (up to MAX_MESSAGE_AGE) for the fix."""
+        domain = loaded.domain
+        if not self.settings.require_verified_domains or domain.verified_at is not None:
+            return None
+        return synthetic(
+            451,
+            "4.7.0",
+            f"the sending domain {domain.name} is not verified (a DKIM record it signs with "
+            f"is missing or wrong): held until `columba domains verify {domain.name}` passes",
+            stage="LOCAL",
         )
 
     async def tls_requirement(self, domain: str) -> tuple[TlsRequirement, PolicyError | None]:

@@ -17,7 +17,9 @@ from app.domains import service as domains
 from app.domains.models import Domain
 from app.events.models import Event
 from tests.fakes.dns import FakeDNS
-from tests.support import Sender, run_job
+from tests.fakes.mx import ScriptedMX
+from tests.support import Sender, run_job, run_worker
+from tests.test_end_to_end import message_view, send
 from worker import deliverability
 
 
@@ -136,3 +138,23 @@ async def test_another_accounts_domain_is_not_found(
         response = await client.request(method, path, headers=sender.headers)
         assert response.status_code == 404, (path, response.text)
         assert response.json()["errors"][0]["field"] == "domain_id"
+
+
+async def test_mail_queued_for_a_domain_that_lost_its_verification_waits_for_the_fix(
+    client: httpx.AsyncClient, sender: Sender, db: Database, dns_server: FakeDNS,
+    settings: Settings, redis_url: str, mx: ScriptedMX,
+) -> None:  # fmt: skip
+    accepted = await send(client, sender, to=["a@example.test"])
+    dns_server.remove(domains.dkim_record_name(sender.domain))
+    async with db.session() as session:
+        domain = await session.get_one(Domain, sender.domain.id)
+        await domains.verify_domain(session, resolver=dns_server.resolver(), domain=domain)
+        await session.commit()
+    await run_worker(settings, redis_url)
+    view = await message_view(client, sender, accepted["id"])
+    [attempt] = view["recipients"][0]["attempts"]
+    assert (attempt["outcome"], attempt["code"], attempt["enhanced_code"]) == (
+        "deferred", 451, "4.7.0",
+    )  # fmt: skip
+    assert "sending domain sender.test is not verified" in attempt["response"]
+    assert mx.messages == []
