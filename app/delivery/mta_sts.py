@@ -24,6 +24,8 @@ POLICY_PATH = "/.well-known/mta-sts.txt"
 MAX_POLICY_BYTES = 64 * 1024  # RFC 8461 §3.3: senders may limit the body to 64 KiB
 MAX_AGE_LIMIT = 31_557_600  # RFC 8461 §3.2: max_age is at most a year
 RETRY_FAILED_FETCH = timedelta(minutes=5)  # a failing policy host is not asked every message
+# Most domains have no policy: the store is asked about one at most this often per process.
+RECHECK_ABSENT = timedelta(hours=1)
 _ID = re.compile(r"^[A-Za-z0-9]{1,32}$")
 _MODES = ("enforce", "testing", "none")
 
@@ -225,6 +227,7 @@ class MtaSts:
         self.store = store
         self.memory: dict[str, CachedPolicy] = {}
         self._failed: dict[str, tuple[datetime, PolicyError]] = {}
+        self._absent: dict[str, datetime] = {}  # domains the store had no policy for, until
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def requirement(self, domain: str) -> tuple[TlsRequirement, PolicyError | None]:
@@ -248,7 +251,8 @@ class MtaSts:
         if cached is not None and cached.policy_id == policy_id:
             return cached, None
         async with self._locks.setdefault(domain, asyncio.Lock()):
-            cached = await self._cached(domain)
+            # Another worker may have fetched it meanwhile: ask the store, not the memo.
+            cached = await self._cached(domain, recheck=True)
             if cached is not None and cached.policy_id == policy_id:
                 return cached, None
             return await self._refresh(domain, policy_id, cached)
@@ -267,6 +271,7 @@ class MtaSts:
             self._failed[domain] = (now + RETRY_FAILED_FETCH, exc)
             return cached, exc
         self._failed.pop(domain, None)
+        self._absent.pop(domain, None)
         fresh = CachedPolicy(
             domain, policy_id, policy, now, now + timedelta(seconds=policy.max_age)
         )
@@ -274,13 +279,20 @@ class MtaSts:
         await self.store.save(fresh)
         return fresh, None
 
-    async def _cached(self, domain: str) -> CachedPolicy | None:
-        """The unexpired cached policy: this process's, else the store's."""
+    async def _cached(self, domain: str, *, recheck: bool = False) -> CachedPolicy | None:
+        """The unexpired cached policy: this process's, else the store's (asked about a
+        domain without one at most every RECHECK_ABSENT, unless `recheck`)."""
         cached = self.memory.get(domain)
-        if cached is None:
+        absent_until = self._absent.get(domain)
+        if cached is None and (recheck or absent_until is None or absent_until <= clock.now()):
             cached = await self.store.load(domain)
             if cached is not None:
                 self.memory[domain] = cached
+                self._absent.pop(domain, None)
+            else:
+                if len(self._absent) > 100_000:
+                    self._absent.clear()
+                self._absent[domain] = clock.now() + RECHECK_ABSENT
         if cached is not None and cached.expires_at <= clock.now():
             return None
         return cached

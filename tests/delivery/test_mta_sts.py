@@ -13,10 +13,12 @@ import pytest_asyncio
 import trustme
 
 from app.delivery.mta_sts import (
+    CachedPolicy,
     Fetcher,
     MemoryStore,
     MtaSts,
     PolicyError,
+    StsPolicy,
     parse_policy,
     parse_txt,
 )
@@ -25,7 +27,7 @@ from app.delivery.outbound import deliver
 from app.delivery.pool import ConnectionPool
 from app.delivery.smtp import Envelope, SmtpOptions
 from app.delivery.throttle import DestinationKey, DestinationLimits
-from app.delivery.tls_policy import mx_matches
+from app.delivery.tls_policy import OPPORTUNISTIC, mx_matches
 from tests.fakes.dns import FakeDNS
 from tests.fakes.https import PolicyServer
 from tests.fakes.mx import ScriptedMX, make_tls_context
@@ -331,3 +333,26 @@ def test_mx_patterns_match_one_label() -> None:
     assert not mx_matches("*.example.com", "a.b.example.com")
     assert not mx_matches("*.example.com", "example.com")
     assert mx_matches("MX.example.com.", "mx.example.com")
+
+
+class CountingStore(MemoryStore):
+    """A store that counts how often it is asked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loads = 0
+
+    async def load(self, domain: str) -> CachedPolicy | None:
+        self.loads += 1
+        return await super().load(domain)
+
+
+async def test_a_domain_without_a_policy_costs_one_store_lookup(dns_server: FakeDNS) -> None:
+    async def never(domain: str) -> StsPolicy:
+        raise AssertionError("no policy to fetch")
+
+    store = CountingStore()
+    policies = MtaSts(dns_server.resolver(), never, store)
+    for _ in range(5):
+        assert await policies.requirement("plain.test") == (OPPORTUNISTIC, None)
+    assert store.loads == 1
