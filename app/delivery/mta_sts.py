@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,6 +27,10 @@ MAX_AGE_LIMIT = 31_557_600  # RFC 8461 §3.2: max_age is at most a year
 RETRY_FAILED_FETCH = timedelta(minutes=5)  # a failing policy host is not asked every message
 # Most domains have no policy: the store is asked about one at most this often per process.
 RECHECK_ABSENT = timedelta(hours=1)
+# "No `_mta-sts` record" (most domains) is reused this long: even from the resolver's cache a
+# look-up costs about half a millisecond, once per delivery. Domains with a record are asked
+# each time (from the resolver's cache), so a new policy id is seen within the record's TTL.
+NO_POLICY_MEMO_SECONDS = 60.0
 _ID = re.compile(r"^[A-Za-z0-9]{1,32}$")
 _MODES = ("enforce", "testing", "none")
 
@@ -228,6 +233,7 @@ class MtaSts:
         self.memory: dict[str, CachedPolicy] = {}
         self._failed: dict[str, tuple[datetime, PolicyError]] = {}
         self._absent: dict[str, datetime] = {}  # domains the store had no policy for, until
+        self._no_record: dict[str, float] = {}  # domains without a TXT record, until
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def requirement(self, domain: str) -> tuple[TlsRequirement, PolicyError | None]:
@@ -241,10 +247,9 @@ class MtaSts:
         domain = domain.lower().rstrip(".")
         cached = await self._cached(domain)
         try:
-            texts = await lookup(self.resolver, f"_mta-sts.{domain}", "TXT")
+            policy_id = await self._policy_id(domain)
         except DnsTemporaryError:
             return cached, None  # RFC 8461 §5.1: keep using a cached policy
-        policy_id = parse_txt(texts or [])
         if policy_id is None:
             # §5.1: a removed TXT record does not end a cached policy before its max_age.
             return cached, None
@@ -256,6 +261,18 @@ class MtaSts:
             if cached is not None and cached.policy_id == policy_id:
                 return cached, None
             return await self._refresh(domain, policy_id, cached)
+
+    async def _policy_id(self, domain: str) -> str | None:
+        """The id in the domain's `_mta-sts` TXT record (None without one; that memoised)."""
+        if self._no_record.get(domain, 0.0) > time.monotonic():
+            return None
+        texts = await lookup(self.resolver, f"_mta-sts.{domain}", "TXT")
+        policy_id = parse_txt(texts or [])
+        if policy_id is None:
+            if len(self._no_record) > 100_000:
+                self._no_record.clear()
+            self._no_record[domain] = time.monotonic() + NO_POLICY_MEMO_SECONDS
+        return policy_id
 
     async def _refresh(
         self, domain: str, policy_id: str, cached: CachedPolicy | None
