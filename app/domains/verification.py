@@ -77,8 +77,10 @@ def _pending_verified(keys: Sequence[DomainKey], report: DomainReport) -> bool:
 
 async def _apply(session: AsyncSession, domain: Domain, report: DomainReport) -> None:
     """Store the report; flip the verified state when the required records say so. A
-    temporary DNS failure changes nothing: a SERVFAIL must not stop anyone's mail."""
+    temporary DNS failure changes nothing: a SERVFAIL must not stop anyone's mail. Events
+    mark changes: a domain verified at its first check has nothing to announce."""
     now = clock.now()
+    changed_after_check = domain.last_checked_at is not None
     domain.last_checked_at = now
     domain.last_check = report.to_json()
     required = [r for r in report.records if r.required]
@@ -88,7 +90,8 @@ async def _apply(session: AsyncSession, domain: Domain, report: DomainReport) ->
         CHECKS.labels("verified").inc()
         if domain.verified_at is None:
             domain.verified_at = now
-            await _record(session, domain, EventType.DOMAIN_VERIFIED, report=report)
+            if changed_after_check:
+                await _record(session, domain, EventType.DOMAIN_VERIFIED, report=report)
     else:
         CHECKS.labels("failed").inc()
         if domain.verified_at is not None:
