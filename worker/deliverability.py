@@ -14,6 +14,7 @@ from app.delivery.outbound import deliver
 from app.delivery.signing import DkimSigner
 from app.delivery.smtp import Envelope
 from app.domains import rotation, verification
+from app.domains.checks import CheckContext
 from app.domains.models import Domain
 from app.domains.service import candidate_names, dkim_keys
 from app.tlspolicy.reports import Reporter, send_reports
@@ -36,21 +37,30 @@ async def reverify_domains(ctx: dict[str, Any]) -> int:
         due = await verification.due_domain_ids(session, interval=settings.domain_check_interval)
     context = await verification.check_context(settings, runtime.resolver)
     for domain_id in due:
-        async with runtime.db.session() as session:
-            domain = await session.get(Domain, domain_id)
-            if domain is None:
-                continue
-            if rotation.due_for_rotation(domain, rotate_after=settings.dkim_rotate_after):
-                await _rotate_by_age(session, domain, settings.secret_key_bytes())
-            await verification.verify(
-                session,
-                resolver=runtime.resolver,
-                domain=domain,
-                context=context,
-                grace=settings.dkim_rotation_grace,
-            )
-            await session.commit()
+        try:
+            await _reverify(runtime, domain_id, context)
+        except Exception:  # one domain's trouble must not keep the others unchecked
+            log.exception("checking domain %s failed", domain_id)
     return len(due)
+
+
+async def _reverify(runtime: Runtime, domain_id: str, context: CheckContext) -> None:
+    """Check one domain (rotating its key first when it is due), in its own transaction."""
+    settings = runtime.settings
+    async with runtime.db.session() as session:
+        domain = await session.get(Domain, domain_id)
+        if domain is None:
+            return
+        if rotation.due_for_rotation(domain, rotate_after=settings.dkim_rotate_after):
+            await _rotate_by_age(session, domain, settings.secret_key_bytes())
+        await verification.verify(
+            session,
+            resolver=runtime.resolver,
+            domain=domain,
+            context=context,
+            grace=settings.dkim_rotation_grace,
+        )
+        await session.commit()
 
 
 async def _rotate_by_age(session: Any, domain: Domain, secret_key: bytes) -> None:
