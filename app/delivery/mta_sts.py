@@ -9,7 +9,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import dns.asyncresolver
@@ -31,6 +31,7 @@ RECHECK_ABSENT = timedelta(hours=1)
 # look-up costs about half a millisecond, once per delivery. Domains with a record are asked
 # each time (from the resolver's cache), so a new policy id is seen within the record's TTL.
 NO_POLICY_MEMO_SECONDS = 60.0
+_NEVER = datetime.min.replace(tzinfo=UTC)
 _ID = re.compile(r"^[A-Za-z0-9]{1,32}$")
 _MODES = ("enforce", "testing", "none")
 
@@ -235,6 +236,7 @@ class MtaSts:
         self._absent: dict[str, datetime] = {}  # domains the store had no policy for, until
         self._no_record: dict[str, float] = {}  # domains without a TXT record, until
         self._locks: dict[str, asyncio.Lock] = {}
+        self._loading: dict[str, asyncio.Lock] = {}  # one store look-up per domain at a time
 
     async def requirement(self, domain: str) -> tuple[TlsRequirement, PolicyError | None]:
         """The requirement for delivering to `domain`, and the fetch failure if the current
@@ -300,18 +302,27 @@ class MtaSts:
         """The unexpired cached policy: this process's, else the store's (asked about a
         domain without one at most every RECHECK_ABSENT, unless `recheck`)."""
         cached = self.memory.get(domain)
-        absent_until = self._absent.get(domain)
-        if cached is None and (recheck or absent_until is None or absent_until <= clock.now()):
-            cached = await self.store.load(domain)
-            if cached is not None:
-                self.memory[domain] = cached
-                self._absent.pop(domain, None)
-            else:
-                if len(self._absent) > 100_000:
-                    self._absent.clear()
-                self._absent[domain] = clock.now() + RECHECK_ABSENT
+        if cached is None and (recheck or self._absent.get(domain, _NEVER) <= clock.now()):
+            # Many deliveries to one domain start at once: one asks the store, the others
+            # wait for its answer (a stampede would take every database connection).
+            async with self._loading.setdefault(domain, asyncio.Lock()):
+                cached = self.memory.get(domain)
+                if cached is None and (recheck or self._absent.get(domain, _NEVER) <= clock.now()):
+                    cached = await self._load(domain)
         if cached is not None and cached.expires_at <= clock.now():
             return None
+        return cached
+
+    async def _load(self, domain: str) -> CachedPolicy | None:
+        """Ask the store, remembering the answer in this process."""
+        cached = await self.store.load(domain)
+        if cached is not None:
+            self.memory[domain] = cached
+            self._absent.pop(domain, None)
+        else:
+            if len(self._absent) > 100_000:
+                self._absent.clear()
+            self._absent[domain] = clock.now() + RECHECK_ABSENT
         return cached
 
 
