@@ -1,4 +1,5 @@
-"""The `columba` command: dev, api, worker, smtp, inbound, migrate, keys, domains, openapi."""
+"""The `columba` command: dev, api, worker, smtp, inbound, migrate, keys, domains, doctor,
+openapi."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from app.core.config import Settings, UnsafeSettingsError, load_settings
 from app.core.db import Database
 from app.dev.embedded_redis import redis_url_for, socket_path, stop_embedded_redis
 from app.dev.embedded_redis import running_at as embedded_redis_answers
+from app.domains import rotation
 from app.domains import service as domains
 
 T = TypeVar("T")
@@ -344,7 +346,9 @@ def domains_add(domain: str, account: str, ed25519: bool) -> None:
             except domains.DomainExistsError as exc:
                 raise click.ClickException(f"{exc} is already a domain of {account!r}") from exc
             await session.commit()
-            return owner.id, domains.dns_records(added, hostname=settings.hostname)
+            return owner.id, domains.dns_records(
+                added, hostname=settings.hostname, inbound_host=settings.inbound_hostname
+            )
 
     owner_id, records = _run_db(settings, work)
     _announce(settings, signals.DOMAINS, owner_id)
@@ -366,30 +370,32 @@ def domains_list(account: str | None) -> None:
     """List sending domains with their verification state and DNS records."""
     settings = load_settings()
 
-    async def work(database: Database) -> list[Any]:
+    async def work(database: Database) -> list[tuple[Any, list[Any]]]:
         async with database.session() as session:
             owner = await accounts.get_account_by_name(session, name=account) if account else None
             if account and owner is None:
                 raise click.ClickException(f"no account named {account!r}")
-            return await domains.list_domains(session, account_id=owner.id if owner else None)
+            found = await domains.list_domains(session, account_id=owner.id if owner else None)
+            return [(d, await rotation.keys_of(session, d.id)) for d in found]
 
-    for found in _run_db(settings, work):
+    for found, keys in _run_db(settings, work):
         state = "verified" if found.verified_at else "not verified"
-        click.echo(f"{found.name}  selector={found.dkim_selector}  {state}")
-        _print_records(domains.dns_records(found, hostname=settings.hostname))
+        checked = found.last_checked_at.isoformat() if found.last_checked_at else "never"
+        click.echo(f"{found.name}  selector={found.dkim_selector}  {state}  checked {checked}")
+        _print_records(
+            domains.dns_records(
+                found, hostname=settings.hostname, keys=keys, inbound_host=settings.inbound_hostname
+            )
+        )
         click.echo()
 
 
-@domains_group.command(name="verify")
-@click.argument("domain")
-@click.option("--account", default=accounts.DEFAULT_ACCOUNT, show_default=True)
-def domains_verify(domain: str, account: str) -> None:
-    """Check that DOMAIN's DKIM record is published, and mark it verified."""
-    from app.delivery.resolver import make_resolver
+def _find_domain_work(
+    domain: str, account: str, then: Callable[[Any, Any], Awaitable[T]]
+) -> Callable[[Database], Awaitable[T]]:
+    """Database work on the account's domain called DOMAIN, committed afterwards."""
 
-    settings = load_settings()
-
-    async def work(database: Database) -> tuple[bool, str, str]:
+    async def work(database: Database) -> T:
         async with database.session() as session:
             owner = await accounts.get_account_by_name(session, name=account)
             name = domains.normalize_domain_name(domain)
@@ -398,18 +404,124 @@ def domains_verify(domain: str, account: str) -> None:
             )
             if found is None:
                 raise click.ClickException(f"{domain} is not a domain of account {account!r}")
-            resolver = make_resolver(
-                settings.dns_nameservers, timeout=settings.dns_timeout.total_seconds()
-            )
-            ok, detail = await domains.verify_domain(session, resolver=resolver, domain=found)
+            result = await then(session, found)
             await session.commit()
-            return ok, detail, found.account_id
+            return result
 
-    ok, detail, account_id = _run_db(settings, work)
-    if ok:
-        _announce(settings, signals.DOMAINS, account_id)
-    click.echo(f"{domain}: {detail}")
-    if not ok:
+    return work
+
+
+@domains_group.command(name="verify")
+@click.argument("domain")
+@click.option("--account", default=accounts.DEFAULT_ACCOUNT, show_default=True)
+def domains_verify(domain: str, account: str) -> None:
+    """Check every DNS record of DOMAIN (DKIM, SPF, bounce MX and SPF, DMARC), and mark it
+    verified when the DKIM records it signs with are published. Exits 1 when it is not."""
+    from app.delivery.resolver import make_resolver
+    from app.domains import verification
+
+    settings = load_settings()
+
+    owners: list[str] = []
+
+    async def check(session: Any, found: Any) -> Any:
+        owners.append(found.account_id)
+        resolver = make_resolver(
+            settings.dns_nameservers, timeout=settings.dns_timeout.total_seconds()
+        )
+        context = await verification.check_context(settings, resolver)
+        return await verification.verify(
+            session,
+            resolver=resolver,
+            domain=found,
+            context=context,
+            grace=settings.dkim_rotation_grace,
+        )
+
+    report = _run_db(settings, _find_domain_work(domain, account, check))
+    _announce(settings, signals.DOMAINS, owners[0])  # verified or no longer: say so at once
+    click.echo(f"{report.domain}: {'verified' if report.verified else 'NOT verified'}")
+    for line in describe_records(report.records):
+        click.echo(line)
+    if not report.verified:
+        sys.exit(1)
+
+
+def describe_records(records: list[Any]) -> list[str]:
+    """Each record's verdict, with what was found and what is expected when not valid."""
+    lines = []
+    for record in records:
+        required = " (required)" if record.required else ""
+        lines.append(f"  [{record.status:<7}] {record.type:<3} {record.name}{required}")
+        lines.append(f"            {record.detail}")
+        if record.status != "valid":
+            lines.append(f"            expected: {record.expected}")
+            for value in record.found:
+                lines.append(f"            found:    {value}")
+    return lines
+
+
+@domains_group.command(name="rotate-dkim")
+@click.argument("domain")
+@click.option("--account", default=accounts.DEFAULT_ACCOUNT, show_default=True)
+def domains_rotate_dkim(domain: str, account: str) -> None:
+    """Generate DOMAIN's next DKIM key(s) and print the records to publish. The new selector
+    signs once `columba domains verify` (or the daily check) finds its record; the old one
+    stays published for COLUMBA_DKIM_ROTATION_GRACE, then is retired."""
+    settings = _settings_for_production()
+
+    async def rotate(session: Any, found: Any) -> list[Any]:
+        try:
+            return await rotation.start_rotation(
+                session, domain=found, secret_key=settings.secret_key_bytes()
+            )
+        except rotation.RotationInProgress as exc:
+            raise click.ClickException(
+                f"{exc} already has a new key waiting for its DNS record: publish it and run "
+                f"columba domains verify {domain}"
+            ) from exc
+
+    pending = _run_db(settings, _find_domain_work(domain, account, rotate))
+    click.echo(f"New DKIM key(s) for {domain}. Publish, beside the current ones:\n")
+    _print_records(
+        [
+            domains.DnsRecord(
+                "TXT", f"{key.selector}._domainkey.{domains.normalize_domain_name(domain)}",
+                key.public_record, f"DKIM {key.algorithm} (next key)",
+            )
+            for key in pending
+        ]
+    )  # fmt: skip
+    click.echo(
+        f"\nThe new key signs once its record verifies: columba domains verify {domain} "
+        f"--account {account}. Keep the old record published until then and for "
+        f"{settings.dkim_rotation_grace.days} days after."
+    )
+
+
+@main.command()
+@click.option("--offline", is_flag=True, help="Skip DNSBL look-ups and the port 25 probe.")
+def doctor(offline: bool) -> None:
+    """Check what sending depends on (reverse DNS, blocklists, port 25, every domain's
+    records, the listener's certificate, settings) and print what to fix."""
+    from app.delivery.resolver import make_resolver
+    from app.domains.doctor import Status, examine, render
+
+    settings = load_settings()
+
+    async def work(database: Database) -> list[Any]:
+        resolver = make_resolver(
+            settings.dns_nameservers, timeout=settings.dns_timeout.total_seconds()
+        )
+        return await examine(settings, database, resolver, offline=offline)
+
+    findings = _run_db(settings, work)
+    for line in render(findings):
+        click.echo(line)
+    failed = sum(1 for f in findings if f.status is Status.FAIL)
+    warned = sum(1 for f in findings if f.status is Status.WARN)
+    click.echo(f"\n{failed} to fix, {warned} to look at, {len(findings) - failed - warned} fine")
+    if failed:
         sys.exit(1)
 
 

@@ -19,6 +19,7 @@ from app.core.ratelimit import RateLimitHeaders
 from app.core.signals import Listener
 from app.dev.embedded_redis import redis_url_for, release_redis
 from app.domains.cache import sending_domains
+from app.domains.router import router as domains_router
 from app.events.router import router as events_router
 from app.events.waiting import LongPolls
 from app.fastpath import FastPath
@@ -102,4 +103,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(batches_router)
     app.include_router(templates_router)
     app.include_router(inbound_router)
+    app.include_router(domains_router)
     return app

@@ -4,7 +4,7 @@ from app.accounts.models import Account, ApiKey
 from app.batches.models import Batch
 from app.bounces.models import InboundMessage, InboundReport
 from app.core.db import Base
-from app.domains.models import Domain
+from app.domains.models import Domain, DomainKey
 from app.events.models import Event
 from app.idempotency.models import IdempotencyKey
 from app.messages.models import Attempt, Message, MessageAttachment, Recipient
@@ -12,6 +12,7 @@ from app.stats.models import StatsCounter
 from app.submission.models import SmtpSubmission
 from app.suppressions.models import Suppression
 from app.templates.models import Template, TemplateVersion
+from app.tlspolicy.models import MtaStsPolicy, TlsReport, TlsReportCount
 from app.webhooks.models import Webhook, WebhookAttempt, WebhookBatch, WebhookOutbox
 
 __all__ = [
@@ -21,18 +22,22 @@ __all__ = [
     "Base",
     "Batch",
     "Domain",
+    "DomainKey",
     "Event",
     "IdempotencyKey",
     "InboundMessage",
     "InboundReport",
     "Message",
     "MessageAttachment",
+    "MtaStsPolicy",
     "Recipient",
     "SmtpSubmission",
     "StatsCounter",
     "Suppression",
     "Template",
     "TemplateVersion",
+    "TlsReport",
+    "TlsReportCount",
     "Webhook",
     "WebhookAttempt",
     "WebhookBatch",

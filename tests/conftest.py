@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from app.core import clock
 from app.core.config import Settings
 from app.core.db import Database
+from app.delivery.smtp import forget_unverifiable
 from app.dev.embedded_redis import embedded_redis_url, stop_embedded_redis
 from tests.fakes.dns import FakeDNS
 from tests.fakes.mx import ScriptedMX, free_port, make_tls_context
@@ -136,6 +137,7 @@ async def clean_state(
 ) -> AsyncIterator[None]:
     """Each test starts with empty tables, an empty Redis, no DNS records and real time."""
     monkeypatch.setattr(clock, "_offset", timedelta(0))
+    forget_unverifiable()  # which MX certificates failed to validate is per test
     if "db" in request.fixturenames:
         database: Database = request.getfixturevalue("db")
         await truncate_all(database)

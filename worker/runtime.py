@@ -26,6 +26,7 @@ from app.core import clock
 from app.core.config import Settings
 from app.core.db import Database
 from app.delivery.idn import needs_smtputf8
+from app.delivery.mta_sts import Fetcher, MtaSts, PolicyError
 from app.delivery.mx import Destination, relay_destination, resolve_destination
 from app.delivery.outbound import deliver
 from app.delivery.pool import ConnectionPool, Throttled
@@ -35,12 +36,14 @@ from app.delivery.retry import Decision, RetryPolicy, decide
 from app.delivery.signing import DkimSigner
 from app.delivery.smtp import Envelope, SmtpOptions, TransactionResult
 from app.delivery.throttle import DestinationKey, DestinationThrottle, destination_key
+from app.delivery.tls_policy import OPPORTUNISTIC, DestinationTable, TlsLevel, TlsRequirement
 from app.domains.service import dkim_keys
 from app.messages import dispatch
 from app.messages.compose import Composer, Copy, Refused, return_path
 from app.messages.dispatch import Claim, ClaimedRecipient, LoadedMessage, Outcome
 from app.templates.budget import render_limits
 from worker import wakeups
+from app.tlspolicy.store import DatabasePolicyStore, TlsCounter
 from worker.pump import Emit, Pump, PumpSettings, Released, Results
 
 log = logging.getLogger(__name__)
@@ -66,7 +69,12 @@ class Runtime:
             settings.dns_nameservers, timeout=settings.dns_timeout.total_seconds()
         )
         self.retry_policy = RetryPolicy(settings.retry_schedule, settings.max_message_age)
-        self._signers: dict[str, DkimSigner] = {}
+        self._signers: dict[tuple[str, ...], DkimSigner] = {}
+        self.destination_table = DestinationTable(settings.destination_tls)
+        self.mta_sts = MtaSts(
+            self.resolver, policy_fetcher(settings, self.resolver), DatabasePolicyStore(self.db)
+        )
+        self.tls_counter = TlsCounter()
         self.composer = Composer(self.signer, render_limits(settings))
         self.pool = ConnectionPool(
             smtp_options(settings),
@@ -113,7 +121,18 @@ class Runtime:
             self._listener = None
         await self.pump.stop()
         await self.pool.close()
+        try:
+            await self.flush_tls_counts()
+        except Exception:  # statistics only: never keep a worker from stopping
+            log.exception("could not save the TLS-RPT counters")
         await self.db.dispose()
+
+    async def flush_tls_counts(self) -> int:
+        """Add the TLS-RPT counters gathered here to the database."""
+        async with self.db.session() as session:
+            rows = await self.tls_counter.flush(session)
+            await session.commit()
+        return rows
 
     async def claim(
         self, limit: int, *, last_chances: int | None = None, message_id: str | None = None
@@ -202,6 +221,10 @@ class Runtime:
     ) -> None:
         """One message's recipients: compose their copies, deliver each group."""
         started = clock.now()
+        held = self._held(loaded)
+        if held is not None:
+            emit([self._outcome(r, held, loaded, started, 0) for r in recipients], [])
+            return
         try:
             prepared = self.composer.copies(loaded, recipients)
         except Exception as exc:  # a bad key or content must not leave recipients leased
@@ -231,13 +254,16 @@ class Runtime:
             smtputf8=leader.smtputf8 or any(map(needs_smtputf8, (mail_from, *emails))),
         )
         destination = await self.destination(leader.recipient.domain)
+        requirement, failure = await self.tls_requirement(leader.recipient.domain)
+        key = self.throttle_key(destination)
         try:
-            result = await deliver(destination, envelope, self.pool, self.throttle_key(destination))
+            result = await deliver(destination, envelope, self.pool, key, requirement)
         except Throttled as exc:
             retry_at = clock.now() + timedelta(seconds=exc.retry_after)
             log.info("%s throttled; %d recipient(s) wait", exc.destination.name, len(group))
             emit([], [(copy.recipient, retry_at) for copy in group])
             return
+        self._observe_tls(leader.recipient.domain, requirement, failure, result)
         elapsed = int((time.perf_counter() - began) * 1000)
         outcomes = [
             self._outcome(
@@ -272,7 +298,50 @@ class Runtime:
             ip=result.ip if result else None,
             tls_version=result.tls_version if result else None,
             categories=tuple(loaded.message.categories or ()),
+            tls_cipher=result.tls_cipher if result else None,
+            tls_verified=result.tls_verified if result else None,
         )
+
+    def _held(self, loaded: LoadedMessage) -> Reply | None:
+        """A deferral while the sending domain is not verified (its DKIM record failed a
+        check) and verified domains are required: mail signed with a key that does not
+        verify would land in spam, so it waits (up to MAX_MESSAGE_AGE) for the fix."""
+        domain = loaded.domain
+        if not self.settings.require_verified_domains or domain.verified_at is not None:
+            return None
+        return synthetic(
+            451,
+            "4.7.0",
+            f"the sending domain {domain.name} is not verified (a DKIM record it signs with "
+            f"is missing or wrong): held until `columba domains verify {domain.name}` passes",
+            stage="LOCAL",
+        )
+
+    async def tls_requirement(self, domain: str) -> tuple[TlsRequirement, PolicyError | None]:
+        """What TLS a delivery to `domain` needs: the receiver's enforced MTA-STS policy,
+        else the destination table's entry, else the policy in testing mode (reported,
+        not enforced) or opportunistic TLS. A relay gets only the table's entry."""
+        table = self.destination_table.requirement_for(domain)
+        if self.settings.relay is not None or not self.settings.mta_sts:
+            return table or OPPORTUNISTIC, None
+        policy, failure = await self.mta_sts.requirement(domain)
+        if table is not None and table.level is not TlsLevel.MAY and not policy.enforced:
+            return table, failure
+        return policy, failure
+
+    def _observe_tls(
+        self,
+        domain: str,
+        requirement: TlsRequirement,
+        failure: PolicyError | None,
+        result: TransactionResult,
+    ) -> None:
+        """Count the delivery's TLS sessions for TLS-RPT (RFC 8460)."""
+        if requirement.policy_domain is None and failure is None:
+            return
+        cached = self.mta_sts.memory.get(domain.lower())
+        text = cached.policy.text if cached is not None else None
+        self.tls_counter.observe(domain, requirement, failure, result.tls_results, text)
 
     async def destination(self, domain: str) -> Destination:
         """The relay when one is configured, else the domain's MX hosts."""
@@ -293,10 +362,12 @@ class Runtime:
     def signer(self, loaded: LoadedMessage) -> DkimSigner:
         """The sending domain's signer, its key decrypted once per process."""
         domain = loaded.domain
-        signer = self._signers.get(domain.id)
+        # Keyed by the selectors too: after a DKIM rotation the new key signs at once.
+        cache_key = (domain.id, domain.dkim_selector, domain.ed25519_selector or "")
+        signer = self._signers.get(cache_key)
         if signer is None:
             keys = dkim_keys(domain, secret_key=self.settings.secret_key_bytes())
-            signer = self._signers[domain.id] = DkimSigner(keys)
+            signer = self._signers[cache_key] = DkimSigner(keys)
         return signer
 
 
@@ -331,6 +402,18 @@ def smtp_options(settings: Settings) -> SmtpOptions:
         password=relay.password if relay else None,
         implicit_tls=relay.implicit_tls if relay else False,
         max_recipients=settings.smtp_max_recipients,
+        tls_ca_file=str(settings.tls_ca_file) if settings.tls_ca_file else None,
+    )
+
+
+def policy_fetcher(settings: Settings, resolver: dns.asyncresolver.Resolver) -> Fetcher:
+    """Fetches MTA-STS policies as the settings say."""
+    return Fetcher(
+        resolver,
+        port=settings.mta_sts_port,
+        timeout=settings.mta_sts_timeout.total_seconds(),
+        ca_file=str(settings.tls_ca_file) if settings.tls_ca_file else None,
+        allow_private=settings.allow_private_destinations,
     )
 
 

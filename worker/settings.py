@@ -12,7 +12,7 @@ from arq.worker import Worker, func
 from app.core.config import Settings
 from app.core.queue import DELIVER_JOB, QUEUE_NAME, SWEEP_JOB, Queue, redis_settings
 from app.webhooks.dispatcher import build_dispatcher
-from worker import jobs
+from worker import deliverability, jobs
 from worker.runtime import Runtime
 
 WEBHOOKS_JOB = "dispatch_webhooks"
@@ -23,6 +23,9 @@ JOB_TIMEOUT_SECONDS = 3600  # a job may hold many slow MX conversations; leases 
 PURGE_JOB = "purge_idempotency_keys"
 RETENTION_JOB = "purge_expired_data"
 PAUSED_EXPIRY_JOB = "expire_paused_recipients"
+REVERIFY_JOB = "reverify_domains"
+TLS_COUNTS_JOB = "flush_tls_counts"
+TLS_REPORTS_JOB = "send_tls_reports"
 # arq's queue only carries periodic jobs (wake-ups come over pub/sub, worker/wakeups.py):
 # polling it less often saves idle CPU; cron jobs still start within this of their second.
 POLL_DELAY_SECONDS = 0.5
@@ -61,6 +64,17 @@ def feedback_cron_jobs(settings: Settings) -> list[CronJob]:
     ]
 
 
+def deliverability_cron_jobs() -> list[CronJob]:
+    """Issue 16's periodic jobs: domains are re-verified hourly as they come due (every
+    DOMAIN_CHECK_INTERVAL, sooner during a DKIM rotation), TLS-RPT counters reach the
+    database every minute, and yesterday's TLS reports go out once a day."""
+    return [
+        cron(deliverability.reverify_domains, name=REVERIFY_JOB, minute=7, second=0),
+        cron(deliverability.flush_tls_counts, name=TLS_COUNTS_JOB, second=50),
+        cron(deliverability.send_tls_reports, name=TLS_REPORTS_JOB, hour=0, minute=47, second=0),
+    ]
+
+
 def build_worker(settings: Settings, redis_url: str, **overrides: Any) -> Worker:
     """An arq Worker running delivery jobs and the sweeper."""
 
@@ -88,6 +102,7 @@ def build_worker(settings: Settings, redis_url: str, **overrides: Any) -> Worker
             *feedback_cron_jobs(settings),
             cron(jobs.purge_idempotency_keys, name=PURGE_JOB, minute=17, second=0),
             cron(jobs.purge_expired_data, name=RETENTION_JOB, minute=37, second=0),
+            *deliverability_cron_jobs(),
             cron(
                 jobs.expire_paused_recipients,
                 name=PAUSED_EXPIRY_JOB,

@@ -27,6 +27,8 @@ class Scope(StrEnum):
     TEMPLATES_READ = "templates.read"
     TEMPLATES_UPDATE = "templates.update"
     TEMPLATES_DELETE = "templates.delete"
+    DOMAINS_READ = "whitelabel.read"
+    DOMAINS_UPDATE = "whitelabel.update"
 
 
 def parse_scopes(names: list[str] | tuple[str, ...]) -> list[str]:

@@ -133,7 +133,38 @@ class Settings(BaseSettings):
     # Of each message `columba inbound` receives, this many bytes are kept (GET /v1/inbound).
     inbound_store_max_size: int = Field(default=256 * 1024, ge=1024)
 
-    @field_validator("dns_nameservers", "forwarded_allow_ips", mode="before")
+    # Deliverability (issue 16). The addresses mail leaves from (SPF and the doctor check
+    # them); unset: the addresses HOSTNAME resolves to.
+    sending_ips: CommaList = ()
+    # Where the bounce domains' MX records must point (`columba inbound`); unset: HOSTNAME.
+    inbound_hostname: str | None = None
+    domain_check_interval: Duration = timedelta(days=1)  # the cron re-verifies this often
+    dkim_rotation_grace: Duration = timedelta(days=7)  # a replaced selector stays published
+    dkim_rotate_after: Duration = timedelta(0)  # rotate keys this old; 0: only when asked
+    # Extra trust anchors (PEM) for MX certificates and MTA-STS policy hosts, on top of the
+    # system's: a private PKI, or the tests' CA.
+    tls_ca_file: Path | None = None
+    # Per-destination TLS requirements, like Postfix's smtp_tls_policy_maps:
+    # `example.com=verify, .example.org=encrypt` (`.x` covers subdomains; `may` is the default).
+    destination_tls: CommaList = ()
+    mta_sts: bool = True  # honour receivers' MTA-STS policies (RFC 8461)
+    mta_sts_port: int = Field(default=443, ge=1, le=65535)  # tests serve policies elsewhere
+    mta_sts_timeout: Duration = timedelta(seconds=10)
+    tls_rpt: bool = True  # send daily TLS reports (RFC 8460) to domains that ask for them
+    tls_rpt_from: str | None = None  # unset: tls-reports@HOSTNAME
+    # DNS blocklists `columba doctor` asks about the sending IPs.
+    dnsbl_zones: CommaList = ("zen.spamhaus.org", "b.barracudacentral.org", "bl.spamcop.net")
+    # Where `columba doctor` tests that outbound port 25 is open (host:port).
+    port25_probe: str = "gmail-smtp-in.l.google.com:25"
+
+    @field_validator(
+        "dns_nameservers",
+        "forwarded_allow_ips",
+        "sending_ips",
+        "destination_tls",
+        "dnsbl_zones",
+        mode="before",
+    )
     @classmethod
     def _split_comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -152,6 +183,17 @@ class Settings(BaseSettings):
                         f"COLUMBA_FORWARDED_ALLOW_IPS: {entry!r} is not an IP address, a network "
                         "such as 10.0.0.0/8, or *"
                     ) from exc
+        return value
+
+    @field_validator("destination_tls")
+    @classmethod
+    def _check_destination_tls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from app.delivery.tls_policy import DestinationTable  # it imports the SMTP client
+
+        try:
+            DestinationTable(value)
+        except ValueError as exc:
+            raise ValueError(f"COLUMBA_DESTINATION_TLS: {exc}") from exc
         return value
 
     @field_validator("retry_schedule", mode="before")
@@ -184,6 +226,10 @@ class Settings(BaseSettings):
         "submission_auth_lockout",
         "submission_idle_timeout",
         "auth_cache_ttl",
+        "domain_check_interval",
+        "dkim_rotation_grace",
+        "dkim_rotate_after",
+        "mta_sts_timeout",
         mode="before",
     )
     @classmethod

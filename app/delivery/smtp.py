@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 import ssl
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import aiosmtplib
 
@@ -21,6 +24,7 @@ from app.delivery.mx import MXHost
 from app.delivery.replies import Reply, synthetic
 
 _SUCCESS = (250, 251)
+TlsResult = tuple[str, str, str, str | None]  # MX host, address, RFC 8460 result, detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,10 @@ class SmtpOptions:
     password: str | None = None
     implicit_tls: bool = False
     max_recipients: int = 100
+    # Try STARTTLS with certificate validation first, so that every attempt knows whether
+    # the certificate validated (MTA-STS and per-destination policies need it).
+    verify_tls: bool = True
+    tls_ca_file: str | None = None  # trust anchors beside the system's
 
 
 @dataclass(slots=True)
@@ -57,14 +65,33 @@ class TransactionResult:
     mx_host: str | None = None
     ip: str | None = None
     tls_version: str | None = None
+    tls_cipher: str | None = None
+    tls_verified: bool | None = None
+    # For TLS-RPT (RFC 8460): (MX host, address, result type, detail) of every session
+    # tried under a receiver's policy, failed ones included.
+    tls_results: list[TlsResult] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsInfo:
+    """What a session's TLS was: negotiated version and cipher, whether the certificate
+    validated for the host's name, and if not, why (with its RFC 8460 §4.3 result type)."""
+
+    version: str | None = None
+    cipher: str | None = None
+    verified: bool = False
+    offered: bool = False  # the server offered STARTTLS (or spoke TLS at once)
+    error: str | None = None
+    failure_type: str | None = None
 
 
 class HostUnusable(Exception):
     """This host cannot take the message now; the next MX host may."""
 
-    def __init__(self, reply: Reply) -> None:
+    def __init__(self, reply: Reply, tls: TlsInfo | None = None) -> None:
         super().__init__(str(reply))
         self.reply = reply
+        self.tls = tls
 
 
 def opportunistic_tls_context() -> ssl.SSLContext:
@@ -77,6 +104,42 @@ def opportunistic_tls_context() -> ssl.SSLContext:
 
 
 _TLS_CONTEXT = opportunistic_tls_context()
+TlsMode = Literal["verify", "opportunistic", "none"]
+# A host whose certificate did not validate is not asked again for a while: each new
+# connection to it would otherwise cost a failed handshake and a second connection.
+UNVERIFIABLE_SECONDS = 3600.0
+_unverifiable: dict[tuple[str, str], tuple[float, str, str]] = {}
+
+
+@functools.lru_cache(maxsize=8)
+def verifying_tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """TLS that validates the certificate chain and the host name (RFC 6125), against the
+    system's trust store and `ca_file`."""
+    context = ssl.create_default_context()
+    if ca_file:
+        context.load_verify_locations(cafile=ca_file)
+    return context
+
+
+# OpenSSL's X509_V_ERR_* codes mapped to RFC 8460 §4.3.2.1 result types.
+_CERT_FAILURES = {
+    10: "certificate-expired",
+    62: "certificate-host-mismatch",
+    18: "certificate-not-trusted",
+    19: "certificate-not-trusted",
+    20: "certificate-not-trusted",
+    21: "certificate-not-trusted",
+}
+
+
+def _certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate failure somewhere in an exception's chain, if that is what it was."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _connection_lost(stage: str, exc: BaseException) -> Reply:
@@ -93,12 +156,45 @@ class SmtpSession:
     """An open SMTP connection, greeted (EHLO or HELO) and under TLS when the server offers it."""
 
     def __init__(
-        self, client: aiosmtplib.SMTP, host: MXHost, ip: str, options: SmtpOptions
+        self,
+        client: aiosmtplib.SMTP,
+        host: MXHost,
+        ip: str,
+        options: SmtpOptions,
+        *,
+        verified: bool = False,
+        starttls_offered: bool = False,
     ) -> None:
         self.client = client
         self.host = host
         self.ip = ip
         self.options = options
+        self.verified = verified
+        self.starttls_offered = starttls_offered
+        self.tls_error: str | None = None
+        self.tls_failure_type: str | None = None
+
+    @property
+    def tls(self) -> TlsInfo:
+        """The session's TLS as an attempt records it."""
+        transport = self.client.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport else None
+        if ssl_object is None:
+            failure = self.tls_failure_type or (
+                None if self.starttls_offered else "starttls-not-supported"
+            )
+            return TlsInfo(
+                offered=self.starttls_offered, error=self.tls_error, failure_type=failure
+            )
+        cipher = ssl_object.cipher()
+        return TlsInfo(
+            version=ssl_object.version(),
+            cipher=cipher[0] if cipher else None,
+            verified=self.verified,
+            offered=True,
+            error=self.tls_error,
+            failure_type=self.tls_failure_type,
+        )
 
     @property
     def tls_version(self) -> str | None:
@@ -148,7 +244,7 @@ async def _tcp_connect(ip: str, port: int, timeout: float) -> socket.socket:
     return sock
 
 
-async def _connect(host: MXHost, ip: str, options: SmtpOptions, *, try_tls: bool) -> SmtpSession:
+async def _connect(host: MXHost, ip: str, options: SmtpOptions, *, tls: TlsMode) -> SmtpSession:
     """Connect, greet and (when offered and wanted) STARTTLS; raises HostUnusable."""
     try:
         sock = await _tcp_connect(ip, options.port, options.connect_timeout)
@@ -169,13 +265,15 @@ async def _connect(host: MXHost, ip: str, options: SmtpOptions, *, try_tls: bool
         tls_context=_TLS_CONTEXT,
     )
     stage = "CONNECT"
+    verified = offered = False
     try:
         await client.connect(timeout=options.greeting_timeout)
         stage = "EHLO"
         await _greet(client, options.command_timeout)
-        if try_tls and not options.implicit_tls and client.supports_extension("starttls"):
+        offered = options.implicit_tls or client.supports_extension("starttls")
+        if tls != "none" and not options.implicit_tls and offered:
             stage = "STARTTLS"
-            await _start_tls(client, host, options)
+            verified = await _start_tls(client, host, options, verify=tls == "verify")
         if options.username is not None:
             stage = "AUTH"
             await client.login(options.username, options.password or "")
@@ -188,20 +286,25 @@ async def _connect(host: MXHost, ip: str, options: SmtpOptions, *, try_tls: bool
         raise HostUnusable(
             synthetic(451, "4.4.1", f"cannot talk to {host.name} [{ip}]: {exc}", stage=stage)
         ) from exc
-    return SmtpSession(client, host, ip, options)
+    return SmtpSession(client, host, ip, options, verified=verified, starttls_offered=offered)
 
 
-async def _start_tls(client: aiosmtplib.SMTP, host: MXHost, options: SmtpOptions) -> None:
-    """STARTTLS (RFC 3207); a refusal (454) leaves the session usable in plaintext."""
+async def _start_tls(
+    client: aiosmtplib.SMTP, host: MXHost, options: SmtpOptions, *, verify: bool
+) -> bool:
+    """STARTTLS (RFC 3207), validating the certificate for the MX name when asked; True
+    when it did. A refusal (454) leaves the session usable in plaintext."""
+    context = verifying_tls_context(options.tls_ca_file) if verify else _TLS_CONTEXT
     try:
         await client.starttls(
-            tls_context=_TLS_CONTEXT, server_hostname=host.name, timeout=options.command_timeout
+            tls_context=context, server_hostname=host.name, timeout=options.command_timeout
         )
     except aiosmtplib.SMTPResponseException as exc:
         if exc.code == 421:
             raise
-        return
+        return False
     await client.ehlo(timeout=options.command_timeout)
+    return verify
 
 
 class TlsHandshakeFailed(Exception):
@@ -209,14 +312,59 @@ class TlsHandshakeFailed(Exception):
 
 
 async def open_session(host: MXHost, ip: str, options: SmtpOptions) -> SmtpSession:
-    """A ready session to one address; TLS when possible, plaintext when the handshake fails."""
+    """A ready session to one address; TLS when possible, plaintext when the handshake fails.
+
+    The certificate is validated when it can be; one that does not validate still gets
+    opportunistic TLS (RFC 7435), and the session says why it did not validate, so that a
+    policy requiring validation can refuse it (RFC 8461 §5) and every attempt records it."""
+    known = _known_unverifiable(ip, host.name)
+    if options.verify_tls and not options.implicit_tls and known is None:
+        try:
+            return await _connect(host, ip, options, tls="verify")
+        except HostUnusable as exc:
+            error = _certificate_error(exc)
+            if error is None:
+                if exc.reply.stage != "STARTTLS" or exc.reply.code != 451:
+                    raise
+                return await _connect(host, ip, options, tls="none")
+            known = _remember_unverifiable(ip, host.name, error)
     try:
-        return await _connect(host, ip, options, try_tls=True)
+        session = await _connect(host, ip, options, tls="opportunistic")
     except HostUnusable as exc:
         if exc.reply.stage != "STARTTLS" or exc.reply.code != 451:
             raise
-    # Opportunistic TLS: a server whose handshake fails still gets the mail in plaintext.
-    return await _connect(host, ip, options, try_tls=False)
+        # Opportunistic TLS: a server whose handshake fails still gets the mail in plaintext.
+        session = await _connect(host, ip, options, tls="none")
+        session.tls_error, session.tls_failure_type = str(exc.reply), "validation-failure"
+        return session
+    if known is not None:
+        session.tls_error, session.tls_failure_type = known
+    return session
+
+
+def _known_unverifiable(ip: str, name: str) -> tuple[str, str] | None:
+    """Why this host's certificate did not validate lately, or None."""
+    entry = _unverifiable.get((ip, name.lower()))
+    if entry is None or entry[0] < time.monotonic():
+        return None
+    return entry[1], entry[2]
+
+
+def _remember_unverifiable(
+    ip: str, name: str, error: ssl.SSLCertVerificationError
+) -> tuple[str, str]:
+    """Note that the host's certificate does not validate; returns (reason, result type)."""
+    reason = f"certificate of {name} [{ip}] did not validate: {error.verify_message}"
+    kind = _CERT_FAILURES.get(error.verify_code, "validation-failure")
+    if len(_unverifiable) > 10_000:
+        _unverifiable.clear()
+    _unverifiable[(ip, name.lower())] = (time.monotonic() + UNVERIFIABLE_SECONDS, reason, kind)
+    return reason, kind
+
+
+def forget_unverifiable() -> None:
+    """Forget which hosts' certificates did not validate (tests, and a changed trust store)."""
+    _unverifiable.clear()
 
 
 def mail_parameters(session: SmtpSession, envelope: Envelope) -> list[str]:

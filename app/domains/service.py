@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import dns.asyncresolver
@@ -13,17 +14,18 @@ from app.core import cache, clock
 from app.core.encryption import decrypt, encrypt
 from app.core.signals import DOMAINS
 from app.delivery.idn import ascii_domain
-from app.delivery.resolver import DnsTemporaryError, lookup
 from app.delivery.signing import (
     DkimKey,
     generate_ed25519_key,
     generate_rsa_key,
     public_key_record,
 )
+from app.domains import rotation, verification
 from app.domains.cache import sending_domains
-from app.domains.models import Domain
+from app.domains.checks import CheckContext
+from app.domains.models import Domain, DomainKey, KeyState
 
-DKIM_PURPOSE = "dkim-private-key"
+DKIM_PURPOSE = rotation.DKIM_PURPOSE
 
 
 class DomainExistsError(Exception):
@@ -50,14 +52,30 @@ def dkim_record_name(domain: Domain, selector: str | None = None) -> str:
     return f"{selector or domain.dkim_selector}._domainkey.{domain.name}"
 
 
-def dns_records(domain: Domain, *, hostname: str) -> list[DnsRecord]:
-    """Every record to publish for a domain: DKIM, SPF and a DMARC suggestion, and the
-    bounce domain's MX (bounces come back to `columba inbound` on this host) and SPF (the
-    VERP MAIL FROM is on the bounce domain, so SPF is checked there: RFC 7208 §2.4)."""
+def dns_records(
+    domain: Domain,
+    *,
+    hostname: str,
+    keys: Sequence[DomainKey] = (),
+    inbound_host: str | None = None,
+) -> list[DnsRecord]:
+    """Every record to publish for a domain: DKIM (the signing keys, and during a rotation
+    the next and the previous ones), SPF and a DMARC suggestion, and the bounce domain's MX
+    (bounces come back to `columba inbound`) and SPF (the VERP MAIL FROM is on the bounce
+    domain, so SPF is checked there: RFC 7208 §2.4)."""
+    inbound_host = inbound_host or hostname
     dkim = [DnsRecord("TXT", dkim_record_name(domain), domain.dkim_public_record, "DKIM (RSA)")]
     if domain.ed25519_selector and domain.ed25519_public_record:
         name = dkim_record_name(domain, domain.ed25519_selector)
         dkim.append(DnsRecord("TXT", name, domain.ed25519_public_record, "DKIM (Ed25519)"))
+    for key in keys:
+        name = dkim_record_name(domain, key.selector)
+        if key.state == KeyState.PENDING:
+            dkim.append(DnsRecord("TXT", name, key.public_record, "DKIM (next key: publish)"))
+        elif key.state == KeyState.RETIRING and key.retire_at is not None:
+            until = key.retire_at.date().isoformat()
+            purpose = f"DKIM (previous key: keep until {until})"
+            dkim.append(DnsRecord("TXT", name, key.public_record, purpose))
     return [
         *dkim,
         DnsRecord(
@@ -70,7 +88,7 @@ def dns_records(domain: Domain, *, hostname: str) -> list[DnsRecord]:
             "DMARC (start with p=none, tighten once reports are clean)",
         ),
         DnsRecord(
-            "MX", domain.bounce_domain, f"10 {hostname}.", "Bounce domain: where bounces return"
+            "MX", domain.bounce_domain, f"10 {inbound_host}.", "Bounce domain: where bounces return"
         ),
         DnsRecord(
             "TXT", domain.bounce_domain, f"v=spf1 a:{hostname} -all", "SPF of the bounce domain"
@@ -105,6 +123,7 @@ async def add_domain(
         dkim_private_key=encrypt(secret_key, private_pem, purpose=DKIM_PURPOSE),
         dkim_public_record=public_key_record(private_pem),
         bounce_domain=f"bounces.{name}",
+        dkim_activated_at=clock.now(),
     )
     if ed25519:
         ed_pem = generate_ed25519_key()
@@ -184,34 +203,16 @@ def dkim_keys(domain: Domain, *, secret_key: bytes) -> list[DkimKey]:
     return keys
 
 
-def _public_key(record: str) -> str:
-    """The p= value of a DKIM record, whitespace removed."""
-    tags = dict(part.strip().partition("=")[::2] for part in record.split(";") if "=" in part)
-    return "".join(tags.get("p", "").split())
-
-
-async def check_dkim_published(
-    resolver: dns.asyncresolver.Resolver, domain: Domain
-) -> tuple[bool, str]:
-    """Whether DNS serves the domain's DKIM key, and what was found."""
-    try:
-        texts = await lookup(resolver, dkim_record_name(domain), "TXT")
-    except DnsTemporaryError as exc:
-        return False, f"DNS lookup failed: {exc}"
-    values = ["".join(part.strip('"') for part in text.split('" "')) for text in texts or []]
-    expected = _public_key(domain.dkim_public_record)
-    if any(_public_key(value) == expected for value in values):
-        return True, "DKIM record found"
-    return False, f"no matching DKIM TXT record at {dkim_record_name(domain)}"
-
-
 async def verify_domain(
-    session: AsyncSession, *, resolver: dns.asyncresolver.Resolver, domain: Domain
+    session: AsyncSession,
+    *,
+    resolver: dns.asyncresolver.Resolver,
+    domain: Domain,
+    context: CheckContext | None = None,
 ) -> tuple[bool, str]:
-    """Mark the domain verified when its DKIM record is published."""
-    ok, detail = await check_dkim_published(resolver, domain)
-    if ok and domain.verified_at is None:
-        domain.verified_at = clock.now()
-        await session.flush()
-        cache.invalidate(DOMAINS, domain.account_id)
-    return ok, detail
+    """Check the domain's records (app.domains.verification) and say whether it is verified;
+    without a context only the DKIM verdict is meaningful."""
+    context = context or CheckContext(hostname="localhost", inbound_host="localhost")
+    report = await verification.verify(session, resolver=resolver, domain=domain, context=context)
+    dkim = [r for r in report.records if r.required]
+    return report.verified, "; ".join(r.detail for r in dkim)

@@ -29,6 +29,10 @@ class EventType(StrEnum):
     COMPLAINED = "complained"
     CANCELLED = "cancelled"
     WEBHOOK_DISABLED = "webhook_disabled"
+    # A sending domain's required DNS records verified, or stopped verifying (issue 16).
+    DOMAIN_VERIFIED = "domain_verified"
+    DOMAIN_FAILED = "domain_failed"
+    DKIM_ROTATED = "dkim_rotated"  # a new DKIM key verified and signs from now on
 
 
 class Event(Base):

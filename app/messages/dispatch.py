@@ -82,6 +82,8 @@ class Outcome:
     ip: str | None = None
     tls_version: str | None = None
     categories: tuple[str, ...] | None = None  # the message's, when the worker has them
+    tls_cipher: str | None = None
+    tls_verified: bool | None = None
 
 
 def _due(now: datetime) -> Any:
@@ -562,6 +564,8 @@ def _attempt_row(outcome: Outcome) -> dict[str, Any]:
         "mx_host": outcome.mx_host,
         "ip": outcome.ip,
         "tls_version": outcome.tls_version,
+        "tls_cipher": outcome.tls_cipher,
+        "tls_verified": outcome.tls_verified,
         "stage": reply.stage,
         "code": reply.code,
         "enhanced_code": reply.enhanced,

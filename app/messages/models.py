@@ -6,7 +6,17 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.core import clock
@@ -182,6 +192,9 @@ class Attempt(Base):
     mx_host: Mapped[str | None] = mapped_column(String(253), default=None)
     ip: Mapped[str | None] = mapped_column(String(45), default=None)
     tls_version: Mapped[str | None] = mapped_column(String(16), default=None)
+    tls_cipher: Mapped[str | None] = mapped_column(String(64), default=None)
+    # Whether the MX certificate validated for its name (None: no TLS on this attempt).
+    tls_verified: Mapped[bool | None] = mapped_column(Boolean, default=None)
     stage: Mapped[str | None] = mapped_column(String(16), default=None)
     code: Mapped[int | None] = mapped_column(Integer, default=None)
     enhanced_code: Mapped[str | None] = mapped_column(String(16), default=None)

@@ -306,6 +306,9 @@ class AttemptView(BaseModel):
     mx_host: str | None
     ip: str | None
     tls_version: str | None
+    tls_cipher: str | None = None
+    # Whether the certificate validated for the MX host's name; null without TLS.
+    tls_verified: bool | None = None
     stage: str | None
     code: int | None
     enhanced_code: str | None

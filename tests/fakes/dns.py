@@ -17,6 +17,7 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rdtypes.ANY.TXT
+import dns.reversename
 import dns.rrset
 
 TTL = 300
@@ -230,6 +231,11 @@ class FakeDNS:
     def add_aaaa(self, name: str, *ips: str) -> None:
         """Add AAAA records."""
         self._put(name, [dns.rdata.from_text("IN", "AAAA", ip) for ip in ips])
+
+    def add_ptr(self, ip: str, *names: str) -> None:
+        """Add PTR records for an address (its in-addr.arpa / ip6.arpa name)."""
+        reverse = dns.reversename.from_address(ip).to_text()
+        self._put(reverse, [dns.rdata.from_text("IN", "PTR", str(_name(name))) for name in names])
 
     def add_txt(self, name: str, *texts: str) -> None:
         """Add one TXT record per text, splitting long texts into 255-octet strings."""
