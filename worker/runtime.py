@@ -42,8 +42,8 @@ from app.messages import dispatch
 from app.messages.compose import Composer, Copy, Refused, return_path
 from app.messages.dispatch import Claim, ClaimedRecipient, LoadedMessage, Outcome
 from app.templates.budget import render_limits
-from worker import wakeups
 from app.tlspolicy.store import DatabasePolicyStore, TlsCounter
+from worker import wakeups
 from worker.pump import Emit, Pump, PumpSettings, Released, Results
 
 log = logging.getLogger(__name__)
