@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.accounts import service as accounts
 from app.accounts.service import Principal, hash_secret, split_key
 from app.core import cache, clock
-from app.core.cache import TtlCache
+from app.core.cache import SingleFlight, TtlCache
 from app.core.db import Database
 from app.core.signals import KEY
 
@@ -44,7 +44,7 @@ class KeyCache:
     def __init__(self, database: Database, *, ttl: float) -> None:
         self.database = database
         self._entries: TtlCache[str, _Entry] = TtlCache(ttl)
-        self._loading: dict[str, asyncio.Future[_Entry | None]] = {}
+        self._loading: SingleFlight[str, _Entry | None] = SingleFlight()
         self._last_touch: dict[str, float] = {}  # key id → when its last_used_at was written
         self._touches: set[asyncio.Task[None]] = set()
         cache.register(self)
@@ -63,21 +63,7 @@ class KeyCache:
 
     async def _load(self, prefix: str) -> _Entry | None:
         """Read the key; concurrent misses for one prefix share one read."""
-        waiting = self._loading.get(prefix)
-        if waiting is not None:
-            return await asyncio.shield(waiting)
-        future: asyncio.Future[_Entry | None] = asyncio.get_running_loop().create_future()
-        self._loading[prefix] = future
-        try:
-            entry = await self._read(prefix)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters re-raise it, nobody else must
-            raise
-        finally:
-            self._loading.pop(prefix, None)
-        future.set_result(entry)
-        return entry
+        return await self._loading.run(prefix, lambda: self._read(prefix))
 
     async def _read(self, prefix: str) -> _Entry | None:
         """The key and account from the database, cached when active."""

@@ -9,9 +9,10 @@ through Redis (app/core/signals.py).
 
 from __future__ import annotations
 
+import asyncio
 import time
 import weakref
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, Protocol, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -93,3 +94,37 @@ class TtlCache(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class SingleFlight(Generic[K, V]):
+    """Concurrent loads of one key share the first caller's: when a cached entry expires
+    under load, the database is asked once, not once per waiting request."""
+
+    def __init__(self) -> None:
+        self._loading: dict[K, asyncio.Future[V]] = {}
+
+    async def run(
+        self, key: K, load: Callable[[], Awaitable[V]], *, alone_on_error: bool = False
+    ) -> V:
+        """`load()`'s result, shared with whoever asks for `key` meanwhile. Its error reaches
+        them too, unless `alone_on_error`: then each tries its own `load()`."""
+        waiting = self._loading.get(key)
+        if waiting is not None:
+            try:
+                return await asyncio.shield(waiting)
+            except Exception:
+                if not alone_on_error:
+                    raise
+                return await load()
+        future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
+        self._loading[key] = future
+        try:
+            value = await load()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody else must
+            raise
+        finally:
+            self._loading.pop(key, None)
+        future.set_result(value)
+        return value

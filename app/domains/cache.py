@@ -8,11 +8,10 @@ at once. The cached objects are detached from any session and only read.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 
 from app.core import cache
-from app.core.cache import TtlCache
+from app.core.cache import SingleFlight, TtlCache
 from app.core.signals import DOMAINS
 from app.domains.models import Domain
 
@@ -24,15 +23,11 @@ class DomainCache:
 
     def __init__(self, ttl: float = DEFAULT_TTL) -> None:
         self._entries: TtlCache[tuple[str, str], Domain] = TtlCache(ttl)
-        self._loading: dict[tuple[str, str], asyncio.Future[Domain | None]] = {}
+        self._loading: SingleFlight[tuple[str, str], Domain | None] = SingleFlight()
 
     def configure(self, ttl: float) -> None:
         """Set how long entries live (AUTH_CACHE_TTL); forgets what was cached."""
         self._entries = TtlCache(ttl)
-
-    def get(self, account_id: str, email_domain: str) -> Domain | None:
-        """The cached domain, if fresh."""
-        return self._entries.get((account_id, email_domain))
 
     async def lookup(
         self, account_id: str, email_domain: str, load: Callable[[], Awaitable[Domain | None]]
@@ -43,26 +38,15 @@ class DomainCache:
         cached = self._entries.get(key)
         if cached is not None:
             return cached
-        waiting = self._loading.get(key)
-        if waiting is not None:
-            try:
-                return await asyncio.shield(waiting)
-            except Exception:  # the other load's trouble: try in our own session
-                return await load()
-        future: asyncio.Future[Domain | None] = asyncio.get_running_loop().create_future()
-        self._loading[key] = future
-        try:
+
+        async def load_and_keep() -> Domain | None:
             domain = await load()
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters re-raise it, nobody else must
-            raise
-        finally:
-            self._loading.pop(key, None)
-        if domain is not None:
-            self._entries.put(key, domain)
-        future.set_result(domain)
-        return domain
+            if domain is not None:
+                self._entries.put(key, domain)
+            return domain
+
+        # Another request's failed load (its session's trouble): try in our own session.
+        return await self._loading.run(key, load_and_keep, alone_on_error=True)
 
     def invalidate(self, kind: str, key: str) -> None:
         """Forget an account's domains ('' forgets every account's)."""
