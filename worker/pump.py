@@ -6,8 +6,11 @@ fewer than `capacity` are in flight, and sleeps until woken (an arq job, after e
 accepted send) or until `idle_poll` passes. Each claimed batch is delivered by a task of
 its own, so a slow destination holds only its own recipients. The recorder gathers outcomes
 from every task and writes them in one transaction per `flush_interval`, which keeps the
-database cost per message small under load. The renewer extends the leases of everything
-in flight, so a long SMTP exchange is never mistaken for a dead worker.
+database cost per message small under load; a group commit that fails (a deadlock, a
+failover, the server out of connections) is tried again, with backoff, until it lands: the
+mail is already at its MX, and letting the leases run out would send it twice. The renewer
+extends the leases of everything in flight, or waiting to be recorded, so a long SMTP
+exchange (or a database outage) is never mistaken for a dead worker.
 
 A recipient on its last chance (workers died while they had it, one short of the bound at
 which dispatch.claim drops it) gets the pump's attention alone: at most one is in flight, so
@@ -30,6 +33,7 @@ from app.messages.dispatch import Claim, ClaimedRecipient, Outcome
 log = logging.getLogger(__name__)
 
 Released = tuple[ClaimedRecipient, datetime]
+SPLIT_AFTER_FAILURES = 3  # group commits in a row that failed before results go one by one
 Emit = Callable[[list[Outcome], list[Released]], None]  # hands results to the recorder
 Processor = Callable[[Sequence[ClaimedRecipient], Emit], Awaitable[None]]
 
@@ -44,6 +48,7 @@ class PumpSettings:
     gather: float = 0.005
     flush_interval: float = 0.01
     lease: timedelta = timedelta(minutes=15)
+    record_retry: float = 0.5  # first wait after a failed group commit; doubles up to 8×
 
 
 @dataclass
@@ -60,6 +65,13 @@ class Results:
 
     def __len__(self) -> int:
         return len(self.outcomes) + len(self.released)
+
+    def __bool__(self) -> bool:
+        return bool(self.outcomes or self.released)
+
+    def absorb(self, other: Results) -> None:
+        """Take another's results in (a failed group commit rejoins the next)."""
+        self.emit(other.outcomes, other.released)
 
 
 class Pump:
@@ -182,17 +194,59 @@ class Pump:
         self._tokens += Counter()  # drop tokens that reached zero
 
     async def _recorder(self) -> None:
+        failures = 0
         while True:
             await self._wait_for(lambda: len(self._pending) > 0)
             await asyncio.sleep(self.settings.flush_interval)  # let a group commit gather
             batch, self._pending = self._pending, Results()
             try:
-                await self._record(batch.outcomes, batch.released)
+                if failures >= SPLIT_AFTER_FAILURES:
+                    batch = await self._record_apart(batch)
+                else:
+                    await self._record(batch.outcomes, batch.released)
+                    self._forget_results(batch)
+                    batch = Results()
             except Exception:
-                # The leases will run out and the recipients be attempted again.
                 log.exception("recording %d outcome(s) failed", len(batch))
-            self._forget([o.recipient for o in batch.outcomes] + [r for r, _ in batch.released])
+            if batch:
+                # Kept, with their leases renewed, and tried again: these recipients' mail
+                # is at its MX already, so letting the leases run out would deliver it twice.
+                # Fencing by lease token makes a retry after a commit whose acknowledgement
+                # was lost write nothing twice.
+                failures += 1
+                batch.absorb(self._pending)
+                self._pending = batch
+                await asyncio.sleep(self.settings.record_retry * 2 ** min(failures - 1, 3))
+                continue
+            failures = 0
             await self._changed()
+
+    async def _record_apart(self, batch: Results) -> Results:
+        """Record each result in a transaction of its own, after group commits kept failing:
+        one result the database refuses must not hold every other back. Those that fail
+        while others succeed are given up (their leases run out and they are attempted
+        again); if all fail, the database is down rather than the data bad: all are kept."""
+        singles = [Results([o], []) for o in batch.outcomes]
+        singles += [Results([], [r]) for r in batch.released]
+        failed: list[Results] = []
+        for single in singles:
+            try:
+                await self._record(single.outcomes, single.released)
+            except Exception:
+                log.exception("recording one outcome failed")
+                failed.append(single)
+                continue
+            self._forget_results(single)
+        if len(failed) == len(singles):
+            return batch
+        for single in failed:
+            log.error("giving up recording %s: its lease will run out", _names(single))
+            self._forget_results(single)
+        return Results()
+
+    def _forget_results(self, results: Results) -> None:
+        """Stop tracking what a group commit recorded (or gave up)."""
+        self._forget([o.recipient for o in results.outcomes] + [r for r, _ in results.released])
 
     async def _renewer(self) -> None:
         interval = self.settings.lease.total_seconds() / 4  # three renewals may be late
@@ -231,3 +285,9 @@ class Pump:
             loop.cancel()
         await asyncio.gather(claimer, recorder, renewer, *self._tasks, return_exceptions=True)
         self._loops = []
+
+
+def _names(results: Results) -> str:
+    """Which recipient a single result is about, for the log."""
+    recipients = [o.recipient for o in results.outcomes] + [r for r, _ in results.released]
+    return ", ".join(f"recipient {r.id} of message {r.message_id}" for r in recipients)

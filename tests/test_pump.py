@@ -1,0 +1,151 @@
+"""The worker's pump when recording outcomes fails: what reached an MX is never left to a
+lease running out (which would deliver it again), and one result the database refuses does
+not hold back the others."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import pytest_asyncio
+
+from app.delivery.replies import synthetic
+from app.delivery.retry import Decision
+from app.messages.dispatch import Claim, ClaimedRecipient, Outcome
+from worker.pump import SPLIT_AFTER_FAILURES, Emit, Pump, PumpSettings, Released
+
+NOW = datetime(2026, 12, 6, tzinfo=UTC)
+
+
+def recipient(index: int, token: str = "t1") -> ClaimedRecipient:
+    """A claimed recipient."""
+    return ClaimedRecipient(
+        id=f"r{index}",
+        message_id=f"m{index}",
+        account_id="a",
+        email=f"r{index}@example.test",
+        domain="example.test",
+        attempt_count=0,
+        personalization=None,
+        token=token,
+    )
+
+
+def delivered(claimed: ClaimedRecipient) -> Outcome:
+    """A delivery outcome."""
+    decision = Decision("delivered", synthetic(250, "2.0.0", "OK"))
+    return Outcome(recipient=claimed, decision=decision, started_at=NOW, duration_ms=1)
+
+
+class Database:
+    """What the pump's callables write to, failing when told to."""
+
+    def __init__(self, recipients: Sequence[ClaimedRecipient]) -> None:
+        self.due = list(recipients)
+        self.recorded: list[str] = []
+        self.renewals: list[list[str]] = []
+        self.down = False  # every transaction fails
+        self.refused: set[str] = set()  # results that make their transaction fail
+        self.record_calls = 0
+
+    async def claim(self, limit: int, last_chances: int) -> Claim:
+        taken, self.due = self.due[:limit], self.due[limit:]
+        return Claim("t1", tuple(taken))
+
+    async def process(self, recipients: Sequence[ClaimedRecipient], emit: Emit) -> None:
+        emit([delivered(r) for r in recipients], [])
+
+    async def record(self, outcomes: list[Outcome], released: list[Released]) -> int:
+        self.record_calls += 1
+        if self.down or {o.recipient.id for o in outcomes} & self.refused:
+            raise ConnectionError("the database refused the transaction")
+        self.recorded += [o.recipient.id for o in outcomes]
+        return len(outcomes)
+
+    async def renew(self, tokens: list[str]) -> int:
+        self.renewals.append(tokens)
+        return len(tokens)
+
+
+SETTINGS = PumpSettings(
+    batch_size=10,
+    capacity=10,
+    idle_poll=0.05,
+    gather=0,
+    flush_interval=0,
+    lease=timedelta(seconds=0.2),
+    record_retry=0.01,
+)
+
+
+@pytest_asyncio.fixture
+async def run() -> AsyncIterator[list[Pump]]:
+    """Pumps started by a test, stopped after it."""
+    pumps: list[Pump] = []
+    yield pumps
+    for pump in pumps:
+        await pump.stop(timeout=1)
+
+
+def started(db: Database, pumps: list[Pump]) -> Pump:
+    """A pump over the fake database, started."""
+    pump = Pump(
+        claim=db.claim, process=db.process, record=db.record, renew=db.renew, settings=SETTINGS
+    )
+    pumps.append(pump)
+    pump.start()
+    return pump
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5) -> None:
+    """Poll a callable until it is true."""
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110 (a fake's state, polled)
+            await asyncio.sleep(0.01)
+
+
+async def test_a_failed_group_commit_is_retried_with_its_leases_kept(run: list[Pump]) -> None:
+    db = Database([recipient(i) for i in range(5)])
+    db.down = True
+    pump = started(db, run)
+    await until(lambda: db.record_calls >= 2 and len(db.renewals) >= 2)
+    assert pump.in_flight == 5  # still tracked: its leases are renewed, not left to run out
+    assert all(tokens == ["t1"] for tokens in db.renewals)
+    db.down = False
+    await until(lambda: not db.due and pump.in_flight == 0)
+    assert sorted(db.recorded) == [f"r{i}" for i in range(5)]
+
+
+async def test_a_result_the_database_refuses_does_not_hold_back_the_others(
+    run: list[Pump],
+) -> None:
+    db = Database([recipient(i) for i in range(5)])
+    db.refused = {"r3"}
+    pump = started(db, run)
+    await until(lambda: not db.due and pump.in_flight == 0)
+    assert sorted(db.recorded) == ["r0", "r1", "r2", "r4"]
+    assert db.record_calls == SPLIT_AFTER_FAILURES + 5  # group tries, then one at a time
+
+
+async def test_results_are_kept_while_every_single_one_fails_too(run: list[Pump]) -> None:
+    db = Database([recipient(i) for i in range(3)])
+    db.down = True
+    pump = started(db, run)
+    await until(lambda: db.record_calls >= SPLIT_AFTER_FAILURES + 3 * 2)
+    assert pump.in_flight == 3  # a database outage is not bad data: nothing given up
+    db.down = False
+    await until(lambda: not db.due and pump.in_flight == 0)
+    assert sorted(db.recorded) == ["r0", "r1", "r2"]
+
+
+@pytest.mark.parametrize("down_for", [0.0, 0.05])
+async def test_every_result_is_recorded_exactly_once(run: list[Pump], down_for: float) -> None:
+    db = Database([recipient(i) for i in range(25)])
+    db.down = down_for > 0
+    pump = started(db, run)
+    await asyncio.sleep(down_for)
+    db.down = False
+    await until(lambda: not db.due and pump.in_flight == 0)
+    assert sorted(db.recorded) == sorted(f"r{i}" for i in range(25))
