@@ -95,6 +95,11 @@ class Workers:
                 await asyncio.to_thread(process.wait)
         for log in self._log_files:
             log.close()
+        for index in range(len(self.processes)):
+            # Captured by pytest and shown only when the test fails: why a worker misbehaved.
+            text = (self.logs / f"worker{index}.log").read_text(errors="replace")
+            if text:
+                print(f"--- worker{index}.log ---\n{text[-20000:]}")
 
 
 @pytest_asyncio.fixture
