@@ -1,6 +1,7 @@
 """Imports every table so that `Base.metadata` is complete (for Alembic and tests)."""
 
 from app.accounts.models import Account, ApiKey
+from app.asm.models import GroupSuppression, UnsubscribeGroup
 from app.batches.models import Batch
 from app.bounces.models import InboundMessage, InboundReport
 from app.core.db import Base
@@ -13,6 +14,7 @@ from app.submission.models import SmtpSubmission
 from app.suppressions.models import Suppression
 from app.templates.models import Template, TemplateVersion
 from app.tlspolicy.models import MtaStsPolicy, TlsReport, TlsReportCount
+from app.tracking.models import Engagement, TrackingSettings
 from app.webhooks.models import Webhook, WebhookAttempt, WebhookBatch, WebhookOutbox
 
 __all__ = [
@@ -23,7 +25,9 @@ __all__ = [
     "Batch",
     "Domain",
     "DomainKey",
+    "Engagement",
     "Event",
+    "GroupSuppression",
     "IdempotencyKey",
     "InboundMessage",
     "InboundReport",
@@ -38,6 +42,8 @@ __all__ = [
     "TemplateVersion",
     "TlsReport",
     "TlsReportCount",
+    "TrackingSettings",
+    "UnsubscribeGroup",
     "Webhook",
     "WebhookAttempt",
     "WebhookBatch",

@@ -29,6 +29,22 @@ class Scope(StrEnum):
     TEMPLATES_DELETE = "templates.delete"
     DOMAINS_READ = "whitelabel.read"
     DOMAINS_UPDATE = "whitelabel.update"
+    ASM_GROUPS_CREATE = "asm.groups.create"
+    ASM_GROUPS_READ = "asm.groups.read"
+    ASM_GROUPS_UPDATE = "asm.groups.update"
+    ASM_GROUPS_DELETE = "asm.groups.delete"
+    ASM_GROUP_SUPPRESSIONS_CREATE = "asm.groups.suppressions.create"
+    ASM_GROUP_SUPPRESSIONS_READ = "asm.groups.suppressions.read"
+    ASM_GROUP_SUPPRESSIONS_DELETE = "asm.groups.suppressions.delete"
+    TRACKING_READ = "tracking_settings.read"
+    TRACKING_CLICK_READ = "tracking_settings.click.read"
+    TRACKING_CLICK_UPDATE = "tracking_settings.click.update"
+    TRACKING_OPEN_READ = "tracking_settings.open.read"
+    TRACKING_OPEN_UPDATE = "tracking_settings.open.update"
+    TRACKING_SUBSCRIPTION_READ = "tracking_settings.subscription.read"
+    TRACKING_SUBSCRIPTION_UPDATE = "tracking_settings.subscription.update"
+    TRACKING_GA_READ = "tracking_settings.google_analytics.read"
+    TRACKING_GA_UPDATE = "tracking_settings.google_analytics.update"
 
 
 def parse_scopes(names: list[str] | tuple[str, ...]) -> list[str]:

@@ -22,3 +22,21 @@ def new_id() -> str:
 def encode(value: int) -> str:
     """A 128-bit value as 26 base32 characters, most significant first."""
     return "".join([_PAIRS[(value >> shift) & 0x3FF] for shift in _SHIFTS])
+
+
+_VALUES = {character: index for index, character in enumerate(_ALPHABET)}
+
+
+def decode(text: str) -> int:
+    """The 128-bit value of an id (case-insensitive); ValueError when it is not one."""
+    if len(text) != 26:
+        raise ValueError("an id is 26 characters")
+    value = 0
+    for character in text.upper():
+        index = _VALUES.get(character)
+        if index is None:
+            raise ValueError(f"{character!r} is not a base32 digit")
+        value = (value << 5) | index
+    if value >> 128:
+        raise ValueError("an id is at most 128 bits")
+    return value

@@ -26,6 +26,8 @@ class EventType(StrEnum):
     OPENED = "opened"
     CLICKED = "clicked"
     UNSUBSCRIBED = "unsubscribed"
+    GROUP_UNSUBSCRIBED = "group_unsubscribed"  # opted out of one unsubscribe group
+    GROUP_RESUBSCRIBED = "group_resubscribed"
     COMPLAINED = "complained"
     CANCELLED = "cancelled"
     WEBHOOK_DISABLED = "webhook_disabled"
@@ -72,7 +74,9 @@ class Event(Base):
     recipient_id: Mapped[str | None] = mapped_column(
         ForeignKey("recipients.id", ondelete="CASCADE"), index=True, default=None
     )
-    type: Mapped[str] = mapped_column(String(16))
+    # 32 on PostgreSQL since "group_unsubscribed"; SQLite ignores lengths and its column, made
+    # 16 wide, was left alone (rebuilding the table would copy every event for nothing).
+    type: Mapped[str] = mapped_column(String(32).with_variant(String(16), "sqlite"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
     data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     position: Mapped[int | None] = mapped_column(BigInteger, default=None)

@@ -29,7 +29,9 @@ SENDGRID_METRICS = (
     "unsubscribe_drops",
     "unsubscribes",
 )
-METRICS = (*SENDGRID_METRICS, "drops")
+# Columba's own, beside SendGrid's: every drop, and opens and clicks made by machines (Apple
+# Mail Privacy Protection's proxy, link scanners), counted apart from people's.
+METRICS = (*SENDGRID_METRICS, "drops", "machine_opens", "machine_clicks")
 ALL_CATEGORIES = ""  # the category of the row that counts every message
 
 
@@ -67,3 +69,5 @@ class StatsCounter(Base):
     unsubscribe_drops: Mapped[int] = mapped_column(Integer, default=0)
     unsubscribes: Mapped[int] = mapped_column(Integer, default=0)
     drops: Mapped[int] = mapped_column(Integer, default=0)
+    machine_opens: Mapped[int] = mapped_column(Integer, default=0)
+    machine_clicks: Mapped[int] = mapped_column(Integer, default=0)

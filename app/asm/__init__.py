@@ -1,0 +1,1 @@
+"""Unsubscribe groups (SendGrid's Advanced Suppression Manager): groups and their suppressions."""

@@ -1,0 +1,1 @@
+"""Engagement tracking: open pixels, click redirects, unsubscribe links and their settings."""
