@@ -43,6 +43,7 @@ from app.messages.compose import Composer, Copy, Refused, return_path
 from app.messages.dispatch import Claim, ClaimedRecipient, LoadedMessage, Outcome
 from app.templates.budget import render_limits
 from app.tlspolicy.store import DatabasePolicyStore, TlsCounter
+from app.tracking.links import LinkSettings
 from worker import wakeups
 from worker.pump import Emit, Pump, PumpSettings, Released, Results
 
@@ -75,7 +76,11 @@ class Runtime:
             self.resolver, policy_fetcher(settings, self.resolver), DatabasePolicyStore(self.db)
         )
         self.tls_counter = TlsCounter()
-        self.composer = Composer(self.signer, render_limits(settings))
+        self.composer = Composer(
+            self.signer,
+            render_limits(settings),
+            LinkSettings(settings.public_url, settings.secret_key_bytes()),
+        )
         self.pool = ConnectionPool(
             smtp_options(settings),
             throttle=DestinationThrottle(redis) if redis is not None else None,

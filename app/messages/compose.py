@@ -7,8 +7,8 @@ import hashlib
 import json
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, replace
+from typing import Generic, Protocol, TypeVar
 
 from app.bounces import verp
 from app.delivery import mime
@@ -19,10 +19,20 @@ from app.messages.models import RecipientStatus
 from app.messages.personalize import content_for, needs_rendering, render_inputs
 from app.submission import compose as submitted
 from app.templates.engines import RenderError, RenderLimits
+from app.tracking import options as tracking_options
+from app.tracking.layout import Part, html_part, text_part
+from app.tracking.links import LinkSettings, RecipientLinks
+from app.tracking.options import TrackingOptions
+from app.tracking.tokens import TrackedRecipient
 
 RENDER_CACHE_SIZE = 64
 RENDER_CACHE_MAX_BYTES = 1024 * 1024  # bigger messages are re-rendered rather than kept
 RENDER_CACHE_TOTAL_BYTES = 8 * 1024 * 1024  # the worker's memory bound counts on this
+# Headers a caller may give for themselves; one of them given, Columba adds neither (as
+# SendGrid lets the caller's List-Unsubscribe win), so that no copy carries two.
+_LIST_UNSUBSCRIBE_HEADERS = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
+
+V = TypeVar("V")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,40 +69,149 @@ class Signer(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Tracked:
+    """A rendered copy whose bodies hold per-recipient links: the content, its bodies as
+    literal text and slots, and whether List-Unsubscribe is added. Made once per distinct
+    rendered content; each recipient only seals its tokens into it."""
+
+    content: MessageContent
+    text: Part | None
+    html: Part | None
+    list_unsubscribe: bool
+    smtputf8: bool
+
+    @property
+    def size(self) -> int:
+        """Roughly the characters it holds (the cache's bound)."""
+        return len(self.content.text or "") + len(self.content.html or "") + 1024
+
+
+class _Lru(Generic[V]):
+    """Entries bounded in number and in total size, least recently used dropped first."""
+
+    def __init__(self, size_of: Callable[[V], int]) -> None:
+        self._entries: OrderedDict[str, V] = OrderedDict()
+        self._size_of = size_of
+        self._bytes = 0
+
+    def get(self, key: str) -> V | None:
+        """The entry, now the most recently used."""
+        value = self._entries.get(key)
+        if value is not None:
+            self._entries.move_to_end(key)
+        return value
+
+    def put(self, key: str, value: V) -> None:
+        """Keep an entry unless it is too big to, dropping old ones beyond the bounds."""
+        size = self._size_of(value)
+        if size > RENDER_CACHE_MAX_BYTES or key in self._entries:
+            return
+        self._entries[key] = value
+        self._bytes += size
+        while len(self._entries) > RENDER_CACHE_SIZE or self._bytes > RENDER_CACHE_TOTAL_BYTES:
+            self._bytes -= self._size_of(self._entries.popitem(last=False)[1])
+
+
 class Composer:
-    """Renders and signs messages; deterministic, so the cache only saves work."""
+    """Renders and signs messages; deterministic, so the caches only save work."""
 
     def __init__(
         self,
         signer_for: Callable[[LoadedMessage], Signer],
         limits: RenderLimits | None = None,
+        links: LinkSettings | None = None,
     ) -> None:
         self._signer_for = signer_for
         self._limits = limits or RenderLimits()
-        self._cache: OrderedDict[str, tuple[bytes, bool]] = OrderedDict()
-        self._cached_bytes = 0
+        self._links = links  # None: no tracking, no List-Unsubscribe (tests of plain MIME)
+        self._cache: _Lru[tuple[bytes, bool]] = _Lru(lambda signed: len(signed[0]))
+        self._layouts: _Lru[Tracked | bool] = _Lru(
+            lambda tracked: tracked.size if isinstance(tracked, Tracked) else 64
+        )
 
     def copies(
         self, loaded: LoadedMessage, recipients: Sequence[ClaimedRecipient]
     ) -> list[Copy | Refused]:
         """One copy per recipient: identical for a plain message, rendered per recipient
-        when it is personalised (recipients with equal render inputs still share bytes)."""
+        when it is personalised (recipients with equal render inputs still share bytes) or
+        carries their own links (tracking, List-Unsubscribe, unsubscribe tags)."""
         if loaded.message.raw_mime is not None:  # submitted over SMTP: signed as stored
             data, smtputf8 = submitted.signed(loaded, self._signer_for(loaded))
             return [Copy(recipient, data, smtputf8) for recipient in recipients]
-        if not needs_rendering(loaded) and not any(r.personalization for r in recipients):
+        options = self._options(loaded)
+        shared = not needs_rendering(loaded) and not any(r.personalization for r in recipients)
+        if shared and self._tracked(loaded, None, options) is None:
             data, smtputf8 = self.signed(loaded)
             return [Copy(recipient, data, smtputf8) for recipient in recipients]
-        return [self._personal_copy(loaded, recipient) for recipient in recipients]
+        return [self._personal_copy(loaded, recipient, options) for recipient in recipients]
 
-    def _personal_copy(self, loaded: LoadedMessage, recipient: ClaimedRecipient) -> Copy | Refused:
+    def _options(self, loaded: LoadedMessage) -> TrackingOptions | None:
+        """The message's tracking; None when this composer makes no links."""
+        if self._links is None:
+            return None
+        message = loaded.message
+        return tracking_options.resolve(message.settings, asm_group_id=message.asm_group_id)
+
+    def _personal_copy(
+        self, loaded: LoadedMessage, recipient: ClaimedRecipient, options: TrackingOptions | None
+    ) -> Copy | Refused:
         """One recipient's copy, or Refused when their template or headers cannot be made."""
         try:
-            data, smtputf8 = self.signed(loaded, recipient.personalization)
+            tracked = self._tracked(loaded, recipient.personalization, options)
+            if tracked is None:
+                data, smtputf8 = self.signed(loaded, recipient.personalization)
+            else:
+                data, smtputf8 = self._tracked_copy(loaded, recipient, tracked), tracked.smtputf8
         except (RenderError, ValueError) as exc:
             reply = synthetic(550, "5.6.0", f"the message could not be rendered: {exc}")
             return Refused(recipient, reply)
         return Copy(recipient, data, smtputf8)
+
+    def _tracked(
+        self,
+        loaded: LoadedMessage,
+        personalization: dict[str, object] | None,
+        options: TrackingOptions | None,
+    ) -> Tracked | None:
+        """The copy's content cut for per-recipient links; None when every recipient of
+        this content gets the same bytes. Cached like the signed bytes."""
+        if options is None or self._links is None:
+            return None
+        inputs = render_inputs(personalization)
+        key = _cache_key(loaded, inputs)
+        cached = self._layouts.get(key)
+        if cached is None:
+            content = self._content(loaded, personalization, personal=bool(inputs))
+            cached = _cut(content, options, public_url=self._links.public_url) or False
+            self._layouts.put(key, cached)
+        return cached if isinstance(cached, Tracked) else None
+
+    def _tracked_copy(
+        self, loaded: LoadedMessage, recipient: ClaimedRecipient, tracked: Tracked
+    ) -> bytes:
+        """One recipient's signed bytes: their tokens sealed into the cut content."""
+        assert self._links is not None  # a Tracked is only made with link settings
+        links = RecipientLinks(
+            self._links,
+            TrackedRecipient(
+                account_id=recipient.account_id,
+                message_id=recipient.message_id,
+                recipient_id=recipient.id,
+                email=recipient.email,
+                group_id=loaded.message.asm_group_id,
+            ),
+        )
+        headers = tracked.content.headers
+        if tracked.list_unsubscribe:
+            headers += links.list_unsubscribe(loaded.domain.bounce_domain)
+        content = replace(
+            tracked.content,
+            text=tracked.text.fill(links.text) if tracked.text else tracked.content.text,
+            html=tracked.html.fill(links.html) if tracked.html else tracked.content.html,
+            headers=headers,
+        )
+        return self._sign(loaded, content)
 
     def signed(
         self, loaded: LoadedMessage, personalization: dict[str, object] | None = None
@@ -106,23 +225,17 @@ class Composer:
         key = _cache_key(loaded, inputs)
         cached = self._cache.get(key)
         if cached is not None:
-            self._cache.move_to_end(key)
             return cached
         content = self._content(loaded, personalization, personal=bool(inputs))
+        result = (self._sign(loaded, content), mime.needs_smtputf8(content))
+        self._cache.put(key, result)
+        return result
+
+    def _sign(self, loaded: LoadedMessage, content: MessageContent) -> bytes:
+        """The content rendered, with its DKIM signature (t= fixed at accept time) before it."""
         body = mime.render(content)
         timestamp = int(loaded.message.created_at.timestamp())
-        result = (
-            self._signer_for(loaded).sign(body, timestamp=timestamp) + body,
-            mime.needs_smtputf8(content),
-        )
-        if len(result[0]) <= RENDER_CACHE_MAX_BYTES:
-            self._cache[key] = result
-            self._cached_bytes += len(result[0])
-            while len(self._cache) > RENDER_CACHE_SIZE or (
-                self._cached_bytes > RENDER_CACHE_TOTAL_BYTES
-            ):
-                self._cached_bytes -= len(self._cache.popitem(last=False)[1][0])
-        return result
+        return self._signer_for(loaded).sign(body, timestamp=timestamp) + body
 
     def _content(
         self, loaded: LoadedMessage, personalization: dict[str, object] | None, *, personal: bool
@@ -131,6 +244,23 @@ class Composer:
         if personal or needs_rendering(loaded):
             return content_for(loaded, personalization, self._limits)
         return content_of(loaded)
+
+
+def _cut(content: MessageContent, options: TrackingOptions, *, public_url: str) -> Tracked | None:
+    """The content as a Tracked, or None when it has nothing per recipient."""
+    own_header = any(name.lower() in _LIST_UNSUBSCRIBE_HEADERS for name, _ in content.headers)
+    list_unsubscribe = options.list_unsubscribe and not own_header
+    text = text_part(content.text, options, public_url=public_url) if content.text else None
+    html = html_part(content.html, options, public_url=public_url) if content.html else None
+    if not list_unsubscribe and all(part is None or part.static for part in (text, html)):
+        return None
+    return Tracked(
+        content=content,
+        text=text,
+        html=html,
+        list_unsubscribe=list_unsubscribe,
+        smtputf8=mime.needs_smtputf8(content),
+    )
 
 
 def _cache_key(loaded: LoadedMessage, inputs: dict[str, object]) -> str:

@@ -29,6 +29,7 @@ from app.common.fields import (
 )
 from app.messages import attachments
 from app.messages.submission import FileData, Personalization, Submission
+from app.tracking.send_settings import SendTracking
 
 MAX_RECIPIENTS = 1000
 HEADER_NAMES: dict[str, Any] = {"propertyNames": {"pattern": "^[!-9;-~]+$"}}
@@ -216,6 +217,16 @@ class SendRequest(BaseModel):
         default=None, description="When to send (ISO 8601 or Unix time); default now."
     )
     batch_id: str | None = Field(default=None, max_length=64, description="See /v1/batches.")
+    tracking_settings: SendTracking | None = Field(
+        default=None,
+        description="Open, click and subscription tracking and Google Analytics for this "
+        "send, in the shape of SendGrid's; overrides the account's defaults.",
+    )
+    list_unsubscribe: bool | None = Field(
+        default=None,
+        description="Bulk mail: every copy carries List-Unsubscribe and one-click "
+        "List-Unsubscribe-Post (RFC 8058); default: the account's setting.",
+    )
 
     _normalise_reply_to = field_validator("reply_to", mode="before")(_as_list)
     _valid_headers = field_validator("headers")(_check_headers)
@@ -277,7 +288,17 @@ class SendRequest(BaseModel):
             template_data=self.template_data,
             send_at=self.send_at,
             batch_id=self.batch_id,
+            settings=self._settings(),
         )
+
+    def _settings(self) -> dict[str, Any]:
+        """Stored on the message as v3's are: tracking_settings, mail_settings."""
+        stored: dict[str, Any] = {}
+        if self.tracking_settings is not None:
+            stored["tracking_settings"] = self.tracking_settings.stored()
+        if self.list_unsubscribe is not None:
+            stored["mail_settings"] = {"list_unsubscribe": {"enable": self.list_unsubscribe}}
+        return stored
 
 
 class RecipientAccepted(BaseModel):

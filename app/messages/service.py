@@ -40,6 +40,7 @@ from app.messages.submission import Personalization, Submission
 from app.suppressions import service as suppressions
 from app.suppressions.models import Suppression, SuppressionType
 from app.templates import service as templates
+from app.tracking import defaults as tracking
 
 _MESSAGES: Table = Message.__table__  # type: ignore[assignment]
 _ATTACHMENTS: Table = MessageAttachment.__table__  # type: ignore[assignment]
@@ -286,6 +287,9 @@ async def check(
     if submission.sandbox:
         return None
     message = _message_row(submission, content, principal, domain, size, policy.hostname)
+    message.settings = await tracking.with_account_defaults(
+        session, principal.account.id, message.settings
+    )
     return Checked(message=message, submission=submission, batch_status=batch_status)
 
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from app.common.fields import EmailText, HeaderText
+from app.tracking.send_settings import SendTracking
 
 
 class _Model(BaseModel):
@@ -91,6 +92,9 @@ class MailSettings(_Model):
     bypass_unsubscribe_management: Switch | None = None
     footer: Footer | None = None
     sandbox_mode: Switch | None = None
+    # Columba's own (SendGrid has no such setting): List-Unsubscribe on every copy of a
+    # send that has no unsubscribe group, because it is bulk mail (RFC 8058).
+    list_unsubscribe: Switch | None = None
 
 
 class MailSend(_Model):
@@ -132,7 +136,7 @@ class MailSend(_Model):
     asm: Asm | None = None
     ip_pool_name: StrictStr | None = None
     mail_settings: MailSettings | None = None
-    tracking_settings: dict[str, Any] | None = None
+    tracking_settings: SendTracking | None = None
 
 
 class MailBatch(BaseModel):

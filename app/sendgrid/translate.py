@@ -412,7 +412,7 @@ def _settings(mail: schemas.MailSend) -> dict[str, Any]:
         "mail_settings": mail.mail_settings.model_dump(exclude_none=True)
         if mail.mail_settings
         else None,
-        "tracking_settings": mail.tracking_settings,
+        "tracking_settings": mail.tracking_settings.stored() if mail.tracking_settings else None,
         "asm": mail.asm.model_dump() if mail.asm else None,
         "ip_pool_name": mail.ip_pool_name,
     }

@@ -1,0 +1,47 @@
+"""An account's tracking defaults, as a send's `tracking_settings` would give them.
+
+They are read when a message is accepted and kept on it (`settings["account_tracking"]`),
+so that a retry renders the same bytes even if the account's settings change in between
+(CHECKLIST 26), as a template's version is fixed at accept time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.tracking.models import TrackingSettings
+
+SNAPSHOT_KEY = "account_tracking"
+
+
+async def account_defaults(session: AsyncSession, account_id: str) -> dict[str, Any] | None:
+    """The account's defaults in the send's shape; None without a row (everything off)."""
+    row = await session.get(TrackingSettings, account_id)
+    return None if row is None else as_send_settings(row)
+
+
+def as_send_settings(row: TrackingSettings) -> dict[str, Any]:
+    """A tracking_settings row as a send's `tracking_settings`, plus `list_unsubscribe`."""
+    utm = ("utm_source", "utm_medium", "utm_term", "utm_content", "utm_campaign")
+    return {
+        "click_tracking": {"enable": row.click_enabled, "enable_text": row.click_enable_text},
+        "open_tracking": {"enable": row.open_enabled},
+        "subscription_tracking": {
+            "enable": row.subscription_enabled,
+            "text": row.subscription_plain_content,
+            "html": row.subscription_html_content,
+            "substitution_tag": row.subscription_replace,
+        },
+        "ganalytics": {"enable": row.ga_enabled, **{name: getattr(row, name) for name in utm}},
+        "list_unsubscribe": row.list_unsubscribe,
+    }
+
+
+async def with_account_defaults(
+    session: AsyncSession, account_id: str, settings: dict[str, Any]
+) -> dict[str, Any]:
+    """A message's stored settings with the account's defaults kept beside them."""
+    defaults = await account_defaults(session, account_id)
+    return settings if defaults is None else {**settings, SNAPSHOT_KEY: defaults}
