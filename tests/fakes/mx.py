@@ -375,6 +375,7 @@ class _ScriptedSMTP(SMTP):
         scripted = await self._script("EOD")
         self._mx.transactions += 1
         if scripted is not None and not scripted.accepts:
+            self._mx.refused_data.append(data)  # what the client sent, for retry tests
             return scripted.line
         self._mx.record(
             ReceivedMessage(
@@ -412,6 +413,7 @@ class ScriptedMX:
         self.ehlo_refused = False
         self.starttls_refused = False
         self.messages: list[ReceivedMessage] = []
+        self.refused_data: list[bytes] = []  # message data refused at the final dot
         self.sessions = 0
         self.transactions = 0
         self.connections: set[_ScriptedSMTP] = set()
@@ -519,6 +521,7 @@ class ScriptedMX:
     def reset(self) -> None:
         """Forget messages, rules, counters and refuse_starttls(); extension flags stay."""
         self.messages.clear()
+        self.refused_data.clear()
         self._rules.clear()
         self.sessions = 0
         self.transactions = 0
