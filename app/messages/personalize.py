@@ -23,8 +23,6 @@ from typing import Any
 from app.delivery.content import Address, MessageContent
 from app.messages.dispatch import LoadedMessage, content_of
 from app.templates.engines import LimitExceeded, RenderLimits, render
-from app.templates.models import TemplateEngine
-from app.tracking.layout import HANDLEBARS_LINKS
 
 # The keys that change the bytes of a copy; the others (custom_args, send_at) only travel
 # into events, so copies that differ only there still share one SMTP transaction.
@@ -69,8 +67,6 @@ def content_for(
     message = loaded.message
     data = {**(message.template_data or {}), **(personal.get("data") or {})}
     engine = message.template_engine
-    if engine == TemplateEngine.HANDLEBARS:  # the caller's own values of these names win
-        data = {**HANDLEBARS_LINKS, **data}
     subject = personal.get("subject")
     if subject is None:
         subject = _render(engine, base.subject, data, html=False, limits=limits)

@@ -32,6 +32,7 @@ from app.templates.budget import (
 )
 from app.templates.models import TemplateEngine
 from app.templates.sandbox import compile_jinja, render_jinja
+from app.tracking.layout import HANDLEBARS_LINKS
 
 __all__ = ["LimitExceeded", "RenderError", "RenderLimits", "check_syntax", "render"]
 
@@ -99,6 +100,15 @@ def _insert(*args: Any, options: HelperOptions) -> Any:
     return options.hash.get("default", "")
 
 
+def _constant(value: str) -> Callable[..., str]:
+    """A helper that renders `value` whatever it is given."""
+
+    def helper(*args: Any, options: HelperOptions) -> str:
+        return value
+
+    return helper
+
+
 def _handlebars_helpers() -> dict[str, Any]:
     """The Handlebars.js built-ins (without `log`) and SendGrid's documented helpers."""
     helpers: dict[str, Any] = dict(get_standard_helpers())
@@ -113,6 +123,10 @@ def _handlebars_helpers() -> dict[str, Any]:
             "or": _combine("or", any),
             "length": _length,
             "insert": _insert,
+            # SendGrid's `{{{unsubscribe}}}` and `{{{unsubscribe_preferences}}}`: the link
+            # tags, which each copy then fills with its recipient's own links. Helpers, not
+            # data, so that `{{#each this}}` over the data never meets them.
+            **{name: _constant(tag) for name, tag in HANDLEBARS_LINKS.items()},
         }
     )
     return helpers
