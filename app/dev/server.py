@@ -56,8 +56,9 @@ def _secret_key(var_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def dev_settings(smtp_port: int) -> Settings:
-    """Embedded defaults; anything set in the environment still wins."""
+def dev_settings(smtp_port: int, public_url: str = "http://127.0.0.1:8000") -> Settings:
+    """Embedded defaults; anything set in the environment still wins. Links in mail (tracking,
+    unsubscribe) point at this dev server unless COLUMBA_PUBLIC_URL says otherwise."""
     var_dir = Path(os.environ.get("COLUMBA_VAR_DIR", "./var"))
     var_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     defaults: dict[str, object] = {
@@ -67,6 +68,7 @@ def dev_settings(smtp_port: int) -> Settings:
         "require_verified_domains": False,
         "allow_private_destinations": True,
         "hostname": "localhost",
+        "public_url": public_url,
     }
     if "COLUMBA_SMTP_TLS_CERT" not in os.environ:
         # A self-signed certificate for the submission listener (clients must not verify it).
@@ -104,7 +106,13 @@ async def _dev_key(settings: Settings) -> str:
 
 
 def _banner(
-    key: str, host: str, port: int, mailbox: Path, submission: dict[str, int], inbound_port: int
+    key: str,
+    host: str,
+    port: int,
+    mailbox: Path,
+    submission: dict[str, int],
+    inbound_port: int,
+    public_url: str,
 ) -> str:
     body = (
         '{"from": "hello@' + DEV_DOMAIN + '", "to": ["you@example.test"], '
@@ -126,7 +134,8 @@ def _banner(
         f"  SMTP submission on 127.0.0.1:{submission['starttls']} (STARTTLS) and "
         f"127.0.0.1:{submission['tls']} (TLS), self-signed certificate;\n"
         "    user name `apikey`, password: the API key\n"
-        f"  Every message is captured under {mailbox}/\n"
+        f"  Every message is captured under {mailbox}/ (links in it, tracking and\n"
+        f"    unsubscribe, point at {public_url})\n"
         f"  Bounces and complaints: columba inbound on 127.0.0.1:{inbound_port}; send a DSN to a\n"
         "    captured message's Return-Path and see it in GET /v1/inbound\n\n"
         f"Try:\n  {curl}\n  {swaks}\n"
@@ -170,7 +179,8 @@ async def _serve(
     worker_task = asyncio.create_task(worker.main())
     server_task = asyncio.create_task(server.serve())
     await asyncio.sleep(0.5)
-    print(_banner(key, host, port, mailbox, submission.ports, inbound_port), flush=True)
+    banner = _banner(key, host, port, mailbox, submission.ports, inbound_port, settings.public_url)
+    print(banner, flush=True)
     await stop.wait()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, _exit_now)
@@ -237,7 +247,10 @@ def run_dev(
     inbound_port: int = 2526,
 ) -> None:
     """Migrate, then run everything until Ctrl-C."""
-    settings = dev_settings(smtp_port)
+    # A wildcard listen address is no address to put in a link: loopback reaches it.
+    link_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    link_host = f"[{link_host}]" if ":" in link_host else link_host  # RFC 3986 §3.2.2
+    settings = dev_settings(smtp_port, f"http://{link_host}:{port}")
     private_database(settings)
     migrate.upgrade(settings.database_url)
     try:
