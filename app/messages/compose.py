@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 from typing import Generic, Protocol, TypeVar
 
@@ -32,7 +32,10 @@ RENDER_CACHE_TOTAL_BYTES = 8 * 1024 * 1024  # the worker's memory bound counts o
 # SendGrid lets the caller's List-Unsubscribe win), so that no copy carries two.
 _LIST_UNSUBSCRIBE_HEADERS = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
 
+K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+# A body cut for one kind of part (html or not) with given options: the key of a Part.
+_PartKey = tuple[bool, TrackingOptions, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,22 +90,22 @@ class Tracked:
         return len(self.content.text or "") + len(self.content.html or "") + 1024
 
 
-class _Lru(Generic[V]):
+class _Lru(Generic[K, V]):
     """Entries bounded in number and in total size, least recently used dropped first."""
 
     def __init__(self, size_of: Callable[[V], int]) -> None:
-        self._entries: OrderedDict[str, V] = OrderedDict()
+        self._entries: OrderedDict[K, V] = OrderedDict()
         self._size_of = size_of
         self._bytes = 0
 
-    def get(self, key: str) -> V | None:
+    def get(self, key: K) -> V | None:
         """The entry, now the most recently used."""
         value = self._entries.get(key)
         if value is not None:
             self._entries.move_to_end(key)
         return value
 
-    def put(self, key: str, value: V) -> None:
+    def put(self, key: K, value: V) -> None:
         """Keep an entry unless it is too big to, dropping old ones beyond the bounds."""
         size = self._size_of(value)
         if size > RENDER_CACHE_MAX_BYTES or key in self._entries:
@@ -125,10 +128,13 @@ class Composer:
         self._signer_for = signer_for
         self._limits = limits or RenderLimits()
         self._links = links  # None: no tracking, no List-Unsubscribe (tests of plain MIME)
-        self._cache: _Lru[tuple[bytes, bool]] = _Lru(lambda signed: len(signed[0]))
-        self._layouts: _Lru[Tracked | bool] = _Lru(
+        self._cache: _Lru[str, tuple[bytes, bool]] = _Lru(lambda signed: len(signed[0]))
+        self._layouts: _Lru[str, Tracked | bool] = _Lru(
             lambda tracked: tracked.size if isinstance(tracked, Tracked) else 64
         )
+        # Copies that differ only in their headers (To, Subject, …) share their bodies' cuts:
+        # the html is parsed once per distinct body, not once per rendering.
+        self._parts: _Lru[_PartKey, Part] = _Lru(_part_size)
 
     def copies(
         self, loaded: LoadedMessage, recipients: Sequence[ClaimedRecipient]
@@ -183,9 +189,20 @@ class Composer:
         cached = self._layouts.get(key)
         if cached is None:
             content = self._content(loaded, personalization, personal=bool(inputs))
-            cached = _cut(content, options, public_url=self._links.public_url) or False
+            cached = _cut(content, options, self._part) or False
             self._layouts.put(key, cached)
         return cached if isinstance(cached, Tracked) else None
+
+    def _part(self, source: str, options: TrackingOptions, *, html: bool) -> Part:
+        """A body cut into text and slots, from the cache when the same body was cut."""
+        assert self._links is not None  # parts are only cut with link settings
+        key = (html, options, source)
+        part = self._parts.get(key)
+        if part is None:
+            cut = html_part if html else text_part
+            part = cut(source, options, public_url=self._links.public_url)
+            self._parts.put(key, part)
+        return part
 
     def _tracked_copy(
         self, loaded: LoadedMessage, recipient: ClaimedRecipient, tracked: Tracked
@@ -246,12 +263,20 @@ class Composer:
         return content_of(loaded)
 
 
-def _cut(content: MessageContent, options: TrackingOptions, *, public_url: str) -> Tracked | None:
-    """The content as a Tracked, or None when it has nothing per recipient."""
+def _part_size(part: Part) -> int:
+    """Roughly what a cached Part holds: its text, and the source it is keyed by."""
+    return 2 * sum(len(piece) if isinstance(piece, str) else 64 for piece in part.pieces) + 256
+
+
+def _cut(
+    content: MessageContent, options: TrackingOptions, part: Callable[..., Part]
+) -> Tracked | None:
+    """The content as a Tracked (its bodies cut by `part`), or None when it has nothing per
+    recipient."""
     own_header = any(name.lower() in _LIST_UNSUBSCRIBE_HEADERS for name, _ in content.headers)
     list_unsubscribe = options.list_unsubscribe and not own_header
-    text = text_part(content.text, options, public_url=public_url) if content.text else None
-    html = html_part(content.html, options, public_url=public_url) if content.html else None
+    text = part(content.text, options, html=False) if content.text else None
+    html = part(content.html, options, html=True) if content.html else None
     if not list_unsubscribe and all(part is None or part.static for part in (text, html)):
         return None
     return Tracked(
