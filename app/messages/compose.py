@@ -142,15 +142,54 @@ class Composer:
         """One copy per recipient: identical for a plain message, rendered per recipient
         when it is personalised (recipients with equal render inputs still share bytes) or
         carries their own links (tracking, List-Unsubscribe, unsubscribe tags)."""
-        if loaded.message.raw_mime is not None:  # submitted over SMTP: signed as stored
-            data, smtputf8 = submitted.signed(loaded, self._signer_for(loaded))
-            return [Copy(recipient, data, smtputf8) for recipient in recipients]
         options = self._options(loaded)
+        if loaded.message.raw_mime is not None:  # submitted over SMTP: signed as stored
+            return self._submitted_copies(loaded, recipients, options)
         shared = not needs_rendering(loaded) and not any(r.personalization for r in recipients)
         if shared and self._tracked(loaded, None, options) is None:
             data, smtputf8 = self.signed(loaded)
             return [Copy(recipient, data, smtputf8) for recipient in recipients]
         return [self._personal_copy(loaded, recipient, options) for recipient in recipients]
+
+    def _submitted_copies(
+        self,
+        loaded: LoadedMessage,
+        recipients: Sequence[ClaimedRecipient],
+        options: TrackingOptions | None,
+    ) -> list[Copy | Refused]:
+        """Copies of a message submitted over SMTP: its bytes as stored, with each
+        recipient's List-Unsubscribe on top when it has a group (X-SMTPAPI's asm_group_id)
+        and no List-Unsubscribe of its own. Its body is not rewritten."""
+        raw = loaded.message.raw_mime or b""
+        if (
+            options is None
+            or not options.list_unsubscribe
+            or (submitted.header_names(raw) & _LIST_UNSUBSCRIBE_HEADERS)
+        ):
+            data, smtputf8 = submitted.signed(loaded, self._signer_for(loaded))
+            return [Copy(recipient, data, smtputf8) for recipient in recipients]
+        copies: list[Copy | Refused] = []
+        for recipient in recipients:
+            headers = self._links_of(loaded, recipient).list_unsubscribe(
+                loaded.domain.bounce_domain
+            )
+            data, smtputf8 = submitted.signed(loaded, self._signer_for(loaded), headers)
+            copies.append(Copy(recipient, data, smtputf8))
+        return copies
+
+    def _links_of(self, loaded: LoadedMessage, recipient: ClaimedRecipient) -> RecipientLinks:
+        """The recipient's links (only asked for with link settings)."""
+        assert self._links is not None
+        return RecipientLinks(
+            self._links,
+            TrackedRecipient(
+                account_id=recipient.account_id,
+                message_id=recipient.message_id,
+                recipient_id=recipient.id,
+                email=recipient.email,
+                group_id=loaded.message.asm_group_id,
+            ),
+        )
 
     def _options(self, loaded: LoadedMessage) -> TrackingOptions | None:
         """The message's tracking; None when this composer makes no links."""
@@ -208,17 +247,7 @@ class Composer:
         self, loaded: LoadedMessage, recipient: ClaimedRecipient, tracked: Tracked
     ) -> bytes:
         """One recipient's signed bytes: their tokens sealed into the cut content."""
-        assert self._links is not None  # a Tracked is only made with link settings
-        links = RecipientLinks(
-            self._links,
-            TrackedRecipient(
-                account_id=recipient.account_id,
-                message_id=recipient.message_id,
-                recipient_id=recipient.id,
-                email=recipient.email,
-                group_id=loaded.message.asm_group_id,
-            ),
-        )
+        links = self._links_of(loaded, recipient)
         headers = tracked.content.headers
         if tracked.list_unsubscribe:
             headers += links.list_unsubscribe(loaded.domain.bounce_domain)

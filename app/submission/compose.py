@@ -25,10 +25,26 @@ def needs_smtputf8(data: bytes) -> bool:
     return not (data if end < 0 else data[:end]).isascii()
 
 
-def signed(loaded: LoadedMessage, signer: Signer) -> tuple[bytes, bool]:
-    """The stored message with our DKIM-Signature on top, and whether it needs SMTPUTF8."""
+def header_names(data: bytes) -> set[str]:
+    """The names of the fields in the header block, lower-cased."""
+    end = data.find(b"\r\n\r\n")
+    lines = (data if end < 0 else data[:end]).split(b"\r\n")
+    # RFC 5322 §2.2.3: a line that starts with a blank continues the field before it.
+    return {
+        line.partition(b":")[0].strip().decode("ascii", "replace").lower()
+        for line in lines
+        if line[:1] not in (b" ", b"\t") and b":" in line
+    }
+
+
+def signed(
+    loaded: LoadedMessage, signer: Signer, headers: tuple[tuple[str, str], ...] = ()
+) -> tuple[bytes, bool]:
+    """The stored message with our DKIM-Signature on top, and whether it needs SMTPUTF8;
+    `headers` (short ASCII fields of Columba's own: List-Unsubscribe) go before its own."""
     data = loaded.message.raw_mime
     if data is None:
         raise ValueError(f"message {loaded.message.id} was not submitted as MIME")
+    data = b"".join(f"{name}: {value}\r\n".encode("ascii") for name, value in headers) + data
     timestamp = int(loaded.message.created_at.timestamp())
     return signer.sign(data, timestamp=timestamp) + data, needs_smtputf8(data)
