@@ -93,9 +93,10 @@ class Tracked:
 class _Lru(Generic[K, V]):
     """Entries bounded in number and in total size, least recently used dropped first."""
 
-    def __init__(self, size_of: Callable[[V], int]) -> None:
+    def __init__(self, size_of: Callable[[V], int], *, max_bytes: int) -> None:
         self._entries: OrderedDict[K, V] = OrderedDict()
         self._size_of = size_of
+        self._max_bytes = max_bytes
         self._bytes = 0
 
     def get(self, key: K) -> V | None:
@@ -112,7 +113,7 @@ class _Lru(Generic[K, V]):
             return
         self._entries[key] = value
         self._bytes += size
-        while len(self._entries) > RENDER_CACHE_SIZE or self._bytes > RENDER_CACHE_TOTAL_BYTES:
+        while len(self._entries) > RENDER_CACHE_SIZE or self._bytes > self._max_bytes:
             self._bytes -= self._size_of(self._entries.popitem(last=False)[1])
 
 
@@ -128,13 +129,19 @@ class Composer:
         self._signer_for = signer_for
         self._limits = limits or RenderLimits()
         self._links = links  # None: no tracking, no List-Unsubscribe (tests of plain MIME)
-        self._cache: _Lru[str, tuple[bytes, bool]] = _Lru(lambda signed: len(signed[0]))
+        # The three caches share RENDER_CACHE_TOTAL_BYTES: half for signed bytes, a quarter
+        # each for tracked renderings and cut bodies.
+        quarter = RENDER_CACHE_TOTAL_BYTES // 4
+        self._cache: _Lru[str, tuple[bytes, bool]] = _Lru(
+            lambda signed: len(signed[0]), max_bytes=2 * quarter
+        )
         self._layouts: _Lru[str, Tracked | bool] = _Lru(
-            lambda tracked: tracked.size if isinstance(tracked, Tracked) else 64
+            lambda tracked: tracked.size if isinstance(tracked, Tracked) else 64,
+            max_bytes=quarter,
         )
         # Copies that differ only in their headers (To, Subject, …) share their bodies' cuts:
         # the html is parsed once per distinct body, not once per rendering.
-        self._parts: _Lru[_PartKey, Part] = _Lru(_part_size)
+        self._parts: _Lru[_PartKey, Part] = _Lru(_part_size, max_bytes=quarter)
 
     def copies(
         self, loaded: LoadedMessage, recipients: Sequence[ClaimedRecipient]
