@@ -313,7 +313,7 @@ def _cut(
     list_unsubscribe = options.list_unsubscribe and not own_header
     text = part(content.text, options, html=False) if content.text else None
     html = part(content.html, options, html=True) if content.html else None
-    if not list_unsubscribe and all(part is None or part.static for part in (text, html)):
+    if not list_unsubscribe and all(body is None or body.static for body in (text, html)):
         return None
     return Tracked(
         content=content,
