@@ -254,25 +254,26 @@ def _text_links(
 # --- shared ----------------------------------------------------------------------------------
 
 
-def _tags(options: TrackingOptions, *, html: bool) -> dict[str, Slot]:
-    """The tags replaced by a slot in this kind of part."""
-    tags = {tag: Slot(kind) for tag, kind in LINK_TAGS.items()}
+def _tags(options: TrackingOptions, *, html: bool) -> dict[str, Piece]:
+    """The tags replaced in this kind of part, by a slot (or, for the pixel's tag in the
+    text part, by nothing: a text part shows no image)."""
+    tags: dict[str, Piece] = {tag: Slot(kind) for tag, kind in LINK_TAGS.items()}
     subscription = options.subscription
     if subscription is not None and subscription.substitution_tag:
         tags[subscription.substitution_tag] = Slot(Kind.UNSUBSCRIBE)
-    if html and options.open and options.open_tag:
-        tags[options.open_tag] = Slot(Kind.OPEN)
+    if options.open and options.open_tag:
+        tags[options.open_tag] = Slot(Kind.OPEN) if html else ""
     return tags
 
 
-def _split_piece(piece: Piece, tags: dict[str, Slot]) -> Iterator[Piece]:
+def _split_piece(piece: Piece, tags: dict[str, Piece]) -> Iterator[Piece]:
     if isinstance(piece, Slot):
         yield piece
     else:
         yield from _split_tags(piece, tags)
 
 
-def _split_tags(text: str, tags: dict[str, Slot]) -> Iterator[Piece]:
+def _split_tags(text: str, tags: dict[str, Piece]) -> Iterator[Piece]:
     """The text with every tag as its slot (longest tag first where they overlap)."""
     present = sorted((tag for tag in tags if tag in text), key=len, reverse=True)
     if not present:

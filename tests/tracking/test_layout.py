@@ -131,6 +131,7 @@ def test_open_substitution_tag_places_the_pixel() -> None:
     options = tracked(open_tracking={"enable": True, "substitution_tag": "%open%"})
     part = html_part("<body><p>%open%</p>hi</body>", options, public_url=PUBLIC)
     assert filled(part) == "<body><p>[OPEN]</p>hi</body>"
+    assert filled(text_part("hi%open%", options, public_url=PUBLIC)) == "hi"
 
 
 def test_subscription_footer_in_both_parts_with_sendgrids_link_markers() -> None:
