@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import String, delete, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.asm.models import GroupSuppression, UnsubscribeGroup
 from app.common.fields import MAX_INT64, as_int64
 from app.core import clock
+from app.core.db import UTCDateTime
 from app.core.errors import BadRequest, NotFound
 from app.suppressions import service as suppressions
 from app.suppressions.models import Suppression, SuppressionType
@@ -38,23 +39,42 @@ async def unsubscribe(
     session: AsyncSession, *, account_id: str, email: str, group_id: int | None, reason: str = ""
 ) -> bool:
     """Opt `email` out of the group, or of every mail of the account without one; idempotent.
-    Returns whether it was subscribed until now."""
+    Returns whether it was subscribed until now. A group that is no longer the account's
+    (deleted since the mail was sent) means every mail, as SendGrid does it."""
     key = suppressions.suppression_key(email)
-    if group_id is None:
-        before = await globally_unsubscribed(session, account_id=account_id, email=key)
-        await suppressions.suppress(
-            session,
-            account_id=account_id,
-            email=key,
-            type=SuppressionType.UNSUBSCRIBE,
-            reason=reason or "Unsubscribed Address",
-        )
-        return not before
+    if group_id is not None:
+        if await _opt_out_of_group(session, account_id=account_id, email=key, group_id=group_id):
+            return True
+        if await group_of(session, account_id=account_id, group_id=group_id) is not None:
+            return False  # opted out already
+    before = await globally_unsubscribed(session, account_id=account_id, email=key)
+    await suppressions.suppress(
+        session,
+        account_id=account_id,
+        email=key,
+        type=SuppressionType.UNSUBSCRIBE,
+        reason=reason or "Unsubscribed Address",
+    )
+    return not before
+
+
+async def _opt_out_of_group(
+    session: AsyncSession, *, account_id: str, email: str, group_id: int
+) -> bool:
+    """Insert the opt-out if the group is the account's (INSERT … SELECT: one statement);
+    whether a row was added."""
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    # SQLite reads ON CONFLICT after INSERT … SELECT only when the SELECT has a WHERE clause.
+    source = select(
+        UnsubscribeGroup.id,
+        literal(email, String()),
+        UnsubscribeGroup.account_id,
+        literal(clock.now(), UTCDateTime()),
+    ).where(UnsubscribeGroup.id == group_id, UnsubscribeGroup.account_id == account_id)
     statement = (
         insert(GroupSuppression)
-        .values(group_id=group_id, email=key, account_id=account_id, created_at=clock.now())
+        .from_select(["group_id", "email", "account_id", "created_at"], source)
         .on_conflict_do_nothing()
         .returning(GroupSuppression.group_id)
     )
