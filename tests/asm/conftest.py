@@ -1,4 +1,4 @@
-"""The submission listener's fixtures, for sends with a group over SMTP."""
+"""Fixtures of the submission listener and of webhooks, for sends with a group."""
 
 from tests.submission.conftest import (
     start_submission,
@@ -6,5 +6,13 @@ from tests.submission.conftest import (
     submission_ca,
     submission_tls,
 )
+from tests.webhooks.conftest import dispatcher, receiver
 
-__all__ = ["start_submission", "submission", "submission_ca", "submission_tls"]
+__all__ = [
+    "dispatcher",
+    "receiver",
+    "start_submission",
+    "submission",
+    "submission_ca",
+    "submission_tls",
+]
