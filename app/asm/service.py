@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import String, delete, func, literal, select, update
@@ -349,3 +349,24 @@ async def opted_out(
         )
         found.update((group_id, email) for group_id, email in (await session.execute(query)).all())
     return found
+
+
+def groups_to_display(settings: Mapping[str, Any], group_id: int | None) -> list[int]:
+    """The groups a message's preference page offers: its own group, then the send's
+    `groups_to_display` (kept in the message's settings["asm"] by every send API), each once."""
+    asm = settings.get("asm") or {}
+    shown = [group_id, *asm.get("groups_to_display", ())]
+    return list(dict.fromkeys(g for g in shown if isinstance(g, int)))
+
+
+async def preferences(
+    session: AsyncSession, *, account_id: str, email: str, group_ids: Sequence[int]
+) -> list[tuple[UnsubscribeGroup, bool]]:
+    """The account's groups among `group_ids`, in that order (deleted ones left out), and
+    whether `email` opted out of each: what a preference page shows. Two queries."""
+    if not group_ids:
+        return []
+    listed = await list_groups(session, account_id=account_id, ids=group_ids)
+    found = {group.id: group for group, _ in listed}
+    left = await groups_left(session, account_id=account_id, email=email)
+    return [(found[g], g in left) for g in dict.fromkeys(group_ids) if g in found]

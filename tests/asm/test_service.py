@@ -8,9 +8,11 @@ import httpx
 from app.asm import service
 from app.core.config import Settings
 from app.core.db import Database
+from app.messages.models import Message
 from tests.asm.test_api import create
 from tests.fakes.dns import FakeDNS
 from tests.support import Sender, make_sender
+from tests.test_end_to_end import send
 
 
 async def test_unsubscribe_and_resubscribe_are_idempotent(
@@ -69,3 +71,40 @@ async def test_a_deleted_or_foreign_groups_unsubscribe_is_global(
         assert await service.members(session, group_id=theirs["id"]) == []
     listed = await client.get("/v3/suppression/unsubscribes", headers=sender.headers)
     assert sorted(e["email"] for e in listed.json()) == ["a@example.test", "b@example.test"]
+
+
+async def test_what_a_preference_page_shows(
+    client: httpx.AsyncClient, sender: Sender, db: Database
+) -> None:
+    news = await create(client, sender, "News")
+    promo = await create(client, sender, "Promo")
+    gone = await create(client, sender, "Gone")
+    await client.delete(f"/v3/asm/groups/{gone['id']}", headers=sender.headers)
+    await client.post(
+        f"/v3/asm/groups/{promo['id']}/suppressions",
+        json={"recipient_emails": ["ann@example.test"]},
+        headers=sender.headers,
+    )
+    accepted = await send(
+        client,
+        sender,
+        to=["ann@example.test"],
+        unsubscribe_group=promo["id"],
+        groups_to_display=[news["id"], promo["id"]],
+    )
+    async with db.session() as session:
+        message = await session.get(Message, accepted["id"])
+        assert message is not None
+        shown = service.groups_to_display(message.settings, message.asm_group_id)
+        assert shown == [promo["id"], news["id"]]
+        page = await service.preferences(
+            session,
+            account_id=sender.account_id,
+            email="Ann@example.test",
+            group_ids=[*shown, gone["id"]],
+        )
+    assert [(group.name, suppressed) for group, suppressed in page] == [
+        ("Promo", True),
+        ("News", False),
+    ]
+    assert service.groups_to_display({}, None) == []
