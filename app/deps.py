@@ -168,3 +168,14 @@ DomainsUpdater = Annotated[Principal, Depends(require(Scope.DOMAINS_UPDATE))]
 TemplateReader = Annotated[Principal, Depends(require(Scope.TEMPLATES_READ))]
 TemplateUpdater = Annotated[Principal, Depends(require(Scope.TEMPLATES_UPDATE))]
 TemplateDeleter = Annotated[Principal, Depends(require(Scope.TEMPLATES_DELETE))]
+AsmGroupCreator = Annotated[Principal, Depends(require(Scope.ASM_GROUPS_CREATE))]
+AsmGroupReader = Annotated[Principal, Depends(require(Scope.ASM_GROUPS_READ))]
+AsmGroupUpdater = Annotated[Principal, Depends(require(Scope.ASM_GROUPS_UPDATE))]
+AsmGroupDeleter = Annotated[Principal, Depends(require(Scope.ASM_GROUPS_DELETE))]
+GroupSuppressionCreator = Annotated[
+    Principal, Depends(require(Scope.ASM_GROUP_SUPPRESSIONS_CREATE))
+]
+GroupSuppressionReader = Annotated[Principal, Depends(require(Scope.ASM_GROUP_SUPPRESSIONS_READ))]
+GroupSuppressionDeleter = Annotated[
+    Principal, Depends(require(Scope.ASM_GROUP_SUPPRESSIONS_DELETE))
+]

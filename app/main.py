@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from app.accounts.cache import KeyCache
+from app.asm.router import router as asm_router
 from app.batches.router import router as batches_router
 from app.bounces.router import router as inbound_router
 from app.core.config import Settings, load_settings
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhooks_router)
     app.include_router(stats_router)
     app.include_router(suppressions_router)
+    app.include_router(asm_router)
     app.include_router(sendgrid_router)
     app.include_router(batches_router)
     app.include_router(templates_router)

@@ -12,6 +12,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictInt,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -35,6 +36,9 @@ MAX_RECIPIENTS = 1000
 HEADER_NAMES: dict[str, Any] = {"propertyNames": {"pattern": "^[!-9;-~]+$"}}
 MAX_CATEGORIES = 10
 MAX_CATEGORY_LENGTH = 255
+MAX_GROUPS_TO_DISPLAY = 25  # SendGrid's limit for asm.groups_to_display
+# messages.asm_group_id is a 32-bit INTEGER (PostgreSQL refuses anything larger).
+GroupId = Annotated[StrictInt, Field(ge=1, le=2**31 - 1)]
 
 
 class AttachmentIn(BaseModel):
@@ -217,6 +221,17 @@ class SendRequest(BaseModel):
         default=None, description="When to send (ISO 8601 or Unix time); default now."
     )
     batch_id: str | None = Field(default=None, max_length=64, description="See /v1/batches.")
+    unsubscribe_group: GroupId | None = Field(
+        default=None,
+        description="The unsubscribe group (`/v3/asm/groups`): recipients who opted out of it, "
+        "or out of all mail, are dropped.",
+    )
+    groups_to_display: list[GroupId] = Field(
+        default_factory=list,
+        max_length=MAX_GROUPS_TO_DISPLAY,
+        description="The groups the recipient's preference page offers (needs "
+        "`unsubscribe_group`).",
+    )
     tracking_settings: SendTracking | None = Field(
         default=None,
         description="Open, click and subscription tracking and Google Analytics for this "
@@ -253,6 +268,8 @@ class SendRequest(BaseModel):
             raise ValueError("template_engine is for inline content; a template has its own")
         if self.recipients and (self.cc or self.bcc):
             raise ValueError("cc and bcc go with to; each of recipients gets a copy of its own")
+        if self.groups_to_display and self.unsubscribe_group is None:
+            raise ValueError("groups_to_display needs unsubscribe_group")
         addresses = self._addresses()
         if len(addresses) > MAX_RECIPIENTS:
             raise ValueError(f"at most {MAX_RECIPIENTS} recipients in one request")
@@ -288,17 +305,30 @@ class SendRequest(BaseModel):
             template_data=self.template_data,
             send_at=self.send_at,
             batch_id=self.batch_id,
+            asm_group_id=self.unsubscribe_group,
+            groups_to_display=tuple(self.groups_to_display),
             settings=self._settings(),
+            field_names=FIELD_NAMES,
         )
 
     def _settings(self) -> dict[str, Any]:
-        """Stored on the message as v3's are: tracking_settings, mail_settings."""
+        """What the message keeps as given, in the shape of SendGrid's: the group (`asm`),
+        tracking_settings and mail_settings (list_unsubscribe)."""
         stored: dict[str, Any] = {}
+        if self.unsubscribe_group is not None:
+            stored["asm"] = {
+                "group_id": self.unsubscribe_group,
+                "groups_to_display": self.groups_to_display,
+            }
         if self.tracking_settings is not None:
             stored["tracking_settings"] = self.tracking_settings.stored()
         if self.list_unsubscribe is not None:
             stored["mail_settings"] = {"list_unsubscribe": {"enable": self.list_unsubscribe}}
         return stored
+
+
+# The native names of fields the accept service names as SendGrid does.
+FIELD_NAMES = {"asm.group_id": "unsubscribe_group", "asm.groups_to_display": "groups_to_display"}
 
 
 class RecipientAccepted(BaseModel):

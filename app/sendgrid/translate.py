@@ -153,7 +153,12 @@ def to_submission(mail: schemas.MailSend) -> Submission:
         send_at=_time(mail.send_at),
         batch_id=mail.batch_id,
         asm_group_id=mail.asm.group_id if mail.asm else None,
+        groups_to_display=tuple(mail.asm.groups_to_display) if mail.asm else (),
         bypass=_bypass(mail.mail_settings),
+        # SendGrid: only bypass_list_management bypasses group unsubscribes.
+        bypass_groups=bool(
+            mail.mail_settings and _enabled(mail.mail_settings.bypass_list_management)
+        ),
         settings=_settings(mail),
         sandbox=bool(
             mail.mail_settings

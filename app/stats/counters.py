@@ -37,6 +37,7 @@ _DROP_METRIC = {
     "bounce": "bounce_drops",
     "complaint": "spam_report_drops",
     "unsubscribe": "unsubscribe_drops",
+    "group_unsubscribe": "unsubscribe_drops",  # opted out of the message's group
     "invalid": "invalid_emails",
 }
 _SIMPLE = {
