@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import httpx
 
@@ -353,3 +354,24 @@ async def test_a_retry_sends_the_same_bytes(
     assert received.data == mx.refused_data[0]
     assert b"/t/c/" in received.data
     assert b"List-Unsubscribe:" in received.data
+
+
+async def test_tracking_settings_of_the_wrong_type_are_refused(
+    client: httpx.AsyncClient, sender: Sender
+) -> None:
+    mail = {
+        "personalizations": [{"to": [{"email": "alice@example.test"}]}],
+        "from": {"email": sender.address()},
+        "subject": "Hi",
+        "content": [{"type": "text/plain", "value": "Hi."}],
+        "tracking_settings": {"open_tracking": {"enable": "yes"}},
+    }
+    response = await client.post("/v3/mail/send", json=mail, headers=sender.headers)
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert error["field"] == "tracking_settings.open_tracking.enable"
+    native: dict[str, Any] = {"from": sender.address(), "to": ["a@example.test"], "text": "x"}
+    native |= {"subject": "Hi", "tracking_settings": {"click_tracking": {"enable_text": 1}}}
+    response = await client.post("/v1/send", json=native, headers=sender.headers)
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["field"] == "tracking_settings.click_tracking.enable_text"
