@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr
 
 
 class _Setting(BaseModel):
@@ -29,7 +29,7 @@ class ClickTracking(_Setting):
 class OpenTracking(_Setting):
     """A 1×1 pixel at the end of the html part, or where `substitution_tag` stands."""
 
-    substitution_tag: StrictStr | None = Field(default=None, min_length=1, max_length=255)
+    substitution_tag: StrictStr | None = None  # "" means none
 
 
 class SubscriptionTracking(_Setting):
@@ -38,17 +38,17 @@ class SubscriptionTracking(_Setting):
 
     text: StrictStr | None = None
     html: StrictStr | None = None
-    substitution_tag: StrictStr | None = Field(default=None, min_length=1, max_length=255)
+    substitution_tag: StrictStr | None = None  # "" means none
 
 
 class GoogleAnalytics(_Setting):
     """utm_* parameters added to every tracked link."""
 
-    utm_source: StrictStr | None = Field(default=None, max_length=255)
-    utm_medium: StrictStr | None = Field(default=None, max_length=255)
-    utm_term: StrictStr | None = Field(default=None, max_length=255)
-    utm_content: StrictStr | None = Field(default=None, max_length=255)
-    utm_campaign: StrictStr | None = Field(default=None, max_length=255)
+    utm_source: StrictStr | None = None
+    utm_medium: StrictStr | None = None
+    utm_term: StrictStr | None = None
+    utm_content: StrictStr | None = None
+    utm_campaign: StrictStr | None = None
 
 
 class SendTracking(BaseModel):
