@@ -106,8 +106,8 @@ def html_part(source: str, options: TrackingOptions, *, public_url: str) -> Part
         at = anchor.end
     end = scan.body_end if scan.body_end is not None and scan.body_end >= at else len(source)
     pieces += [source[at:end], *_html_appendix(source, options), source[end:]]
-    split = (s for piece in pieces for s in _split_piece(piece, _tags(options, html=True)))
-    return Part(tuple(_joined(split)))
+    tags = _tags(options, html=True)
+    return Part(tuple(_joined(s for piece in pieces for s in _split_piece(piece, tags))))
 
 
 # --- html ------------------------------------------------------------------------------------
