@@ -99,10 +99,17 @@ class RequestDecoding(Exception):
         self.status, self.message = status, message
 
 
+ON_BEHALF_OF_REFUSED = (
+    "on-behalf-of is not supported: Columba has no subusers. Give each tenant an account of its "
+    "own and send with that account's API key"
+)
+
+
 class GzipRequests:
     """Bodies sent with `Content-Encoding: gzip`, as SendGrid accepts them, inflated as they
     stream in; the inflated size is held to `max_bytes` too (a small bomb is a 413, not a
-    gigabyte in memory). Other encodings are 415; a body that is not gzip is 400."""
+    gigabyte in memory). Other encodings are 415; a body that is not gzip is 400. Requests
+    `on-behalf-of` a subuser are 400: found in the same pass over the headers."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -110,7 +117,13 @@ class GzipRequests:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass requests without an encoding through; inflate gzip ones."""
-        encoding = _content_encoding(scope) if scope["type"] == "http" else b""
+        encoding, on_behalf_of = (
+            _headers_of_note(scope) if scope["type"] == "http" else (b"", False)
+        )
+        if on_behalf_of:
+            # SendGrid's subusers: never ignored (mail would go out as the parent account).
+            await _error(send, 400, ON_BEHALF_OF_REFUSED, field="on-behalf-of")
+            return
         if encoding in (b"", b"identity"):
             await self.app(scope, receive, send)
             return
@@ -159,12 +172,16 @@ class GzipRequests:
         return inflating_receive
 
 
-def _content_encoding(scope: Scope) -> bytes:
-    """The request's Content-Encoding, lower-cased ('' without one)."""
+def _headers_of_note(scope: Scope) -> tuple[bytes, bool]:
+    """The request's Content-Encoding, lower-cased ('' without one), and whether it has an
+    on-behalf-of header: one pass over the headers."""
+    encoding, on_behalf_of = b"", False
     for name, value in scope["headers"]:
         if name == b"content-encoding":
-            return bytes(value).strip().lower()
-    return b""
+            encoding = bytes(value).strip().lower()
+        elif name == b"on-behalf-of":
+            on_behalf_of = True
+    return encoding, on_behalf_of
 
 
 def _without_encoding(scope: Scope) -> Scope:
@@ -177,9 +194,9 @@ def _without_encoding(scope: Scope) -> Scope:
     return {**scope, "headers": headers}
 
 
-async def _error(send: Send, status: int, message: str) -> None:
+async def _error(send: Send, status: int, message: str, *, field: str | None = None) -> None:
     """An error in SendGrid's shape."""
-    body = json.dumps({"errors": [{"message": message, "field": None, "help": None}]}).encode()
+    body = json.dumps({"errors": [{"message": message, "field": field, "help": None}]}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -1,5 +1,6 @@
 """Request bodies sent with `Content-Encoding: gzip`, as SendGrid documents for mail send:
-inflated and served as the same JSON would be; their inflated size is held to the limit."""
+inflated and served as the same JSON would be; their inflated size is held to the limit. And
+`on-behalf-of` (SendGrid's subusers), refused rather than ignored."""
 
 from __future__ import annotations
 
@@ -92,3 +93,17 @@ async def test_a_small_gzip_that_inflates_past_the_limit_is_413(
     response = await small_api.post("/v3/mail/send", content=bomb, headers=gzip_headers(sender))
     assert response.status_code == 413
     assert await count_rows(db) == (0, 0, 0)
+
+
+async def test_on_behalf_of_is_refused_not_ignored(
+    client: httpx.AsyncClient, sender: Sender, db: Database
+) -> None:
+    headers = sender.headers | {"on-behalf-of": "subuser1"}
+    response = await client.post("/v3/mail/send", json=mail(sender), headers=headers)
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert error["field"] == "on-behalf-of"
+    assert "no subusers" in error["message"]
+    assert await count_rows(db) == (0, 0, 0)
+    stats = await client.get("/v3/stats?start_date=2026-01-01", headers=headers)
+    assert stats.status_code == 400
