@@ -29,7 +29,7 @@ from app.messages.committer import SendCommitter
 from app.messages.router import router as messages_router
 from app.messages.router import send
 from app.messages.schemas import SendRequest
-from app.middleware import BodySizeLimit, body_limit_for
+from app.middleware import BodySizeLimit, GzipRequests, body_limit_for
 from app.openapi import install_openapi
 from app.sendgrid.router import mail_send
 from app.sendgrid.router import router as sendgrid_router
@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         FastPath, routes={("POST", "/v1/send"): send, ("POST", "/v3/mail/send"): mail_send}
     )
     app.add_middleware(RateLimitHeaders)
+    app.add_middleware(GzipRequests, max_bytes=body_limit_for(settings.max_message_size))
     app.add_middleware(BodySizeLimit, max_bytes=body_limit_for(settings.max_message_size))
     install_error_handlers(app)
     install_openapi(app, extra_models=[MailSend, SendRequest])

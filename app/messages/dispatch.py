@@ -84,6 +84,7 @@ class Outcome:
     categories: tuple[str, ...] | None = None  # the message's, when the worker has them
     tls_cipher: str | None = None
     tls_verified: bool | None = None
+    asm_group_id: int | None = None  # the message's unsubscribe group: SendGrid's events name it
 
 
 def _due(now: datetime) -> Any:
@@ -584,6 +585,8 @@ def _event(outcome: Outcome) -> events.NewEvent:
         "mx_host": outcome.mx_host,
         "tls": outcome.tls_version is not None,
     }
+    if outcome.asm_group_id is not None:
+        data["asm_group_id"] = outcome.asm_group_id
     if outcome.decision.next_attempt_at is not None:
         data["next_attempt_at"] = outcome.decision.next_attempt_at.isoformat()
     classification = failure_class(outcome)
