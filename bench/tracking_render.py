@@ -1,7 +1,7 @@
 """What tracking costs the worker: CPU per copy of a 1,000-personalization send, composed and
 DKIM-signed (RSA-2048) as the worker does it, with and without tracking.
 
-    python -m bench.tracking [--recipients 1000] [--links 10] [--rounds 5]
+    python -m bench.tracking_render [--recipients 1000] [--links 10] [--rounds 5]
 
 Each personalization is its own copy (its own To), as in a v3 send with 1,000
 personalizations, so every copy is rendered and signed in every scenario; tracking adds the
