@@ -27,7 +27,7 @@ from pydantic_handlebars._ast_nodes import (
 from pydantic_handlebars._helpers import get_standard_helpers
 from pydantic_handlebars._utils import is_falsy
 
-from app.templates.budget import RenderError
+from app.templates.budget import RenderError, check_room, tick
 
 __all__ = ["HELPERS", "format_date", "unknown_helpers"]
 
@@ -140,6 +140,8 @@ _DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Su
 # `[text]` is printed as it is, as in moment.js.
 _TOKENS = re.compile(r"\[[^\]]*\]|YYYY|YY|MMMM|MMM|MM|M|DD|D|dddd|ddd|hh|h|HH|H|mm|m|ss|s|A|ZZ|Z")
 _OFFSET = re.compile(r"^([+-])(\d{2}):?(\d{2})$")
+# The most a token grows when formatted: `Z` (one character) becomes `+05:30`.
+_MAX_GROWTH = 6
 # Epoch numbers above this are milliseconds (JavaScript's Date), below it seconds.
 _EPOCH_MILLISECONDS = 100_000_000_000
 
@@ -215,6 +217,8 @@ def _zone(offset: Any) -> timezone:
 def format_date(value: Any, layout: str, offset: Any = None) -> str:
     """SendGrid's `{{formatDate time "MMMM DD, YYYY" "-0800"}}`: `time` shown in UTC, or at
     the offset given."""
+    tick()
+    check_room(len(layout) * _MAX_GROWTH)  # the output limit holds before it is built
     moment = _moment(value).astimezone(_zone(offset) if offset else UTC)
     return _TOKENS.sub(lambda match: _token(moment, match.group(0)), layout)
 
