@@ -98,8 +98,8 @@ class VersionOut(BaseModel):
     active: Active
     name: str
     subject: str
-    html_content: str | None
-    plain_content: str | None
+    html_content: str | None = None  # left out when the version has none, as SendGrid does
+    plain_content: str | None = None
     generate_plain_content: bool
     editor: Editor
     test_data: str | None = None
