@@ -16,12 +16,14 @@ import asyncio
 import email
 import email.policy
 import html as html_text
+import json
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
 
 import httpx
 import pytest
+from python_http_client.exceptions import BadRequestsError
 from sendgrid import SendGridAPIClient
 
 from app.core.db import Database
@@ -259,3 +261,21 @@ async def test_v1_refuses_a_template_calling_an_unknown_helper(
     assert created.status_code == 400
     assert created.json()["errors"][0]["field"] == "subject"
     assert "unknown helper shout" in created.json()["errors"][0]["message"]
+
+
+async def test_substitutions_beside_a_dynamic_template_are_refused_as_sendgrid_does(
+    api: ApiServer, client: httpx.AsyncClient, sender: Sender
+) -> None:
+    template_id = await make_template(client, sender, Case("dynamic", "html", "text", True))
+    body = request_body(Case("dynamic", "html", "text", True), sender, template_id)
+    body["personalizations"][1]["substitutions"] = {"-name-": "Ann"}
+    sg = SendGridAPIClient(sender.key, host=api.url)
+    with pytest.raises(BadRequestsError) as raised:
+        await asyncio.to_thread(sg.client.mail.send.post, request_body=body)
+    assert json.loads(raised.value.body)["errors"] == [
+        {
+            "message": "Substitutions may not be used with dynamic templating",
+            "field": "personalizations.1.substitutions",
+            "help": None,
+        }
+    ]
