@@ -189,3 +189,17 @@ def test_plain_text_made_from_html() -> None:
         "Hi {{name}}\n\nYour order & more:\n\none\n\ntwo\n\n"
         "Track it (https://example.test/o)\nThanks"
     )
+
+
+def test_format_date_in_a_loop_is_on_the_renders_clock() -> None:
+    """Each call is on the deadline: many cheap dates cannot outrun the time limit."""
+    quick = RenderLimits(max_seconds=0.05, max_output=64 * 1024 * 1024)
+    data = {"days": list(range(300_000)), "t": "2020-01-01T00:00:00Z"}
+    with pytest.raises(LimitExceeded, match="too long"):
+        render(
+            "handlebars",
+            '{{#each days}}{{formatDate @root.t "D"}}{{/each}}',
+            data,
+            html=True,
+            limits=quick,
+        )

@@ -15,6 +15,7 @@ from python_http_client.exceptions import BadRequestsError, ForbiddenError, NotF
 from sendgrid import SendGridAPIClient
 
 from app.core.db import Database
+from app.templates.models import Template
 from tests.support import ApiServer, Sender, make_key
 
 SENDGRID_TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
@@ -236,3 +237,17 @@ async def test_another_accounts_template_is_not_found(
     other = SendGridAPIClient(await make_key(db, account="other", scopes=None), host=api.url)
     with pytest.raises(NotFoundError):
         await call(other.client.templates._(template["id"]).get)
+
+
+async def test_an_account_has_at_most_300_templates(
+    sg: SendGridAPIClient, db: Database, sender: Sender
+) -> None:
+    async with db.session() as session:
+        session.add_all(
+            Template(account_id=sender.account_id, name=f"t{n}", engine="handlebars")
+            for n in range(300)
+        )
+        await session.commit()
+    with pytest.raises(BadRequestsError) as raised:
+        await dynamic_template(sg, "one too many")
+    assert "up to 300 templates" in json.loads(raised.value.body)["errors"][0]["message"]
