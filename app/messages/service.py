@@ -168,8 +168,8 @@ async def _resolve_content(
     if version is None:
         raise BadRequest(f"The template {template.id} has no active version.", field)
     parts, submission = template_parts(template.engine, version, submission)
-    if parts.engine is None:  # a legacy template: the request's subject is in its tag
-        _require_subject(submission, parts.subject)
+    if parts.engine is None:  # legacy: "a template with a subject defined" needs no other
+        _require_subject(submission, version.subject)
     content = _Content(parts.subject, parts.text, parts.html, template.id, parts.engine)
     return content, submission
 
