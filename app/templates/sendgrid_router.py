@@ -61,8 +61,7 @@ async def _out(session: AsyncSession, template: Template) -> TemplateOut:
 def _in_sendgrid_words(exc: ApiError) -> ApiError:
     """The same error, naming the fields as SendGrid does (`html_content`, not `html`)."""
     items = [ErrorItem(e.message, _FIELDS.get(e.field or "", e.field)) for e in exc.errors]
-    renamed = type(exc)(items[0].message, errors=items)
-    return renamed
+    return type(exc)(items[0].message, errors=items)
 
 
 def _generations(value: str) -> list[str]:
