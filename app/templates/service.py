@@ -175,7 +175,7 @@ async def add_version(
     """A new version; the first one is active, as in SendGrid; `active` makes it so. With
     `generate_plain_content`, the text is made from the html."""
     if generate_plain_content and html:
-        text = plain_text(html)
+        text = await asyncio.to_thread(plain_text, html)  # up to 1 MiB: off the loop
     check_version(template.engine, subject=subject, html=html, text=text)
     await check_renders(template.engine, subject=subject, html=html, text=text, limits=limits)
     first = not await versions_of(session, template_id=template.id)
@@ -212,7 +212,7 @@ async def edit_version(
     changes = dict(changes)
     html = changes.get("html", version.html)
     if changes.get("generate_plain_content", version.generate_plain_content) and html:
-        changes["text"] = plain_text(str(html))
+        changes["text"] = await asyncio.to_thread(plain_text, str(html))
     merged = {
         "subject": changes.get("subject", version.subject),
         "html": html,
