@@ -5,7 +5,7 @@ from __future__ import annotations
 import email.policy
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.parser import BytesHeaderParser
 from typing import Any
 
@@ -422,10 +422,17 @@ def _message_row(
         template_data=submission.template_data,
         sections=submission.sections,
         batch_id=submission.batch_id,
-        send_at=submission.send_at,
+        send_at=submission.send_at or _shared_send_at(submission),
         asm_group_id=submission.asm_group_id,
         settings=submission.settings,
     )
+
+
+def _shared_send_at(submission: Submission) -> datetime | None:
+    """The send_at every personalisation gives alike, if they all give one: the message is
+    then first sent at that time, and its Date says so (see dispatch.first_sent)."""
+    times = {personal.send_at for personal in submission.personalizations}
+    return times.pop() if len(times) == 1 else None
 
 
 def _columns(message: Message) -> dict[str, Any]:
