@@ -35,6 +35,7 @@ from app.sendgrid.router import mail_send
 from app.sendgrid.router import router as sendgrid_router
 from app.sendgrid.schemas import MailSend
 from app.stats.router import router as stats_router
+from app.stats.segments import router as stats_segments_router
 from app.suppressions.router import router as suppressions_router
 from app.templates.router import router as templates_router
 from app.webhooks.router import router as webhooks_router
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events_router)
     app.include_router(webhooks_router)
     app.include_router(stats_router)
+    app.include_router(stats_segments_router)  # before suppressions: see its docstring
     app.include_router(suppressions_router)
     app.include_router(asm_router)
     app.include_router(sendgrid_router)
