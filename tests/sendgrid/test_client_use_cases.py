@@ -5,12 +5,25 @@ cancelled through its batch), with only the host and the sender's domain changed
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Callable
 from datetime import timedelta
 
 import httpx
 from sendgrid import SendGridAPIClient
-from sendgrid.helpers.mail import BatchId, Mail, ReplyTo, SendAt, To
+from sendgrid.helpers.mail import (
+    Attachment,
+    BatchId,
+    ContentId,
+    Disposition,
+    FileContent,
+    FileName,
+    FileType,
+    Mail,
+    ReplyTo,
+    SendAt,
+    To,
+)
 
 from app.core import clock
 from tests.fakes.mx import ScriptedMX
@@ -84,3 +97,45 @@ async def test_scheduled_send_cancelled_through_its_batch(
     assert mx.messages == []
     view = await message_view(client, sender, sent.headers["X-Message-Id"])
     assert view["recipients"][0]["status"] == "cancelled"
+
+
+async def test_attachment_with_a_content_id_but_disposition_attachment_is_an_attachment(
+    sg: SendGridAPIClient,  # noqa: F811
+    sender: Sender,
+    mx: ScriptedMX,
+    deliver: Deliver,
+) -> None:
+    mail = Mail(
+        from_email=sender.address(),
+        to_emails="alice@example.test",
+        subject="Report",
+        plain_text_content="The report is attached.",
+        html_content="<p>The report is attached.</p>",
+    )
+    mail.add_attachment(
+        Attachment(
+            FileContent(base64.b64encode(b"%PDF-1.4 report").decode()),
+            FileName("report.pdf"),
+            FileType("application/pdf"),
+            Disposition("attachment"),
+            ContentId("report"),
+        )
+    )
+    assert (await call(sg, mail)).status_code == 202
+    await deliver()
+    await mx.wait_for(1)
+    message = received_by(mx)["alice@example.test"]
+    # The disposition decides (SendGrid): a file beside the body, no multipart/related.
+    assert message.get_content_type() == "multipart/mixed"
+    assert [p.get_content_type() for p in message.walk()] == [
+        "multipart/mixed",
+        "multipart/alternative",
+        "text/plain",
+        "text/html",
+        "application/pdf",
+    ]
+    [report] = list(message.iter_attachments())
+    assert report.get_content_disposition() == "attachment"
+    assert report.get_filename() == "report.pdf"
+    assert report["Content-ID"] == "<report>"
+    assert report.get_content() == b"%PDF-1.4 report"
