@@ -48,5 +48,7 @@ class MessageContent:
     reply_to: tuple[Address, ...] = ()
     text: str | None = None
     html: str | None = None
+    # Further alternatives after text and html: (content type with parameters, text).
+    alternatives: tuple[tuple[str, str], ...] = ()
     headers: tuple[tuple[str, str], ...] = ()
     attachments: tuple[Attachment, ...] = field(default=())

@@ -381,6 +381,7 @@ def content_of(loaded: LoadedMessage) -> MessageContent:
         reply_to=_addresses(message.reply_to),
         text=message.text,
         html=message.html,
+        alternatives=tuple((kind, value) for kind, value in message.alternatives or ()),
         headers=tuple((name, value) for name, value in message.headers),
         attachments=tuple(
             Attachment(

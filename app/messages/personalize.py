@@ -88,6 +88,7 @@ def content_for(
         reply_to=base.reply_to,
         text=text,
         html=html,
+        alternatives=base.alternatives,  # sent as given: neither templates nor substitutions
         headers=_merged_headers(base.headers, personal.get("headers") or {}),
         attachments=base.attachments,
     )

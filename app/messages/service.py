@@ -264,6 +264,7 @@ def _check_send_times(submission: Submission, policy: AcceptPolicy) -> None:
 def content_size(content: _Content, submission: Submission) -> int:
     """Bytes the message will carry, before transfer encoding."""
     bodies = len((content.text or "").encode()) + len((content.html or "").encode())
+    bodies += sum(len(value.encode()) for _, value in submission.alternatives)
     headers = sum(len(name) + len(value) for name, value in submission.headers.items())
     files = sum(len(file.data) for file in submission.attachments)
     return bodies + headers + len(content.subject.encode()) + files
@@ -410,6 +411,7 @@ def _message_row(
         subject=content.subject,
         text=content.text,
         html=content.html,
+        alternatives=[[kind, value] for kind, value in submission.alternatives] or None,
         headers=[[name, value] for name, value in submission.headers.items()],
         categories=list(submission.categories),
         custom_args=submission.custom_args,
