@@ -37,12 +37,7 @@ _PROVIDERS = {
 }
 _PROVIDER_OF = {domain: name for name, domains in _PROVIDERS.items() for domain in domains}
 PROVIDERS = (*_PROVIDERS, OTHER)
-
-
-def mailbox_provider(email: str) -> str:
-    """The provider an address's mailbox is kept by, from its domain."""
-    domain = email.rpartition("@")[2].lower().rstrip(".")
-    return _PROVIDER_OF.get(domain, OTHER)
+_BUCKETS = frozenset(bucket.value for bucket in Bucket)
 
 
 def is_category(key: str) -> bool:
@@ -65,16 +60,22 @@ def classification_domain_prefix(bucket: str) -> str:
     return f"{CLASSIFICATION_DOMAIN}{bucket}:"
 
 
+_PROVIDER_KEY = {domain: PROVIDER + name for domain, name in _PROVIDER_OF.items()}
+_OTHER_KEY = PROVIDER + OTHER
+
+
 def keys_of(event: RecordedEvent) -> tuple[str, ...]:
     """The keys, besides categories, that an event counts under."""
     email = event.data.get("email")
     if not isinstance(email, str):
         return ()
-    keys = [provider_key(mailbox_provider(email))]
+    provider = _PROVIDER_KEY.get(email.rpartition("@")[2].lower().rstrip("."), _OTHER_KEY)
+    if event.type != EventType.BOUNCED:
+        return (provider,)
     bucket = event.data.get("bounce_classification")
-    if event.type == EventType.BOUNCED and bucket in {b.value for b in Bucket}:
-        keys.append(classification_key(str(bucket)))
-        by_domain = classification_domain_prefix(str(bucket)) + email.rpartition("@")[2].lower()
-        if len(by_domain) <= KEY_LENGTH:  # longer only for domains near DNS's 253 limit
-            keys.append(by_domain)
-    return tuple(keys)
+    if bucket not in _BUCKETS:
+        return (provider,)
+    by_domain = classification_domain_prefix(str(bucket)) + email.rpartition("@")[2].lower()
+    if len(by_domain) > KEY_LENGTH:  # only for domains near DNS's 253-character limit
+        return (provider, classification_key(str(bucket)))
+    return (provider, classification_key(str(bucket)), by_domain)
