@@ -11,13 +11,13 @@ import csv
 import io
 import json
 from collections import defaultdict
-from datetime import date, timedelta
+from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 
-from app.core import clock
+from app.common.fields import MAX_INT64
 from app.core.errors import BadRequest
 from app.delivery.classify import Bucket
 from app.deps import SessionDep, StatsReader, SuppressionReader
@@ -81,7 +81,7 @@ async def list_categories(
     session: SessionDep,
     category: Annotated[str | None, Query(description="A prefix to search by.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,  # SQL OFFSET is a bigint
 ) -> list[dict[str, str]]:
     """Every category the account has sent with (and still has stats for), by name."""
     names = await service.category_names(
@@ -225,10 +225,9 @@ async def _daily(
     session: SessionDep, account_id: str, prefix: str, start: str | None, end: str | None
 ) -> dict[str, dict[str, int]]:
     """Bounces plus blocks per day and key (the part after `prefix`), in the range."""
+    start_at, end_at = _sendgrid_range(start or "1970-01-01", end)  # 400 for a bad date
     if start is None:
-        last = date.fromisoformat(end) if end and len(end) == 10 else clock.now().date()
-        start = (last - timedelta(days=CLASSIFICATION_DAYS - 1)).isoformat()
-    start_at, end_at = _sendgrid_range(start, end)
+        start_at = max(start_at, end_at - timedelta(days=CLASSIFICATION_DAYS))
     rows = await service.keys_like(
         session, account_id=account_id, prefix=prefix, start=start_at, end=end_at
     )

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -247,3 +249,35 @@ async def test_the_official_client_reads_them(
         sg.client.mailbox_providers.stats.get, query_params={"start_date": today()}
     )
     assert providers.to_dict[0]["stats"][0]["name"] == "Other"
+
+
+async def test_bounce_classifications_default_to_the_last_30_days(
+    client: httpx.AsyncClient,
+    sender: Sender,
+    mx: ScriptedMX,
+    deliver: Deliver,
+    travel: Callable[[timedelta], None],
+) -> None:
+    await bounce_some(client, sender, mx, deliver)
+    bounced_on = today()
+    travel(timedelta(days=29))
+    recent = await get(client, sender, "/v3/suppression/bounces/classifications")
+    assert [day["date"] for day in recent["result"]] == [bounced_on]
+    travel(timedelta(days=1))
+    assert await get(client, sender, "/v3/suppression/bounces/classifications") == {"result": []}
+    asked = await get(
+        client, sender, "/v3/suppression/bounces/classifications", start_date=bounced_on
+    )
+    assert [day["date"] for day in asked["result"]] == [bounced_on]
+
+
+async def test_bounce_classifications_refuse_a_bad_date(
+    client: httpx.AsyncClient, sender: Sender
+) -> None:
+    response = await client.get(
+        "/v3/suppression/bounces/classifications",
+        params={"end_date": "2026-13-45"},
+        headers=sender.headers,
+    )
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["field"] == "end_date"
