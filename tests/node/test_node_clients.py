@@ -312,3 +312,29 @@ async def test_an_error_reaches_the_client_as_sendgrid_words_it(
     )
     assert result["code"] == 403
     assert result["body"]["errors"][0]["message"].startswith("The from address does not match")
+
+
+async def test_stats_read_through_the_client(
+    node: NodeRun, example_org: ScriptedMX, deliver: Deliver
+) -> None:
+    accepted(await node("categories.js"))
+    example_org.reply_at("RCPT", 550, "5.1.1 no such user", to="recipient@example.org")
+    await deliver()
+    today = clock.now().date().isoformat()
+    result = await node("stats.js", START_DATE=today)
+
+    assert {part["statusCode"] for part in result.values()} == {200}
+    [day] = result["stats"]["body"]
+    assert day["date"] == today
+    assert day["stats"][0]["metrics"]["bounces"] == 1
+    assert result["categories"]["body"] == [
+        {"category": "My category"},
+        {"category": "Transactional"},
+    ]
+    sums = {s["name"]: s["metrics"]["bounces"] for s in result["sums"]["body"]["stats"]}
+    assert sums == {"My category": 1, "Transactional": 1}
+    [providers] = result["providers"]["body"]
+    assert [(s["name"], s["metrics"]["bounces"]) for s in providers["stats"]] == [("Other", 1)]
+    assert result["classifications"]["body"] == {
+        "result": [{"date": today, "stats": [{"classification": "Invalid Address", "count": 1}]}]
+    }
