@@ -38,6 +38,7 @@ from app.stats.router import router as stats_router
 from app.stats.segments import router as stats_segments_router
 from app.suppressions.router import router as suppressions_router
 from app.templates.router import router as templates_router
+from app.templates.sendgrid_router import router as sendgrid_templates_router
 from app.webhooks.router import router as webhooks_router
 
 API_VERSION = "0.1.0"
@@ -107,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sendgrid_router)
     app.include_router(batches_router)
     app.include_router(templates_router)
+    app.include_router(sendgrid_templates_router)
     app.include_router(inbound_router)
     app.include_router(domains_router)
     return app

@@ -362,6 +362,7 @@ def run_the_contract(url: str, sender: Sender, rival: Sender) -> Report:
 READ_PATHS = [
     "/v1/events?limit=1000",
     "/v1/templates",
+    "/v3/templates?generations=legacy,dynamic&page_size=200",
     "/v1/webhooks",
     "/v1/suppressions?limit=1000",
     "/v1/stats?start=2020-01-01",

@@ -29,6 +29,7 @@ from app.events import service as events
 from app.events.models import EventType
 from app.messages.models import Attempt, Message, MessageAttachment, Recipient, RecipientStatus
 from app.messages.personalize import copy_message_id
+from app.messages.precedence import template_parts
 from app.messages.schemas import (
     AttemptView,
     EventView,
@@ -135,8 +136,9 @@ class _Content:
 
 async def _resolve_content(
     session: AsyncSession, *, principal: Principal, submission: Submission
-) -> _Content:
-    """The stored template's active version, or the inline content (checked when templated)."""
+) -> tuple[_Content, Submission]:
+    """The stored template's active version (and the submission as its copies use it: see
+    app.messages.precedence), or the inline content (checked when templated)."""
     if submission.template_id is None:
         if submission.template_engine is not None:
             templates.check_version(
@@ -146,13 +148,14 @@ async def _resolve_content(
                 text=submission.text,
             )
         _require_subject(submission, submission.subject)
-        return _Content(
+        content = _Content(
             submission.subject or "",
             submission.text,
             submission.html,
             None,
             submission.template_engine,
         )
+        return content, submission
     field = submission.field_name("template_id")
     try:
         template, version = await templates.active_version(
@@ -164,16 +167,11 @@ async def _resolve_content(
         ) from exc
     if version is None:
         raise BadRequest(f"The template {template.id} has no active version.", field)
-    subject = version.subject or submission.subject
-    _require_subject(submission, subject)
-    # A template's own parts replace the request's, as in SendGrid.
-    return _Content(
-        subject or "",
-        version.text if version.text is not None else submission.text,
-        version.html if version.html is not None else submission.html,
-        template.id,
-        template.engine,
-    )
+    parts, submission = template_parts(template.engine, version, submission)
+    if parts.engine is None:  # legacy: "a template with a subject defined" needs no other
+        _require_subject(submission, version.subject)
+    content = _Content(parts.subject, parts.text, parts.html, template.id, parts.engine)
+    return content, submission
 
 
 def _require_subject(submission: Submission, subject: str | None) -> None:
@@ -301,7 +299,9 @@ async def check(
     await _check_personal_senders(
         session, principal=principal, submission=submission, domain=domain, policy=policy
     )
-    content = await _resolve_content(session, principal=principal, submission=submission)
+    content, submission = await _resolve_content(
+        session, principal=principal, submission=submission
+    )
     batch_status = await _batch_status(session, principal=principal, submission=submission)
     await check_groups(session, account_id=principal.account.id, submission=submission)
     _check_send_times(submission, policy)

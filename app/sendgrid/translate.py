@@ -172,6 +172,7 @@ def to_submission(mail: schemas.MailSend) -> Submission:
 def _problems(mail: schemas.MailSend) -> Iterator[ErrorItem]:
     """Every rule of SendGrid's that the request breaks."""
     yield from _personalization_problems(mail.personalizations)
+    yield from _dynamic_template_problems(mail)
     yield from _content_problems(mail)
     yield from _header_problems(mail.headers, "headers")
     yield from _category_problems(mail.categories)
@@ -218,6 +219,19 @@ def _personalization_problems(
         if json_size(personal.custom_args) > MAX_CUSTOM_ARGS_BYTES:
             yield ErrorItem(
                 "The custom_args parameter may not exceed 10,000 bytes.", f"{path}.custom_args"
+            )
+
+
+def _dynamic_template_problems(mail: schemas.MailSend) -> Iterator[ErrorItem]:
+    """SendGrid refuses substitutions beside a dynamic template (tsg_mail_v3.yaml: they
+    "should not be used in combination with a Dynamic Template"), with this error."""
+    if not (mail.template_id or "").startswith("d-"):
+        return
+    for index, personal in enumerate(mail.personalizations):
+        if personal.substitutions:
+            yield ErrorItem(
+                "Substitutions may not be used with dynamic templating",
+                f"personalizations.{index}.substitutions",
             )
 
 
