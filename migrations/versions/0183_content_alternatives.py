@@ -2,7 +2,7 @@
 with the message, in the order given, and sent as further alternatives (issue 13).
 
 Revision ID: 0183
-Revises: 0171
+Revises: 0181
 """
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0183"
-down_revision: str | Sequence[str] | None = "0171"
+down_revision: str | Sequence[str] | None = "0181"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
