@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from app.accounts.cache import KeyCache
+from app.accounts.router import router as keys_router
 from app.asm.router import router as asm_router
 from app.batches.router import router as batches_router
 from app.bounces.router import router as inbound_router
@@ -21,6 +22,7 @@ from app.core.signals import Listener
 from app.dev.embedded_redis import redis_url_for, release_redis
 from app.domains.cache import sending_domains
 from app.domains.router import router as domains_router
+from app.domains.sendgrid import router as sg_domains_router
 from app.events.router import router as events_router
 from app.events.waiting import LongPolls
 from app.fastpath import FastPath
@@ -106,4 +108,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(templates_router)
     app.include_router(inbound_router)
     app.include_router(domains_router)
+    app.include_router(sg_domains_router)
+    app.include_router(keys_router)
     return app
