@@ -40,6 +40,7 @@ from app.stats.router import router as stats_router
 from app.suppressions.router import router as suppressions_router
 from app.templates.router import router as templates_router
 from app.webhooks.router import router as webhooks_router
+from app.webhooks.sendgrid_router import router as sg_webhooks_router
 
 API_VERSION = "0.1.0"
 
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(messages_router)
     app.include_router(events_router)
     app.include_router(webhooks_router)
+    app.include_router(sg_webhooks_router)
     app.include_router(stats_router)
     app.include_router(suppressions_router)
     app.include_router(asm_router)

@@ -16,6 +16,7 @@ class Scope(StrEnum):
     SUPPRESSION_DELETE = "suppression.delete"
     WEBHOOKS_READ = "user.webhooks.event.settings.read"
     WEBHOOKS_UPDATE = "user.webhooks.event.settings.update"
+    WEBHOOKS_TEST = "user.webhooks.event.test.create"
     MAIL_BATCH_CREATE = "mail.batch.create"
     MAIL_BATCH_READ = "mail.batch.read"
     MAIL_BATCH_UPDATE = "mail.batch.update"
