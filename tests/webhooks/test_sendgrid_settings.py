@@ -13,11 +13,12 @@ from python_http_client.exceptions import BadRequestsError, NotFoundError
 from sendgrid import SendGridAPIClient
 from sendgrid.helpers.eventwebhook import EventWebhook
 from sendgrid.helpers.eventwebhook.eventwebhook_header import EventWebhookHeader
-from sendgrid.helpers.mail import CustomArg, Mail, Personalization, To
+from sendgrid.helpers.mail import Asm, CustomArg, GroupId, Mail, Personalization, To
 
 from app.webhooks.dispatcher import Dispatcher
 from tests.fakes.mx import ScriptedMX
 from tests.fakes.webhooks import ReceivedRequest, WebhookReceiver
+from tests.sendgrid.test_client import parse
 from tests.support import ApiServer, Sender
 from tests.test_end_to_end import Deliver
 from tests.webhooks.conftest import drain_until, hook_url
@@ -130,6 +131,11 @@ async def test_signed_deliveries_verify_with_sendgrids_helper(
         personalization.add_custom_arg(CustomArg("order", order))
         mail.add_personalization(personalization)
     mail.custom_arg = [CustomArg("shop", "north"), CustomArg("order", "message-level")]
+    sg = SendGridAPIClient(sender.key, host=api.url)
+    group = await call(
+        sg.client.asm.groups.post, request_body={"name": "Orders", "description": "d"}
+    )
+    mail.asm = Asm(GroupId(group["id"]))
     client = SendGridAPIClient(sender.key, host=api.url)
     assert (await asyncio.to_thread(client.send, mail)).status_code == 202
     await deliver()
@@ -142,10 +148,19 @@ async def test_signed_deliveries_verify_with_sendgrids_helper(
         tampered = ReceivedRequest(request.path, request.headers, request.body + b" ", 200)
         assert not verified(tampered, public_key)
         items.extend(request.json())
-    assert {(i["event"], i["email"]) for i in items} >= {
-        ("processed", "ann@example.test"),
-        ("delivered", "ben@example.test"),
+    assert {(i["event"], i["email"]) for i in items} == {
+        (event, email)
+        for event in ("processed", "delivered")
+        for email in ("ann@example.test", "ben@example.test")
     }
+    # Each copy's own Message-ID and its personalization's custom_args over the message's.
+    message_ids = {rcpt: parse(m.data)["Message-ID"] for m in mx.messages for rcpt in m.rcpt_tos}
+    assert len(set(message_ids.values())) == 2
+    for item in items:
+        assert item["smtp-id"] == message_ids[item["email"]]
+        assert item["shop"] == "north"
+        assert item["order"] == {"ann@example.test": "1", "ben@example.test": "2"}[item["email"]]
+        assert item["asm_group_id"] == group["id"]
 
     off = await call(event.settings.signed._(created["id"]).patch, request_body={"enabled": False})
     assert off == {"id": created["id"], "public_key": ""}
