@@ -131,7 +131,7 @@ async def sg_create_key(
 async def sg_list_keys(
     principal: KeysReader,
     session: SessionDep,
-    limit: Annotated[int | None, Query(ge=1)] = None,
+    limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
 ) -> SgKeyList:
     """The account's active keys, by id and name."""
     found = await accounts.list_active_keys(session, account_id=principal.account.id, limit=limit)

@@ -35,6 +35,7 @@ DomainsCreator = Annotated[Principal, Depends(require(Scope.DOMAINS_CREATE))]
 DomainsDeleter = Annotated[Principal, Depends(require(Scope.DOMAINS_DELETE))]
 
 LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")  # RFC 1035 §2.3.1, lower-cased
+MAX_NAME = 253
 SELECTOR = re.compile(r"^[a-z0-9]{3}$")  # SendGrid: "three letters or numbers"
 # SendGrid's names for our checks (app.domains.checks kinds) in manual security.
 RECORD_KEYS = {
@@ -185,17 +186,32 @@ async def _announce(queue: Queue, account_id: str) -> None:
     await signals.announce(await queue.pool(), signals.DOMAINS, account_id)
 
 
-def _checked(body: SgDomainCreate) -> tuple[str, str | None]:
-    """The bounce label and DKIM selector asked for; 400 when they are no DNS labels."""
+def _domain_name(name: str, bounce_label: str) -> str:
+    """The domain in A-label form; 400 unless it is a host name of two labels or more whose
+    bounce domain stays within DNS's 253 characters (RFC 1035 §2.3.4)."""
+    try:
+        ascii_name = service.normalize_domain_name(name)
+    except ValueError as exc:
+        raise BadRequest(f"{name!r} is not a valid domain", "domain") from exc
+    labels = ascii_name.split(".")
+    too_long = len(ascii_name) + len(bounce_label) + 1 > MAX_NAME
+    if len(labels) < 2 or too_long or not all(LABEL.match(label) for label in labels):
+        raise BadRequest(f"{name!r} is not a valid domain", "domain")
+    return ascii_name
+
+
+def _checked(body: SgDomainCreate) -> tuple[str, str, str | None]:
+    """The domain, bounce label and DKIM selector asked for; 400 when they are no DNS names."""
     label = (body.subdomain or service.BOUNCE_LABEL).lower()
     if not LABEL.match(label):
         raise BadRequest("subdomain must be one DNS label (letters, digits, hyphens)", "subdomain")
+    name = _domain_name(body.domain, label)
     selector = body.custom_dkim_selector
     if selector is not None and not SELECTOR.match(selector.lower()):
         raise BadRequest(
             "custom_dkim_selector must be three letters or numbers", "custom_dkim_selector"
         )
-    return label, selector.lower() if selector else None
+    return name, label, selector.lower() if selector else None
 
 
 @router.post(
@@ -212,20 +228,18 @@ async def sg_create_domain(
     queue: QueueDep,
 ) -> SgDomain:
     """Add a sending domain with a new DKIM key; the answer lists the records to publish."""
-    label, selector = _checked(body)
+    name, label, selector = _checked(body)
     try:
         domain = await service.add_domain(
             session,
             account=principal.account,
-            name=body.domain,
+            name=name,
             secret_key=settings.secret_key_bytes(),
             bounce_label=label,
             selector=selector,
         )
     except service.DomainExistsError as exc:
         raise BadRequest(f"{exc} is already an authenticated domain", "domain") from exc
-    except UnicodeError as exc:
-        raise BadRequest(f"{body.domain!r} is not a valid domain", "domain") from exc
     view = _view(domain, principal, settings)
     await session.commit()
     await _announce(queue, principal.account.id)
@@ -239,8 +253,8 @@ async def sg_list_domains(
     principal: DomainsReader,
     session: SessionDep,
     settings: SettingsDep,
-    limit: Annotated[int | None, Query(ge=0)] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int | None, Query(ge=0, le=10000)] = None,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     domain: Annotated[str | None, Query(description="Only domains containing this.")] = None,
 ) -> list[SgDomain]:
     """The account's domains by name, `offset` and `limit` paging as SendGrid's."""

@@ -98,6 +98,9 @@ async def test_a_domain_twice_or_badly_named_is_refused(api: ApiServer, sender: 
         await call(domains.post, request_body={"domain": "x.test", "subdomain": "a.b"})
     with pytest.raises(BadRequestsError):
         await call(domains.post, request_body={"domain": "x.test", "custom_dkim_selector": "long"})
+    for bad in ("localhost", "a..test", "-a.test", "a." + "b" * 64 + ".test", "x" * 250 + ".test"):
+        with pytest.raises(BadRequestsError):
+            await call(domains.post, request_body={"domain": bad})
 
 
 async def test_paging_scopes_and_other_accounts(
