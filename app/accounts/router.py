@@ -97,7 +97,7 @@ async def _key(session: AsyncSession, principal: Principal, key_id: str) -> ApiK
 async def _changed(session: AsyncSession, queue: Queue, api_key: ApiKey) -> None:
     """Commit a key's change, then make every process read it again."""
     await session.commit()
-    await signals.announce(await queue.pool(), signals.KEY, api_key.prefix)
+    await signals.announce_via(queue.pool, signals.KEY, api_key.prefix)
 
 
 async def _revoke(session: AsyncSession, queue: Queue, principal: Principal, key_id: str) -> None:

@@ -183,7 +183,7 @@ async def _domain(session: AsyncSession, principal: Principal, domain_id: str) -
 
 async def _announce(queue: Queue, account_id: str) -> None:
     """Every process reads the account's sending domains again."""
-    await signals.announce(await queue.pool(), signals.DOMAINS, account_id)
+    await signals.announce_via(queue.pool, signals.DOMAINS, account_id)
 
 
 def _domain_name(name: str, bounce_label: str) -> str:
