@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from sendgrid import SendGridAPIClient
 
+from app.accounts import service as accounts
 from app.accounts.scopes import Scope
 from app.core import signals
 from app.core.db import Database
@@ -199,3 +200,19 @@ async def test_native_keys(client: httpx.AsyncClient, sender: Sender) -> None:
     assert (await client.delete(f"/v1/keys/{key['id']}", headers=headers)).status_code == 204
     assert (await client.get("/v1/keys", headers=mine)).status_code == 401
     assert (await client.get(f"/v1/keys/{key['id']}", headers=headers)).status_code == 404
+
+
+async def test_an_account_has_at_most_100_keys(
+    api: ApiServer, sender: Sender, db: Database
+) -> None:
+    for _ in range(accounts.MAX_KEYS - 1):  # the sender's key is the first
+        await make_key(db, account=sender.account_name, scopes=["mail.send"])
+    sg = client_for(api, sender.key)
+    with pytest.raises(ForbiddenError) as refused:
+        await call(sg.client.api_keys.post, request_body={"name": "one too many"})
+    assert (
+        "maximum number of API keys (100)" in json.loads(refused.value.body)["errors"][0]["message"]
+    )
+    last = body(await call(sg.client.api_keys.get, query_params={"limit": 1000}))["result"][-1]
+    await call(sg.client.api_keys._(last["api_key_id"]).delete)  # a revoked key does not count
+    assert (await call(sg.client.api_keys.post, request_body={"name": "room"})).status_code == 201
