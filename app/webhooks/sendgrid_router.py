@@ -39,6 +39,7 @@ from app.webhooks.sendgrid_schemas import (
     SgWebhookRequest,
     event_types_of,
     flags_of,
+    unset_webhook,
 )
 
 router = APIRouter(tags=["webhooks"], route_class=StrictJsonRoute)
@@ -154,10 +155,12 @@ async def sg_create_webhook(
     return SgWebhook.of(webhook)
 
 
-@router.get(SETTINGS, response_model=SgWebhook, responses=errors(401, 403, 404))
+@router.get(SETTINGS, response_model=SgWebhook, responses=errors(401, 403))
 async def sg_get_oldest(principal: WebhooksReader, session: SessionDep) -> SgWebhook:
-    """The oldest event webhook (SendGrid's single-webhook form)."""
-    return SgWebhook.of(await _endpoint(session, principal, None))
+    """The oldest event webhook (SendGrid's single-webhook form); a disabled one without URL
+    while there is none, so that a script reading before setting works as with SendGrid."""
+    found = await _endpoints(session, principal)
+    return SgWebhook.of(found[0]) if found else unset_webhook()
 
 
 @router.patch(SETTINGS, response_model=SgWebhook, responses=errors(400, 401, 403))

@@ -102,8 +102,8 @@ class SgWebhook(BaseModel):
     click: bool
     dropped: bool
     public_key: str | None = None
-    created_date: datetime
-    updated_date: datetime
+    created_date: datetime | None
+    updated_date: datetime | None
 
     @classmethod
     def of(cls, webhook: Webhook) -> SgWebhook:
@@ -118,6 +118,20 @@ class SgWebhook(BaseModel):
             updated_date=webhook.updated_at,
             **flags_of(webhook),
         )
+
+
+def unset_webhook() -> SgWebhook:
+    """What the single-webhook form shows before any endpoint exists: disabled, no URL, no
+    event (as SendGrid's settings read before they were ever set)."""
+    return SgWebhook(
+        id="",
+        enabled=False,
+        url="",
+        friendly_name=None,
+        created_date=None,
+        updated_date=None,
+        **dict.fromkeys(FLAGS, False),
+    )
 
 
 class SgWebhookList(BaseModel):

@@ -97,7 +97,10 @@ async def test_the_single_webhook_form_creates_on_first_patch(
     api: ApiServer, sender: Sender, receiver: WebhookReceiver
 ) -> None:
     event = settings_api(api, sender)
+    unset = await call(event.settings.get)
+    assert (unset["enabled"], unset["url"], unset["delivered"]) == (False, "", False)
     created = await call(event.settings.patch, request_body={"url": hook_url(receiver), **SETTINGS})
+    assert (await call(event.settings.get))["id"] == created["id"]
     again = await call(event.settings.patch, request_body={"url": hook_url(receiver), "open": True})
     assert again["id"] == created["id"]
     assert again["open"] is True
