@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from app.accounts.cache import KeyCache
+from app.accounts.router import router as keys_router
 from app.asm.router import router as asm_router
 from app.batches.router import router as batches_router
 from app.bounces.router import router as inbound_router
@@ -21,6 +22,7 @@ from app.core.signals import Listener
 from app.dev.embedded_redis import redis_url_for, release_redis
 from app.domains.cache import sending_domains
 from app.domains.router import router as domains_router
+from app.domains.sendgrid import router as sg_domains_router
 from app.events.router import router as events_router
 from app.events.waiting import LongPolls
 from app.fastpath import FastPath
@@ -35,10 +37,12 @@ from app.sendgrid.router import mail_send
 from app.sendgrid.router import router as sendgrid_router
 from app.sendgrid.schemas import MailSend
 from app.stats.router import router as stats_router
+from app.stats.segments import router as stats_segments_router
 from app.suppressions.router import router as suppressions_router
 from app.templates.router import router as templates_router
 from app.templates.sendgrid_router import router as sendgrid_templates_router
 from app.webhooks.router import router as webhooks_router
+from app.webhooks.sendgrid_router import router as sg_webhooks_router
 
 API_VERSION = "0.1.0"
 
@@ -100,7 +104,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(messages_router)
     app.include_router(events_router)
     app.include_router(webhooks_router)
+    app.include_router(sg_webhooks_router)
     app.include_router(stats_router)
+    app.include_router(stats_segments_router)  # before suppressions: see its docstring
     app.include_router(suppressions_router)
     app.include_router(asm_router)
     app.include_router(sendgrid_router)
@@ -109,4 +115,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sendgrid_templates_router)
     app.include_router(inbound_router)
     app.include_router(domains_router)
+    app.include_router(sg_domains_router)
+    app.include_router(keys_router)
     return app

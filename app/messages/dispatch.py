@@ -361,12 +361,19 @@ def _addresses(rows: Sequence[dict[str, Any]]) -> tuple[Address, ...]:
     return tuple(Address(email=row["email"], name=row.get("name")) for row in rows)
 
 
+def first_sent(accepted: datetime, send_at: datetime | None) -> datetime:
+    """The Date of a message: when it is first sent. A scheduled message leaves at its send_at
+    (a time past means at once), so the Date is fixed, identical on every retry (RFC 5322
+    §3.6.1: the time the message was ready to enter the transport system)."""
+    return max(accepted, send_at) if send_at is not None else accepted
+
+
 def content_of(loaded: LoadedMessage) -> MessageContent:
     """The renderable content of a stored message."""
     message = loaded.message
     return MessageContent(
         message_id=message.message_id_header,
-        date=message.created_at,
+        date=first_sent(message.created_at, message.send_at),
         sender=Address(email=message.from_email, name=message.from_name),
         subject=message.subject,
         to=_addresses(message.to_header),
@@ -374,6 +381,7 @@ def content_of(loaded: LoadedMessage) -> MessageContent:
         reply_to=_addresses(message.reply_to),
         text=message.text,
         html=message.html,
+        alternatives=tuple((kind, value) for kind, value in message.alternatives or ()),
         headers=tuple((name, value) for name, value in message.headers),
         attachments=tuple(
             Attachment(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import email.policy
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.parser import BytesHeaderParser
 from typing import Any
 
@@ -263,6 +263,7 @@ def _check_send_times(submission: Submission, policy: AcceptPolicy) -> None:
 def content_size(content: _Content, submission: Submission) -> int:
     """Bytes the message will carry, before transfer encoding."""
     bodies = len((content.text or "").encode()) + len((content.html or "").encode())
+    bodies += sum(len(value.encode()) for _, value in submission.alternatives)
     headers = sum(len(name) + len(value) for name, value in submission.headers.items())
     files = sum(len(file.data) for file in submission.attachments)
     return bodies + headers + len(content.subject.encode()) + files
@@ -414,6 +415,7 @@ def _message_row(
         subject=content.subject,
         text=content.text,
         html=content.html,
+        alternatives=[[kind, value] for kind, value in submission.alternatives] or None,
         headers=[[name, value] for name, value in submission.headers.items()],
         categories=list(submission.categories),
         custom_args=submission.custom_args,
@@ -426,10 +428,17 @@ def _message_row(
         template_data=submission.template_data,
         sections=submission.sections,
         batch_id=submission.batch_id,
-        send_at=submission.send_at,
+        send_at=submission.send_at or _shared_send_at(submission),
         asm_group_id=submission.asm_group_id,
         settings=submission.settings,
     )
+
+
+def _shared_send_at(submission: Submission) -> datetime | None:
+    """The send_at every personalisation gives alike, if they all give one: the message is
+    then first sent at that time, and its Date says so (see dispatch.first_sent)."""
+    times = {personal.send_at for personal in submission.personalizations}
+    return times.pop() if len(times) == 1 else None
 
 
 def _columns(message: Message) -> dict[str, Any]:

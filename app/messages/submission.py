@@ -61,6 +61,8 @@ class Submission:
     subject: str | None = None
     text: str | None = None
     html: str | None = None
+    # Content types beside text/plain and text/html: (type, value), in the order given.
+    alternatives: tuple[tuple[str, str], ...] = ()
     reply_to: tuple[EmailAddress, ...] = ()
     headers: dict[str, str] = field(default_factory=dict)
     attachments: tuple[FileData, ...] = ()
