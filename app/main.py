@@ -36,6 +36,9 @@ from app.sendgrid.schemas import MailSend
 from app.stats.router import router as stats_router
 from app.suppressions.router import router as suppressions_router
 from app.templates.router import router as templates_router
+from app.tracking.router import FAST_ROUTES as TRACKING_ROUTES
+from app.tracking.router import router as tracking_router
+from app.tracking.settings_router import router as tracking_settings_router
 from app.webhooks.router import router as webhooks_router
 
 API_VERSION = "0.1.0"
@@ -87,7 +90,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # Innermost: the send routes still get the body limit and the rate-limit headers.
     app.add_middleware(
-        FastPath, routes={("POST", "/v1/send"): send, ("POST", "/v3/mail/send"): mail_send}
+        FastPath,
+        routes={("POST", "/v1/send"): send, ("POST", "/v3/mail/send"): mail_send},
+        prefixes=TRACKING_ROUTES,
     )
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(BodySizeLimit, max_bytes=body_limit_for(settings.max_message_size))
@@ -104,4 +109,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(templates_router)
     app.include_router(inbound_router)
     app.include_router(domains_router)
+    app.include_router(tracking_router)
+    app.include_router(tracking_settings_router)
     return app

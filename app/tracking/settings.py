@@ -4,9 +4,13 @@ defaults (everything off) when the account never changed them."""
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
+from sqlalchemy import update as sa_update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core import clock
 from app.tracking.models import TrackingSettings
 
 
@@ -48,3 +52,23 @@ DEFAULTS = TrackingSettingsView()
 async def effective_settings(session: AsyncSession, account_id: str) -> TrackingSettingsView:
     """The account's tracking settings: one primary-key read."""
     return TrackingSettingsView.of(await session.get(TrackingSettings, account_id))
+
+
+async def update(
+    session: AsyncSession, *, account_id: str, changes: dict[str, Any]
+) -> TrackingSettingsView:
+    """Change some settings (column name → value); the row is made on first change."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    # Two concurrent first PATCHes: one inserts, both update (no unique-key error).
+    await session.execute(
+        insert(TrackingSettings).values(account_id=account_id).on_conflict_do_nothing()
+    )
+    if changes:
+        await session.execute(
+            sa_update(TrackingSettings)
+            .where(TrackingSettings.account_id == account_id)
+            .values(**changes, updated_at=clock.now())
+        )
+    row = await session.get(TrackingSettings, account_id, populate_existing=True)
+    return TrackingSettingsView.of(row)
