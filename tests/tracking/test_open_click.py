@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from app.tracking.router import PIXEL
-from app.tracking.tokens import Kind, Token
+from app.tracking.tokens import Kind, Token, link
 from tests.conftest import SECRET_KEY
 from tests.stats.test_stats import stats, today
 from tests.support import Sender
@@ -121,8 +121,6 @@ async def test_a_tampered_click_token_is_404_and_never_a_redirect(
 async def test_forged_truncated_and_misplaced_tokens_are_404(
     client: httpx.AsyncClient, sender: Sender, deliver_to: DeliverTo, token_path: Tokens
 ) -> None:
-    from app.tracking.tokens import link
-
     [alice] = await deliver_to("alice@example.test")
     forged = link(
         "",
