@@ -16,6 +16,7 @@ from app.tracking.tokens import Kind, Token, TrackedRecipient, link, seal
 from tests.fakes.mx import ScriptedMX
 from tests.support import Sender
 from tests.test_end_to_end import send
+from tests.webhooks.conftest import dispatcher, receiver  # noqa: F401 (fixtures used here)
 
 
 @dataclass(frozen=True)
