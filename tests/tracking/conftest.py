@@ -13,6 +13,7 @@ from app.asm.models import UnsubscribeGroup
 from app.core.config import Settings
 from app.core.db import Database
 from app.tracking.tokens import Kind, Token, TrackedRecipient, link, seal
+from tests.bounces.conftest import inbound  # noqa: F401 (a fixture used here)
 from tests.fakes.mx import ScriptedMX
 from tests.support import Sender
 from tests.test_end_to_end import send
