@@ -36,6 +36,7 @@ from app.sendgrid.schemas import MailSend
 from app.stats.router import router as stats_router
 from app.suppressions.router import router as suppressions_router
 from app.templates.router import router as templates_router
+from app.tracking.committer import TrackingCommitter
 from app.tracking.router import FAST_ROUTES as TRACKING_ROUTES
 from app.tracking.router import router as tracking_router
 from app.tracking.settings_router import router as tracking_settings_router
@@ -63,6 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # One transaction at a time gathers the most sends per transaction (measured with
         # bench/send.py on PostgreSQL: 1 beat 2 and 4); SQLite takes one writer at a time anyway.
         app.state.committer = SendCommitter(app.state.db, app.state.queue, concurrency=1)
+        # Opens, clicks and one-click unsubscribes arriving together share a transaction.
+        app.state.tracking_committer = TrackingCommitter(app.state.db)
         app.state.long_polls = LongPolls(
             per_process=settings.long_poll_max, per_key=settings.long_poll_max_per_key
         )
@@ -77,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await invalidations.stop()
             await app.state.keys.close()
             await app.state.committer.close()
+            await app.state.tracking_committer.close()
             await app.state.queue.close()
             await app.state.db.dispose()
             # Before uvicorn re-raises SIGTERM, which ends the process without atexit.

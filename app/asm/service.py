@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.asm.models import GroupSuppression, UnsubscribeGroup
 from app.core import clock
+from app.core.ids import new_id
 from app.suppressions import service as suppressions
 from app.suppressions.models import Suppression, SuppressionType
 
@@ -33,18 +34,26 @@ async def unsubscribe(
     """Opt `email` out of the group, or of every mail of the account without one; idempotent.
     Returns whether it was subscribed until now."""
     key = suppressions.suppression_key(email)
-    if group_id is None:
-        before = await _globally_unsubscribed(session, account_id=account_id, email=key)
-        await suppressions.suppress(
-            session,
-            account_id=account_id,
-            email=key,
-            type=SuppressionType.UNSUBSCRIBE,
-            reason=reason or "Unsubscribed Address",
-        )
-        return not before
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    if group_id is None:
+        # One atomic INSERT … RETURNING, not a read then a write: two concurrent requests
+        # must not both find the address subscribed (each would record an unsubscribe).
+        added = (
+            insert(Suppression)
+            .values(
+                id=new_id(),
+                account_id=account_id,
+                email=key,
+                type=SuppressionType.UNSUBSCRIBE.value,
+                reason=reason or "Unsubscribed Address",
+                status="",
+                created_at=clock.now(),
+            )
+            .on_conflict_do_nothing()
+            .returning(Suppression.id)
+        )
+        return (await session.execute(added)).first() is not None
     statement = (
         insert(GroupSuppression)
         .values(group_id=group_id, email=key, account_id=account_id, created_at=clock.now())

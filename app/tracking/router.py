@@ -24,8 +24,9 @@ from app.core.errors import BadRequest, NotFound
 from app.openapi import errors
 from app.routing import StrictJsonRoute
 from app.tracking import service
+from app.tracking.committer import TrackingCommitter
+from app.tracking.hits import Hit, Visitor, target_group
 from app.tracking.page import HEADERS, PageView, render
-from app.tracking.service import Visitor
 from app.tracking.settings import effective_settings
 from app.tracking.tokens import (
     CLICK_PATH,
@@ -47,6 +48,7 @@ PIXEL = (
 )
 NO_STORE = {"Cache-Control": "no-store, max-age=0", "Pragma": "no-cache"}
 MAX_FORM = 16 * 1024  # one-click and page forms are a few bytes
+OPEN_KIND, CLICK_KIND = frozenset({Kind.OPEN}), frozenset({Kind.CLICK})
 UNSUBSCRIBE_KINDS = frozenset({Kind.UNSUBSCRIBE, Kind.GLOBAL_UNSUBSCRIBE, Kind.PREFERENCES})
 TOKEN_PARAMETER = {
     "parameters": [{"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}]
@@ -106,6 +108,11 @@ def _database(request: Request) -> Database:
     return database
 
 
+def _committer(request: Request) -> TrackingCommitter:
+    committer: TrackingCommitter = request.app.state.tracking_committer
+    return committer
+
+
 @router.get(
     OPEN_PATH + "{token}",
     response_class=Response,
@@ -114,10 +121,8 @@ def _database(request: Request) -> Database:
 )
 async def open_pixel(request: Request) -> Response:
     """The open-tracking image: records an `opened` event, answers a 1×1 transparent GIF."""
-    token = _token(request, frozenset({Kind.OPEN}))
-    async with _database(request).session() as session:
-        if await service.record_engagement(session, token, _visitor(request)):
-            await session.commit()
+    token = _token(request, OPEN_KIND)
+    await _committer(request).submit(Hit(token, _visitor(request)))
     return Response(PIXEL, media_type="image/gif", headers=NO_STORE)
 
 
@@ -140,11 +145,9 @@ def _safe_target(url: str | None) -> str:
 async def click(request: Request) -> Response:
     """A tracked link: records a `clicked` event and redirects (302) to the URL the token
     carries; a token that was forged or altered is 404 (no open redirect)."""
-    token = _token(request, frozenset({Kind.CLICK}))
+    token = _token(request, CLICK_KIND)
     target = _safe_target(token.url)
-    async with _database(request).session() as session:
-        if await service.record_engagement(session, token, _visitor(request)):
-            await session.commit()
+    await _committer(request).submit(Hit(token, _visitor(request)))
     return RedirectResponse(target, status_code=302, headers=NO_STORE)
 
 
@@ -194,9 +197,7 @@ async def unsubscribe(request: Request) -> Response:
     form = await _form(request)
     visitor = _visitor(request)
     if is_one_click(form):
-        async with _database(request).session() as session:
-            if await service.one_click(session, token, visitor):
-                await session.commit()
+        await _committer(request).submit(Hit(token, visitor))
         return HTMLResponse(_DONE, headers=HEADERS)
     async with _database(request).session() as session:
         notice = await _act(session, token, form, visitor)
@@ -229,7 +230,7 @@ async def _view(session: AsyncSession, token: Token, notice: str) -> PageView:
     settings = await effective_settings(session, token.recipient.account_id)
     display = await service.page_display(session, token)
     groups = await service.page_groups(session, token, display=display)
-    target = service.target_group(token)
+    target = target_group(token)
     group = next((g for g in groups if g.id == target), None) if target is not None else None
     return PageView(
         email=token.recipient.email,
@@ -246,7 +247,6 @@ async def _act(
 ) -> str:
     """Carry out the page's form; returns the notice to show."""
     action = (form.get("action") or [""])[0]
-    facts = await service.recipient_facts(session, token)
 
     async def change(group_id: int | None, subscribed: bool) -> None:
         await service.set_subscription(
@@ -256,10 +256,9 @@ async def _act(
             subscribed=subscribed,
             source="page",
             visitor=visitor,
-            facts=facts,
         )
 
-    target = service.target_group(token)
+    target = target_group(token)
     if action in ("unsubscribe", "resubscribe"):
         await change(target, action == "resubscribe")
     elif action in ("unsubscribe_all", "resubscribe_all"):
