@@ -94,12 +94,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # Innermost: the send routes still get the body limit and the rate-limit headers.
     app.add_middleware(
-        FastPath,
-        routes={("POST", "/v1/send"): send, ("POST", "/v3/mail/send"): mail_send},
-        prefixes=TRACKING_ROUTES,
+        FastPath, routes={("POST", "/v1/send"): send, ("POST", "/v3/mail/send"): mail_send}
     )
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(BodySizeLimit, max_bytes=body_limit_for(settings.max_message_size))
+    # Outermost: the public tracking links carry no key (no rate-limit headers) and cap
+    # their own small bodies, so they skip both.
+    app.add_middleware(FastPath, routes={}, prefixes=TRACKING_ROUTES)
     install_error_handlers(app)
     install_openapi(app, extra_models=[MailSend, SendRequest])
     app.include_router(health_router)

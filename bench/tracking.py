@@ -33,6 +33,7 @@ from app.core.db import Database
 from app.events.models import Event
 from app.tracking.tokens import Kind, Token, TrackedRecipient, link
 from bench.delivery import STACK_ENV
+from bench.procs import Profile, write_summary
 from bench.send import bare_api
 from bench.stack import ROOT, Stack, running_stack
 from bench.wrk import Result, run_wrk
@@ -155,7 +156,11 @@ async def columba_results(
         results = {}
         for name, url in urls.items():
             lua = script(scratch, name, post=name == "unsubscribe")
+            profile = Profile(stack.api_pid, scratch / f"{name}.raw.txt") if args.profile else None
             results[name] = await asyncio.to_thread(measure, name, url, lua, seconds)
+            if profile is not None and (raw := profile.stop()) is not None:
+                summary, _ = write_summary(raw, f"API process, {name}")
+                print(f"profile: {summary}")
         return results, await events_recorded(stack)
 
 
@@ -199,6 +204,7 @@ async def main(argv: list[str] | None = None) -> int:
         "--postgres", default="postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
     )
     parser.add_argument("--redis", help="Redis URL (default: an embedded one)")
+    parser.add_argument("--profile", action="store_true", help="py-spy the API process")
     args = parser.parse_args(argv)
     seconds = 3 if args.quick else args.seconds
     scratch = Path(tempfile.mkdtemp(prefix="columba-tracking-"))

@@ -48,6 +48,7 @@ PIXEL = (
 )
 NO_STORE = {"Cache-Control": "no-store, max-age=0", "Pragma": "no-cache"}
 MAX_FORM = 16 * 1024  # one-click and page forms are a few bytes
+FORM_TOO_LARGE = "the form is too large"
 OPEN_KIND, CLICK_KIND = frozenset({Kind.OPEN}), frozenset({Kind.CLICK})
 UNSUBSCRIBE_KINDS = frozenset({Kind.UNSUBSCRIBE, Kind.GLOBAL_UNSUBSCRIBE, Kind.PREFERENCES})
 TOKEN_PARAMETER = {
@@ -148,19 +149,34 @@ async def click(request: Request) -> Response:
     token = _token(request, CLICK_KIND)
     target = _safe_target(token.url)
     await _committer(request).submit(Hit(token, _visitor(request)))
+    if target.isascii():  # as it is: Starlette's RedirectResponse would quote it again
+        return Response(status_code=302, headers={"Location": target, **NO_STORE})
     return RedirectResponse(target, status_code=302, headers=NO_STORE)
 
 
 async def _form(request: Request) -> dict[str, list[str]]:
     """The POSTed form: application/x-www-form-urlencoded or multipart/form-data (RFC 8058
     §3.2 allows both)."""
-    body = await request.body()
-    if len(body) > MAX_FORM:
-        raise BadRequest("the form is too large", "body")
+    body = await _capped_body(request)
     content_type = request.headers.get("content-type", "")
     if content_type.lower().startswith("multipart/form-data"):
         return _multipart(content_type, body)
     return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+
+
+async def _capped_body(request: Request) -> bytes:
+    """The body, refused (400) past MAX_FORM as it streams in: these routes are served
+    before the app's body size limit (app.main)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_FORM:
+        raise BadRequest(FORM_TOO_LARGE, "body")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_FORM:
+            raise BadRequest(FORM_TOO_LARGE, "body")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _multipart(content_type: str, body: bytes) -> dict[str, list[str]]:

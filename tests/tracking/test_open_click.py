@@ -102,6 +102,15 @@ async def test_a_click_redirects_to_the_url_its_token_carries(
     assert clicked["data"]["unique"] is True
 
 
+async def test_a_link_with_non_ascii_characters_redirects_quoted(
+    client: httpx.AsyncClient, deliver_to: DeliverTo, token_path: Tokens
+) -> None:
+    [alice] = await deliver_to("alice@example.test")
+    response = await client.get(token_path(alice, Kind.CLICK, url="https://shop.example/café"))
+    assert response.status_code == 302
+    assert response.headers["location"] == "https://shop.example/caf%C3%A9"
+
+
 @pytest.mark.parametrize("position", [0, 5, 20, 40, -1])
 async def test_a_tampered_click_token_is_404_and_never_a_redirect(
     client: httpx.AsyncClient,

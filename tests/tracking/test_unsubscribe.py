@@ -3,7 +3,7 @@ its forms, with real tokens of real delivered recipients."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
 import httpx
@@ -277,3 +277,19 @@ async def test_one_click_works_after_the_message_is_gone(
     travel(timedelta(minutes=1))
     assert (await client.get(token_path(alice, Kind.OPEN))).status_code == 200
     assert await feed(client, sender, "opened") == []
+
+
+async def test_a_form_over_16_kib_is_refused_without_effect(
+    client: httpx.AsyncClient, sender: Sender, deliver_to: DeliverTo, token_path: Tokens
+) -> None:
+    [alice] = await deliver_to("alice@example.test")
+    body = ONE_CLICK_BODY + b"&padding=" + b"x" * 17_000
+    path = token_path(alice, Kind.UNSUBSCRIBE)
+
+    async def streamed() -> AsyncIterator[bytes]:  # no Content-Length: counted as it comes
+        yield body
+
+    for content in (body, streamed()):
+        response = await client.post(path, content=content, headers=ONE_CLICK)
+        assert response.status_code == 400
+    assert await feed(client, sender, "unsubscribed") == []
