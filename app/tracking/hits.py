@@ -36,6 +36,11 @@ from app.tracking.tokens import Kind, Token, TrackedRecipient
 OPEN, CLICK = "open", "click"
 MAX_USER_AGENT = 1024  # stored in every event: a client may send any length
 GLOBAL_REASON = "Unsubscribed Address"  # SendGrid's reason for the global list
+# Core tables, one statement run with many parameter sets: SQLAlchemy compiles it once per
+# process ("insertmanyvalues"), where a multi-row VALUES would be compiled for every batch size.
+_SUPPRESSIONS: Table = Suppression.__table__  # type: ignore[assignment]
+_GROUP_SUPPRESSIONS: Table = GroupSuppression.__table__  # type: ignore[assignment]
+_ENGAGEMENTS: Table = Engagement.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,12 +131,11 @@ async def first_engagements(session: AsyncSession, keys: Sequence[tuple[str, str
     now = clock.now()
     rows = [{"recipient_id": r, "kind": k, "created_at": now} for r, k in dict.fromkeys(keys)]
     statement = (
-        _insert(session)(Engagement)
-        .values(rows)
+        _insert(session)(_ENGAGEMENTS)
         .on_conflict_do_nothing()
-        .returning(Engagement.recipient_id, Engagement.kind)
+        .returning(_ENGAGEMENTS.c.recipient_id, _ENGAGEMENTS.c.kind)
     )
-    return {(row[0], row[1]) for row in await session.execute(statement)}
+    return {(row[0], row[1]) for row in await session.execute(statement, rows)}
 
 
 async def opt_out_globally(session: AsyncSession, keys: Sequence[tuple[str, str]]) -> set[Any]:
@@ -146,11 +150,10 @@ async def opt_out_globally(session: AsyncSession, keys: Sequence[tuple[str, str]
     ]  # fmt: skip
     statement = (
         _insert(session)(_SUPPRESSIONS)
-        .values(rows)
         .on_conflict_do_nothing()
         .returning(_SUPPRESSIONS.c.account_id, _SUPPRESSIONS.c.email)
     )
-    return {(row[0], row[1]) for row in await session.execute(statement)}
+    return {(row[0], row[1]) for row in await session.execute(statement, rows)}
 
 
 async def opt_out_of_groups(
@@ -164,16 +167,13 @@ async def opt_out_of_groups(
         {"account_id": account, "group_id": group, "email": email, "created_at": now}
         for account, group, email in dict.fromkeys(keys)
     ]
+    table = _GROUP_SUPPRESSIONS.c
     statement = (
-        _insert(session)(GroupSuppression)
-        .values(rows)
+        _insert(session)(_GROUP_SUPPRESSIONS)
         .on_conflict_do_nothing()
-        .returning(GroupSuppression.account_id, GroupSuppression.group_id, GroupSuppression.email)
+        .returning(table.account_id, table.group_id, table.email)
     )
-    return {(row[0], row[1], row[2]) for row in await session.execute(statement)}
-
-
-_SUPPRESSIONS: Table = Suppression.__table__  # type: ignore[assignment]
+    return {(row[0], row[1], row[2]) for row in await session.execute(statement, rows)}
 
 
 def _kind(hit: Hit) -> str:

@@ -3,6 +3,7 @@ of real delivered recipients."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -202,3 +203,21 @@ async def test_fetches_at_delivery_and_scanners_are_machines(
     assert person["data"]["unique"] is True
     totals = (await stats(client, sender, start=today()))["totals"]
     assert (totals["machine_clicks"], totals["clicks"], totals["unique_clicks"]) == (2, 1, 1)
+
+
+async def test_concurrent_opens_count_one_unique(
+    client: httpx.AsyncClient,
+    sender: Sender,
+    deliver_to: DeliverTo,
+    token_path: Tokens,
+    travel: Callable[[timedelta], None],
+) -> None:
+    [alice] = await deliver_to("alice@example.test")
+    travel(LATER)
+    pixel = token_path(alice, Kind.OPEN)
+    answers = await asyncio.gather(
+        *(client.get(pixel, headers={"User-Agent": BROWSER}) for _ in range(30))
+    )
+    assert all(answer.status_code == 200 for answer in answers)
+    totals = (await stats(client, sender, start=today()))["totals"]
+    assert (totals["opens"], totals["unique_opens"]) == (30, 1)

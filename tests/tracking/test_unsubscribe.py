@@ -3,6 +3,7 @@ its forms, with real tokens of real delivered recipients."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
@@ -293,3 +294,13 @@ async def test_a_form_over_16_kib_is_refused_without_effect(
         response = await client.post(path, content=content, headers=ONE_CLICK)
         assert response.status_code == 400
     assert await feed(client, sender, "unsubscribed") == []
+
+
+async def test_concurrent_one_clicks_record_one_unsubscribe(
+    client: httpx.AsyncClient, sender: Sender, deliver_to: DeliverTo, token_path: Tokens
+) -> None:
+    [alice] = await deliver_to("alice@example.test")
+    path = token_path(alice, Kind.UNSUBSCRIBE)
+    answers = await asyncio.gather(*(one_click(client, path) for _ in range(20)))
+    assert all(answer.status_code == 200 for answer in answers)
+    assert len(await feed(client, sender, "unsubscribed")) == 1
