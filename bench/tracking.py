@@ -6,9 +6,12 @@
 
 PostgreSQL, 1 API process, wrk (C) with 32 connections. The bare baselines are
 bench/bare_app.py's GET /pixel/{token} (a 43-byte GIF) and POST /form/{token} (reads the body),
-under uvicorn with the same worker count. Goal: each ≥ 50% of its baseline's requests/s.
+under uvicorn with the same worker count, running beside Columba for the whole run. On a shared
+machine the load drifts over a minute, so each endpoint and its baseline are measured back to
+back, for several rounds, and the median of the rounds' ratios is reported. Goal: each ≥ 50%
+of its baseline's requests/s.
 
-  python -m bench.tracking [--quick] [--postgres URL] [--seconds N]
+  python -m bench.tracking [--quick] [--rounds N] [--seconds N] [--postgres URL] [--profile]
 
 Figures go to bench/results/tracking-<timestamp>.json.
 """
@@ -19,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -50,16 +54,24 @@ SETTLE_SECONDS = 6
 
 @dataclass(frozen=True)
 class Line:
-    """One endpoint against its baseline."""
+    """One endpoint against its baseline, over the rounds."""
 
     name: str
-    columba: Result
-    bare: Result
+    columba: list[Result]
+    bare: list[Result]
+
+    @property
+    def ratios(self) -> list[float]:
+        """Columba's requests/s over the bare endpoint's, round by round."""
+        return [
+            c.requests_per_second / b.requests_per_second
+            for c, b in zip(self.columba, self.bare, strict=True)
+        ]
 
     @property
     def ratio(self) -> float:
-        """Columba's requests/s over the bare endpoint's."""
-        return self.columba.requests_per_second / self.bare.requests_per_second
+        """The median round's ratio."""
+        return statistics.median(self.ratios)
 
 
 def script(scratch: Path, name: str, *, post: bool) -> Path:
@@ -83,18 +95,6 @@ def measure(name: str, url: str, lua: Path, seconds: float) -> Result:
     if result.errors:
         raise RuntimeError(f"{name}: {result.errors} answers were not 2xx/3xx")
     return result
-
-
-def bare_results(scratch: Path, seconds: float) -> tuple[Result, Result]:
-    """The bare FastAPI GET and form POST, measured first in the same run."""
-    with bare_api(1) as url:
-        get = measure(
-            "bare GET", url + "/pixel/abc", script(scratch, "bare-get", post=False), seconds
-        )
-        post = measure(
-            "bare POST", url + "/form/abc", script(scratch, "bare-post", post=True), seconds
-        )
-    return get, post
 
 
 async def delivered_recipient(stack: Stack) -> TrackedRecipient:
@@ -133,46 +133,72 @@ async def events_recorded(stack: Stack) -> dict[str, int]:
         await database.dispose()
 
 
-async def columba_results(
-    args: argparse.Namespace, scratch: Path, seconds: float
-) -> tuple[dict[str, Result], dict[str, int]]:
-    """Each tracking endpoint of a Columba on PostgreSQL with one API process."""
+async def columba_lines(
+    args: argparse.Namespace, scratch: Path, seconds: float, bare_url: str
+) -> tuple[list[Line], dict[str, int]]:
+    """Each tracking endpoint of a Columba on PostgreSQL with one API process, round after
+    round, each run right after its baseline's."""
     env = STACK_ENV | {"COLUMBA_DB_POOL_SIZE": str(CONNECTIONS)}
     async with running_stack(
         postgres_url=args.postgres, redis_url=args.redis, workers=1, extra_env=env
     ) as stack:
         tracked = await delivered_recipient(stack)
         await asyncio.sleep(SETTLE_SECONDS)
-        key = stack.settings.secret_key_bytes()
-        urls = {
-            "open": link(stack.api_url, Token(Kind.OPEN, tracked), secret_key=key),
-            "click": link(
-                stack.api_url,
-                Token(Kind.CLICK, tracked, "https://shop.example/sale?id=1"),
-                secret_key=key,
-            ),
-            "unsubscribe": link(stack.api_url, Token(Kind.UNSUBSCRIBE, tracked), secret_key=key),
-        }
-        results = {}
-        for name, url in urls.items():
-            lua = script(scratch, name, post=name == "unsubscribe")
-            profile = Profile(stack.api_pid, scratch / f"{name}.raw.txt") if args.profile else None
-            results[name] = await asyncio.to_thread(measure, name, url, lua, seconds)
-            if profile is not None and (raw := profile.stop()) is not None:
-                summary, _ = write_summary(raw, f"API process, {name}")
-                print(f"profile: {summary}")
-        return results, await events_recorded(stack)
+        lines = []
+        for name, url, post in endpoints(stack, tracked):
+            lua = script(scratch, name, post=post)
+            baseline = bare_url + ("/form/abc" if post else "/pixel/abc")
+            bare_lua = script(scratch, f"bare-{name}", post=post)
+            line = Line(ENDPOINTS[name], [], [])
+            for _ in range(args.rounds):
+                line.bare.append(
+                    await asyncio.to_thread(measure, "bare", baseline, bare_lua, seconds)
+                )
+                profile = (
+                    Profile(stack.api_pid, scratch / f"{name}.raw.txt") if args.profile else None
+                )
+                line.columba.append(await asyncio.to_thread(measure, name, url, lua, seconds))
+                if profile is not None and (raw := profile.stop()) is not None:
+                    print(f"profile: {write_summary(raw, f'API process, {name}')[0]}")
+            lines.append(line)
+        return lines, await events_recorded(stack)
+
+
+ENDPOINTS = {
+    "open": "GET /t/o/{token} (open pixel)",
+    "click": "GET /t/c/{token} (click redirect)",
+    "unsubscribe": "POST /u/{token} (one-click, repeated)",
+}
+
+
+def endpoints(stack: Stack, tracked: TrackedRecipient) -> list[tuple[str, str, bool]]:
+    """(name, URL, POST?) of each endpoint, with a real token of the delivered recipient."""
+    key = stack.settings.secret_key_bytes()
+    click = Token(Kind.CLICK, tracked, "https://shop.example/sale?id=1")
+    return [
+        ("open", link(stack.api_url, Token(Kind.OPEN, tracked), secret_key=key), False),
+        ("click", link(stack.api_url, click, secret_key=key), False),
+        (
+            "unsubscribe",
+            link(stack.api_url, Token(Kind.UNSUBSCRIBE, tracked), secret_key=key),
+            True,
+        ),
+    ]
 
 
 def report(lines: list[Line], recorded: dict[str, int], out: Path) -> None:
     """Print the table and save the figures."""
-    print(f"{'endpoint':<34}{'columba req/s':>14}{'bare req/s':>12}{'ratio':>8}  p50 / p99")
+    print(f"{'endpoint':<40}{'columba req/s':>14}{'bare req/s':>12}  ratio (rounds)  p50 / p99")
     for line in lines:
         met = "✓" if line.ratio >= GOAL else "✗"
+        rounds = ", ".join(f"{ratio:.2f}" for ratio in line.ratios)
+        columba = statistics.median(r.requests_per_second for r in line.columba)
+        bare = statistics.median(r.requests_per_second for r in line.bare)
+        p50 = statistics.median(r.p50_ms for r in line.columba)
+        p99 = statistics.median(r.p99_ms for r in line.columba)
         print(
-            f"{line.name:<34}{line.columba.requests_per_second:>14,.0f}"
-            f"{line.bare.requests_per_second:>12,.0f}{line.ratio:>7.2f}{met}"
-            f"  {line.columba.p50_ms:.1f} / {line.columba.p99_ms:.1f} ms"
+            f"{line.name:<40}{columba:>14,.0f}{bare:>12,.0f}  {line.ratio:.2f}{met} ({rounds})"
+            f"  {p50:.1f} / {p99:.1f} ms"
         )
     print(f"events written: {recorded}")
     document = {
@@ -182,8 +208,9 @@ def report(lines: list[Line], recorded: dict[str, int], out: Path) -> None:
             {
                 "name": line.name,
                 "ratio": line.ratio,
-                "columba": asdict(line.columba),
-                "bare": asdict(line.bare),
+                "ratios": line.ratios,
+                "columba": [asdict(r) for r in line.columba],
+                "bare": [asdict(r) for r in line.bare],
             }
             for line in lines
         ],
@@ -199,7 +226,8 @@ async def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="3-second runs: a smoke run")
-    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--seconds", type=float, default=10, help="per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="baseline/Columba pairs")
     parser.add_argument(
         "--postgres", default="postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
     )
@@ -207,14 +235,11 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="py-spy the API process")
     args = parser.parse_args(argv)
     seconds = 3 if args.quick else args.seconds
+    if args.quick:
+        args.rounds = 1
     scratch = Path(tempfile.mkdtemp(prefix="columba-tracking-"))
-    bare_get, bare_post = await asyncio.to_thread(bare_results, scratch, seconds)
-    results, recorded = await columba_results(args, scratch, seconds)
-    lines = [
-        Line("GET /t/o/{token} (open pixel)", results["open"], bare_get),
-        Line("GET /t/c/{token} (click redirect)", results["click"], bare_get),
-        Line("POST /u/{token} (one-click, repeated)", results["unsubscribe"], bare_post),
-    ]
+    with bare_api(1) as bare_url:
+        lines, recorded = await columba_lines(args, scratch, seconds, bare_url)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     report(lines, recorded, RESULTS / f"tracking-{stamp}.json")
