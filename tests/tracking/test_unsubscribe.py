@@ -304,3 +304,24 @@ async def test_concurrent_one_clicks_record_one_unsubscribe(
     answers = await asyncio.gather(*(one_click(client, path) for _ in range(20)))
     assert all(answer.status_code == 200 for answer in answers)
     assert len(await feed(client, sender, "unsubscribed")) == 1
+
+
+async def test_the_preferences_link_offers_every_group_without_groups_to_display(
+    client: httpx.AsyncClient,
+    sender: Sender,
+    deliver_to: DeliverTo,
+    token_path: Tokens,
+    db: Database,
+) -> None:
+    deals = await make_group(db, sender, "Deals")
+    news = await make_group(db, sender, "News")
+    [alice] = await deliver_to("alice@example.test")
+    path = token_path(alice, Kind.PREFERENCES)
+    page = await client.get(path)
+    assert f'name="group" value="{deals}" checked' in page.text
+    assert f'name="group" value="{news}" checked' in page.text
+    await client.post(path, data={"action": "preferences", "group": [deals]})
+    assert await group_members_out(db, news) == ["alice@example.test"]
+    assert await group_members_out(db, deals) == []
+    # The unsubscribe link (no group) offers no checkboxes.
+    assert 'name="group"' not in (await client.get(token_path(alice, Kind.UNSUBSCRIBE))).text
