@@ -25,7 +25,7 @@ import os
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,7 +36,7 @@ from app.accounts.models import Account
 from app.core.db import Database
 from app.events.models import Event
 from app.tracking.tokens import Kind, Token, TrackedRecipient, link
-from bench.delivery import STACK_ENV
+from bench.delivery import STACK_ENV, meter_for
 from bench.procs import Profile, write_summary
 from bench.send import bare_api
 from bench.stack import ROOT, Stack, running_stack
@@ -59,6 +59,7 @@ class Line:
     name: str
     columba: list[Result]
     bare: list[Result]
+    cpu_ms: list[dict[str, float]] = field(default_factory=list)  # per request, per process
 
     @property
     def ratios(self) -> list[float]:
@@ -157,11 +158,25 @@ async def columba_lines(
                 profile = (
                     Profile(stack.api_pid, scratch / f"{name}.raw.txt") if args.profile else None
                 )
-                line.columba.append(await asyncio.to_thread(measure, name, url, lua, seconds))
+                line.columba.append(await measured(stack, line, name, url, lua, seconds))
                 if profile is not None and (raw := profile.stop()) is not None:
                     print(f"profile: {write_summary(raw, f'API process, {name}')[0]}")
             lines.append(line)
         return lines, await events_recorded(stack)
+
+
+async def measured(
+    stack: Stack, line: Line, name: str, url: str, lua: Path, seconds: float
+) -> Result:
+    """One run of an endpoint, with the CPU the API and its PostgreSQL backends spent per
+    request (added to the line)."""
+    meter = meter_for(stack)
+    meter.roots.pop("worker")  # idle here: it delivered the one message before the runs
+    meter.start()
+    result = await asyncio.to_thread(measure, name, url, lua, seconds)
+    used = meter.stop()
+    line.cpu_ms.append({k: 1000 * v / max(result.requests, 1) for k, v in used.items()})
+    return result
 
 
 ENDPOINTS = {
@@ -196,9 +211,11 @@ def report(lines: list[Line], recorded: dict[str, int], out: Path) -> None:
         bare = statistics.median(r.requests_per_second for r in line.bare)
         p50 = statistics.median(r.p50_ms for r in line.columba)
         p99 = statistics.median(r.p99_ms for r in line.columba)
+        cpu = {k: statistics.median(c[k] for c in line.cpu_ms) for k in line.cpu_ms[0]}
         print(
             f"{line.name:<40}{columba:>14,.0f}{bare:>12,.0f}  {line.ratio:.2f}{met} ({rounds})"
             f"  {p50:.1f} / {p99:.1f} ms"
+            f"  CPU/request: {', '.join(f'{k} {v:.2f} ms' for k, v in cpu.items())}"
         )
     print(f"events written: {recorded}")
     document = {
