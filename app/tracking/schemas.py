@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
 from pydantic.json_schema import SkipJsonSchema
 
 from app.common.fields import NotNull
@@ -15,7 +15,7 @@ CONTENT_MAX = 65_536  # footers and the landing page: SendGrid names no limit; o
 
 Short = Annotated[str, Field(max_length=SHORT_MAX)]
 Content = Annotated[str, Field(max_length=CONTENT_MAX)]
-Flag = Annotated[bool | SkipJsonSchema[None], NotNull]
+Flag = Annotated[StrictBool | SkipJsonSchema[None], NotNull]  # "yes" or 1 are not booleans
 
 
 def http_url(value: str) -> str:

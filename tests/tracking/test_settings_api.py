@@ -96,6 +96,7 @@ async def test_wrong_types_are_sendgrid_errors(sg: SendGridAPIClient) -> None:
     settings = sg.client.tracking_settings
     for request, body in (
         (settings.open.patch, {"enabled": "yes please"}),
+        (settings.open.patch, {"enabled": 1}),
         (settings.click.patch, {"enabled": None}),
         (settings.subscription.patch, {"url": "not a url"}),
         (settings.google_analytics.patch, {"utm_source": "x" * 256}),
