@@ -36,6 +36,8 @@ from app.tracking.tokens import Kind, Token, TrackedRecipient
 OPEN, CLICK = "open", "click"
 MAX_USER_AGENT = 1024  # stored in every event: a client may send any length
 GLOBAL_REASON = "Unsubscribed Address"  # SendGrid's reason for the global list
+# Rows are inserted in key order: two transactions in flight at once then take their row
+# locks in the same order and cannot deadlock (app.tracking.committer runs two).
 # Core tables, one statement run with many parameter sets: SQLAlchemy compiles it once per
 # process ("insertmanyvalues"), where a multi-row VALUES would be compiled for every batch size.
 _SUPPRESSIONS: Table = Suppression.__table__  # type: ignore[assignment]
@@ -135,7 +137,7 @@ async def first_engagements(session: AsyncSession, keys: Sequence[tuple[str, str
     if not keys:
         return set()
     now = clock.now()
-    rows = [{"recipient_id": r, "kind": k, "created_at": now} for r, k in dict.fromkeys(keys)]
+    rows = [{"recipient_id": r, "kind": k, "created_at": now} for r, k in sorted(set(keys))]
     statement = (
         _insert(session)(_ENGAGEMENTS)
         .on_conflict_do_nothing()
@@ -152,7 +154,7 @@ async def opt_out_globally(session: AsyncSession, keys: Sequence[tuple[str, str]
     rows = [
         {"id": new_id(), "account_id": account, "email": email, "created_at": now,
          "type": SuppressionType.UNSUBSCRIBE.value, "reason": GLOBAL_REASON, "status": ""}
-        for account, email in dict.fromkeys(keys)
+        for account, email in sorted(set(keys))
     ]  # fmt: skip
     statement = (
         _insert(session)(_SUPPRESSIONS)
@@ -171,7 +173,7 @@ async def opt_out_of_groups(
     now = clock.now()
     rows = [
         {"account_id": account, "group_id": group, "email": email, "created_at": now}
-        for account, group, email in dict.fromkeys(keys)
+        for account, group, email in sorted(set(keys))
     ]
     table = _GROUP_SUPPRESSIONS.c
     statement = (
