@@ -168,3 +168,19 @@ DomainsUpdater = Annotated[Principal, Depends(require(Scope.DOMAINS_UPDATE))]
 TemplateReader = Annotated[Principal, Depends(require(Scope.TEMPLATES_READ))]
 TemplateUpdater = Annotated[Principal, Depends(require(Scope.TEMPLATES_UPDATE))]
 TemplateDeleter = Annotated[Principal, Depends(require(Scope.TEMPLATES_DELETE))]
+VersionCreator = Annotated[Principal, Depends(require(Scope.TEMPLATE_VERSIONS_CREATE))]
+VersionReader = Annotated[Principal, Depends(require(Scope.TEMPLATE_VERSIONS_READ))]
+VersionUpdater = Annotated[Principal, Depends(require(Scope.TEMPLATE_VERSIONS_UPDATE))]
+VersionDeleter = Annotated[Principal, Depends(require(Scope.TEMPLATE_VERSIONS_DELETE))]
+VersionActivator = Annotated[Principal, Depends(require(Scope.TEMPLATE_VERSIONS_ACTIVATE))]
+AsmGroupCreator = Annotated[Principal, Depends(require(Scope.ASM_GROUPS_CREATE))]
+AsmGroupReader = Annotated[Principal, Depends(require(Scope.ASM_GROUPS_READ))]
+AsmGroupUpdater = Annotated[Principal, Depends(require(Scope.ASM_GROUPS_UPDATE))]
+AsmGroupDeleter = Annotated[Principal, Depends(require(Scope.ASM_GROUPS_DELETE))]
+GroupSuppressionCreator = Annotated[
+    Principal, Depends(require(Scope.ASM_GROUP_SUPPRESSIONS_CREATE))
+]
+GroupSuppressionReader = Annotated[Principal, Depends(require(Scope.ASM_GROUP_SUPPRESSIONS_READ))]
+GroupSuppressionDeleter = Annotated[
+    Principal, Depends(require(Scope.ASM_GROUP_SUPPRESSIONS_DELETE))
+]

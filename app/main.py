@@ -9,6 +9,8 @@ from typing import Any
 from fastapi import FastAPI
 
 from app.accounts.cache import KeyCache
+from app.accounts.router import router as keys_router
+from app.asm.router import router as asm_router
 from app.batches.router import router as batches_router
 from app.bounces.router import router as inbound_router
 from app.core.config import Settings, load_settings
@@ -20,6 +22,7 @@ from app.core.signals import Listener
 from app.dev.embedded_redis import redis_url_for, release_redis
 from app.domains.cache import sending_domains
 from app.domains.router import router as domains_router
+from app.domains.sendgrid import router as sg_domains_router
 from app.events.router import router as events_router
 from app.events.waiting import LongPolls
 from app.fastpath import FastPath
@@ -28,19 +31,22 @@ from app.messages.committer import SendCommitter
 from app.messages.router import router as messages_router
 from app.messages.router import send
 from app.messages.schemas import SendRequest
-from app.middleware import BodySizeLimit, body_limit_for
+from app.middleware import BodySizeLimit, GzipRequests, body_limit_for
 from app.openapi import install_openapi
 from app.sendgrid.router import mail_send
 from app.sendgrid.router import router as sendgrid_router
 from app.sendgrid.schemas import MailSend
 from app.stats.router import router as stats_router
+from app.stats.segments import router as stats_segments_router
 from app.suppressions.router import router as suppressions_router
 from app.templates.router import router as templates_router
+from app.templates.sendgrid_router import router as sendgrid_templates_router
 from app.tracking.committer import TrackingCommitter
 from app.tracking.router import FAST_ROUTES as TRACKING_ROUTES
 from app.tracking.router import router as tracking_router
 from app.tracking.settings_router import router as tracking_settings_router
 from app.webhooks.router import router as webhooks_router
+from app.webhooks.sendgrid_router import router as sg_webhooks_router
 
 API_VERSION = "0.1.0"
 
@@ -97,9 +103,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         FastPath, routes={("POST", "/v1/send"): send, ("POST", "/v3/mail/send"): mail_send}
     )
     app.add_middleware(RateLimitHeaders)
+    app.add_middleware(GzipRequests, max_bytes=body_limit_for(settings.max_message_size))
     app.add_middleware(BodySizeLimit, max_bytes=body_limit_for(settings.max_message_size))
-    # Outermost: the public tracking links carry no key (no rate-limit headers) and cap
-    # their own small bodies, so they skip both.
+    # Outermost: the public tracking links carry no key (no rate-limit headers), take no
+    # gzip bodies and cap their own small forms, so they skip the three.
     app.add_middleware(FastPath, routes={}, prefixes=TRACKING_ROUTES)
     install_error_handlers(app)
     install_openapi(app, extra_models=[MailSend, SendRequest])
@@ -107,13 +114,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(messages_router)
     app.include_router(events_router)
     app.include_router(webhooks_router)
+    app.include_router(sg_webhooks_router)
     app.include_router(stats_router)
+    app.include_router(stats_segments_router)  # before suppressions: see its docstring
     app.include_router(suppressions_router)
+    app.include_router(asm_router)
     app.include_router(sendgrid_router)
     app.include_router(batches_router)
     app.include_router(templates_router)
+    app.include_router(sendgrid_templates_router)
     app.include_router(inbound_router)
     app.include_router(domains_router)
+    app.include_router(sg_domains_router)
+    app.include_router(keys_router)
     app.include_router(tracking_router)
     app.include_router(tracking_settings_router)
     return app

@@ -66,14 +66,19 @@ async def migrate_database(url: str) -> None:
 
 
 async def truncate_all(database: Database) -> None:
-    """Empty every table."""
+    """Empty every table and restart PostgreSQL's sequences. DELETE rather than TRUNCATE:
+    a test leaves a few rows, and TRUNCATE of every table cost 360 ms per test on PostgreSQL
+    (new files for each table), DELETE 9 ms; the sequences restart as TRUNCATE's RESTART
+    IDENTITY did, so ids are as a fresh database gives them."""
     async with database.session() as session:
-        if database.settings.is_sqlite:
-            for table in reversed(Base.metadata.sorted_tables):
-                await session.execute(delete(table))
-        else:
-            names = ", ".join(table.name for table in Base.metadata.sorted_tables)
-            await session.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        for table in reversed(Base.metadata.sorted_tables):
+            await session.execute(delete(table))
+        if not database.settings.is_sqlite:
+            sequences = await session.scalars(
+                text("SELECT sequencename FROM pg_sequences WHERE schemaname = current_schema()")
+            )
+            for name in sequences.all():
+                await session.execute(text(f'ALTER SEQUENCE "{name}" RESTART'))
         await session.commit()
 
 

@@ -116,7 +116,7 @@ CHECKS = [not_a_server_error, status_code_conformance, response_schema_conforman
 EXAMPLES = int(os.environ.get("COLUMBA_FUZZ_EXAMPLES", "12"))
 SEED = os.environ.get("COLUMBA_FUZZ_SEED")  # unset: the same cases every run
 SEND_EXAMPLES = EXAMPLES * 4  # the two send endpoints hold most of the rules
-OPAQUE_IDS = ("batch_id", "message_id", "template_id", "version_id", "webhook_id")
+OPAQUE_IDS = ("batch_id", "message_id", "template_id", "version_id", "webhook_id", "group_id")
 SEND_PATHS = ("/v1/send", "/v3/mail/send")
 
 
@@ -183,6 +183,9 @@ def seed_account(http: requests.Session, url: str, account: Sender) -> Ids:
     email = f"gone@{account.domain.name}"
     post("/v1/suppressions", {"suppressions": [{"email": email, "type": "bounce"}]})
     ids.add("email", email)
+    group = post("/v3/asm/groups", {"name": "News", "description": "Weekly"})
+    ids.add("group_id", str(group["id"]))
+    post(f"/v3/asm/groups/{group['id']}/suppressions", {"recipient_emails": [email]})
     return ids
 
 
@@ -359,12 +362,15 @@ def run_the_contract(url: str, sender: Sender, rival: Sender) -> Report:
 READ_PATHS = [
     "/v1/events?limit=1000",
     "/v1/templates",
+    "/v3/templates?generations=legacy,dynamic&page_size=200",
     "/v1/webhooks",
     "/v1/suppressions?limit=1000",
     "/v1/stats?start=2020-01-01",
     "/v3/stats?start_date=2020-01-01",
     "/v3/categories/stats?start_date=2020-01-01&categories=a",
     "/v3/user/scheduled_sends",
+    "/v3/asm/groups",
+    "/v3/asm/suppressions",
     *[
         f"/v3/suppression/{name}"
         for name in ("bounces", "blocks", "spam_reports", "invalid_emails", "unsubscribes")
@@ -400,6 +406,9 @@ def assert_nothing_left_behind(
         get(f"/v1/webhooks/{webhook['id']}/deliveries")
     for batch in seeded.values["batch_id"]:
         get(f"/v1/batches/{batch}")
+    for group in get("/v3/asm/groups"):
+        get(f"/v3/asm/groups/{group['id']}")
+        get(f"/v3/asm/groups/{group['id']}/suppressions")
     send = {"from": sender.address(), "to": ["after@example.test"], "subject": "s", "text": "t"}
     after = http.post(url + "/v1/send", json=send, headers=sender.headers, timeout=30)
     assert after.status_code == 202, after.text

@@ -300,6 +300,7 @@ class Runtime:
             categories=tuple(loaded.message.categories or ()),
             tls_cipher=result.tls_cipher if result else None,
             tls_verified=result.tls_verified if result else None,
+            asm_group_id=loaded.message.asm_group_id,
         )
 
     def _held(self, loaded: LoadedMessage) -> Reply | None:

@@ -16,6 +16,7 @@ class Scope(StrEnum):
     SUPPRESSION_DELETE = "suppression.delete"
     WEBHOOKS_READ = "user.webhooks.event.settings.read"
     WEBHOOKS_UPDATE = "user.webhooks.event.settings.update"
+    WEBHOOKS_TEST = "user.webhooks.event.test.create"
     MAIL_BATCH_CREATE = "mail.batch.create"
     MAIL_BATCH_READ = "mail.batch.read"
     MAIL_BATCH_UPDATE = "mail.batch.update"
@@ -27,8 +28,19 @@ class Scope(StrEnum):
     TEMPLATES_READ = "templates.read"
     TEMPLATES_UPDATE = "templates.update"
     TEMPLATES_DELETE = "templates.delete"
+    TEMPLATE_VERSIONS_CREATE = "templates.versions.create"
+    TEMPLATE_VERSIONS_READ = "templates.versions.read"
+    TEMPLATE_VERSIONS_UPDATE = "templates.versions.update"
+    TEMPLATE_VERSIONS_DELETE = "templates.versions.delete"
+    TEMPLATE_VERSIONS_ACTIVATE = "templates.versions.activate.create"
+    DOMAINS_CREATE = "whitelabel.create"
     DOMAINS_READ = "whitelabel.read"
     DOMAINS_UPDATE = "whitelabel.update"
+    DOMAINS_DELETE = "whitelabel.delete"
+    API_KEYS_CREATE = "api_keys.create"
+    API_KEYS_READ = "api_keys.read"
+    API_KEYS_UPDATE = "api_keys.update"
+    API_KEYS_DELETE = "api_keys.delete"
     ASM_GROUPS_CREATE = "asm.groups.create"
     ASM_GROUPS_READ = "asm.groups.read"
     ASM_GROUPS_UPDATE = "asm.groups.update"
@@ -47,11 +59,17 @@ class Scope(StrEnum):
     TRACKING_GA_UPDATE = "tracking_settings.google_analytics.update"
 
 
+def unknown_scopes(names: list[str] | tuple[str, ...]) -> list[str]:
+    """The names that are not scopes Columba knows, in the order given."""
+    known = {scope.value for scope in Scope}
+    return [name for name in names if name not in known]
+
+
 def parse_scopes(names: list[str] | tuple[str, ...]) -> list[str]:
     """Validate scope names given on the command line; unknown names raise ValueError."""
-    known = {scope.value for scope in Scope}
-    unknown = [name for name in names if name not in known]
+    unknown = unknown_scopes(names)
     if unknown:
+        known = {scope.value for scope in Scope}
         raise ValueError(
             f"unknown scope(s): {', '.join(unknown)}; known scopes: {', '.join(sorted(known))}"
         )

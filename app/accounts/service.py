@@ -7,8 +7,9 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import Enum
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account, ApiKey
@@ -18,6 +19,20 @@ from app.core.signals import KEY
 DEFAULT_ACCOUNT = "default"
 KEY_PREFIX = "SG."  # SendGrid's key format, so tools that check the prefix accept ours
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+MAX_KEYS = 100  # active keys per account, as SendGrid allows
+
+
+class ScopeEscalation(Exception):
+    """A key asked to grant scopes it does not hold itself."""
+
+
+class Unset(Enum):
+    """A field not given (distinct from None, which means full access for scopes)."""
+
+    TOKEN = 0
+
+
+UNSET = Unset.TOKEN
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +109,62 @@ async def list_keys(session: AsyncSession, *, account: Account | None = None) ->
     if account is not None:
         query = query.where(ApiKey.account_id == account.id)
     return list((await session.execute(query)).scalars())
+
+
+def check_grant(granter: ApiKey, scopes: list[str] | None) -> None:
+    """Raise ScopeEscalation unless `granter` holds every scope of `scopes` (None is full
+    access, which only a full-access key may give): a key never makes a stronger one."""
+    if granter.scopes is None:
+        return
+    if scopes is None:
+        raise ScopeEscalation("full access")
+    missing = sorted(set(scopes) - set(granter.scopes))
+    if missing:
+        raise ScopeEscalation(", ".join(missing))
+
+
+async def active_key_count(session: AsyncSession, *, account_id: str) -> int:
+    """How many keys of the account are not revoked."""
+    query = select(func.count()).where(ApiKey.account_id == account_id, ApiKey.revoked_at.is_(None))
+    return int(await session.scalar(query) or 0)
+
+
+async def get_active_key(session: AsyncSession, *, account_id: str, prefix: str) -> ApiKey | None:
+    """The account's active key with this public prefix (another account's is not found)."""
+    query = select(ApiKey).where(
+        ApiKey.account_id == account_id, ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None)
+    )
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def list_active_keys(
+    session: AsyncSession, *, account_id: str, limit: int | None = None
+) -> list[ApiKey]:
+    """The account's active keys, oldest first."""
+    query = (
+        select(ApiKey)
+        .where(ApiKey.account_id == account_id, ApiKey.revoked_at.is_(None))
+        .order_by(ApiKey.created_at, ApiKey.id)
+        .limit(limit)
+    )
+    return list((await session.execute(query)).scalars())
+
+
+async def change_key(
+    session: AsyncSession,
+    *,
+    api_key: ApiKey,
+    name: str,
+    scopes: list[str] | Unset | None = UNSET,
+) -> ApiKey:
+    """Rename the key and, when given, replace its scopes (this process forgets the cached
+    key at once; the caller announces it to the others after commit)."""
+    api_key.name = name
+    if not isinstance(scopes, Unset):
+        api_key.scopes = scopes
+    await session.flush()
+    cache.invalidate(KEY, api_key.prefix)
+    return api_key
 
 
 async def revoke_key(session: AsyncSession, *, prefix: str) -> bool:

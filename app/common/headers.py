@@ -79,6 +79,15 @@ def problem(name: str, value: str) -> str | None:
     return value_problem(name, value)
 
 
+def alternative_problem(content_type: str) -> str | None:
+    """Why a body of this content type cannot be written, or None."""
+    try:
+        mime.check_alternative(content_type)
+    except ValueError:
+        return "The content type must be a text/* MIME type that can be written in a header."
+    return None
+
+
 def attachment_problem(filename: str, content_type: str, content_id: str | None) -> str | None:
     """Why the renderer could not write this attachment's fields, or None."""
     try:

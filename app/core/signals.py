@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -46,6 +47,18 @@ async def announce(redis: Redis, kind: str, key: str) -> None:
         await redis.publish(INVALIDATE_CHANNEL, encode(kind, key))
     except (RedisError, OSError) as exc:
         log.warning("could not announce an invalidation (caches expire anyway): %s", exc)
+
+
+async def announce_via(connect: Callable[[], Awaitable[Redis]], kind: str, key: str) -> None:
+    """announce() on a connection from `connect` (an API process's shared pool); a Redis that
+    cannot be reached is logged like a failed publish."""
+    cache.invalidate(kind, key)
+    try:
+        redis = await connect()
+    except (RedisError, OSError) as exc:
+        log.warning("could not announce an invalidation (caches expire anyway): %s", exc)
+        return
+    await announce(redis, kind, key)
 
 
 async def announce_to(redis_url: str, kind: str, key: str) -> None:

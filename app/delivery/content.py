@@ -16,18 +16,23 @@ class Address:
 
 @dataclass(frozen=True, slots=True)
 class Attachment:
-    """A file carried by the message; `content_id` set means inline (referenced as `cid:`)."""
+    """A file carried by the message; inline ones are referenced as `cid:<content_id>`."""
 
     filename: str
     content_type: str
     data: bytes
     content_id: str | None = None
-    disposition: str = "attachment"
+    disposition: str | None = None  # None: inline when it has a content_id
 
     @property
     def is_inline(self) -> bool:
-        """True when the part belongs in multipart/related rather than multipart/mixed."""
-        return self.disposition == "inline" or self.content_id is not None
+        """True when the part belongs in multipart/related rather than multipart/mixed.
+
+        A disposition given decides, as in SendGrid: a file sent as `attachment` stays one
+        even with a `content_id` (which it keeps as its Content-ID, RFC 2392)."""
+        if self.disposition is None:
+            return self.content_id is not None
+        return self.disposition == "inline"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,5 +48,7 @@ class MessageContent:
     reply_to: tuple[Address, ...] = ()
     text: str | None = None
     html: str | None = None
+    # Further alternatives after text and html: (content type with parameters, text).
+    alternatives: tuple[tuple[str, str], ...] = ()
     headers: tuple[tuple[str, str], ...] = ()
     attachments: tuple[Attachment, ...] = field(default=())

@@ -123,10 +123,11 @@ _PLAIN_MESSAGE_ID = re.compile(r"<[A-Za-z0-9._+-]+@[A-Za-z0-9.-]+>\Z")
 
 @dataclass(frozen=True, slots=True)
 class _Text:
-    """A text body part (text/plain or text/html)."""
+    """A text body part (text/plain, text/html, or another text/* alternative)."""
 
     subtype: str
     body: str
+    params: tuple[tuple[str, str], ...] = ()  # e.g. text/calendar's method=REQUEST
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,16 +360,40 @@ def _plan(content: MessageContent) -> _Text | _Multipart:
 
 
 def _text_nodes(content: MessageContent) -> tuple[_Text | _Multipart, ...]:
-    """Return the text body as no node, one text part, or a multipart/alternative of both."""
+    """Return the text body as no node, one text part, or a multipart/alternative of them."""
     parts = tuple(
         _Text(subtype, body)
         for subtype, body in (("plain", content.text), ("html", content.html))
         if body is not None
-    )
-    if len(parts) == 2:
-        # RFC 2046 §5.1.4: alternatives are in increasing order of preference, plain first.
+    ) + tuple(_alternative(kind, body) for kind, body in content.alternatives)
+    if len(parts) > 1:
+        # RFC 2046 §5.1.4: alternatives are in increasing order of preference, plain first;
+        # other types (a text/calendar invitation) follow html, in SendGrid's order.
         return (_multipart(content, "alternative", parts),)
     return parts
+
+
+def _alternative(content_type: str, body: str) -> _Text:
+    """A further text alternative; raises ValueError unless its type is a text/* type."""
+    maintype, subtype, params = _content_type(content_type)
+    if maintype != "text":
+        raise ValueError(f"an alternative body must be text/*, not {content_type!r}")
+    # The charset is the one the body is written in (us-ascii or utf-8), never the caller's.
+    kept = tuple((name, value) for name, value in params.items() if name.lower() != "charset")
+    return _Text(subtype, body, kept)
+
+
+def check_alternative(content_type: str) -> None:
+    """Raise ValueError unless `render` can write a body of this content type (the API's
+    validation calls this)."""
+    node = _alternative(content_type, "")
+    for policy in (_PREFOLDED, _PREFOLDED_UTF8):
+        part = MIMEPart(policy=policy)
+        try:
+            _fill_text(part, node)
+            part.as_bytes()
+        except (UnicodeError, MessageError) as exc:
+            raise ValueError(f"the content type cannot be written: {exc}") from exc
 
 
 def _multipart(content: MessageContent, subtype: str, children: tuple[_Node, ...]) -> _Multipart:
@@ -380,7 +405,7 @@ def _boundary(content: MessageContent, level: int) -> str:
     """Derive a boundary that never changes for this message and does not occur in its text."""
     # "=_" cannot appear in quoted-printable or base64 output, so only 7bit text parts could
     # contain the boundary; RFC 2046 §5.1.1 requires it not to occur in any part.
-    texts = [t for t in (content.text, content.html) if t]
+    texts = [t for t in (content.text, content.html, *(b for _, b in content.alternatives)) if t]
     for attempt in range(100):
         seed = f"{content.message_id}\0{level}\0{attempt}".encode()
         boundary = f"=_columba_{hashlib.sha256(seed).hexdigest()[:24]}_{level}"
@@ -439,7 +464,12 @@ def _fill_text(part: MIMEPart, node: _Text) -> None:
     # RFC 2045 §2.7: 7bit data may not contain NUL; quoted-printable escapes it.
     cte = "quoted-printable" if "\0" in node.body else None
     part.set_content(
-        node.body, subtype=node.subtype, charset=charset, cte=cte, content_manager=raw_data_manager
+        node.body,
+        subtype=node.subtype,
+        charset=charset,
+        cte=cte,
+        params=dict(node.params) or None,
+        content_manager=raw_data_manager,
     )
 
 

@@ -24,8 +24,14 @@ from app.domains import rotation, verification
 from app.domains.cache import sending_domains
 from app.domains.checks import CheckContext
 from app.domains.models import Domain, DomainKey, KeyState
+from app.messages.models import Message
 
 DKIM_PURPOSE = rotation.DKIM_PURPOSE
+BOUNCE_LABEL = "bounces"
+
+
+class DomainInUseError(Exception):
+    """Messages sent from the domain are still kept: it cannot be removed yet."""
 
 
 class DomainExistsError(Exception):
@@ -108,9 +114,11 @@ async def add_domain(
     name: str,
     secret_key: bytes,
     ed25519: bool = False,
+    bounce_label: str = BOUNCE_LABEL,
+    selector: str | None = None,
 ) -> Domain:
     """A new sending domain with a fresh RSA-2048 DKIM key (and, when asked, an Ed25519 key
-    for dual signing, RFC 8463), encrypted at rest."""
+    for dual signing, RFC 8463), encrypted at rest; bounces return to `bounce_label`.name."""
     name = normalize_domain_name(name)
     existing = await get_domain(session, account_id=account.id, name=name)
     if existing is not None:
@@ -119,10 +127,10 @@ async def add_domain(
     domain = Domain(
         account_id=account.id,
         name=name,
-        dkim_selector=dkim_selector(),
+        dkim_selector=selector or dkim_selector(),
         dkim_private_key=encrypt(secret_key, private_pem, purpose=DKIM_PURPOSE),
         dkim_public_record=public_key_record(private_pem),
-        bounce_domain=f"bounces.{name}",
+        bounce_domain=f"{bounce_label}.{name}",
         dkim_activated_at=clock.now(),
     )
     if ed25519:
@@ -149,6 +157,17 @@ async def list_domains(session: AsyncSession, *, account_id: str | None = None) 
     if account_id is not None:
         query = query.where(Domain.account_id == account_id)
     return list((await session.execute(query)).scalars())
+
+
+async def delete_domain(session: AsyncSession, *, domain: Domain) -> None:
+    """Remove a domain with its DKIM keys; DomainInUseError while messages sent from it are
+    kept (they name it; retention removes them in time)."""
+    used = await session.scalar(select(Message.id).where(Message.domain_id == domain.id).limit(1))
+    if used is not None:
+        raise DomainInUseError(domain.name)
+    await session.delete(domain)
+    await session.flush()
+    cache.invalidate(DOMAINS, domain.account_id)
 
 
 def candidate_names(email_domain: str) -> list[str]:

@@ -84,6 +84,7 @@ class Outcome:
     categories: tuple[str, ...] | None = None  # the message's, when the worker has them
     tls_cipher: str | None = None
     tls_verified: bool | None = None
+    asm_group_id: int | None = None  # the message's unsubscribe group: SendGrid's events name it
 
 
 def _due(now: datetime) -> Any:
@@ -360,12 +361,19 @@ def _addresses(rows: Sequence[dict[str, Any]]) -> tuple[Address, ...]:
     return tuple(Address(email=row["email"], name=row.get("name")) for row in rows)
 
 
+def first_sent(accepted: datetime, send_at: datetime | None) -> datetime:
+    """The Date of a message: when it is first sent. A scheduled message leaves at its send_at
+    (a time past means at once), so the Date is fixed, identical on every retry (RFC 5322
+    §3.6.1: the time the message was ready to enter the transport system)."""
+    return max(accepted, send_at) if send_at is not None else accepted
+
+
 def content_of(loaded: LoadedMessage) -> MessageContent:
     """The renderable content of a stored message."""
     message = loaded.message
     return MessageContent(
         message_id=message.message_id_header,
-        date=message.created_at,
+        date=first_sent(message.created_at, message.send_at),
         sender=Address(email=message.from_email, name=message.from_name),
         subject=message.subject,
         to=_addresses(message.to_header),
@@ -373,6 +381,7 @@ def content_of(loaded: LoadedMessage) -> MessageContent:
         reply_to=_addresses(message.reply_to),
         text=message.text,
         html=message.html,
+        alternatives=tuple((kind, value) for kind, value in message.alternatives or ()),
         headers=tuple((name, value) for name, value in message.headers),
         attachments=tuple(
             Attachment(
@@ -584,6 +593,8 @@ def _event(outcome: Outcome) -> events.NewEvent:
         "mx_host": outcome.mx_host,
         "tls": outcome.tls_version is not None,
     }
+    if outcome.asm_group_id is not None:
+        data["asm_group_id"] = outcome.asm_group_id
     if outcome.decision.next_attempt_at is not None:
         data["next_attempt_at"] = outcome.decision.next_attempt_at.isoformat()
     classification = failure_class(outcome)

@@ -92,6 +92,8 @@ class Message(Base):
     subject: Mapped[str] = mapped_column(Text)
     text: Mapped[str | None] = mapped_column(Text, default=None)
     html: Mapped[str | None] = mapped_column(Text, default=None)
+    # Other content types, [[type, value], …] in the request's order (after plain and html).
+    alternatives: Mapped[list[list[str]] | None] = mapped_column(JSONType, default=None)
     headers: Mapped[list[list[str]]] = mapped_column(JSONType, default=list)
     categories: Mapped[list[str]] = mapped_column(JSONType, default=list)
     custom_args: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

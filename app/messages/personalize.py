@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from app.delivery.content import Address, MessageContent
-from app.messages.dispatch import LoadedMessage, content_of
+from app.messages.dispatch import LoadedMessage, content_of, first_sent
 from app.templates.engines import LimitExceeded, RenderLimits, render
 
 # The keys that change the bytes of a copy; the others (custom_args, send_at) only travel
@@ -79,7 +80,7 @@ def content_for(
     text, html = _with_footer(text, html, _footer(message.settings))
     return MessageContent(
         message_id=copy_message_id(base.message_id, personal.get("copy")),
-        date=base.date,
+        date=_date(base.date, message.created_at, personal.get("send_at")),
         sender=_address(personal.get("from")) or base.sender,
         subject=_LINE_BREAKS.sub(" ", subject or ""),
         to=_addresses(personal.get("to")) or base.to,
@@ -87,9 +88,15 @@ def content_for(
         reply_to=base.reply_to,
         text=text,
         html=html,
+        alternatives=base.alternatives,  # sent as given: neither templates nor substitutions
         headers=_merged_headers(base.headers, personal.get("headers") or {}),
         attachments=base.attachments,
     )
+
+
+def _date(base: datetime, accepted: datetime, send_at: str | None) -> datetime:
+    """A copy scheduled on its own (a personalisation's send_at) is dated when it leaves."""
+    return first_sent(accepted, datetime.fromisoformat(send_at)) if send_at else base
 
 
 def _render(

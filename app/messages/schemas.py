@@ -12,6 +12,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictInt,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -34,6 +35,9 @@ MAX_RECIPIENTS = 1000
 HEADER_NAMES: dict[str, Any] = {"propertyNames": {"pattern": "^[!-9;-~]+$"}}
 MAX_CATEGORIES = 10
 MAX_CATEGORY_LENGTH = 255
+MAX_GROUPS_TO_DISPLAY = 25  # SendGrid's limit for asm.groups_to_display
+# messages.asm_group_id is a 32-bit INTEGER (PostgreSQL refuses anything larger).
+GroupId = Annotated[StrictInt, Field(ge=1, le=2**31 - 1)]
 
 
 class AttachmentIn(BaseModel):
@@ -216,6 +220,17 @@ class SendRequest(BaseModel):
         default=None, description="When to send (ISO 8601 or Unix time); default now."
     )
     batch_id: str | None = Field(default=None, max_length=64, description="See /v1/batches.")
+    unsubscribe_group: GroupId | None = Field(
+        default=None,
+        description="The unsubscribe group (`/v3/asm/groups`): recipients who opted out of it, "
+        "or out of all mail, are dropped.",
+    )
+    groups_to_display: list[GroupId] = Field(
+        default_factory=list,
+        max_length=MAX_GROUPS_TO_DISPLAY,
+        description="The groups the recipient's preference page offers (needs "
+        "`unsubscribe_group`).",
+    )
 
     _normalise_reply_to = field_validator("reply_to", mode="before")(_as_list)
     _valid_headers = field_validator("headers")(_check_headers)
@@ -242,6 +257,8 @@ class SendRequest(BaseModel):
             raise ValueError("template_engine is for inline content; a template has its own")
         if self.recipients and (self.cc or self.bcc):
             raise ValueError("cc and bcc go with to; each of recipients gets a copy of its own")
+        if self.groups_to_display and self.unsubscribe_group is None:
+            raise ValueError("groups_to_display needs unsubscribe_group")
         addresses = self._addresses()
         if len(addresses) > MAX_RECIPIENTS:
             raise ValueError(f"at most {MAX_RECIPIENTS} recipients in one request")
@@ -277,7 +294,22 @@ class SendRequest(BaseModel):
             template_data=self.template_data,
             send_at=self.send_at,
             batch_id=self.batch_id,
+            asm_group_id=self.unsubscribe_group,
+            groups_to_display=tuple(self.groups_to_display),
+            settings=self._settings(),
+            field_names=FIELD_NAMES,
         )
+
+    def _settings(self) -> dict[str, Any]:
+        """What the message keeps as given: the group, in the shape of SendGrid's `asm`."""
+        if self.unsubscribe_group is None:
+            return {}
+        asm = {"group_id": self.unsubscribe_group, "groups_to_display": self.groups_to_display}
+        return {"asm": asm}
+
+
+# The native names of fields the accept service names as SendGrid does.
+FIELD_NAMES = {"asm.group_id": "unsubscribe_group", "asm.groups_to_display": "groups_to_display"}
 
 
 class RecipientAccepted(BaseModel):

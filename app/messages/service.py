@@ -5,7 +5,7 @@ from __future__ import annotations
 import email.policy
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.parser import BytesHeaderParser
 from typing import Any
 
@@ -13,6 +13,7 @@ from sqlalchemy import Table, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.service import Principal
+from app.asm import service as asm
 from app.batches import service as batches
 from app.batches.models import BatchStatus
 from app.common.fields import EmailAddress
@@ -28,6 +29,7 @@ from app.events import service as events
 from app.events.models import EventType
 from app.messages.models import Attempt, Message, MessageAttachment, Recipient, RecipientStatus
 from app.messages.personalize import copy_message_id
+from app.messages.precedence import template_parts
 from app.messages.schemas import (
     AttemptView,
     EventView,
@@ -134,8 +136,9 @@ class _Content:
 
 async def _resolve_content(
     session: AsyncSession, *, principal: Principal, submission: Submission
-) -> _Content:
-    """The stored template's active version, or the inline content (checked when templated)."""
+) -> tuple[_Content, Submission]:
+    """The stored template's active version (and the submission as its copies use it: see
+    app.messages.precedence), or the inline content (checked when templated)."""
     if submission.template_id is None:
         if submission.template_engine is not None:
             templates.check_version(
@@ -145,13 +148,14 @@ async def _resolve_content(
                 text=submission.text,
             )
         _require_subject(submission, submission.subject)
-        return _Content(
+        content = _Content(
             submission.subject or "",
             submission.text,
             submission.html,
             None,
             submission.template_engine,
         )
+        return content, submission
     field = submission.field_name("template_id")
     try:
         template, version = await templates.active_version(
@@ -163,16 +167,11 @@ async def _resolve_content(
         ) from exc
     if version is None:
         raise BadRequest(f"The template {template.id} has no active version.", field)
-    subject = version.subject or submission.subject
-    _require_subject(submission, subject)
-    # A template's own parts replace the request's, as in SendGrid.
-    return _Content(
-        subject or "",
-        version.text if version.text is not None else submission.text,
-        version.html if version.html is not None else submission.html,
-        template.id,
-        template.engine,
-    )
+    parts, submission = template_parts(template.engine, version, submission)
+    if parts.engine is None:  # legacy: "a template with a subject defined" needs no other
+        _require_subject(submission, version.subject)
+    content = _Content(parts.subject, parts.text, parts.html, template.id, parts.engine)
+    return content, submission
 
 
 def _require_subject(submission: Submission, subject: str | None) -> None:
@@ -224,6 +223,27 @@ async def _batch_status(
     return batch.status
 
 
+async def check_groups(session: AsyncSession, *, account_id: str, submission: Submission) -> None:
+    """The send's unsubscribe group and the groups to display must be groups of the account:
+    one query, never cached, so a group created a moment ago is known."""
+    group_id = submission.asm_group_id
+    if group_id is None and not submission.groups_to_display:
+        return
+    wanted = {*submission.groups_to_display, *([] if group_id is None else [group_id])}
+    known = await asm.existing_groups(session, account_id=account_id, ids=wanted)
+    if group_id is not None and group_id not in known:
+        raise BadRequest(
+            f"The unsubscribe group {group_id} is not a group of this account (/v3/asm/groups).",
+            submission.field_name("asm.group_id"),
+        )
+    for index, shown in enumerate(submission.groups_to_display):
+        if shown not in known:
+            raise BadRequest(
+                f"The unsubscribe group {shown} is not a group of this account (/v3/asm/groups).",
+                f"{submission.field_name('asm.groups_to_display')}.{index}",
+            )
+
+
 def _check_send_times(submission: Submission, policy: AcceptPolicy) -> None:
     """send_at may lie at most `max_schedule_ahead` ahead (a time past means now)."""
     horizon = clock.now() + policy.max_schedule_ahead
@@ -242,6 +262,7 @@ def _check_send_times(submission: Submission, policy: AcceptPolicy) -> None:
 def content_size(content: _Content, submission: Submission) -> int:
     """Bytes the message will carry, before transfer encoding."""
     bodies = len((content.text or "").encode()) + len((content.html or "").encode())
+    bodies += sum(len(value.encode()) for _, value in submission.alternatives)
     headers = sum(len(name) + len(value) for name, value in submission.headers.items())
     files = sum(len(file.data) for file in submission.attachments)
     return bodies + headers + len(content.subject.encode()) + files
@@ -278,8 +299,11 @@ async def check(
     await _check_personal_senders(
         session, principal=principal, submission=submission, domain=domain, policy=policy
     )
-    content = await _resolve_content(session, principal=principal, submission=submission)
+    content, submission = await _resolve_content(
+        session, principal=principal, submission=submission
+    )
     batch_status = await _batch_status(session, principal=principal, submission=submission)
+    await check_groups(session, account_id=principal.account.id, submission=submission)
     _check_send_times(submission, policy)
     size = content_size(content, submission)
     check_size(size, policy=policy)
@@ -342,10 +366,11 @@ async def write_messages(session: AsyncSession, sends: Sequence[Checked]) -> lis
         await session.execute(insert(_ATTACHMENTS), files)
     rows = [_recipient_rows(send.submission, message=send.message) for send in sends]
     found = await _suppressions_of(session, rows)
+    opted_out = await _group_opt_outs(session, sends, rows)
     new_events = [
         event
         for send, send_rows in zip(sends, rows, strict=True)
-        for event in _initial_states(send, send_rows, found)
+        for event in _initial_states(send, send_rows, found, opted_out)
     ]
     await _insert_recipients(session, [row for send_rows in rows for row in send_rows])
     await events.record(session, new_events)
@@ -386,6 +411,7 @@ def _message_row(
         subject=content.subject,
         text=content.text,
         html=content.html,
+        alternatives=[[kind, value] for kind, value in submission.alternatives] or None,
         headers=[[name, value] for name, value in submission.headers.items()],
         categories=list(submission.categories),
         custom_args=submission.custom_args,
@@ -398,10 +424,17 @@ def _message_row(
         template_data=submission.template_data,
         sections=submission.sections,
         batch_id=submission.batch_id,
-        send_at=submission.send_at,
+        send_at=submission.send_at or _shared_send_at(submission),
         asm_group_id=submission.asm_group_id,
         settings=submission.settings,
     )
+
+
+def _shared_send_at(submission: Submission) -> datetime | None:
+    """The send_at every personalisation gives alike, if they all give one: the message is
+    then first sent at that time, and its Date says so (see dispatch.first_sent)."""
+    times = {personal.send_at for personal in submission.personalizations}
+    return times.pop() if len(times) == 1 else None
 
 
 def _columns(message: Message) -> dict[str, Any]:
@@ -511,7 +544,13 @@ DROP_REASONS = {
 }
 
 
+# A recipient who opted out of the message's group: SendGrid's reason for it, and the name
+# the event's `suppression` gives it (app.stats counts it with the unsubscribe drops).
+GROUP_DROP_REASON = "Unsubscribed Address"
+GROUP_UNSUBSCRIBE = "group_unsubscribe"
+
 Found = dict[tuple[str, str], list[Suppression]]  # (account, suppression key) → entries
+OptedOut = set[tuple[str, int, str]]  # (account, group, suppression key)
 
 
 async def _suppressions_of(session: AsyncSession, rows: list[list[dict[str, Any]]]) -> Found:
@@ -529,25 +568,44 @@ async def _suppressions_of(session: AsyncSession, rows: list[list[dict[str, Any]
     return found
 
 
+async def _group_opt_outs(
+    session: AsyncSession, sends: Sequence[Checked], rows: list[list[dict[str, Any]]]
+) -> OptedOut:
+    """Who opted out of the group of their message: one lookup per account for every send
+    of the transaction, none when no send has a group (or all bypass group opt-outs)."""
+    wanted: dict[str, tuple[set[int], list[str]]] = {}
+    for send, send_rows in zip(sends, rows, strict=True):
+        group_id = send.submission.asm_group_id
+        if group_id is None or send.submission.bypass_groups:
+            continue
+        groups, emails = wanted.setdefault(send.message.account_id, (set(), []))
+        groups.add(group_id)
+        emails.extend(row["email"] for row in send_rows)
+    found: OptedOut = set()
+    for account_id, (groups, emails) in wanted.items():
+        pairs = await asm.opted_out(session, account_id=account_id, group_ids=groups, emails=emails)
+        found.update((account_id, group_id, email) for group_id, email in pairs)
+    return found
+
+
 def _initial_states(
-    send: Checked, rows: list[dict[str, Any]], found: Found
+    send: Checked, rows: list[dict[str, Any]], found: Found, opted_out: OptedOut
 ) -> list[events.NewEvent]:
-    """Each recipient's first status and event: processed, dropped (suppressed) or
-    cancelled (its batch was cancelled); recipients of a paused batch wait, paused."""
+    """Each recipient's first status and event: processed, dropped (suppressed, or opted out
+    of the message's group) or cancelled (its batch was cancelled); recipients of a paused
+    batch wait, paused."""
     submission = send.submission
     shared = _Shared.of(send.message)
+    group_id = None if submission.bypass_groups else submission.asm_group_id
     result = []
     for row in rows:
         key = (shared.account_id, suppressions.suppression_key(row["email"]))
-        entry = _blocking(found.get(key, []), submission)
+        left_group = group_id is not None and (key[0], group_id, key[1]) in opted_out
+        drop = _drop_facts(found.get(key, []), submission, left_group=left_group)
         facts = _event_facts(shared, row)
-        if entry is not None:
+        if drop is not None:
             row["status"], row["next_attempt_at"] = RecipientStatus.DROPPED, None
-            facts |= {
-                "reason": DROP_REASONS[SuppressionType(entry.type)],
-                "suppression": entry.type,
-            }
-            result.append(_event(EventType.DROPPED, shared, row, facts))
+            result.append(_event(EventType.DROPPED, shared, row, facts | drop))
         elif send.batch_status == BatchStatus.CANCELLED:
             row["status"], row["next_attempt_at"] = RecipientStatus.CANCELLED, None
             result.append(_event(EventType.CANCELLED, shared, row, facts))
@@ -556,6 +614,18 @@ def _initial_states(
                 row["status"] = RecipientStatus.PAUSED
             result.append(_event(EventType.PROCESSED, shared, row, facts))
     return result
+
+
+def _drop_facts(
+    entries: list[Suppression], submission: Submission, *, left_group: bool
+) -> dict[str, Any] | None:
+    """Why the recipient is dropped, as its event says it; None when it is not."""
+    entry = _blocking(entries, submission)
+    if entry is not None:
+        return {"reason": DROP_REASONS[SuppressionType(entry.type)], "suppression": entry.type}
+    if left_group:  # the event's asm_group_id names the group
+        return {"reason": GROUP_DROP_REASON, "suppression": GROUP_UNSUBSCRIBE}
+    return None
 
 
 def _blocking(entries: list[Suppression], submission: Submission) -> Suppression | None:

@@ -61,6 +61,8 @@ class Submission:
     subject: str | None = None
     text: str | None = None
     html: str | None = None
+    # Content types beside text/plain and text/html: (type, value), in the order given.
+    alternatives: tuple[tuple[str, str], ...] = ()
     reply_to: tuple[EmailAddress, ...] = ()
     headers: dict[str, str] = field(default_factory=dict)
     attachments: tuple[FileData, ...] = ()
@@ -72,8 +74,11 @@ class Submission:
     sections: dict[str, str] = field(default_factory=dict)
     send_at: datetime | None = None
     batch_id: str | None = None
-    asm_group_id: int | None = None
+    asm_group_id: int | None = None  # the unsubscribe group (SendGrid's asm.group_id)
+    # The groups the preference page offers; stored in the message's settings["asm"].
+    groups_to_display: tuple[int, ...] = ()
     bypass: frozenset[SuppressionType] = frozenset()
+    bypass_groups: bool = False  # group opt-outs too (SendGrid's bypass_list_management)
     settings: dict[str, Any] = field(default_factory=dict)
     sandbox: bool = False
     # The request's own names for fields, so errors point where the caller wrote them.

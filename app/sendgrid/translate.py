@@ -134,13 +134,14 @@ def to_submission(mail: schemas.MailSend) -> Submission:
     problems = list(_problems(mail))
     if problems:
         raise BadRequest(problems[0].message, errors=problems)
-    text, html = _bodies(mail.content)
+    text, html, alternatives = _bodies(mail.content)
     return Submission(
         sender=_address(mail.from_),
         personalizations=tuple(_personalization(p, i) for i, p in enumerate(mail.personalizations)),
         subject=mail.subject,
         text=text,
         html=html,
+        alternatives=alternatives,
         reply_to=tuple(
             _address(a) for a in ([mail.reply_to] if mail.reply_to else mail.reply_to_list)
         ),
@@ -153,7 +154,12 @@ def to_submission(mail: schemas.MailSend) -> Submission:
         send_at=_time(mail.send_at),
         batch_id=mail.batch_id,
         asm_group_id=mail.asm.group_id if mail.asm else None,
+        groups_to_display=tuple(mail.asm.groups_to_display) if mail.asm else (),
         bypass=_bypass(mail.mail_settings),
+        # SendGrid: only bypass_list_management bypasses group unsubscribes.
+        bypass_groups=bool(
+            mail.mail_settings and _enabled(mail.mail_settings.bypass_list_management)
+        ),
         settings=_settings(mail),
         sandbox=bool(
             mail.mail_settings
@@ -166,6 +172,7 @@ def to_submission(mail: schemas.MailSend) -> Submission:
 def _problems(mail: schemas.MailSend) -> Iterator[ErrorItem]:
     """Every rule of SendGrid's that the request breaks."""
     yield from _personalization_problems(mail.personalizations)
+    yield from _dynamic_template_problems(mail)
     yield from _content_problems(mail)
     yield from _header_problems(mail.headers, "headers")
     yield from _category_problems(mail.categories)
@@ -215,6 +222,19 @@ def _personalization_problems(
             )
 
 
+def _dynamic_template_problems(mail: schemas.MailSend) -> Iterator[ErrorItem]:
+    """SendGrid refuses substitutions beside a dynamic template (tsg_mail_v3.yaml: they
+    "should not be used in combination with a Dynamic Template"), with this error."""
+    if not (mail.template_id or "").startswith("d-"):
+        return
+    for index, personal in enumerate(mail.personalizations):
+        if personal.substitutions:
+            yield ErrorItem(
+                "Substitutions may not be used with dynamic templating",
+                f"personalizations.{index}.substitutions",
+            )
+
+
 def _duplicates(personal: schemas.Personalization, path: str) -> Iterator[ErrorItem]:
     """SendGrid: each address once per personalization, across to, cc and bcc."""
     seen: set[str] = set()
@@ -236,23 +256,21 @@ def _content_problems(mail: schemas.MailSend) -> Iterator[ErrorItem]:
     """Content is required without a template; text/plain, then text/html, once each."""
     if not mail.content and mail.template_id is None:
         yield ErrorItem(CONTENT_REQUIRED, "content")
-    types = [content.type.lower() for content in mail.content]
+    types = [_base_type(content.type) for content in mail.content]
     if len(set(types)) != len(types):
         yield ErrorItem(
             "If present, text/plain and text/html may only be provided once.", "content"
         )
-    elif types[:2] == ["text/html", "text/plain"]:
+    elif not _bodies_first(types):
         yield ErrorItem(
             "If present, text/plain and text/html may only be provided in this order, followed "
             "by any other content.",
             "content",
         )
-    for index, kind in enumerate(types):
-        if kind not in ("text/plain", "text/html"):
-            yield ErrorItem(
-                f"Columba sends text/plain and text/html content; {kind} is not supported.",
-                f"content.{index}.type",
-            )
+    for index, content in enumerate(mail.content):
+        problem = _alternative_problem(content.type)
+        if problem is not None:
+            yield ErrorItem(problem, f"content.{index}.type")
     subjects = all(p.subject for p in mail.personalizations)
     if mail.subject is None and mail.template_id is None and not subjects:
         yield ErrorItem(
@@ -370,9 +388,42 @@ def _bypass(settings: schemas.MailSettings | None) -> frozenset[SuppressionType]
     return chosen
 
 
-def _bodies(contents: Sequence[schemas.Content]) -> tuple[str | None, str | None]:
-    by_type = {content.type.lower(): content.value for content in contents}
-    return by_type.get("text/plain"), by_type.get("text/html")
+def _bodies_first(types: Sequence[str]) -> bool:
+    """text/plain, then text/html, before any other type (each optional; duplicates are
+    refused before this is asked)."""
+    bodies = [kind for kind in types if kind in ("text/plain", "text/html")]
+    return types[: len(bodies)] == bodies and bodies != ["text/html", "text/plain"]
+
+
+def _base_type(content_type: str) -> str:
+    """`text/calendar; method=REQUEST` → `text/calendar`."""
+    return content_type.partition(";")[0].strip().lower()
+
+
+def _alternative_problem(content_type: str) -> str | None:
+    """Why a content type cannot be sent as an alternative body, or None when it can.
+
+    Text only: the value is a string, sent in the message's charset (RFC 2046 §4.1)."""
+    kind = _base_type(content_type)
+    if kind in ("text/plain", "text/html"):
+        return None
+    if custom_headers.alternative_problem(content_type) is not None:
+        return f"The content type {content_type} cannot be sent: give a text/* MIME type."
+    return None
+
+
+def _bodies(
+    contents: Sequence[schemas.Content],
+) -> tuple[str | None, str | None, tuple[tuple[str, str], ...]]:
+    """text/plain, text/html and the other content types in the order given: SendGrid sends
+    them in that order (its rule: "text/plain and text/html ... followed by any other")."""
+    by_type = {_base_type(content.type): content.value for content in contents}
+    others = tuple(
+        (content.type, content.value)
+        for content in contents
+        if _base_type(content.type) not in ("text/plain", "text/html")
+    )
+    return by_type.get("text/plain"), by_type.get("text/html"), others
 
 
 def _personalization(personal: schemas.Personalization, index: int) -> Personalization:

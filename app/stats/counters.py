@@ -19,6 +19,7 @@ from app.delivery.classify import BounceKind, classify
 from app.delivery.replies import Reply
 from app.events.models import EventType
 from app.events.recorded import RecordedEvent
+from app.stats import dimensions
 from app.stats.models import ALL_CATEGORIES, METRICS, StatsCounter
 
 # On PostgreSQL, concurrent transactions that count for the same account and hour would queue
@@ -37,6 +38,7 @@ _DROP_METRIC = {
     "bounce": "bounce_drops",
     "complaint": "spam_report_drops",
     "unsubscribe": "unsubscribe_drops",
+    "group_unsubscribe": "unsubscribe_drops",  # opted out of the message's group
     "invalid": "invalid_emails",
 }
 _SIMPLE = {
@@ -100,15 +102,17 @@ Key = tuple[str, str, datetime]  # account, category, hour
 
 def tally(events: Iterable[RecordedEvent]) -> dict[Key, Counter[str]]:
     """Metric increments per (account, category, hour); every event counts in the
-    all-mail row and in the row of each of its message's categories."""
+    all-mail row, in the row of each of its message's categories and in those of its
+    mailbox provider and bounce classification (app.stats.dimensions)."""
     totals: dict[Key, Counter[str]] = defaultdict(Counter)
     for event in events:
         metrics = metrics_for(event.type, event.data)
         if not metrics:
             continue
         hour = hour_of(event.created_at)
-        for category in (ALL_CATEGORIES, *dict.fromkeys(c for c in event.categories if c)):
-            totals[(event.account_id, category, hour)].update(metrics)
+        categories = dict.fromkeys(c for c in event.categories if c)
+        for key in (ALL_CATEGORIES, *categories, *dimensions.keys_of(event)):
+            totals[(event.account_id, key, hour)].update(metrics)
     return totals
 
 

@@ -18,7 +18,7 @@ from app.core.errors import BadRequest
 from app.deps import SessionDep, StatsReader
 from app.openapi import errors
 from app.routing import StrictJsonRoute
-from app.stats import service
+from app.stats import dimensions, service
 from app.stats.models import ALL_CATEGORIES, METRICS, SENDGRID_METRICS
 from app.stats.schemas import SendGridDay, StatsReport
 from app.stats.service import Granularity
@@ -93,6 +93,8 @@ async def get_stats(
 ) -> Response:
     """Metrics per hour, day, week or month (UTC), for all mail or one category."""
     start_at = parse_moment(start, "start")
+    if category is not None and not dimensions.is_category(category):
+        raise BadRequest("a category must not start with a control character", "category")
     # Default: the end of the current hour, so that the answer (and its ETag) stays the same
     # while nothing happens, however often a dashboard polls.
     end_at = (
@@ -219,6 +221,8 @@ async def sendgrid_category_stats(
     names = list(dict.fromkeys(c for value in categories for c in value.split(",") if c))
     if not names or len(names) > MAX_CATEGORIES:
         raise BadRequest(f"give between 1 and {MAX_CATEGORIES} categories", "categories")
+    if not all(map(dimensions.is_category, names)):  # a key of app.stats.dimensions
+        raise BadRequest("a category must not start with a control character", "categories")
     start_at, end_at = _sendgrid_range(start_date, end_date)
     try:
         rows = await service.series(

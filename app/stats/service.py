@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.stats.dimensions import MARK
 from app.stats.models import ALL_CATEGORIES, METRICS, StatsCounter
 
 MAX_PERIODS = 5000  # e.g. 208 days of hours; beyond that ask for days
@@ -131,3 +132,64 @@ async def series(
         )
         for period in starts
     ]
+
+
+def _is_category() -> ColumnElement[bool]:
+    """Rows of a category: neither all mail ('') nor a dimension (app.stats.dimensions)."""
+    return and_(StatsCounter.category != ALL_CATEGORIES, ~StatsCounter.category.startswith(MARK))
+
+
+async def category_names(
+    session: AsyncSession, *, account_id: str, prefix: str | None, limit: int, offset: int
+) -> list[str]:
+    """The account's categories (every one ever counted), sorted, optionally by prefix."""
+    query = (
+        select(StatsCounter.category)
+        .distinct()
+        .where(StatsCounter.account_id == account_id, _is_category())
+    )
+    if prefix:
+        query = query.where(StatsCounter.category.startswith(prefix, autoescape=True))
+    query = query.order_by(StatsCounter.category).limit(limit).offset(offset)
+    return list((await session.execute(query)).scalars())
+
+
+async def category_sums(
+    session: AsyncSession, *, account_id: str, start: datetime, end: datetime
+) -> dict[str, Metrics]:
+    """Each category's metrics summed over [start, end) (categories with counters only)."""
+    columns = [func.sum(getattr(StatsCounter, metric)) for metric in METRICS]
+    query = (
+        select(StatsCounter.category, *columns)
+        .where(
+            StatsCounter.account_id == account_id,
+            _is_category(),
+            StatsCounter.hour >= start,
+            StatsCounter.hour < end,
+        )
+        .group_by(StatsCounter.category)
+    )
+    result = await session.execute(query)
+    return {
+        row[0]: dict(zip(METRICS, (int(v) if v else 0 for v in row[1:]), strict=True))
+        for row in result
+    }
+
+
+async def keys_like(
+    session: AsyncSession, *, account_id: str, prefix: str, start: datetime, end: datetime
+) -> dict[tuple[str, datetime], Values]:
+    """Counters summed over shards per (key, hour) in [start, end), for keys by prefix."""
+    columns = [func.sum(getattr(StatsCounter, metric)) for metric in METRICS]
+    query = (
+        select(StatsCounter.category, StatsCounter.hour, *columns)
+        .where(
+            StatsCounter.account_id == account_id,
+            StatsCounter.category.startswith(prefix, autoescape=True),
+            StatsCounter.hour >= start,
+            StatsCounter.hour < end,
+        )
+        .group_by(StatsCounter.category, StatsCounter.hour)
+    )
+    result = await session.execute(query)
+    return {(row[0], row[1]): tuple([int(v) if v else 0 for v in row[2:]]) for row in result}

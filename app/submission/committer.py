@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.common.group_commit import GroupCommit, Pending, settle
 from app.core.db import Database
-from app.core.errors import Forbidden, PayloadTooLarge, Unauthorized
+from app.core.errors import BadRequest, Forbidden, PayloadTooLarge, Unauthorized
 from app.core.queue import Queue
 from app.messages import service as messages
 from app.messages.service import AcceptPolicy
@@ -140,6 +140,8 @@ class GroupCommitter(GroupCommit[_Message, str]):
             return Refusal(550, "5.7.8", f"Authentication credentials invalid: {exc}")
         except PayloadTooLarge:
             return too_big(self.policy.max_message_size)
+        except BadRequest as exc:  # X-SMTPAPI names what the account does not have
+            return replies.refused_content(f"X-SMTPAPI: {exc}")
 
     async def _wake(
         self, batch: list[Pending[_Message, str]], outcomes: list[str | Refusal]

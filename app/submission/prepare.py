@@ -91,7 +91,7 @@ def prepare(raw: bytes, arrival: Arrival, *, max_schedule_ahead: timedelta) -> P
     options = _smtpapi_options(fields, arrival.received_at, max_schedule_ahead)
     parts.check_attachments(raw, root=root)
     kept = [f for f in fields if f.name not in _DROPPED_FIELDS]
-    kept += _missing_fields(fields, arrival)
+    kept += _missing_fields(fields, arrival, dated=options.send_at or arrival.received_at)
     data = _received(arrival) + b"".join(f.raw for f in kept) + b"\r\n" + body
     if not encoding.is_seven_bit(body) and head.isascii():
         data = encoding.transfer_encode(data)
@@ -198,15 +198,16 @@ def _smtpapi_options(fields: list[_Field], now: datetime, max_ahead: timedelta) 
         raise refused_content(f"X-SMTPAPI: {exc}") from None
 
 
-def _missing_fields(fields: list[_Field], arrival: Arrival) -> list[_Field]:
-    """Message-ID and Date when the client left them out (RFC 6409 §8.3, §8.2)."""
+def _missing_fields(fields: list[_Field], arrival: Arrival, *, dated: datetime) -> list[_Field]:
+    """Message-ID and Date when the client left them out (RFC 6409 §8.3, §8.2); the Date is
+    `dated`, when the message is first sent (its X-SMTPAPI send_at, if it is scheduled)."""
     names = {f.name for f in fields}
     added = []
     if "message-id" not in names:
         value = f"<{arrival.message_id.lower()}@{arrival.hostname}>"
         added.append(_Field("message-id", f"Message-ID: {value}\r\n".encode()))
     if "date" not in names:
-        value = email.utils.format_datetime(arrival.received_at)
+        value = email.utils.format_datetime(dated)
         added.append(_Field("date", f"Date: {value}\r\n".encode()))
     return added
 

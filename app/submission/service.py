@@ -12,8 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts import service as accounts
 from app.accounts.scopes import Scope
 from app.accounts.service import Principal
+from app.asm import service as asm
 from app.common.fields import EmailAddress
-from app.core.errors import Forbidden, Unauthorized
+from app.core.errors import BadRequest, Forbidden, Unauthorized
 from app.delivery.content import Address
 from app.domains import service as domains
 from app.domains.models import Domain
@@ -53,6 +54,7 @@ class Lookups:
 
     principals: dict[str, Principal | None] = field(default_factory=dict)
     domains: dict[tuple[str, str], Domain] = field(default_factory=dict)
+    groups: dict[tuple[str, int], bool] = field(default_factory=dict)  # is (account, id) one
 
 
 async def authorise_submission(
@@ -83,6 +85,8 @@ async def authorise_submission(
         lookups.domains[from_domain] = domain
     if prepared.sender_field is not None:
         await _authorise_sender_field(session, principal, prepared.sender_field.email, lookups)
+    if prepared.options.asm_group_id is not None:
+        await _authorise_group(session, principal, prepared.options.asm_group_id, lookups)
     messages.check_size(transaction.size, policy=policy)
     return Authorised(account_id=principal.account.id, domain_id=domain.id)
 
@@ -102,6 +106,21 @@ async def _authorise_sender_field(
         raise Forbidden(
             f"The Sender domain {email_domain} is not a sending domain of this account",
             "sender",
+        )
+
+
+async def _authorise_group(
+    session: AsyncSession, principal: Principal, group_id: int, lookups: Lookups
+) -> None:
+    """X-SMTPAPI's asm_group_id must be an unsubscribe group of the account: BadRequest."""
+    key = (principal.account.id, group_id)
+    if key not in lookups.groups:
+        found = await asm.existing_groups(session, account_id=key[0], ids=[group_id])
+        lookups.groups[key] = group_id in found
+    if not lookups.groups[key]:
+        raise BadRequest(
+            f"'asm_group_id' {group_id} is not an unsubscribe group of this account",
+            "asm_group_id",
         )
 
 

@@ -12,15 +12,12 @@ same bytes (CHECKLIST 26).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import jinja2
-from pydantic_handlebars import HandlebarsError, HandlebarsRuntimeError, HelperOptions
+from pydantic_handlebars import HandlebarsError, HandlebarsRuntimeError
 from pydantic_handlebars._compiler import Compiler as HandlebarsCompiler
-from pydantic_handlebars._helpers import get_standard_helpers
 from pydantic_handlebars._parser import parse as parse_handlebars
-from pydantic_handlebars._utils import is_falsy
 
 from app.templates.budget import (
     LimitExceeded,
@@ -30,6 +27,7 @@ from app.templates.budget import (
     spending,
     tick,
 )
+from app.templates.helpers import HELPERS, unknown_helpers
 from app.templates.models import TemplateEngine
 from app.templates.sandbox import compile_jinja, render_jinja
 
@@ -55,88 +53,28 @@ class _BoundedHandlebars(HandlebarsCompiler):
             raise
 
 
-def _compare(name: str, test: Callable[[Any, Any], bool]) -> Callable[..., Any]:
-    """A SendGrid comparison block helper: `{{#equals a b}}yes{{else}}no{{/equals}}`."""
-
-    def helper(context: Any, *args: Any, options: HelperOptions) -> Any:
-        if len(args) != 2:
-            raise RenderError(f"{name} takes two values")
-        try:
-            matched = test(args[0], args[1])
-        except TypeError:
-            matched = False
-        return options.fn(context) if matched else options.inverse(context)
-
-    return helper
-
-
-def _combine(name: str, combine: Callable[[Iterable[bool]], bool]) -> Callable[..., Any]:
-    """SendGrid's `{{#and a b}}` and `{{#or a b}}` block helpers."""
-
-    def helper(context: Any, *args: Any, options: HelperOptions) -> Any:
-        if not args:
-            raise RenderError(f"{name} takes at least one value")
-        truth = combine(not is_falsy(value) for value in args)
-        return options.fn(context) if truth else options.inverse(context)
-
-    return helper
-
-
-def _length(*args: Any, options: HelperOptions) -> int:
-    """SendGrid's `{{length items}}`."""
-    value = args[0] if args else None
-    return len(value) if isinstance(value, list | dict | str) else 0
-
-
-def _insert(*args: Any, options: HelperOptions) -> Any:
-    """SendGrid's `{{insert name "default=Customer"}}`: the value, or the default when empty."""
-    value = args[0] if args else None
-    if not is_falsy(value):
-        return value
-    for extra in args[1:]:
-        if isinstance(extra, str) and extra.startswith("default="):
-            return extra.removeprefix("default=")
-    return options.hash.get("default", "")
-
-
-def _handlebars_helpers() -> dict[str, Any]:
-    """The Handlebars.js built-ins (without `log`) and SendGrid's documented helpers."""
-    helpers: dict[str, Any] = dict(get_standard_helpers())
-    helpers.pop("log", None)  # it would write tenant data to our logs
-    helpers.update(
-        {
-            "equals": _compare("equals", lambda a, b: bool(a == b)),
-            "notEquals": _compare("notEquals", lambda a, b: bool(a != b)),
-            "greaterThan": _compare("greaterThan", lambda a, b: bool(a > b)),
-            "lessThan": _compare("lessThan", lambda a, b: bool(a < b)),
-            "and": _combine("and", all),
-            "or": _combine("or", any),
-            "length": _length,
-            "insert": _insert,
-        }
-    )
-    return helpers
-
-
-_HANDLEBARS_HELPERS = _handlebars_helpers()
-
-
 @functools.lru_cache(maxsize=256)
 def _handlebars_program(source: str) -> Any:
-    """Parse once per distinct source."""
+    """Parse once per distinct source; a call of a helper SendGrid does not have is an error
+    here, so that it is refused when saved and never rendered as nothing."""
     try:
-        return parse_handlebars(source)
+        program = parse_handlebars(source)
     except HandlebarsError as exc:
         raise RenderError(str(exc)) from exc
+    unknown = unknown_helpers(program)
+    if unknown:
+        names = ", ".join(unknown)
+        raise RenderError(
+            f"unknown helper {names}: SendGrid's dynamic templates have no such helper"
+        )
+    return program
 
 
 def _render_handlebars(source: str, data: dict[str, Any]) -> str:
     """Render like Handlebars.js: `{{x}}` HTML-escaped everywhere, `{{{x}}}` raw (as
     SendGrid does for subjects and text too)."""
     program = _handlebars_program(source)
-    compiler = _BoundedHandlebars(
-        helpers=_HANDLEBARS_HELPERS, auto_escape=True, max_output_size=max_output()
-    )
+    compiler = _BoundedHandlebars(helpers=HELPERS, auto_escape=True, max_output_size=max_output())
     return str(compiler.render(program, data))
 
 
@@ -147,14 +85,18 @@ def check_syntax(engine: str, source: str, *, html: bool) -> None:
     """Raise RenderError (with the line) when `source` does not compile."""
     if engine == TemplateEngine.HANDLEBARS:
         _handlebars_program(source)
-    else:
+    elif engine == TemplateEngine.JINJA:
         compile_jinja(source, html)
+    # a legacy template has no language: its tags are plain text
 
 
 def render(
     engine: str, source: str, data: dict[str, Any], *, html: bool, limits: RenderLimits
 ) -> str:
-    """Render `source` with `data`; RenderError on any failure, never anything else."""
+    """Render `source` with `data`; RenderError on any failure, never anything else. A
+    legacy template is its own rendering (its tags are replaced when a send is accepted)."""
+    if engine == TemplateEngine.LEGACY:
+        return source
     try:
         with spending(limits):
             if engine == TemplateEngine.HANDLEBARS:

@@ -5,14 +5,25 @@ discovered at delivery."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock
 from app.core.errors import BadRequest, ErrorItem, NotFound
 from app.templates.engines import LimitExceeded, RenderError, RenderLimits, check_syntax, render
-from app.templates.models import Template, TemplateVersion
+from app.templates.models import (
+    Template,
+    TemplateEngine,
+    TemplateVersion,
+    new_legacy_template_id,
+    new_template_id,
+)
+from app.templates.plaintext import plain_text
+
+# SendGrid: "Each user can create up to 300 different templates."
+MAX_TEMPLATES = 300
 
 
 async def get_template(session: AsyncSession, *, account_id: str, template_id: str) -> Template:
@@ -27,6 +38,31 @@ async def list_templates(session: AsyncSession, *, account_id: str) -> list[Temp
     """The account's templates, oldest first."""
     query = select(Template).where(Template.account_id == account_id).order_by(Template.created_at)
     return list((await session.execute(query)).scalars())
+
+
+async def page_of_templates(
+    session: AsyncSession,
+    *,
+    account_id: str,
+    engines: Collection[str] | None,
+    offset: int = 0,
+    limit: int | None = None,
+) -> tuple[list[Template], int]:
+    """A page of the account's templates (oldest first) of the given engines, and how many
+    there are in all."""
+    where = [Template.account_id == account_id]
+    if engines is not None:
+        where.append(Template.engine.in_(list(engines)))
+    total = (await session.execute(select(func.count()).where(*where))).scalar_one()
+    query = select(Template).where(*where).order_by(Template.created_at, Template.id)
+    query = query.offset(offset).limit(limit)
+    return list((await session.execute(query)).scalars()), total
+
+
+async def count_templates(session: AsyncSession, *, account_id: str) -> int:
+    """How many templates the account has."""
+    query = select(func.count()).where(Template.account_id == account_id)
+    return int((await session.execute(query)).scalar_one())
 
 
 async def versions_of(session: AsyncSession, *, template_id: str) -> list[TemplateVersion]:
@@ -113,8 +149,10 @@ def _trial(
 async def create_template(
     session: AsyncSession, *, account_id: str, name: str, engine: str
 ) -> Template:
-    """A new template without versions."""
-    template = Template(account_id=account_id, name=name, engine=engine)
+    """A new template without versions; a legacy one gets a UUID, as in SendGrid."""
+    legacy = engine == TemplateEngine.LEGACY
+    template_id = new_legacy_template_id() if legacy else new_template_id()
+    template = Template(id=template_id, account_id=account_id, name=name, engine=engine)
     session.add(template)
     await session.flush()
     return template
@@ -130,8 +168,14 @@ async def add_version(
     text: str | None,
     active: bool | None,
     limits: RenderLimits,
+    generate_plain_content: bool = False,
+    editor: str | None = None,
+    test_data: str | None = None,
 ) -> TemplateVersion:
-    """A new version; the first one is active, as in SendGrid; `active` makes it so."""
+    """A new version; the first one is active, as in SendGrid; `active` makes it so. With
+    `generate_plain_content`, the text is made from the html."""
+    if generate_plain_content and html:
+        text = await asyncio.to_thread(plain_text, html)  # up to 1 MiB: off the loop
     check_version(template.engine, subject=subject, html=html, text=text)
     await check_renders(template.engine, subject=subject, html=html, text=text, limits=limits)
     first = not await versions_of(session, template_id=template.id)
@@ -143,6 +187,9 @@ async def add_version(
         html=html,
         text=text,
         active=False,
+        generate_plain_content=generate_plain_content,
+        editor=editor,
+        test_data=test_data,
     )
     session.add(version)
     await session.flush()
@@ -160,16 +207,21 @@ async def edit_version(
     changes: dict[str, object],
     limits: RenderLimits,
 ) -> TemplateVersion:
-    """Change a version's name, subject, html or text (checked before anything changes)."""
+    """Change a version's name, subject, html, text or SendGrid's fields (checked before
+    anything changes); a version that generates its text gets it made from its html anew."""
+    changes = dict(changes)
+    html = changes.get("html", version.html)
+    if changes.get("generate_plain_content", version.generate_plain_content) and html:
+        changes["text"] = await asyncio.to_thread(plain_text, str(html))
     merged = {
         "subject": changes.get("subject", version.subject),
-        "html": changes.get("html", version.html),
+        "html": html,
         "text": changes.get("text", version.text),
     }
     check_version(template.engine, **merged)  # type: ignore[arg-type]
     await check_renders(template.engine, **merged, limits=limits)  # type: ignore[arg-type]
     for name, value in changes.items():
-        if name in {"name", "subject", "html", "text"}:
+        if name in _EDITABLE:
             setattr(version, name, value)
     version.updated_at = clock.now()
     if changes.get("active"):
@@ -177,6 +229,45 @@ async def edit_version(
     await session.flush()
     await _touch(session, template)
     return version
+
+
+_EDITABLE = frozenset(
+    {"name", "subject", "html", "text", "generate_plain_content", "editor", "test_data"}
+)
+
+
+async def duplicate_template(
+    session: AsyncSession, *, template: Template, name: str | None
+) -> Template:
+    """A copy of a template and its versions (the same one active), as SendGrid's duplicate."""
+    copy = await create_template(
+        session,
+        account_id=template.account_id,
+        name=name or f"Duplicate: {template.name}"[:100],
+        engine=template.engine,
+    )
+    for version in await versions_of(session, template_id=template.id):
+        session.add(
+            TemplateVersion(
+                template_id=copy.id,
+                account_id=copy.account_id,
+                **{key: getattr(version, key) for key in _COPIED},
+            )
+        )
+    await session.flush()
+    return copy
+
+
+_COPIED = (
+    "name",
+    "subject",
+    "html",
+    "text",
+    "active",
+    "generate_plain_content",
+    "editor",
+    "test_data",
+)
 
 
 async def activate(session: AsyncSession, *, version: TemplateVersion) -> None:

@@ -307,19 +307,20 @@ async def _opt_outs(
     for each opt-out that changed something."""
     wanted = {(h.token.recipient.account_id, g) for h in hits if (g := target_group(h.token))}
     groups = await existing_groups(session, wanted)
-    # A deleted group's mail can no longer be sent: nothing is left to leave.
-    acting = [h for h in hits if target_group(h.token) is None or target_group(h.token) in groups]
-    keys = [_opt_out_key(h.token, target_group(h.token)) for h in acting]
+    # A group deleted since the mail was sent means every mail, as SendGrid does it
+    # (app.asm.service.unsubscribe).
+    targets = [g if g in groups else None for g in map(target_group, (h.token for h in hits))]
+    keys = [_opt_out_key(h.token, g) for h, g in zip(hits, targets, strict=True)]
     changed = await opt_out_globally(session, [k for k in keys if len(k) == 2])
     changed |= await opt_out_of_groups(session, [k for k in keys if len(k) == 3])
     written = {}
-    for hit, key in zip(acting, keys, strict=True):
+    for hit, group_id, key in zip(hits, targets, keys, strict=True):
         if key not in changed or key in claimed:
             continue
         claimed.add(key)
         written[id(hit)] = subscription_event(
             hit.token,
-            group_id=target_group(hit.token),
+            group_id=group_id,
             subscribed=False,
             source="one_click",
             visitor=hit.visitor,

@@ -32,10 +32,12 @@ async def set_subscription(
     """Opt the token's recipient out of (or back into) a group, or all mail (group None);
     records an event only when something changed. Returns whether it did."""
     tracked = token.recipient
-    if group_id is not None:
-        known = await hits.existing_groups(session, {(tracked.account_id, group_id)})
-        if not known:
-            return False  # the group was deleted: its mail can no longer be sent anyway
+    if group_id is not None and not await hits.existing_groups(
+        session, {(tracked.account_id, group_id)}
+    ):
+        if subscribed:
+            return False  # a deleted group: nothing to come back to
+        group_id = None  # leaving a deleted group means every mail, as SendGrid does it
     if subscribed:
         changed = await asm.resubscribe(
             session, account_id=tracked.account_id, email=tracked.email, group_id=group_id

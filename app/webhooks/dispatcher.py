@@ -43,7 +43,7 @@ from app.webhooks.models import (
     WebhookOutbox,
 )
 from app.webhooks.payloads import EventContext
-from app.webhooks.signing import signature_headers
+from app.webhooks.signing import sendgrid_headers, signature_headers
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ class Endpoint:
     secret: bytes
     previous_secret: bytes | None
     previous_secret_expires_at: datetime | None
+    signing_key: bytes | None  # SendGrid's ECDSA key (sealed) when the endpoint is signed
     stamp: datetime  # updated_at when read
 
 
@@ -116,6 +117,7 @@ ENDPOINT_COLUMNS = (
     Webhook.secret,
     Webhook.previous_secret,
     Webhook.previous_secret_expires_at,
+    Webhook.signing_key,
     Webhook.updated_at,
 )
 
@@ -235,7 +237,9 @@ class Dispatcher:
         sent_at = clock.now()
         try:
             secrets_in_use = service.secrets_in_use(endpoint, secret_key=self.secret_key)
-            signed = _signed_body(endpoint.format, batch.events, secrets_in_use, batch.id, sent_at)
+            signed = _signed_body(
+                endpoint, batch.events, secrets_in_use, batch.id, sent_at, self.secret_key
+            )
         except Exception as exc:  # a failed attempt like any other: recorded, backed off
             log.warning("webhook %s: batch %s not built", endpoint.id, batch.id, exc_info=True)
             error = f"request not built: {type(exc).__name__}"
@@ -359,6 +363,7 @@ def _endpoint(row: Any, token: str) -> Endpoint:
         secret=row.secret,
         previous_secret=row.previous_secret,
         previous_secret_expires_at=row.previous_secret_expires_at,
+        signing_key=row.signing_key,
         stamp=row.updated_at,
     )
 
@@ -406,17 +411,23 @@ async def disable(
 
 
 def _signed_body(
-    payload_format: str,
+    endpoint: Endpoint,
     contexts: list[EventContext],
     secrets_in_use: list[str],
     batch_id: str,
     sent_at: datetime,
+    secret_key: bytes,
 ) -> tuple[bytes, dict[str, str]] | None:
-    """The body in the endpoint's format and its signature headers (None: nothing to send)."""
-    body = _body(payload_format, contexts, sent_at)
+    """The body in the endpoint's format and its signature headers (None: nothing to send):
+    Standard Webhooks' always, and SendGrid's too when the endpoint is signed."""
+    body = _body(endpoint.format, contexts, sent_at)
     if body is None:
         return None
     headers = signature_headers(secrets_in_use, message_id=batch_id, timestamp=sent_at, body=body)
+    if endpoint.signing_key is not None and endpoint.format == PayloadFormat.SENDGRID:
+        headers.update(
+            sendgrid_headers(secret_key, endpoint.signing_key, timestamp=sent_at, body=body)
+        )
     return body.encode(), headers
 
 

@@ -46,6 +46,7 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.selectable import TextualSelect
 
 from app.core.db import SQLITE_SYNCHRONOUS, Database, UTCDateTime, sqlite_path
+from app.messages.personalize import copy_message_id
 from app.webhooks.client import PostResult
 from app.webhooks.models import (
     BatchState,
@@ -189,7 +190,8 @@ SELECT hook.enabled, hook.updated_at AS stamp, chosen.id AS batch_id,
         SELECT json_agg((
             SELECT json_build_array(e.id, e.type, e.created_at AT TIME ZONE 'UTC', e.data,
                 e.message_id, e.recipient_id, m.message_id_header, m.categories,
-                m.custom_args, r.email)
+                m.custom_args, r.email, r.personalization -> 'copy',
+                r.personalization -> 'custom_args')
             FROM events AS e
             LEFT JOIN messages AS m ON m.id = e.message_id
             LEFT JOIN recipients AS r ON r.id = e.recipient_id
@@ -279,9 +281,16 @@ def _context_of_array(
     categories: list[str] | None,
     custom_args: dict[str, Any] | None,
     email: str | None,
+    copy: str | None = None,
+    personal_args: dict[str, Any] | None = None,
 ) -> EventContext:
     """An event from the JSON array PostgreSQL built (one JSON document per batch: parsing it
-    costs a fraction of a result row per event)."""
+    costs a fraction of a result row per event). A personalised copy has its own Message-ID
+    (the copy's name added) and its personalization's custom_args over the message's."""
+    if copy and smtp_id:
+        smtp_id = copy_message_id(smtp_id, copy)
+    if personal_args:
+        custom_args = {**(custom_args or {}), **personal_args}
     return EventContext(
         id=event_id,
         type=event_type,
@@ -470,7 +479,9 @@ _MARK = (
 # One JSON array per event, decoded like PostgreSQL's (json() keeps the stored text's order).
 _BATCH_EVENTS = text("""
 SELECT json_array(e.id, e.type, e.created_at, json(e.data), e.message_id, e.recipient_id,
-    m.message_id_header, json(m.categories), json(m.custom_args), r.email) AS event
+    m.message_id_header, json(m.categories), json(m.custom_args), r.email,
+    json_extract(r.personalization, '$.copy'),
+    json(json_extract(r.personalization, '$.custom_args'))) AS event
 FROM webhook_outbox AS o
 JOIN events AS e ON e.id = o.event_id
 LEFT JOIN messages AS m ON m.id = e.message_id

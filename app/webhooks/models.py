@@ -46,6 +46,10 @@ class Webhook(Base):
     secret: Mapped[bytes] = mapped_column(LargeBinary)  # Fernet token of the whsec_ secret
     previous_secret: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     previous_secret_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # SendGrid's signed event webhook: the ECDSA P-256 private key (Fernet token of its PEM)
+    # and the public key shown to the account (base64 DER); both None while unsigned.
+    signing_key: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    public_key: Mapped[str | None] = mapped_column(Text, default=None)
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
     disabled_reason: Mapped[str | None] = mapped_column(Text, default=None)
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

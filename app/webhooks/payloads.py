@@ -109,6 +109,8 @@ def sendgrid_event(event: EventContext) -> dict[str, Any] | None:
     )
     if event.smtp_id:
         item["smtp-id"] = event.smtp_id
+    if "asm_group_id" in event.data:  # the message's unsubscribe group, as SendGrid sends it
+        item["asm_group_id"] = event.data["asm_group_id"]
     if event.categories:
         categories = list(event.categories)
         item["category"] = categories[0] if len(categories) == 1 else categories

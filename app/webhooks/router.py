@@ -29,7 +29,7 @@ from app.webhooks.schemas import (
 router = APIRouter(tags=["webhooks"], route_class=StrictJsonRoute)
 
 
-async def _checked_url(url: str, settings: Settings) -> str:
+async def checked_url(url: str, settings: Settings) -> str:
     """400 unless the URL is http(s) and resolves to addresses we may send to."""
     resolver = make_resolver(settings.dns_nameservers, timeout=settings.dns_timeout.total_seconds())
     try:
@@ -49,7 +49,7 @@ async def create_webhook(
     body: WebhookCreate, principal: WebhooksEditor, session: SessionDep, settings: SettingsDep
 ) -> WebhookWithSecret:
     """Add an endpoint; its signing secret is in this answer and never again."""
-    await _checked_url(body.url, settings)
+    await checked_url(body.url, settings)
     await service.check_room(
         session, account_id=principal.account.id, max_webhooks=settings.max_webhooks
     )
@@ -99,7 +99,7 @@ async def update_webhook(
     """Change URL, event types, format or description; `enabled: true` re-enables it."""
     webhook = await service.get(session, account_id=principal.account.id, webhook_id=webhook_id)
     if body.url is not None:
-        await _checked_url(body.url, settings)
+        await checked_url(body.url, settings)
     await service.change(session, webhook=webhook, request=body)
     await session.commit()
     return WebhookView.model_validate(webhook)

@@ -13,7 +13,13 @@ from app.core import clock
 from app.core.errors import BadRequest, Conflict, NotFound
 from app.events.models import Event
 from app.webhooks import signing
-from app.webhooks.models import Webhook, WebhookAttempt, WebhookBatch, WebhookOutbox
+from app.webhooks.models import (
+    PayloadFormat,
+    Webhook,
+    WebhookAttempt,
+    WebhookBatch,
+    WebhookOutbox,
+)
 from app.webhooks.schemas import DeliveryView, WebhookCreate, WebhookUpdate
 
 ROTATION_GRACE = timedelta(hours=24)  # the old secret keeps signing this long
@@ -220,3 +226,35 @@ async def deliveries(
         )
         for attempt, state, next_at in await session.execute(query)
     ]
+
+
+async def list_in_format(
+    session: AsyncSession, *, account_id: str, payload_format: PayloadFormat
+) -> list[Webhook]:
+    """The account's endpoints of one payload format, oldest first."""
+    query = (
+        select(Webhook)
+        .where(Webhook.account_id == account_id, Webhook.format == payload_format.value)
+        .order_by(Webhook.created_at, Webhook.id)
+    )
+    return list((await session.execute(query)).scalars())
+
+
+async def with_url(session: AsyncSession, *, account_id: str, url: str) -> Webhook | None:
+    """The account's endpoint sending to `url`, if any."""
+    query = select(Webhook).where(Webhook.account_id == account_id, Webhook.url == url).limit(1)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def set_signed(
+    session: AsyncSession, *, webhook: Webhook, enabled: bool, secret_key: bytes
+) -> Webhook:
+    """Sign the endpoint's requests as SendGrid does (a new ECDSA key when turned on) or stop;
+    the dispatcher reads the change before its next batch (updated_at moves)."""
+    if enabled and webhook.signing_key is None:
+        webhook.signing_key, webhook.public_key = signing.new_ecdsa_key(secret_key)
+    elif not enabled:
+        webhook.signing_key = webhook.public_key = None
+    webhook.updated_at = clock.now()
+    await session.flush()
+    return webhook

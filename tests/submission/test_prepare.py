@@ -225,3 +225,14 @@ def test_encoded_words_that_decode_to_no_text_are_stored_as_text(encoded: bytes)
         text.encode("utf-8")  # no lone surrogate: a database stores it, JSON serialises it
         assert not any(ord(c) < 32 for c in text), text
     assert encoded in prepared.data  # the MIME keeps what the client wrote
+
+
+def test_a_scheduled_message_without_date_is_dated_at_its_send_at() -> None:
+    send_at = AT + timedelta(days=2)
+    raw = (
+        b"From: a@shop.test\r\n"
+        b'X-SMTPAPI: {"send_at": ' + str(int(send_at.timestamp())).encode() + b"}\r\n\r\nHi\r\n"
+    )
+    prepared = prepare(raw, ARRIVAL, max_schedule_ahead=AHEAD)
+    assert b"\r\nDate: Tue, 03 Mar 2026 12:00:00 +0000\r\n" in prepared.data
+    assert prepared.options.send_at == send_at

@@ -323,10 +323,14 @@ async def test_smtpapi_send_at_holds_delivery_until_then(
     travel: Callable[[timedelta], None],
 ) -> None:
     send_at = int(clock.now().timestamp()) + 3600
+    created = await client.post(
+        "/v3/asm/groups", json={"name": "News", "description": ""}, headers=sender.headers
+    )
+    group_id = created.json()["id"]
     smtpapi = json.dumps(
         {
             "send_at": send_at,
-            "asm_group_id": 12,
+            "asm_group_id": group_id,
             "filters": {"clicktrack": {"settings": {"enable": 0}}},
         }
     )
@@ -336,7 +340,7 @@ async def test_smtpapi_send_at_holds_delivery_until_then(
     [recipient] = view["recipients"]
     assert recipient["status"] == "scheduled"
     [processed] = recipient["events"]
-    assert processed["data"]["asm_group_id"] == 12  # events carry it, as for the send APIs
+    assert processed["data"]["asm_group_id"] == group_id  # events carry it, as for the send APIs
     assert recipient["next_attempt_at"].startswith(
         clock.now().fromtimestamp(send_at, clock.now().tzinfo).isoformat()[:19]
     )

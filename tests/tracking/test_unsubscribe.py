@@ -11,7 +11,7 @@ import httpx
 from sqlalchemy import delete, select
 
 from app.asm import service as asm
-from app.asm.models import GroupSuppression
+from app.asm.models import GroupSuppression, UnsubscribeGroup
 from app.core.db import Database
 from app.messages.models import Message
 from app.tracking.models import TrackingSettings
@@ -325,3 +325,21 @@ async def test_the_preferences_link_offers_every_group_without_groups_to_display
     assert await group_members_out(db, deals) == []
     # The unsubscribe link (no group) offers no checkboxes.
     assert 'name="group"' not in (await client.get(token_path(alice, Kind.UNSUBSCRIBE))).text
+
+
+async def test_leaving_a_deleted_group_unsubscribes_from_everything(
+    client: httpx.AsyncClient,
+    sender: Sender,
+    deliver_to: DeliverTo,
+    token_path: Tokens,
+    db: Database,
+) -> None:
+    deals = await make_group(db, sender, "Deals")
+    [alice] = await deliver_to("alice@example.test")
+    async with db.session() as session:  # deleted since the mail was sent
+        await session.execute(delete(UnsubscribeGroup).where(UnsubscribeGroup.id == deals))
+        await session.commit()
+    assert (await one_click(client, token_path(alice, Kind.UNSUBSCRIBE, group_id=deals))).is_success
+    [event] = await feed(client, sender, "unsubscribed", "group_unsubscribed")
+    assert event["type"] == "unsubscribed"
+    assert await status_of_next_send(client, sender, "alice@example.test") == "dropped"
