@@ -1,4 +1,5 @@
-"""The two send routes, served straight from the ASGI stack.
+"""The hot routes, served straight from the ASGI stack: the two send routes, and the
+tracking and unsubscribe links (matched by path prefix: their last segment is a token).
 
 POST /v1/send and POST /v3/mail/send carry nearly every request a busy Columba gets. Through
 FastAPI's router each request also paid for matching every route in turn, the exception
@@ -23,17 +24,33 @@ Handler = Callable[[Request, Exception], Awaitable[Response]]
 
 
 class FastPath:
-    """Serves `routes` ((method, path) → endpoint) itself; everything else goes on to `app`."""
+    """Serves `routes` ((method, path) → endpoint) and `prefixes` ((method, prefix) →
+    endpoint, for paths of one more segment after the prefix) itself; everything else goes
+    on to `app`."""
 
-    def __init__(self, app: ASGIApp, routes: Mapping[tuple[str, str], Endpoint]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        routes: Mapping[tuple[str, str], Endpoint],
+        prefixes: Mapping[tuple[str, str], Endpoint] | None = None,
+    ) -> None:
         self.app = app
         self.routes = dict(routes)
+        self.prefixes = dict(prefixes or {})
+
+    def _match(self, method: str, path: str) -> Endpoint | None:
+        """The endpoint for this method and path, if it is one served here."""
+        endpoint = self.routes.get((method, path))
+        if endpoint is not None or not self.prefixes:
+            return endpoint
+        head, slash, last = path.rpartition("/")
+        if not last:
+            return None
+        return self.prefixes.get((method, head + slash))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve a matched send; pass anything else on."""
-        endpoint = (
-            self.routes.get((scope["method"], scope["path"])) if scope["type"] == "http" else None
-        )
+        """Serve a matched route; pass anything else on."""
+        endpoint = self._match(scope["method"], scope["path"]) if scope["type"] == "http" else None
         if endpoint is None:
             await self.app(scope, receive, send)
             return

@@ -41,6 +41,10 @@ from app.stats.segments import router as stats_segments_router
 from app.suppressions.router import router as suppressions_router
 from app.templates.router import router as templates_router
 from app.templates.sendgrid_router import router as sendgrid_templates_router
+from app.tracking.committer import TrackingCommitter
+from app.tracking.router import FAST_ROUTES as TRACKING_ROUTES
+from app.tracking.router import router as tracking_router
+from app.tracking.settings_router import router as tracking_settings_router
 from app.webhooks.router import router as webhooks_router
 from app.webhooks.sendgrid_router import router as sg_webhooks_router
 
@@ -66,6 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # One transaction at a time gathers the most sends per transaction (measured with
         # bench/send.py on PostgreSQL: 1 beat 2 and 4); SQLite takes one writer at a time anyway.
         app.state.committer = SendCommitter(app.state.db, app.state.queue, concurrency=1)
+        # Opens, clicks and one-click unsubscribes arriving together share a transaction.
+        app.state.tracking_committer = TrackingCommitter(app.state.db)
         app.state.long_polls = LongPolls(
             per_process=settings.long_poll_max, per_key=settings.long_poll_max_per_key
         )
@@ -80,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await invalidations.stop()
             await app.state.keys.close()
             await app.state.committer.close()
+            await app.state.tracking_committer.close()
             await app.state.queue.close()
             await app.state.db.dispose()
             # Before uvicorn re-raises SIGTERM, which ends the process without atexit.
@@ -98,6 +105,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(GzipRequests, max_bytes=body_limit_for(settings.max_message_size))
     app.add_middleware(BodySizeLimit, max_bytes=body_limit_for(settings.max_message_size))
+    # Outermost: the public tracking links carry no key (no rate-limit headers), take no
+    # gzip bodies and cap their own small forms, so they skip the three.
+    app.add_middleware(FastPath, routes={}, prefixes=TRACKING_ROUTES)
     install_error_handlers(app)
     install_openapi(app, extra_models=[MailSend, SendRequest])
     app.include_router(health_router)
@@ -117,4 +127,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(domains_router)
     app.include_router(sg_domains_router)
     app.include_router(keys_router)
+    app.include_router(tracking_router)
+    app.include_router(tracking_settings_router)
     return app

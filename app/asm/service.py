@@ -16,6 +16,7 @@ from app.common.fields import MAX_INT64, as_int64
 from app.core import clock
 from app.core.db import UTCDateTime
 from app.core.errors import BadRequest, NotFound
+from app.core.ids import new_id
 from app.suppressions import service as suppressions
 from app.suppressions.models import Suppression, SuppressionType
 
@@ -47,15 +48,32 @@ async def unsubscribe(
             return True
         if await group_of(session, account_id=account_id, group_id=group_id) is not None:
             return False  # opted out already
-    before = await globally_unsubscribed(session, account_id=account_id, email=key)
-    await suppressions.suppress(
-        session,
-        account_id=account_id,
-        email=key,
-        type=SuppressionType.UNSUBSCRIBE,
-        reason=reason or "Unsubscribed Address",
+    return await _opt_out_globally(session, account_id=account_id, email=key, reason=reason)
+
+
+async def _opt_out_globally(
+    session: AsyncSession, *, account_id: str, email: str, reason: str
+) -> bool:
+    """Put the address on the global unsubscribe list; whether it was not on it. One atomic
+    INSERT … RETURNING, not a read then a write: two concurrent requests must not both find
+    the address subscribed (each would record an unsubscribe)."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = (
+        insert(Suppression)
+        .values(
+            id=new_id(),
+            account_id=account_id,
+            email=email,
+            type=SuppressionType.UNSUBSCRIBE.value,
+            reason=reason or "Unsubscribed Address",
+            status="",
+            created_at=clock.now(),
+        )
+        .on_conflict_do_nothing()
+        .returning(Suppression.id)
     )
-    return not before
+    return (await session.execute(statement)).first() is not None
 
 
 async def _opt_out_of_group(

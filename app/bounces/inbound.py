@@ -24,6 +24,7 @@ from app.bounces.models import InboundMessage
 from app.core.config import Settings
 from app.core.db import Database
 from app.messages.models import Recipient
+from app.tracking import tokens
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,14 @@ class InboundHandler:
         self.secret_key = settings.secret_key_bytes()
         self.store_max_size = settings.inbound_store_max_size
 
+    def _recipient_of(self, address: str) -> str:
+        """The recipient id a VERP or unsubscribe address of ours names (InvalidVerpAddress
+        for neither)."""
+        unsubscribing = tokens.parse_mailto_address(address, secret_key=self.secret_key)
+        if unsubscribing is not None:
+            return unsubscribing
+        return verp.parse(address, secret_key=self.secret_key).recipient_id
+
     async def handle_RCPT(  # noqa: N802 (aiosmtpd's hook name)
         self,
         server: SMTP,
@@ -58,7 +67,8 @@ class InboundHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        """Accept only VERP addresses with a valid HMAC on one of our bounce domains."""
+        """Accept only VERP and unsubscribe addresses with a valid HMAC on one of our bounce
+        domains."""
         try:
             _, domain = verp.split_domain(address)
         except verp.InvalidVerpAddress:
@@ -68,7 +78,7 @@ class InboundHandler:
         if not ours:
             return RELAY_DENIED
         try:
-            verp.parse(address, secret_key=self.secret_key)
+            self._recipient_of(address)
         except verp.InvalidVerpAddress as exc:
             log.info("refused RCPT %s: %s", address, exc)
             return BAD_TOKEN
@@ -106,6 +116,13 @@ class InboundHandler:
                 return TRY_LATER
         return _answer(rows)
 
+    def _reading_for(self, arrival: inbox.Arrival, reading: intake.Reading) -> intake.Reading:
+        """What the message means for this address: to an unsubscribe address, whatever a
+        person wrote is a request to unsubscribe (RFC 2369 §3.2)."""
+        if not _is_unsubscribe_address(arrival.verp):
+            return reading
+        return intake.unsubscribe_request(reading, envelope_sender=arrival.envelope_sender)
+
     async def _record(
         self, arrivals: list[inbox.Arrival], reading: intake.Reading, *, apply: bool
     ) -> list[InboundMessage]:
@@ -113,19 +130,19 @@ class InboundHandler:
         rows = []
         async with self.db.session() as db_session:
             for arrival in arrivals:
-                address = verp.parse(arrival.verp, secret_key=self.secret_key)
-                leader = await db_session.get(Recipient, address.recipient_id)
+                leader = await db_session.get(Recipient, self._recipient_of(arrival.verp))
+                read = self._reading_for(arrival, reading)
                 applied = service.Applied()
                 if leader is not None and apply:
                     applied = await service.apply(
-                        db_session, leader=leader, reading=reading, secret_key=self.secret_key
+                        db_session, leader=leader, reading=read, secret_key=self.secret_key
                     )
                 rows.append(
                     inbox.store(
                         db_session,
                         arrival=arrival,
                         leader=leader,
-                        reading=reading,
+                        reading=read,
                         applied=applied,
                         max_size=self.store_max_size,
                     )
@@ -138,6 +155,11 @@ class InboundHandler:
             else:
                 log.info("inbound message %s: %s (%s)", row.id, row.outcome, row.detector)
         return rows
+
+
+def _is_unsubscribe_address(address: str) -> bool:
+    local = address.strip().strip("<>").rpartition("@")[0].lower()
+    return local.startswith(tokens.UNSUBSCRIBE_PREFIX)
 
 
 def replace_reading(reading: intake.Reading, failed: intake.Reading) -> intake.Reading:

@@ -7,6 +7,7 @@ suppression costs a customer their receipts."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from dataclasses import dataclass, field, replace
@@ -242,6 +243,25 @@ def _legacy_complaint(message: Message) -> FeedbackReport | None:
 def _is_unsubscribe(message: Message, envelope_sender: str) -> bool:
     """A person's `mailto:` List-Unsubscribe request (RFC 2369 §3.2): an `unsubscribe`
     subject, from a real sender (a bounce has a null one), not generated automatically."""
-    if not envelope_sender or autoreply.auto_submitted(message) is not None:
+    if is_null_sender(envelope_sender) or autoreply.auto_submitted(message) is not None:
         return False
     return _UNSUBSCRIBE_SUBJECT.match(autoreply.subject_of(message)) is not None
+
+
+def unsubscribe_request(reading: Reading, *, envelope_sender: str) -> Reading:
+    """The reading of a message sent to an unsubscribe address (app.tracking.tokens): any
+    mail a person sent there asks to unsubscribe, whatever its subject; a bounce (null
+    sender) or an automatic reply does not, and keeps its own reading."""
+    if is_null_sender(envelope_sender) or reading.outcome not in (
+        Outcome.UNSUBSCRIBE,
+        Outcome.UNCLASSIFIED,
+    ):
+        return reading
+    return dataclasses.replace(
+        reading, outcome=Outcome.UNSUBSCRIBE, detector="unsubscribe-address", reason=None
+    )
+
+
+def is_null_sender(envelope_sender: str) -> bool:
+    """A null reverse path (RFC 5321 §4.5.5: what bounces are sent with), as "" or "<>"."""
+    return not envelope_sender.strip().strip("<>").strip()

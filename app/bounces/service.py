@@ -16,6 +16,8 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.asm import service as asm
+from app.asm.models import UnsubscribeGroup
 from app.bounces import verp
 from app.bounces.intake import Outcome, Reading
 from app.bounces.models import InboundReport, ReportKind
@@ -27,6 +29,7 @@ from app.delivery.replies import Reply
 from app.domains.models import Domain
 from app.events import service as events
 from app.events.models import EventType
+from app.messages.models import Message as StoredMessage
 from app.messages.models import Recipient
 from app.messages.models import RecipientStatus as Status
 from app.suppressions import service as suppressions
@@ -321,34 +324,53 @@ async def _complaint(session: AsyncSession, recipient: Recipient, report: Feedba
 
 
 async def _unsubscribe(session: AsyncSession, recipient: Recipient, reading: Reading) -> Effect:
-    """A mailto List-Unsubscribe request: an `unsubscribed` event and a global unsubscribe,
-    once per recipient (RFC 2369 §3.2)."""
-    if not await _first_report(
+    """A mailto List-Unsubscribe request (RFC 2369 §3.2): the recipient leaves its message's
+    unsubscribe group, or all mail of the account when the message has none; an event when
+    that changed something (asking twice changes nothing)."""
+    await _first_report(
         session,
         recipient,
         ReportKind.UNSUBSCRIBE,
         status=None,
         diagnostic=reading.subject,
         reporter=reading.sender,
-    ):
+    )
+    group_id = await _group_of_message(session, recipient)
+    changed = await asm.unsubscribe(
+        session,
+        account_id=recipient.account_id,
+        email=recipient.email,
+        group_id=group_id,
+        reason="unsubscribed by mail (List-Unsubscribe mailto)",
+    )
+    if not changed:
         return Effect(recipient, "unsubscribe", False)
+    data: dict[str, object] = {"email": recipient.email, "method": "mailto", "source": "mailto"}
+    if group_id is not None:
+        data["asm_group_id"] = group_id
     await events.record(
         session,
         [
             events.NewEvent(
                 account_id=recipient.account_id,
-                type=EventType.UNSUBSCRIBED,
+                type=EventType.UNSUBSCRIBED if group_id is None else EventType.GROUP_UNSUBSCRIBED,
                 message_id=recipient.message_id,
                 recipient_id=recipient.id,
-                data={"email": recipient.email, "method": "mailto"},
+                data=data,
             )
         ],
     )
-    await suppressions.suppress(
-        session,
-        account_id=recipient.account_id,
-        email=recipient.email,
-        type=SuppressionType.UNSUBSCRIBE,
-        reason="unsubscribed by mail (List-Unsubscribe mailto)",
-    )
     return Effect(recipient, "unsubscribe", True)
+
+
+async def _group_of_message(session: AsyncSession, recipient: Recipient) -> int | None:
+    """The unsubscribe group of the recipient's message, if it still exists."""
+    query = (
+        select(UnsubscribeGroup.id)
+        .join(StoredMessage, StoredMessage.asm_group_id == UnsubscribeGroup.id)
+        .where(
+            StoredMessage.id == recipient.message_id,
+            UnsubscribeGroup.account_id == recipient.account_id,
+        )
+    )
+    return (await session.execute(query)).scalar_one_or_none()

@@ -47,6 +47,7 @@ _SIMPLE = {
     EventType.DEFERRED: ("deferred",),
     EventType.EXPIRED: ("blocks",),  # SendGrid turns mail deferred past its age into a block
     EventType.UNSUBSCRIBED: ("unsubscribes",),
+    EventType.GROUP_UNSUBSCRIBED: ("unsubscribes",),
     EventType.COMPLAINED: ("spam_reports",),
 }
 
@@ -62,8 +63,12 @@ def metrics_for(event_type: str, data: dict[str, Any]) -> tuple[str, ...]:
     if event_type == EventType.BOUNCED:
         return ("blocks",) if bounce_kind(data) is BounceKind.BLOCK else ("bounces",)
     if event_type == EventType.OPENED:
+        if data.get("machine"):  # Apple's proxy or a scanner: counted apart from people's
+            return ("machine_opens",)
         return ("opens", "unique_opens") if data.get("unique") else ("opens",)
     if event_type == EventType.CLICKED:
+        if data.get("machine"):
+            return ("machine_clicks",)
         return ("clicks", "unique_clicks") if data.get("unique") else ("clicks",)
     return ()
 

@@ -72,13 +72,15 @@ SENDGRID_NAMES = {
     EventType.OPENED: "open",
     EventType.CLICKED: "click",
     EventType.UNSUBSCRIBED: "unsubscribe",
+    EventType.GROUP_UNSUBSCRIBED: "group_unsubscribe",
+    EventType.GROUP_RESUBSCRIBED: "group_resubscribe",
     EventType.COMPLAINED: "spamreport",
 }
 RESERVED_SENDGRID_FIELDS = frozenset(
     {
         "email", "timestamp", "event", "sg_event_id", "sg_message_id", "smtp-id", "category",
         "reason", "status", "response", "attempt", "type", "bounce_classification", "tls",
-        "url", "useragent", "ip", "asm_group_id",
+        "url", "useragent", "ip", "asm_group_id", "sg_machine_open",
     }
 )  # fmt: skip
 
@@ -128,8 +130,24 @@ def _sendgrid_details(event: EventContext) -> dict[str, Any]:
         return {"reason": data.get("reason"), "status": data.get("status", "5.0.0")}
     if event.type in (EventType.BOUNCED, EventType.EXPIRED):
         return _bounce_details(event.type, data)
-    if event.type in (EventType.OPENED, EventType.CLICKED):
+    if event.type == EventType.OPENED:
+        # SendGrid flags Apple Mail Privacy Protection's (and other machines') opens.
+        machine = bool(data.get("machine"))
+        return {
+            "useragent": data.get("useragent"),
+            "ip": data.get("ip"),
+            "sg_machine_open": machine,
+        }
+    if event.type == EventType.CLICKED:
         return {"useragent": data.get("useragent"), "ip": data.get("ip"), "url": data.get("url")}
+    if event.type in (EventType.GROUP_UNSUBSCRIBED, EventType.GROUP_RESUBSCRIBED):
+        return {
+            "asm_group_id": data.get("asm_group_id"),
+            "useragent": data.get("useragent"),
+            "ip": data.get("ip"),
+        }
+    if event.type == EventType.UNSUBSCRIBED:
+        return {"useragent": data.get("useragent"), "ip": data.get("ip")}
     return {}
 
 
