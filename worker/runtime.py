@@ -41,6 +41,7 @@ from app.domains.service import dkim_keys
 from app.messages import dispatch
 from app.messages.compose import Composer, Copy, Refused, return_path
 from app.messages.dispatch import Claim, ClaimedRecipient, LoadedMessage, Outcome
+from app.observability import delivery as observed
 from app.templates.budget import render_limits
 from app.tlspolicy.store import DatabasePolicyStore, TlsCounter
 from worker import wakeups
@@ -172,7 +173,10 @@ class Runtime:
                 await session.commit()
             return recorded
 
-        return await _retrying(attempt)
+        recorded = await _retrying(attempt)
+        observed.observe_outcomes(outcomes, now=clock.now())
+        observed.log_attempts(outcomes)
+        return recorded
 
     async def renew(self, tokens: list[str]) -> int:
         """Extend the leases of claims still in flight."""
@@ -301,6 +305,8 @@ class Runtime:
             tls_cipher=result.tls_cipher if result else None,
             tls_verified=result.tls_verified if result else None,
             asm_group_id=loaded.message.asm_group_id,
+            accepted_at=loaded.message.created_at,
+            request_id=loaded.message.request_id,
         )
 
     def _held(self, loaded: LoadedMessage) -> Reply | None:
