@@ -70,7 +70,7 @@ class Runtime:
             settings.dns_nameservers, timeout=settings.dns_timeout.total_seconds()
         )
         self.retry_policy = RetryPolicy(settings.retry_schedule, settings.max_message_age)
-        self._signers: dict[tuple[str, ...], DkimSigner] = {}
+        self._signers: dict[tuple[str, ...], observed.TimedSigner] = {}
         self.destination_table = DestinationTable(settings.destination_tls)
         self.mta_sts = MtaSts(
             self.resolver, policy_fetcher(settings, self.resolver), DatabasePolicyStore(self.db)
@@ -83,6 +83,7 @@ class Runtime:
             idle_timeout=settings.smtp_idle_timeout.total_seconds(),
             max_messages=settings.smtp_max_messages_per_connection,
             slot_wait=settings.throttle_wait.total_seconds(),
+            observer=observed.PoolMetrics(),
         )
         self.pump = Pump(
             claim=lambda limit, last_chances: self.claim(limit, last_chances=last_chances),
@@ -366,7 +367,7 @@ class Runtime:
             self.settings.destination_limits,
         )
 
-    def signer(self, loaded: LoadedMessage) -> DkimSigner:
+    def signer(self, loaded: LoadedMessage) -> observed.TimedSigner:
         """The sending domain's signer, its key decrypted once per process."""
         domain = loaded.domain
         # Keyed by the selectors too: after a DKIM rotation the new key signs at once.
@@ -374,7 +375,7 @@ class Runtime:
         signer = self._signers.get(cache_key)
         if signer is None:
             keys = dkim_keys(domain, secret_key=self.settings.secret_key_bytes())
-            signer = self._signers[cache_key] = DkimSigner(keys)
+            signer = self._signers[cache_key] = observed.TimedSigner(DkimSigner(keys))
         return signer
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -11,6 +12,8 @@ from typing import Any
 from prometheus_client import Counter as PromCounter
 
 from app.delivery.classify import classify
+from app.delivery.mx import MXHost
+from app.delivery.signing import DkimSigner
 from app.messages.dispatch import Outcome
 from app.messages.models import RecipientStatus
 from app.observability import metrics
@@ -82,3 +85,34 @@ def log_attempts(outcomes: Sequence[Outcome]) -> None:
                 "request_id": outcome.request_id,
             },
         )
+
+
+class PoolMetrics:
+    """The connection pool's observer: open connections and slot waits by provider."""
+
+    def opened(self, host: MXHost) -> None:
+        """One more open connection."""
+        metrics.SMTP_CONNECTIONS.labels(provider_of("", host.name)).inc()
+
+    def closed(self, host: MXHost) -> None:
+        """One fewer open connection."""
+        metrics.SMTP_CONNECTIONS.labels(provider_of("", host.name)).dec()
+
+    def waited(self, host: MXHost) -> None:
+        """A checkout had to wait for a slot."""
+        metrics.THROTTLE_WAITS.labels(provider_of("", host.name)).inc()
+
+
+class TimedSigner:
+    """A DKIM signer whose signing time is observed."""
+
+    def __init__(self, signer: DkimSigner) -> None:
+        self.signer = signer
+
+    def sign(self, data: bytes, *, timestamp: int) -> bytes:
+        """The signer's signature; its duration goes to columba_dkim_signing_seconds."""
+        began = time.perf_counter()
+        try:
+            return self.signer.sign(data, timestamp=timestamp)
+        finally:
+            metrics.DKIM_SIGNING.observe(time.perf_counter() - began)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from app.observability.providers import OTHER, PROVIDERS
+
 # HTTP API --------------------------------------------------------------------------------------
 HTTP_REQUESTS = Counter(
     "columba_http_requests",
@@ -104,3 +106,22 @@ DOMAIN_VERIFICATION_LOST = Counter(
     "columba_domain_verification_lost",
     "Domains that stopped being verified because a DKIM record they sign with failed.",
 )
+
+
+def prime() -> None:
+    """Every series with a small fixed label set at zero, so that a dashboard (and an alert
+    on `rate()`) sees it before its first event."""
+    for provider in (*(name for name, _ in PROVIDERS), OTHER):
+        SMTP_CONNECTIONS.labels(provider)
+        THROTTLE_WAITS.labels(provider)
+    for status in ("delivered", "bounced", "expired", "dropped"):
+        RECIPIENTS_FINAL.labels(status)
+    for reply_class in ("2xx", "4xx", "5xx"):
+        SMTP_REPLIES.labels(reply_class)
+    for outcome in ("success", "client_error", "server_error", "error"):
+        WEBHOOK_DELIVERIES.labels(outcome)
+    for status in ("queued", "scheduled", "dropped"):
+        RECIPIENTS_ACCEPTED.labels(status)
+
+
+prime()
