@@ -67,7 +67,8 @@ async def check_database(database: Database) -> tuple[Check, Check]:
             rows = (await session.execute(text("SELECT version_num FROM alembic_version"))).all()
     except Exception as exc:  # any failure is the verdict, not an error of the check
         detail = _describe(exc)
-        if "alembic_version" in str(exc):
+        # The driver's own error (SQLAlchemy's wording quotes the statement, table included).
+        if "alembic_version" in str(getattr(exc, "orig", None) or exc):
             return Check("database", True, "reachable"), Check("migrations", False, detail)
         return Check("database", False, detail), Check("migrations", False, "database unreachable")
     applied = frozenset(row[0] for row in rows)
