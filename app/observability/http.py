@@ -80,10 +80,12 @@ class RequestObserver:
         try:
             await self.app(scope, receive, observing_send)
         finally:
-            self._finish(scope, observed, status, time.perf_counter() - began)
+            self._finish(scope, observed, status, time.perf_counter() - began, request_id)
             REQUEST_ID.reset(token)
 
-    def _finish(self, scope: Scope, observed: Observed, status: int, elapsed: float) -> None:
+    def _finish(
+        self, scope: Scope, observed: Observed, status: int, elapsed: float, request_id: str
+    ) -> None:
         """Count, time and log the finished request."""
         route = observed.route or UNMATCHED
         method = scope["method"] if scope["method"] in METHODS else "OTHER"
@@ -102,7 +104,10 @@ class RequestObserver:
                 method,
                 route,
                 status,
-                extra=_fields(route, method, status, elapsed, observed.account_id),
+                extra={
+                    **_fields(route, method, status, elapsed, observed.account_id),
+                    "request_id": request_id,
+                },
             )
 
 

@@ -48,7 +48,9 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
             "pid": record.process,
         }
-        request_id = REQUEST_ID.get()
+        # A record formatted later (a test's capture) names its request itself; one formatted
+        # as it is logged (a handler) also finds it in the context of the request's task.
+        request_id = record.__dict__.get("request_id") or REQUEST_ID.get()
         if request_id is not None:
             line["request_id"] = request_id
         for key, value in record.__dict__.items():
