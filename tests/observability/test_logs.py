@@ -7,16 +7,21 @@ import importlib
 import json
 import logging
 import re
+import ssl
 import sys
 from typing import Any
 
+import aiosmtplib
 import httpx
 import pytest
+import trustme
 
 from app.core.config import Settings
+from app.core.db import Database
 from app.observability.logs import JsonFormatter, request_id_from, uvicorn_config
-from tests.fakes.mx import ScriptedMX
-from tests.support import ApiServer, Sender
+from app.submission.server import SubmissionServer
+from tests.fakes.mx import ScriptedMX, make_tls_context
+from tests.support import ApiServer, Sender, make_key
 from tests.test_end_to_end import Deliver, message_view
 
 HEX_ID = re.compile(r"[0-9a-f]{32}")
@@ -158,3 +163,34 @@ def test_uvicorn_workers_get_the_chosen_format() -> None:
     assert json_config["loggers"]["uvicorn.access"]["propagate"] is False
     text_config = uvicorn_config(level="INFO", log_format="text")
     assert "format" in text_config["formatters"]["columba"]
+
+
+async def test_an_smtp_session_names_its_messages(
+    client: httpx.AsyncClient,
+    sender: Sender,
+    settings: Settings,
+    db: Database,
+    tls_ca: trustme.CA,
+) -> None:
+    key = await make_key(db, account=sender.account_name, scopes=None)
+    server = SubmissionServer(settings, make_tls_context(tls_ca, "127.0.0.1"))
+    await server.start("127.0.0.1", port=0, tls_port=None)
+    tls = ssl.create_default_context()
+    tls_ca.configure_trust(tls)
+    mail = f"From: {sender.address()}\r\nTo: a@example.test\r\nSubject: s\r\n\r\nHi.\r\n"
+    try:
+        smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=server.ports["starttls"], tls_context=tls)
+        async with smtp:
+            await smtp.login("apikey", key)
+            first = await smtp.sendmail(sender.address(), ["a@example.test"], mail)
+            second = await smtp.sendmail(sender.address(), ["b@example.test"], mail)
+    finally:
+        await server.close()
+    ids = [reply[1].rsplit(" ", 1)[1] for reply in (first, second)]
+    found = set()
+    for message_id in ids:
+        view = await message_view(client, sender, message_id)
+        [event] = view["recipients"][0]["events"]
+        found.add(event["data"]["request_id"])
+    [session_id] = found  # one session, one id for both messages
+    assert re.fullmatch(r"smtp-[0-9a-f]{32}", session_id)
