@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 
+from app.submission.tls import ensure_dev_certificate
 from tests.fakes.mx import free_port
 from tests.observability.support import Scrape
 from tests.test_processes import production_env, running, until_healthy
@@ -70,3 +71,24 @@ async def test_the_worker_serves_metrics_and_health(tmp_path: Path, redis_url: s
     assert scrape.families["columba_smtp_connections"] == "gauge"
     assert scrape.families["columba_queue_recipients"] == "gauge"
     assert scrape.value("columba_queue_recipients", state="due") == 0
+
+
+async def test_the_smtp_listener_serves_metrics_and_health(tmp_path: Path, redis_url: str) -> None:
+    cert, key = ensure_dev_certificate(tmp_path / "tls", "mta.columba.test")
+    env = await production_env(
+        tmp_path / "var",
+        redis_url=redis_url,
+        smtp_tls_cert=str(cert),
+        smtp_tls_key=str(key),
+    )
+    port, metrics_port = free_port(), free_port()
+    args = ("--port", str(port), "--tls-port", "0", "--metrics-port", str(metrics_port))
+    async with (
+        running("smtp", *args, env=env, cwd=tmp_path),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{metrics_port}") as http,
+    ):
+        await until_healthy(f"http://127.0.0.1:{metrics_port}")
+        ready = await http.get("/readyz")
+        anonymous = await http.get("/metrics")
+    assert ready.status_code == 200, ready.text
+    assert anonymous.status_code == 401  # no key, and no address allowed
