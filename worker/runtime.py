@@ -76,6 +76,7 @@ class Runtime:
             self.resolver, policy_fetcher(settings, self.resolver), DatabasePolicyStore(self.db)
         )
         self.tls_counter = TlsCounter()
+        self._attempt_log_level = logging.INFO if settings.log_format == "json" else logging.DEBUG
         self.composer = Composer(self.signer, render_limits(settings))
         self.pool = ConnectionPool(
             smtp_options(settings),
@@ -176,7 +177,7 @@ class Runtime:
 
         recorded = await _retrying(attempt)
         observed.observe_outcomes(outcomes, now=clock.now())
-        observed.log_attempts(outcomes)
+        observed.log_attempts(outcomes, level=self._attempt_log_level)
         return recorded
 
     async def renew(self, tokens: list[str]) -> int:

@@ -56,14 +56,16 @@ def _add(counter: PromCounter, counts: Mapping[Any, int]) -> None:
         counter.labels(*values).inc(amount)
 
 
-def log_attempts(outcomes: Sequence[Outcome]) -> None:
-    """One line per delivery attempt (structured with COLUMBA_LOG_FORMAT=json)."""
-    if not log.isEnabledFor(logging.INFO):
+def log_attempts(outcomes: Sequence[Outcome], *, level: int = logging.INFO) -> None:
+    """One line per delivery attempt, at `level` (INFO with COLUMBA_LOG_FORMAT=json, DEBUG
+    for text: a line per recipient of a bulk send is for log pipelines, not terminals)."""
+    if not log.isEnabledFor(level):
         return
     for outcome in outcomes:
         reply = outcome.decision.reply
         recipient = outcome.recipient
-        log.info(
+        log.log(
+            level,
             "delivery attempt %s: %s",
             outcome.decision.status,
             reply,

@@ -21,7 +21,7 @@ from app.core.db import Database
 from app.observability.logs import JsonFormatter, request_id_from, uvicorn_config
 from app.submission.server import SubmissionServer
 from tests.fakes.mx import ScriptedMX, make_tls_context
-from tests.support import ApiServer, Sender, make_key
+from tests.support import ApiServer, Sender, make_key, run_worker
 from tests.test_end_to_end import Deliver, message_view
 
 HEX_ID = re.compile(r"[0-9a-f]{32}")
@@ -51,14 +51,15 @@ async def test_a_request_id_travels_into_events_and_delivery_logs(
     client: httpx.AsyncClient,
     sender: Sender,
     mx: ScriptedMX,
-    deliver: Deliver,
+    settings: Settings,
+    redis_url: str,
 ) -> None:
     caplog.set_level(logging.INFO)
     response = await post_send(client, sender, **{"X-Request-Id": "order-42.confirm"})
     assert response.status_code == 202
     assert response.headers["x-request-id"] == "order-42.confirm"
     message_id = response.json()["id"]
-    await deliver()
+    await run_worker(settings.model_copy(update={"log_format": "json"}), redis_url)
 
     view = await message_view(client, sender, message_id)
     for recipient in view["recipients"]:
@@ -194,3 +195,17 @@ async def test_an_smtp_session_names_its_messages(
         found.add(event["data"]["request_id"])
     [session_id] = found  # one session, one id for both messages
     assert re.fullmatch(r"smtp-[0-9a-f]{32}", session_id)
+
+
+async def test_text_logs_keep_delivery_attempts_at_debug(
+    caplog: pytest.LogCaptureFixture,
+    client: httpx.AsyncClient,
+    sender: Sender,
+    mx: ScriptedMX,
+    deliver: Deliver,
+) -> None:
+    caplog.set_level(logging.INFO)
+    assert (await post_send(client, sender)).status_code == 202
+    await deliver()
+    assert len(await mx.wait_for(1)) == 1
+    assert json_lines(caplog, "columba.delivery") == []  # a line per recipient: DEBUG in text
