@@ -69,12 +69,11 @@ def formatter_for(log_format: str) -> logging.Formatter:
 
 
 def configure(*, level: str, log_format: str) -> None:
-    """Root logging to stderr in the chosen format (replaces any handler set before)."""
+    """Root logging to stderr in the chosen format, as logging.basicConfig does it (nothing
+    changes when the root logger has handlers already: an embedding program chose them)."""
     handler = logging.StreamHandler()
     handler.setFormatter(formatter_for(log_format))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
 def uvicorn_config(*, level: str, log_format: str) -> dict[str, Any]:
