@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from app.core import migrate
 from app.core.config import Settings
@@ -57,8 +58,9 @@ async def test_the_api_is_ready(client: httpx.AsyncClient) -> None:
 
 
 async def test_the_api_is_not_ready_without_its_database(
-    settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # the data directory it makes of a `file:` URL lands here
     broken = settings.model_copy(update={"database_url": unreachable_database(settings, tmp_path)})
     async with ApiServer.running(broken) as api, httpx.AsyncClient(base_url=api.url) as http:
         response = await http.get("/readyz")
