@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -21,6 +24,8 @@ from app.dev.embedded_redis import redis_url_for, socket_path, stop_embedded_red
 from app.dev.embedded_redis import running_at as embedded_redis_answers
 from app.domains import rotation
 from app.domains import service as domains
+from app.observability import logs
+from app.observability.exposition import MULTIPROC_ENV
 
 T = TypeVar("T")
 
@@ -64,9 +69,7 @@ def _announce(settings: Settings, kind: str, key: str) -> None:
 @click.option("--log-level", default="INFO", show_default=True, help="Python logging level.")
 def main(log_level: str) -> None:
     """Columba: self-hosted transactional email."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(level=log_level, log_format=_log_format())
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         # arq logs every job start and end at INFO: with crons every second that drowns what
         # matters. Its warnings and errors still show; --log-level DEBUG shows everything.
@@ -115,6 +118,37 @@ def dev(
     )
 
 
+def _log_format() -> str:
+    """COLUMBA_LOG_FORMAT, `text` when the settings do not load (the command then says why)."""
+    try:
+        return load_settings().log_format
+    except ValueError:
+        return "text"
+
+
+def _metrics_port_option(process: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--metrics-port: /metrics, /healthz and /readyz of `process` on a port of --host."""
+    return click.option(
+        "--metrics-port",
+        default=0,
+        show_default=True,
+        type=click.IntRange(min=0, max=65535),
+        help=f"Serve {process}'s /metrics, /healthz and /readyz on this port of --host; 0 = off.",
+    )
+
+
+def _multiprocess_metrics(workers: int) -> None:
+    """Several uvicorn workers share their metrics through files in PROMETHEUS_MULTIPROC_DIR
+    (prometheus-client's multiprocess mode): one made for this run unless given, and emptied
+    of a previous run's files, which would otherwise be added to this one's."""
+    if workers < 2:
+        return
+    directory = os.environ.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="columba-metrics-")
+    for stale in Path(directory).glob("*.db"):
+        stale.unlink()
+    os.environ[MULTIPROC_ENV] = directory  # read by each worker as it imports prometheus-client
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
@@ -126,13 +160,16 @@ def api(host: str, port: int, workers: int) -> None:
     from app.main import proxy_options
 
     settings = _settings_for_production()
+    _multiprocess_metrics(workers)
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
     uvicorn.run(
         "app.main:create_app",
         factory=True,
         host=host,
         port=port,
         workers=workers,
-        access_log=False,
+        access_log=False,  # COLUMBA_LOG_FORMAT=json logs each request (columba.http)
+        log_config=logs.uvicorn_config(level=level, log_format=settings.log_format),
         # uvicorn's default of 5 s kills a worker still importing the app on a loaded machine,
         # and the next one, and so on (seen with 2 workers on 2 busy cores).
         timeout_worker_healthcheck=30,
@@ -141,19 +178,24 @@ def api(host: str, port: int, workers: int) -> None:
 
 
 @main.command()
-def worker() -> None:
+@click.option("--host", default="127.0.0.1", show_default=True, help="For --metrics-port.")
+@_metrics_port_option("the worker")
+def worker(host: str, metrics_port: int) -> None:
     """Run a delivery worker (arq) with the sweeper."""
     from worker.settings import build_worker
 
     settings = _settings_for_production()
-    build_worker(settings, redis_url_for(settings.redis_url, settings.var_dir)).run()
+    redis_url = redis_url_for(settings.redis_url, settings.var_dir)
+    metrics_at = (host, metrics_port) if metrics_port else None
+    build_worker(settings, redis_url, metrics_at=metrics_at).run()
 
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=587, show_default=True, type=int, help="STARTTLS; 0 = off.")
 @click.option("--tls-port", default=465, show_default=True, type=int, help="TLS; 0 = off.")
-def smtp(host: str, port: int, tls_port: int) -> None:
+@_metrics_port_option("the listener")
+def smtp(host: str, port: int, tls_port: int, metrics_port: int) -> None:
     """SMTP submission: user `apikey`, an API key as password, TLS required."""
     from app.submission.server import serve
     from app.submission.tls import TlsSetupError, context_from_settings
@@ -167,7 +209,14 @@ def smtp(host: str, port: int, tls_port: int) -> None:
         raise click.BadParameter("give --port or --tls-port (or both)", param_hint="--port")
     try:
         asyncio.run(
-            serve(settings, tls_context, host=host, port=port or None, tls_port=tls_port or None)
+            serve(
+                settings,
+                tls_context,
+                host=host,
+                port=port or None,
+                tls_port=tls_port or None,
+                metrics_port=metrics_port or None,
+            )
         )
     finally:
         stop_embedded_redis()
@@ -176,13 +225,7 @@ def smtp(host: str, port: int, tls_port: int) -> None:
 @main.command()
 @click.option("--host", default="0.0.0.0", show_default=True)
 @click.option("--port", default=25, show_default=True, type=int)
-@click.option(
-    "--metrics-port",
-    default=0,
-    show_default=True,
-    type=int,
-    help="Serve Prometheus metrics (/metrics) on this port of --host; 0 = off.",
-)
+@_metrics_port_option("the listener")
 def inbound(host: str, port: int, metrics_port: int) -> None:
     """Receive bounces (DSN and text), complaints (ARF) and everything else returned to the
     bounce domains; every message is stored with what was concluded (GET /v1/inbound)."""

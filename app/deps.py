@@ -20,6 +20,7 @@ from app.core.errors import Forbidden, TooManyRequests, Unauthorized
 from app.core.queue import Queue
 from app.core.ratelimit import FixedWindowLimiter
 from app.messages.committer import SendCommitter
+from app.observability.http import note_account
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,7 @@ async def get_principal(request: Request) -> Principal:
     if principal is None:
         await limit_rate(request, key=client)
         raise Unauthorized(INVALID_KEY)
+    note_account(request.scope, principal.account.id)
     await limit_rate(request, key=f"key:{principal.api_key.id}")
     return principal
 

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from fastapi import Request, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.observability.http import note_route
 from app.routing import StrictJsonRequest, refuse_nul_in_url
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -52,8 +53,12 @@ class FastPath:
         """Serve a matched route; pass anything else on."""
         endpoint = self._match(scope["method"], scope["path"]) if scope["type"] == "http" else None
         if endpoint is None:
-            await self.app(scope, receive, send)
+            try:
+                await self.app(scope, receive, send)
+            finally:  # the router put the route it matched in the scope
+                note_route(scope, getattr(scope.get("route"), "path", None))
             return
+        note_route(scope, scope["path"])
         request = StrictJsonRequest(scope, receive)
         try:
             refuse_nul_in_url(request)

@@ -32,6 +32,8 @@ from app.messages.router import router as messages_router
 from app.messages.router import send
 from app.messages.schemas import SendRequest
 from app.middleware import BodySizeLimit, GzipRequests, body_limit_for
+from app.observability.http import RequestObserver
+from app.observability.router import router as observability_router
 from app.openapi import install_openapi
 from app.sendgrid.router import mail_send
 from app.sendgrid.router import router as sendgrid_router
@@ -108,9 +110,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost: the public tracking links carry no key (no rate-limit headers), take no
     # gzip bodies and cap their own small forms, so they skip the three.
     app.add_middleware(FastPath, routes={}, prefixes=TRACKING_ROUTES)
+    # Outermost: the request id and the timing cover everything, refusals included.
+    app.add_middleware(RequestObserver, log_requests=settings.log_format == "json")
     install_error_handlers(app)
     install_openapi(app, extra_models=[MailSend, SendRequest])
     app.include_router(health_router)
+    app.include_router(observability_router)
     app.include_router(messages_router)
     app.include_router(events_router)
     app.include_router(webhooks_router)

@@ -7,22 +7,24 @@ import base64
 import logging
 import secrets
 import ssl
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import aiosmtplib
 import httpx
 import pytest
+import pytest_asyncio
 import trustme
 
 from app.core.config import Settings
 from app.core.db import Database
 from app.domains import service as domains
+from app.observability.logs import JsonFormatter
 from app.submission.server import SubmissionServer
 from app.webhooks.dispatcher import build_dispatcher
 from tests.fakes.dns import FakeDNS
 from tests.fakes.mx import ScriptedMX, make_tls_context
 from tests.fakes.webhooks import running_receiver
-from tests.support import Sender, make_key
+from tests.support import ApiServer, Sender, make_key
 from tests.test_end_to_end import Deliver, send
 from tests.webhooks.conftest import create_webhook, drain_until, quick_settings
 
@@ -41,9 +43,11 @@ def _pem_lines(pem: bytes) -> Iterator[str]:
 
 
 def _logged(caplog: pytest.LogCaptureFixture) -> list[str]:
-    """Every captured record, formatted with its traceback and stack if any."""
-    formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
-    return [formatter.format(record) for record in caplog.records]
+    """Every captured record, formatted with its traceback and stack if any: as text, and as
+    COLUMBA_LOG_FORMAT=json writes it (with every structured field)."""
+    text = logging.Formatter("%(name)s %(levelname)s %(message)s")
+    structured = JsonFormatter()
+    return [f(record) for record in caplog.records for f in (text.format, structured.format)]
 
 
 def _client(port: int, tls: ssl.SSLContext) -> aiosmtplib.SMTP:
@@ -69,6 +73,17 @@ async def _submit(port: int, ca: trustme.CA, key: str, sender: Sender) -> str:
     return wrong
 
 
+@pytest_asyncio.fixture
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The API with COLUMBA_LOG_FORMAT=json (a line per request, with its fields)."""
+    json_logs = settings.model_copy(update={"log_format": "json"})
+    async with (
+        ApiServer.running(json_logs) as api,
+        httpx.AsyncClient(base_url=api.url, timeout=30) as http,
+    ):
+        yield http
+
+
 async def test_no_secret_appears_in_any_log_line(
     caplog: pytest.LogCaptureFixture,
     client: httpx.AsyncClient,
@@ -82,6 +97,7 @@ async def test_no_secret_appears_in_any_log_line(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     path_token, query_token = secrets.token_hex(16), secrets.token_hex(16)
+    tracking_token = secrets.token_urlsafe(24)
     smtp_key = await make_key(db, account=sender.account_name, scopes=None)
     submission = SubmissionServer(settings, make_tls_context(tls_ca, "127.0.0.1"))
     await submission.start("127.0.0.1", port=0, tls_port=None)
@@ -92,6 +108,17 @@ async def test_no_secret_appears_in_any_log_line(
         receiver.answer(500)  # one failed delivery too: failures log differently
         unknown = await client.get("/v1/events", headers={"Authorization": "Bearer SG.x.y"})
         assert unknown.status_code == 401
+        scraper = await make_key(db, account=sender.account_name, scopes=["metrics.read"])
+        scraped = await client.get("/metrics", headers={"Authorization": f"Bearer {scraper}"})
+        assert scraped.status_code == 200
+        # A tracking link's token is in its path: Columba logs route templates, never paths.
+        # (The test's own client logs the URLs it fetches; that is not Columba's log.)
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        try:
+            tracked = await client.get(f"/t/o/{tracking_token}")
+        finally:
+            logging.getLogger("httpx").setLevel(logging.NOTSET)
+        assert tracked.status_code in (200, 404)
         await send(client, sender, to=["alice@example.test"])
         wrong = await _submit(submission.ports["starttls"], tls_ca, smtp_key, sender)
         await deliver()
@@ -117,10 +144,15 @@ async def test_no_secret_appears_in_any_log_line(
         "webhook URL query": [query_token],
         "DKIM private key": list(_pem_lines(dkim.private_key_pem)),
         "COLUMBA_SECRET_KEY": list(_variants(settings.secret_key_bytes().decode())),
+        "metrics key": [*_variants(scraper), scraper.rsplit(".", 1)[1]],
+        "tracking token": [tracking_token],
     }
     lines = _logged(caplog)
     assert len(lines) >= 10, "the flow should have logged something to search"
     assert any("hooks.test" in line for line in lines), "our own webhook line is missing"
+    assert any('"event": "http_request"' in line for line in lines), "no JSON request line"
+    assert any('"event": "delivery_attempt"' in line for line in lines), "no delivery line"
+    assert any('"event": "webhook_delivery"' in line for line in lines), "no webhook line"
     leaks = [
         (kind, line)
         for kind, needles in found.items()

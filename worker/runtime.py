@@ -41,6 +41,7 @@ from app.domains.service import dkim_keys
 from app.messages import dispatch
 from app.messages.compose import Composer, Copy, Refused, return_path
 from app.messages.dispatch import Claim, ClaimedRecipient, LoadedMessage, Outcome
+from app.observability import delivery as observed
 from app.templates.budget import render_limits
 from app.tlspolicy.store import DatabasePolicyStore, TlsCounter
 from app.tracking.links import LinkSettings
@@ -70,12 +71,13 @@ class Runtime:
             settings.dns_nameservers, timeout=settings.dns_timeout.total_seconds()
         )
         self.retry_policy = RetryPolicy(settings.retry_schedule, settings.max_message_age)
-        self._signers: dict[tuple[str, ...], DkimSigner] = {}
+        self._signers: dict[tuple[str, ...], observed.TimedSigner] = {}
         self.destination_table = DestinationTable(settings.destination_tls)
         self.mta_sts = MtaSts(
             self.resolver, policy_fetcher(settings, self.resolver), DatabasePolicyStore(self.db)
         )
         self.tls_counter = TlsCounter()
+        self._attempt_log_level = logging.INFO if settings.log_format == "json" else logging.DEBUG
         self.composer = Composer(
             self.signer,
             render_limits(settings),
@@ -87,6 +89,7 @@ class Runtime:
             idle_timeout=settings.smtp_idle_timeout.total_seconds(),
             max_messages=settings.smtp_max_messages_per_connection,
             slot_wait=settings.throttle_wait.total_seconds(),
+            observer=observed.PoolMetrics(),
         )
         self.pump = Pump(
             claim=lambda limit, last_chances: self.claim(limit, last_chances=last_chances),
@@ -177,7 +180,10 @@ class Runtime:
                 await session.commit()
             return recorded
 
-        return await _retrying(attempt)
+        recorded = await _retrying(attempt)
+        observed.observe_outcomes(outcomes, now=clock.now())
+        observed.log_attempts(outcomes, level=self._attempt_log_level)
+        return recorded
 
     async def renew(self, tokens: list[str]) -> int:
         """Extend the leases of claims still in flight."""
@@ -306,6 +312,8 @@ class Runtime:
             tls_cipher=result.tls_cipher if result else None,
             tls_verified=result.tls_verified if result else None,
             asm_group_id=loaded.message.asm_group_id,
+            accepted_at=loaded.message.created_at,
+            request_id=loaded.message.request_id,
         )
 
     def _held(self, loaded: LoadedMessage) -> Reply | None:
@@ -365,7 +373,7 @@ class Runtime:
             self.settings.destination_limits,
         )
 
-    def signer(self, loaded: LoadedMessage) -> DkimSigner:
+    def signer(self, loaded: LoadedMessage) -> observed.TimedSigner:
         """The sending domain's signer, its key decrypted once per process."""
         domain = loaded.domain
         # Keyed by the selectors too: after a DKIM rotation the new key signs at once.
@@ -373,7 +381,7 @@ class Runtime:
         signer = self._signers.get(cache_key)
         if signer is None:
             keys = dkim_keys(domain, secret_key=self.settings.secret_key_bytes())
-            signer = self._signers[cache_key] = DkimSigner(keys)
+            signer = self._signers[cache_key] = observed.TimedSigner(DkimSigner(keys))
         return signer
 
 

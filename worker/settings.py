@@ -11,6 +11,7 @@ from arq.worker import Worker, func
 
 from app.core.config import Settings
 from app.core.queue import DELIVER_JOB, QUEUE_NAME, SWEEP_JOB, Queue, redis_settings
+from app.observability.server import ObservabilityServer
 from app.webhooks.dispatcher import build_dispatcher
 from worker import deliverability, jobs
 from worker.runtime import Runtime
@@ -75,10 +76,20 @@ def deliverability_cron_jobs() -> list[CronJob]:
     ]
 
 
-def build_worker(settings: Settings, redis_url: str, **overrides: Any) -> Worker:
-    """An arq Worker running delivery jobs and the sweeper."""
+def build_worker(
+    settings: Settings,
+    redis_url: str,
+    *,
+    metrics_at: tuple[str, int] | None = None,
+    **overrides: Any,
+) -> Worker:
+    """An arq Worker running delivery jobs and the sweeper; its metrics and health served at
+    `metrics_at` (host, port) if given."""
 
     async def startup(ctx: dict[str, Any]) -> None:
+        if metrics_at is not None:
+            ctx["observability"] = ObservabilityServer(settings, queue=True)
+            await ctx["observability"].start(*metrics_at)
         runtime = Runtime(settings, redis=ctx["redis"])
         runtime.start()
         ctx["runtime"] = runtime
@@ -89,6 +100,8 @@ def build_worker(settings: Settings, redis_url: str, **overrides: Any) -> Worker
         await ctx["webhooks"].client.close()
         await ctx["queue"].close()
         await ctx["runtime"].close()
+        if "observability" in ctx:
+            await ctx["observability"].close()
 
     options: dict[str, Any] = {
         "functions": [func(jobs.deliver_message, name=DELIVER_JOB)],

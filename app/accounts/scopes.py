@@ -57,6 +57,7 @@ class Scope(StrEnum):
     TRACKING_SUBSCRIPTION_UPDATE = "tracking_settings.subscription.update"
     TRACKING_GA_READ = "tracking_settings.google_analytics.read"
     TRACKING_GA_UPDATE = "tracking_settings.google_analytics.update"
+    METRICS_READ = "metrics.read"  # Columba's own: scrape /metrics (no SendGrid counterpart)
 
 
 def unknown_scopes(names: list[str] | tuple[str, ...]) -> list[str]:

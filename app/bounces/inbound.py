@@ -15,7 +15,6 @@ import ssl
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
-from prometheus_client import start_http_server
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
@@ -24,6 +23,7 @@ from app.bounces.models import InboundMessage
 from app.core.config import Settings
 from app.core.db import Database
 from app.messages.models import Recipient
+from app.observability.server import ObservabilityServer
 from app.tracking import tokens
 
 log = logging.getLogger(__name__)
@@ -150,10 +150,19 @@ class InboundHandler:
             await db_session.commit()
         for row in rows:
             metrics.count(intake.Outcome(row.outcome), row.bounce_type)
+            fields = {
+                "event": "inbound_message",
+                "inbound_id": row.id,
+                "outcome": str(row.outcome),
+                "bounce_type": row.bounce_type,
+                "detector": row.detector,
+            }
             if row.outcome == intake.Outcome.UNCLASSIFIED:
-                log.warning("inbound message %s unclassified: %s", row.id, row.reason)
+                log.warning("inbound message %s unclassified: %s", row.id, row.reason, extra=fields)
             else:
-                log.info("inbound message %s: %s (%s)", row.id, row.outcome, row.detector)
+                log.info(
+                    "inbound message %s: %s (%s)", row.id, row.outcome, row.detector, extra=fields
+                )
         return rows
 
 
@@ -209,11 +218,11 @@ async def start_inbound(
 async def serve_inbound(
     settings: Settings, *, host: str, port: int, metrics_port: int | None = None
 ) -> None:
-    """Run the listener until cancelled; its Prometheus metrics on `metrics_port` if given."""
+    """Run the listener until cancelled; its metrics and health on `metrics_port` if given."""
+    observability = ObservabilityServer(settings)
     if metrics_port:
         metrics.prime()
-        start_http_server(metrics_port, addr=host)
-        log.info("columba inbound metrics on http://%s:%s/metrics", host, metrics_port)
+        await observability.start(host, metrics_port)
     db = Database(settings)
     server = await start_inbound(settings, db, host=host, port=port)
     log.info("columba inbound listening on %s:%s", host, port)
@@ -221,4 +230,5 @@ async def serve_inbound(
         async with server:
             await server.serve_forever()
     finally:
+        await observability.close()
         await db.dispose()

@@ -1,20 +1,13 @@
-"""Prometheus counters of `columba inbound`: every message by outcome, and the failures."""
+"""Prometheus counters of `columba inbound` (defined with the others in
+app/observability/metrics.py): every message by outcome, and the failures."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter
-
 from app.bounces.intake import Outcome
+from app.observability.metrics import INBOUND_MESSAGES as RECEIVED
+from app.observability.metrics import INBOUND_STORE_FAILURES as FAILURES
 
-RECEIVED = Counter(
-    "columba_inbound_messages",
-    "Messages the inbound listener stored, by what was concluded.",
-    ["outcome", "bounce_type"],
-)
-FAILURES = Counter(
-    "columba_inbound_store_failures",
-    "Messages answered 451 because they could not be stored.",
-)
+__all__ = ["FAILURES", "RECEIVED", "count", "prime"]
 
 
 def count(outcome: Outcome, bounce_type: str | None) -> None:

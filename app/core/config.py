@@ -156,10 +156,17 @@ class Settings(BaseSettings):
     dnsbl_zones: CommaList = ("zen.spamhaus.org", "b.barracudacentral.org", "bl.spamcop.net")
     # Where `columba doctor` tests that outbound port 25 is open (host:port).
     port25_probe: str = "gmail-smtp-in.l.google.com:25"
+    # `text` for people, `json` for one object per line (with a line per request, delivery
+    # attempt, webhook delivery and inbound message).
+    log_format: Literal["text", "json"] = "text"
+    # Client addresses (IPs or networks) that may scrape /metrics without a key: the
+    # Prometheus of the internal network. Anyone else needs a key with `metrics.read`.
+    metrics_allow_ips: CommaList = ()
 
     @field_validator(
         "dns_nameservers",
         "forwarded_allow_ips",
+        "metrics_allow_ips",
         "sending_ips",
         "destination_tls",
         "dnsbl_zones",
@@ -183,6 +190,19 @@ class Settings(BaseSettings):
                         f"COLUMBA_FORWARDED_ALLOW_IPS: {entry!r} is not an IP address, a network "
                         "such as 10.0.0.0/8, or *"
                     ) from exc
+        return value
+
+    @field_validator("metrics_allow_ips")
+    @classmethod
+    def _check_metrics_ips(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ValueError(
+                    f"COLUMBA_METRICS_ALLOW_IPS: {entry!r} is not an IP address or a network "
+                    "such as 10.0.0.0/8"
+                ) from exc
         return value
 
     @field_validator("destination_tls")

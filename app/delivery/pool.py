@@ -14,6 +14,7 @@ import logging
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from app.core.ids import new_id
 from app.delivery.mx import MXHost
@@ -27,6 +28,19 @@ SLOT_POLL_SECONDS = 0.25  # how often a waiter re-checks for a slot freed by ano
 # How long an answer to "does another process wait for this destination?" is believed:
 # inside the waiter's WANTED_MILLISECONDS, so a slot it asks for is freed within this.
 WANTED_CHECK_SECONDS = 0.25
+
+
+class PoolObserver(Protocol):
+    """Told when connections open and close and when a checkout has to wait (the metrics)."""
+
+    def opened(self, host: MXHost) -> None:
+        """A connection to `host` opened."""
+
+    def closed(self, host: MXHost) -> None:
+        """A connection to `host` closed."""
+
+    def waited(self, host: MXHost) -> None:
+        """A checkout for `host` found no idle connection and no free slot."""
 
 
 class Throttled(Exception):
@@ -61,8 +75,10 @@ class ConnectionPool:
         idle_timeout: float = 30.0,
         max_messages: int = 100,
         slot_wait: float = 2.0,
+        observer: PoolObserver | None = None,
     ) -> None:
         self.options = options
+        self.observer = observer
         self.throttle = throttle
         self.idle_timeout = idle_timeout
         self.max_messages = max_messages
@@ -90,6 +106,7 @@ class ConnectionPool:
         HostUnusable when the host cannot be reached."""
         key = (ip, self.options.port)
         deadline = time.monotonic() + self.slot_wait
+        waited = False
         while True:
             idle = await self._take_idle(ip)
             if idle is not None:
@@ -100,6 +117,9 @@ class ConnectionPool:
                 if opened is not None:
                     await self._wake_one(key)  # the budget may have room for more: next asks
                     return opened
+            if not waited and self.observer is not None:
+                waited = True
+                self.observer.waited(host)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 if asker:
@@ -166,6 +186,8 @@ class ConnectionPool:
                 await self.throttle.release_connection(destination, token)
             raise
         self.opened += 1
+        if self.observer is not None:
+            self.observer.opened(host)
         pooled = PooledSession(session, destination, token)
         self._live.add(pooled)
         return pooled
@@ -202,6 +224,8 @@ class ConnectionPool:
     async def _discard(self, pooled: PooledSession) -> None:
         """Close a session and free its slot."""
         self._live.discard(pooled)
+        if self.observer is not None:
+            self.observer.closed(pooled.session.host)
         await pooled.session.close()
         if self.throttle is not None:
             await self.throttle.release_connection(pooled.destination, pooled.token)

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 import dns.asyncresolver
-from prometheus_client import Counter
 from sqlalchemy import exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,14 +26,12 @@ from app.domains.checks import (
 from app.domains.models import Domain, DomainKey, KeyState
 from app.events import service as events
 from app.events.models import EventType
+from app.observability.metrics import DOMAIN_CHECKS, DOMAIN_VERIFICATION_LOST
 
 log = logging.getLogger(__name__)
 
-CHECKS = Counter("columba_domain_checks", "Domain DNS verifications, by outcome", ["outcome"])
-LOST = Counter(
-    "columba_domain_verification_lost",
-    "Domains that stopped being verified because a DKIM record they sign with failed",
-)
+CHECKS = DOMAIN_CHECKS  # the counters live with every other metric
+LOST = DOMAIN_VERIFICATION_LOST
 
 
 async def check_context(settings: Settings, resolver: dns.asyncresolver.Resolver) -> CheckContext:

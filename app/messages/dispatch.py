@@ -85,6 +85,8 @@ class Outcome:
     tls_cipher: str | None = None
     tls_verified: bool | None = None
     asm_group_id: int | None = None  # the message's unsubscribe group: SendGrid's events name it
+    accepted_at: datetime | None = None  # when the message was accepted (the latency metric)
+    request_id: str | None = None  # the HTTP request (or SMTP session) that accepted it
 
 
 def _due(now: datetime) -> Any:
@@ -595,6 +597,8 @@ def _event(outcome: Outcome) -> events.NewEvent:
     }
     if outcome.asm_group_id is not None:
         data["asm_group_id"] = outcome.asm_group_id
+    if outcome.request_id is not None:
+        data["request_id"] = outcome.request_id
     if outcome.decision.next_attempt_at is not None:
         data["next_attempt_at"] = outcome.decision.next_attempt_at.isoformat()
     classification = failure_class(outcome)

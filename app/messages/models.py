@@ -116,6 +116,9 @@ class Message(Base):
     settings: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     # A message submitted over SMTP is kept as the bytes to sign and send, not as fields.
     raw_mime: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    # The HTTP request (X-Request-Id) or SMTP session that accepted it: its logs and events
+    # name it, so one request can be followed through delivery.
+    request_id: Mapped[str | None] = mapped_column(String(64), default=None)
 
     attachments: Mapped[list[MessageAttachment]] = relationship(
         lazy="raise", order_by="MessageAttachment.position", cascade="all, delete-orphan"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.policy
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -39,6 +40,8 @@ from app.messages.schemas import (
     SendAccepted,
 )
 from app.messages.submission import Personalization, Submission
+from app.observability.accepting import note_accepted
+from app.observability.logs import REQUEST_ID
 from app.suppressions import service as suppressions
 from app.suppressions.models import Suppression, SuppressionType
 from app.templates import service as templates
@@ -378,6 +381,8 @@ async def write_messages(session: AsyncSession, sends: Sequence[Checked]) -> lis
     ]
     await _insert_recipients(session, [row for send_rows in rows for row in send_rows])
     await events.record(session, new_events)
+    statuses = Counter(row["status"] for send_rows in rows for row in send_rows)
+    note_accepted(session.sync_session, messages=len(sends), statuses=statuses)
     return [
         Accepted(
             message_id=send.message.id,
@@ -428,6 +433,7 @@ def _message_row(
         template_data=submission.template_data,
         sections=submission.sections,
         batch_id=submission.batch_id,
+        request_id=REQUEST_ID.get(),
         send_at=submission.send_at or _shared_send_at(submission),
         asm_group_id=submission.asm_group_id,
         settings=submission.settings,
@@ -660,6 +666,7 @@ class _Shared:
             "template_id": message.template_id,
             "batch_id": message.batch_id,
             "asm_group_id": message.asm_group_id,
+            "request_id": message.request_id,
         }
         return cls(
             account_id=message.account_id,

@@ -279,6 +279,7 @@ class SubmissionHandler:
             helo=_storable_helo(session.host_name or ""),
             tls_version=_tls_of(server).version,
             accepted_at=clock.now(),
+            request_id=session.request_id,
         )
 
 

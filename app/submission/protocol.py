@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Session, syntax
 
 from app.accounts.service import Principal
+from app.observability.logs import request_id_from
 from app.submission.addresses import PLAIN_ADDRESS
 from app.submission.data import read_data
 from app.submission.replies import Refusal
@@ -36,6 +37,16 @@ _PLAIN_PATH = re.compile(rf"<({PLAIN_ADDRESS})>[ \t]*((?:[^\x00-\x20(\x7f][^\x00
 
 class SubmissionSession(Session):
     """aiosmtpd's session, without its deprecation log line on every AUTH."""
+
+    _request_id: str | None = None
+
+    @property
+    def request_id(self) -> str:
+        """The session's id in the events and delivery logs of its messages (one per
+        connection, as an HTTP request has one)."""
+        if self._request_id is None:
+            self._request_id = "smtp-" + request_id_from(None)
+        return self._request_id
 
     @property
     def login_data(self) -> Any:

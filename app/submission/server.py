@@ -19,6 +19,7 @@ from app.core.queue import Queue
 from app.core.signals import Listener
 from app.dev.embedded_redis import redis_url_for
 from app.domains.cache import sending_domains
+from app.observability.server import ObservabilityServer
 from app.submission import replies
 from app.submission.guard import Guard, GuardLimits
 from app.submission.handler import SubmissionHandler
@@ -139,8 +140,12 @@ async def serve(
     host: str,
     port: int | None,
     tls_port: int | None,
+    metrics_port: int | None = None,
 ) -> None:
-    """`columba smtp`: listen until SIGINT or SIGTERM."""
+    """`columba smtp`: listen until SIGINT or SIGTERM; metrics and health on `metrics_port`."""
+    observability = ObservabilityServer(settings)
+    if metrics_port:
+        await observability.start(host, metrics_port)
     async with SubmissionServer(settings, tls_context) as server:
         await server.start(host, port=port, tls_port=tls_port)
         for kind, bound in server.ports.items():
@@ -152,6 +157,7 @@ async def serve(
             loop.add_signal_handler(signum, stop.set)
         await stop.wait()
         log.info("SMTP submission stopping")
+    await observability.close()
     with contextlib.suppress(NotImplementedError):
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)

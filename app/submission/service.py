@@ -45,6 +45,7 @@ class Transaction:
     helo: str
     tls_version: str | None
     accepted_at: datetime
+    request_id: str | None = None  # the SMTP session's: its events and logs name it
 
 
 @dataclass
@@ -177,6 +178,7 @@ def _message_row(
         asm_group_id=options.asm_group_id,
         settings={},
         raw_mime=prepared.data,
+        request_id=transaction.request_id,
     )
 
 

@@ -32,6 +32,7 @@ from app.core.ids import new_id
 from app.delivery.resolver import make_resolver
 from app.events import service as events
 from app.events.models import EventType
+from app.observability.webhooks import observe_webhook_post
 from app.webhooks import ledger, payloads, service
 from app.webhooks.client import PostResult, WebhookClient
 from app.webhooks.models import (
@@ -255,8 +256,12 @@ class Dispatcher:
             built = self._build(endpoint, batch)
         if built.signed is None:
             assert built.result is not None
+            if not built.result.succeeded:  # not built: a failed delivery all the same
+                observe_webhook_post(endpoint.id, endpoint.url, batch, built.result)
             return Outcome(built.sent_at, built.result)
-        return Outcome(built.sent_at, await self.client.post(endpoint.url, *built.signed))
+        outcome = Outcome(built.sent_at, await self.client.post(endpoint.url, *built.signed))
+        observe_webhook_post(endpoint.id, endpoint.url, batch, outcome.result)
+        return outcome
 
     async def _claim(self, webhook_id: str) -> Endpoint | None:
         """Lease the endpoint; None when it is disabled or another dispatcher holds it."""

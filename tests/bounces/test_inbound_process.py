@@ -27,6 +27,7 @@ async def test_inbound_serves_smtp_and_counts_outcomes_on_its_metrics_port(
     tmp_path: Path,
 ) -> None:
     env = await production_env(tmp_path / "var")
+    env["COLUMBA_METRICS_ALLOW_IPS"] = "127.0.0.1"  # scraped without a key
     port, metrics_port = free_port(), free_port()
     args = ("--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port))
     async with running("inbound", *args, env=env, cwd=tmp_path):
@@ -35,6 +36,12 @@ async def test_inbound_serves_smtp_and_counts_outcomes_on_its_metrics_port(
             series = f'columba_inbound_messages_total{{bounce_type="",outcome="{outcome}"}}'
             assert f"{series} 0.0" in page
         assert "columba_inbound_store_failures_total 0.0" in page
+        async with httpx.AsyncClient() as http:
+            health = await http.get(f"http://127.0.0.1:{metrics_port}/healthz")
+            ready = await http.get(f"http://127.0.0.1:{metrics_port}/readyz")
+        assert health.json() == {"status": "ok"}
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["status"] == "ready"
         async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False) as smtp:
             assert (await smtp.mail("")).code == 250
             with pytest.raises(aiosmtplib.SMTPRecipientRefused) as refused:
