@@ -11,19 +11,19 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.tracking.models import TrackingSettings
+from app.tracking.settings import DEFAULTS, TrackingSettingsView, effective_settings
 
 SNAPSHOT_KEY = "account_tracking"
 
 
 async def account_defaults(session: AsyncSession, account_id: str) -> dict[str, Any] | None:
-    """The account's defaults in the send's shape; None without a row (everything off)."""
-    row = await session.get(TrackingSettings, account_id)
-    return None if row is None else as_send_settings(row)
+    """The account's defaults in the send's shape; None when they are SendGrid's (all off)."""
+    view = await effective_settings(session, account_id)
+    return None if view == DEFAULTS else as_send_settings(view)
 
 
-def as_send_settings(row: TrackingSettings) -> dict[str, Any]:
-    """A tracking_settings row as a send's `tracking_settings`, plus `list_unsubscribe`."""
+def as_send_settings(row: TrackingSettingsView) -> dict[str, Any]:
+    """An account's settings as a send's `tracking_settings`, plus `list_unsubscribe`."""
     utm = ("utm_source", "utm_medium", "utm_term", "utm_content", "utm_campaign")
     return {
         "click_tracking": {"enable": row.click_enabled, "enable_text": row.click_enable_text},

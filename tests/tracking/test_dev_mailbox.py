@@ -1,5 +1,5 @@
 """`columba dev` shows tracking: the captured mail holds List-Unsubscribe and rewritten links
-that point at the dev server itself."""
+that point at the dev server itself, and a link taken from it redirects to the original."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import email
 import email.policy
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -36,7 +37,20 @@ async def captured(mailbox: Path) -> EmailMessage:
     return found
 
 
-async def test_captured_mail_carries_the_headers_and_links_to_the_dev_server(
+async def recorded_clicks(http: httpx.AsyncClient, key: str) -> list[dict[str, Any]]:
+    """The account's click events, once there are any (they are written in batches)."""
+    async with asyncio.timeout(30):
+        while True:
+            response = await http.get(
+                "/v1/events", params={"limit": 1000}, headers={"Authorization": f"Bearer {key}"}
+            )
+            clicks = [e for e in response.json()["events"] if e["type"] == "clicked"]
+            if clicks:
+                return clicks
+            await asyncio.sleep(0.2)
+
+
+async def test_a_link_of_a_captured_mail_redirects_through_the_dev_server_and_is_recorded(
     tmp_path: Path,
 ) -> None:
     port, smtp_port, submission_port, tls_port, inbound_port = (free_port() for _ in range(5))
@@ -67,10 +81,15 @@ async def test_captured_mail_carries_the_headers_and_links_to_the_dev_server(
             )
             assert response.status_code == 202, response.text
             message = await captured(tmp_path / "var" / "mailbox")
-        assert str(message["List-Unsubscribe"]).startswith(f"<{public}/u/")
-        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-        [link] = Html(body(message, "html")).hrefs
-        assert link.startswith(f"{public}/t/c/")
+            assert str(message["List-Unsubscribe"]).startswith(f"<{public}/u/")
+            assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+            [link] = Html(body(message, "html")).hrefs
+            assert link.startswith(f"{public}/t/c/")
+            clicked = await http.get(link, follow_redirects=False)
+            assert clicked.status_code == 302
+            assert clicked.headers["Location"] == LINK
+            [click] = await recorded_clicks(http, key)
+        assert click["data"]["url"] == LINK
     finally:
         if process.returncode is None:
             process.kill()
