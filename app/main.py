@@ -29,6 +29,7 @@ from app.messages.committer import SendCommitter
 from app.messages.router import router as messages_router
 from app.messages.router import send
 from app.messages.schemas import SendRequest
+from app.messages.search_router import router as search_router
 from app.middleware import BodySizeLimit, GzipRequests, body_limit_for
 from app.openapi import install_openapi
 from app.sendgrid.router import mail_send
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_openapi(app, extra_models=[MailSend, SendRequest])
     app.include_router(health_router)
     app.include_router(messages_router)
+    app.include_router(search_router)
     app.include_router(events_router)
     app.include_router(webhooks_router)
     app.include_router(stats_router)
