@@ -25,6 +25,7 @@ from app.events.router import router as events_router
 from app.events.waiting import LongPolls
 from app.fastpath import FastPath
 from app.health import router as health_router
+from app.messages.activity_router import router as activity_router
 from app.messages.committer import SendCommitter
 from app.messages.router import router as messages_router
 from app.messages.router import send
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.include_router(messages_router)
     app.include_router(search_router)
+    app.include_router(activity_router)
     app.include_router(events_router)
     app.include_router(webhooks_router)
     app.include_router(stats_router)

@@ -61,7 +61,7 @@ class SearchFilters:
       SQLite), or `@domain` for every address at that domain (its A-label, exact).
     - sender: the message's From address, exact, case-insensitive.
     - subject: a case-insensitive prefix of the message's subject (for a template, its
-      subject source).
+      subject source); with subject_equals, the whole subject, exactly.
     - statuses: the recipient's current status is one of these.
     - category: one of the message's categories, exact.
     - metadata: (key, value) pairs of custom_args, each exact; a recipient's own custom_args
@@ -75,6 +75,7 @@ class SearchFilters:
     recipient: str | None = None
     sender: str | None = None
     subject: str | None = None
+    subject_equals: bool = False
     statuses: tuple[RecipientStatus, ...] = ()
     category: str | None = None
     metadata: tuple[tuple[str, str], ...] = ()
@@ -224,6 +225,8 @@ def _message_conditions(
         conditions.append(func.lower(m.c.from_email) == func.lower(filters.sender))
     if filters.subject:
         conditions.append(_subject_prefix(m, filters.subject, dialect))
+        if filters.subject_equals:
+            conditions.append(m.c.subject == filters.subject)
     if filters.template_id:
         conditions.append(m.c.template_id == filters.template_id)
     if filters.batch_id:

@@ -64,3 +64,36 @@ class ActivityList(BaseModel):
     """SendGrid's `GET /v3/messages` answer."""
 
     messages: list[ActivityMessage]
+
+
+class ActivityEvent(BaseModel):
+    """One event of a recipient's copy, as SendGrid's activity shows it."""
+
+    event_name: str
+    processed: datetime
+    reason: StoredText
+    attempt_num: int
+    url: StoredText
+    bounce_type: str
+    http_user_agent: StoredText
+    mx_server: StoredText
+
+
+class ActivityDetail(BaseModel):
+    """SendGrid's `GET /v3/messages/{msg_id}` answer."""
+
+    from_email: StoredText
+    msg_id: str
+    subject: StoredText
+    to_email: StoredText
+    status: str
+    template_id: str
+    asm_group_id: int
+    teammate: str
+    api_key_id: str
+    events: list[ActivityEvent]
+    originating_ip: str
+    categories: list[StoredText]
+    unique_args: StoredJson
+    outbound_ip: str
+    outbound_ip_type: str
