@@ -28,6 +28,7 @@ from sqlalchemy import (
     and_,
     exists,
     func,
+    literal_column,
     select,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -242,7 +243,9 @@ def _message_conditions(
 
 def _subject_prefix(m: NamedFromClause, prefix: str, dialect: str) -> ColumnElement[bool]:
     """lower(subject) starts with `prefix`, in a form the prefix index serves."""
-    indexed = func.lower(func.substr(m.c.subject, 1, SUBJECT_INDEXED))
+    # Literal bounds: a database matches a query to an expression index by its text, and
+    # SQLite does not see through bound parameters.
+    indexed = func.lower(func.substr(m.c.subject, _ONE, _SUBJECT_INDEXED))
     head = prefix[:SUBJECT_INDEXED]
     if dialect == "sqlite":
         # SQLite uses an index for LIKE only on a plain column: a range on the expression
@@ -257,6 +260,10 @@ def _subject_prefix(m: NamedFromClause, prefix: str, dialect: str) -> ColumnElem
         whole = func.lower(func.substr(m.c.subject, 1, len(prefix)))
         condition = and_(condition, whole == func.lower(prefix))
     return condition
+
+
+_ONE: ColumnElement[Any] = literal_column("1")
+_SUBJECT_INDEXED: ColumnElement[Any] = literal_column(str(SUBJECT_INDEXED))
 
 
 def _tag_values(filters: SearchFilters) -> list[str]:
