@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 PG_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/postgres
 PG_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: dev test test-pg lint format bench openapi venv clean
+.PHONY: dev test test-pg lint format bench bench-search openapi venv clean
 
 venv: $(STAMP)
 
@@ -41,6 +41,9 @@ openapi: $(STAMP)
 bench: $(STAMP)
 	sh bench/setup.sh $(BIN)/python
 	$(BIN)/python -m bench.hotpath $(BENCH_ARGS)
+
+bench-search: $(STAMP)
+	$(BIN)/python -m bench.search $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

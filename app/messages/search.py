@@ -191,12 +191,36 @@ async def search(
         raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}", "limit")
     before = decode_cursor(cursor) if cursor else None
     dialect = session.get_bind().dialect.name
+    if await _common_subject(session, account_id, filters, dialect):
+        dialect = SQLITE_SCAN
     query = _page_query(account_id, filters, before, limit + 1, dialect)
     found = list((await session.execute(query)).scalars())
     page_ids = found[:limit]
     messages = await _load(session, page_ids, filters, recipients_per_message)
     more = len(found) > limit
     return SearchPage(messages=messages, next_cursor=encode_cursor(page_ids[-1]) if more else None)
+
+
+COMMON = 1000  # messages with a subject prefix beyond which scanning by id beats sorting
+SQLITE_SCAN = "sqlite-scan"  # SQLite, with the subject checked row by row
+
+
+async def _common_subject(
+    session: AsyncSession, account_id: str, filters: SearchFilters, dialect: str
+) -> bool:
+    """Whether a subject prefix that drives a SQLite search matches so many messages that
+    the newest-first scan finds a page sooner than sorting the prefix's range. PostgreSQL's
+    planner weighs this from its statistics; SQLite's takes the range whatever its size."""
+    if dialect != "sqlite" or driver_of(filters) != "subject":
+        return False
+    m = _MESSAGES
+    matches = (
+        select(m.c.id)
+        .where(m.c.account_id == account_id, _subject_prefix(m, str(filters.subject), dialect))
+        .limit(COMMON)
+        .subquery()
+    )
+    return (await session.scalar(select(func.count()).select_from(matches)) or 0) >= COMMON
 
 
 # --- the page of ids ---------------------------------------------------------------------
@@ -247,11 +271,15 @@ def _subject_prefix(m: NamedFromClause, prefix: str, dialect: str) -> ColumnElem
     # SQLite does not see through bound parameters.
     indexed = func.lower(func.substr(m.c.subject, _ONE, _SUBJECT_INDEXED))
     head = prefix[:SUBJECT_INDEXED]
+    if dialect == SQLITE_SCAN:  # not the indexed expression: SQLite scans by id instead
+        low = _ascii_lower(prefix)
+        return func.substr(func.lower(m.c.subject), 1, len(low)) == low
     if dialect == "sqlite":
         # SQLite uses an index for LIKE only on a plain column: a range on the expression
         # instead, exact under its BINARY collation (UTF-8 bytes sort as code points).
         low = _ascii_lower(head)
-        condition = and_(indexed >= low, indexed < low[:-1] + chr(ord(low[-1]) + 1))
+        upper = low[:-1] + chr(min(ord(low[-1]) + 1, 0x10FFFF))
+        condition = and_(indexed >= low, indexed < upper)
     else:
         # PostgreSQL turns a constant-prefix LIKE into a range on a text_pattern_ops index.
         escaped = head.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -383,7 +411,9 @@ async def _load(
     if not page_ids:
         return []
     m = _MESSAGES
-    rows = (await session.execute(select(m).where(m.c.id.in_(page_ids)))).mappings()
+    # Only what a result shows: bodies and attachments stay in the database.
+    columns = [m.c[name] for name in _SHOWN]
+    rows = (await session.execute(select(*columns).where(m.c.id.in_(page_ids)))).mappings()
     by_id = {row["id"]: row for row in rows}
     counts = await _status_counts(session, page_ids)
     listed = await _recipients(session, page_ids, filters, per_message)
@@ -391,6 +421,10 @@ async def _load(
         _found(by_id[message_id], counts.get(message_id, {}), listed.get(message_id, []))
         for message_id in page_ids
     ]
+
+
+_SHOWN = ("id", "created_at", "from_email", "from_name", "subject", "categories", "custom_args",
+          "template_id", "batch_id")  # fmt: skip
 
 
 async def _status_counts(session: AsyncSession, page_ids: list[str]) -> dict[str, dict[str, int]]:
@@ -414,8 +448,10 @@ async def _recipients(
     recipients)."""
     r = _RECIPIENTS
     position = func.row_number().over(partition_by=r.c.message_id, order_by=r.c.id)
+    shown = [r.c[name] for name in ("id", "message_id", "email", "status", "attempt_count",
+                                    "last_code", "last_response", "updated_at")]  # fmt: skip
     inner = (
-        select(r, position.label("position"))
+        select(*shown, position.label("position"))
         .where(r.c.message_id.in_(page_ids), *_recipient_conditions(filters, r))
         .subquery()
     )

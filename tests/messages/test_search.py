@@ -12,6 +12,7 @@ import pytest
 from app.core import clock
 from app.core.config import Settings
 from app.core.db import Database
+from app.messages import search
 from tests.fakes.dns import FakeDNS
 from tests.fakes.mx import ScriptedMX
 from tests.support import Sender, make_key, make_sender
@@ -284,3 +285,20 @@ async def test_limit_bounds_are_accepted(client: httpx.AsyncClient, sender: Send
 
 async def test_a_search_before_any_send_is_empty(client: httpx.AsyncClient, sender: Sender) -> None:
     assert await find(client, sender) == {"messages": [], "next_cursor": None}
+
+
+async def test_a_common_subject_prefix_gives_the_same_answer(
+    client: httpx.AsyncClient, sender: Sender, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = [
+        await sent(client, sender, subject=f"Weekly summary {i}", to=["a@x.test"]) for i in range(3)
+    ]
+    await sent(client, sender, subject="Weekly", to=["a@x.test"])
+    expected = list(reversed(ids))
+    assert await found_ids(client, sender, subject="weekly s") == expected
+    # Past COMMON matches SQLite scans newest first instead of sorting the prefix's range.
+    monkeypatch.setattr(search, "COMMON", 2)
+    assert await found_ids(client, sender, subject="WEEKLY S") == expected
+    page = await find(client, sender, subject="weekly s", limit=2)
+    rest = await find(client, sender, subject="weekly s", cursor=page["next_cursor"])
+    assert [m["id"] for m in page["messages"] + rest["messages"]] == expected
