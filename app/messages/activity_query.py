@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import MAXYEAR, MINYEAR, UTC, datetime, timedelta
 
 from app.messages.models import RecipientStatus
 from app.messages.search import SearchFilters
@@ -432,6 +432,8 @@ def _unique_arg(filters: SearchFilters, condition: Condition) -> SearchFilters |
 
 def _time(filters: SearchFilters, condition: Condition) -> SearchFilters | None:
     moments = [_moment(value, condition.position) for value in condition.values]
+    if any(moment.year in (MINYEAR, MAXYEAR) for moment in moments):
+        raise QueryError("times must fall within the years 2 to 9998", condition.position)
     start, end = filters.start, filters.end
     match condition.op:
         case "between":  # inclusive at both ends, as SQL's BETWEEN

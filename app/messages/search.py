@@ -307,17 +307,24 @@ def _id_bounds(filters: SearchFilters, before: str | None) -> tuple[str | None, 
     cursor: an id starts with its acceptance millisecond, which lets every index scan start
     and stop at the range (a second of slack: the id's clock is read just before
     created_at's; created_at then decides exactly)."""
-    low = _id_at(filters.start - timedelta(seconds=1)) if filters.start else None
-    high = _id_at(filters.end + timedelta(seconds=1)) if filters.end else None
+    low = _id_at(filters.start, -_SLACK) if filters.start else None
+    high = _id_at(filters.end, _SLACK) if filters.end else None
     if before is not None and (high is None or before < high):
         high = before
     return low, high
 
 
-def _id_at(moment: datetime) -> str:
-    """The smallest id of the millisecond `moment` falls in."""
-    millis = max(0, int(moment.timestamp() * 1000))
-    return ids.encode(millis << 80)
+_SLACK = timedelta(seconds=1)
+
+
+def _id_at(moment: datetime, slack: timedelta) -> str | None:
+    """The smallest id of the millisecond `moment + slack` falls in; None past the ends of
+    the calendar (no bound then)."""
+    try:
+        millis = max(0, int((moment + slack).timestamp() * 1000))
+    except (OverflowError, ValueError):
+        return None
+    return ids.encode(min(millis, (1 << 48) - 1) << 80)
 
 
 # Which kind of filter drives the scan when several are set, most selective first.

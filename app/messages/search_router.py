@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import MAXYEAR, MINYEAR, UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -123,6 +123,8 @@ def parse_time(value: str | None, field: str) -> datetime | None:
         raise BadRequest(
             f"{field} is not an ISO 8601 time or Unix seconds: {value!r}", field
         ) from exc
+    if moment.year in (MINYEAR, MAXYEAR):  # an offset could carry it off the calendar
+        raise BadRequest(f"{field} must fall within the years 2 to 9998", field)
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 

@@ -256,6 +256,9 @@ async def test_the_messages_read_scope_is_required(
     [
         ({"start": "yesterday"}, "start"),
         ({"end": "2026-13-01"}, "end"),
+        ({"start": "0001-01-01T00:00:00+05:00"}, "start"),
+        ({"end": "9999-12-31"}, "end"),
+        ({"start": "99999999999999999999"}, "start"),
         ({"start": "2026-12-02", "end": "2026-12-01"}, "start"),
         ({"limit": "0"}, "limit"),
         ({"limit": "1001"}, "limit"),

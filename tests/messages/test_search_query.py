@@ -143,6 +143,7 @@ def test_a_stray_character_is_reported_where_it_is(tree: Node, data: st.DataObje
         ('last_event_time > TIMESTAMP "yesterday"', 0, "ISO 8601"),
         ('last_event_time BETWEEN "2026-01-01" AND "2026-01-02"', 24, "TIMESTAMP"),
         ('status="lost"', 0, "unknown status"),
+        ('last_event_time < TIMESTAMP "9999-12-31T23:59:59"', 0, "years"),
         ('to_email="nobody"', 0, "address"),
         ('template_id LIKE "d-%"', 0, "LIKE is not supported for template_id"),
         ('Contains(categories,"a") AND Contains(categories,"b")', 29, "one categories"),
