@@ -74,6 +74,7 @@ class Seeded:
 
 
 def _address(rng: random.Random) -> str:
+    """A recipient address: a third at one big domain."""
     person = rng.randrange(PEOPLE)
     domain = "gmail.test" if rng.random() < 0.33 else f"d{person % DOMAINS}.test"
     return f"user{person}@{domain}"
@@ -143,6 +144,7 @@ TAG_COLUMNS = ["message_id", "tag", "account_id"]
 
 
 def _message_tuple(message: dict[str, Any], when: Any) -> tuple[Any, ...]:
+    """A messages row in MESSAGE_COLUMNS order."""
     return (
         message["id"], message["account_id"], message["domain_id"], message["from_email"],
         "[]", "[]", "[]", message["subject"], "[]", json.dumps(message["categories"]),
@@ -152,6 +154,7 @@ def _message_tuple(message: dict[str, Any], when: Any) -> tuple[Any, ...]:
 
 
 def _recipient_tuple(recipient: dict[str, Any], when: Any) -> tuple[Any, ...]:
+    """A recipients row in RECIPIENT_COLUMNS order."""
     return (
         recipient["id"], recipient["message_id"], recipient["account_id"], recipient["email"],
         recipient["domain"], "to", recipient["status"], 1, 0, when, when,
@@ -308,6 +311,7 @@ V3_QUERIES: dict[str, Callable[[random.Random, Seeded], str]] = {
 
 
 def _bounds(filters: SearchFilters) -> tuple[datetime, datetime]:
+    """A filter's start and end."""
     assert filters.start is not None
     assert filters.end is not None
     return filters.start, filters.end
@@ -334,6 +338,7 @@ async def measure(settings: Settings, seeded: Seeded, runs: int, label: str) -> 
             rng = random.Random(name)
 
             async def one(case: Case = case, rng: random.Random = rng) -> object:
+                """One search of this case."""
                 async with database.session() as session:
                     return await search.search(
                         session, seeded.account_id, case(rng, seeded), None, 50
@@ -348,6 +353,7 @@ async def measure(settings: Settings, seeded: Seeded, runs: int, label: str) -> 
             rng = random.Random(name)
 
             async def v3(query: Callable[..., str] = query, rng: random.Random = rng) -> object:
+                """One /v3 query."""
                 async with database.session() as session:
                     alternatives = activity_query.to_filters(query(rng, seeded))
                     return await activity.list_activity(
@@ -367,6 +373,7 @@ async def _second_page(database: Database, seeded: Seeded) -> Callable[[], Await
         first = await search.search(session, seeded.account_id, filters, None, 50)
 
     async def run() -> object:
+        """One search of the second page."""
         async with database.session() as session:
             return await search.search(session, seeded.account_id, filters, first.next_cursor, 50)
 
@@ -374,6 +381,7 @@ async def _second_page(database: Database, seeded: Seeded) -> Callable[[], Await
 
 
 def _report(label: str, name: str, times: list[float]) -> dict[str, float]:
+    """Print and return p50 and p99."""
     ordered = sorted(times)
     p50 = statistics.median(ordered)
     p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
@@ -382,6 +390,7 @@ def _report(label: str, name: str, times: list[float]) -> dict[str, float]:
 
 
 def _settings(url: str) -> Settings:
+    """Settings for a benchmark database."""
     return Settings(database_url=url, secret_key="bench-secret-" + "b" * 40, db_pool_size=2)
 
 

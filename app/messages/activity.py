@@ -137,6 +137,7 @@ async def _engagement(session: AsyncSession, recipient_ids: list[str]) -> dict[s
 def _row(
     message: search.FoundMessage, recipient: search.FoundRecipient, engagement: Engagement
 ) -> ActivityRow:
+    """One activity row."""
     opens, clicks, last = engagement
     return ActivityRow(
         from_email=message.from_email,

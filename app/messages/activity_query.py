@@ -150,27 +150,33 @@ class _Parser:
 
     @property
     def current(self) -> Token:
+        """The token at hand."""
         return self.tokens[self.index]
 
     def take(self) -> Token:
+        """Consume the token at hand and return it."""
         token = self.current
         self.index += 1
         return token
 
     def at_word(self, *words: str) -> bool:
+        """Whether the token at hand is one of these keywords (any case)."""
         return self.current.kind == "word" and self.current.text.upper() in words
 
     def expect_op(self, op: str) -> Token:
+        """Consume the operator `op`, or fail where the token at hand is."""
         if self.current.kind != "op" or self.current.text != op:
             raise QueryError(f"expected {op!r}, found {self._shown()}", self.current.position)
         return self.take()
 
     def expect_word(self, word: str) -> Token:
+        """Consume the keyword `word`, or fail."""
         if not self.at_word(word):
             raise QueryError(f"expected {word}, found {self._shown()}", self.current.position)
         return self.take()
 
     def expect_string(self) -> str:
+        """Consume a quoted string and return its value, or fail."""
         if self.current.kind != "string":
             raise QueryError(
                 f"expected a quoted string, found {self._shown()}", self.current.position
@@ -178,9 +184,11 @@ class _Parser:
         return _unquote(self.take())
 
     def _shown(self) -> str:
+        """The token at hand as an error message names it."""
         return "the end" if self.current.kind == "end" else repr(self.current.text)
 
     def query(self) -> Node:
+        """query := or_expr, then the end."""
         if self.current.kind == "end":
             raise QueryError("the query is empty", 0)
         node = self.or_expr()
@@ -191,6 +199,7 @@ class _Parser:
         return node
 
     def or_expr(self) -> Node:
+        """or_expr := and_expr (OR and_expr)*."""
         node = self.and_expr()
         while self.at_word("OR"):
             self.take()
@@ -198,6 +207,7 @@ class _Parser:
         return node
 
     def and_expr(self) -> Node:
+        """and_expr := term (AND term)*."""
         node = self.term()
         while self.at_word("AND"):
             self.take()
@@ -205,6 +215,7 @@ class _Parser:
         return node
 
     def term(self) -> Node:
+        """term := ( or_expr ) | Contains(…) | condition."""
         if self.current.kind == "op" and self.current.text == "(":
             self.take()
             node = self.or_expr()
@@ -217,6 +228,7 @@ class _Parser:
         return self.condition()
 
     def contains(self) -> Condition:
+        """Contains ( field , string )."""
         start = self.take().position
         self.expect_op("(")
         field, key = self.field()
@@ -226,6 +238,7 @@ class _Parser:
         return Condition(field, "contains", (value,), start, key)
 
     def field(self) -> tuple[str, str | None]:
+        """A field name, or unique_args [ string ]."""
         token = self.current
         if token.kind != "word":
             raise QueryError(f"expected a field name, found {self._shown()}", token.position)
@@ -240,6 +253,7 @@ class _Parser:
         return name, key
 
     def condition(self) -> Condition:
+        """field followed by =, a comparison, LIKE, IN or BETWEEN."""
         start = self.current.position
         field, key = self.field()
         token = self.current
@@ -263,6 +277,7 @@ class _Parser:
         raise QueryError(f"expected an operator, found {self._shown()}", token.position)
 
     def values(self) -> tuple[str, ...]:
+        """IN ( string (, string)* )."""
         self.take()
         self.expect_op("(")
         found = [self.expect_string()]
@@ -273,11 +288,13 @@ class _Parser:
         return tuple(found)
 
     def value(self) -> str:
+        """A string or TIMESTAMP string."""
         if self.at_word("TIMESTAMP"):
             return self.time()
         return self.expect_string()
 
     def time(self) -> str:
+        """TIMESTAMP string."""
         self.expect_word("TIMESTAMP")
         return self.expect_string()
 
@@ -330,10 +347,12 @@ def _apply(filters: SearchFilters, condition: Condition) -> SearchFilters | None
 
 
 def _same(current: str | None, wanted: str) -> bool:
+    """True when `current` is unset or already `wanted`."""
     return current is None or current == wanted
 
 
 def _to_email(filters: SearchFilters, condition: Condition) -> SearchFilters | None:
+    """to_email = an address, or LIKE "%@domain"."""
     value = condition.values[0]
     if condition.op == "like":
         value = _domain_pattern(value, condition.position)
@@ -354,6 +373,7 @@ def _domain_pattern(pattern: str, position: int) -> str:
 
 
 def _from_email(filters: SearchFilters, condition: Condition) -> SearchFilters | None:
+    """from_email = an address (any case)."""
     value = condition.values[0]
     if filters.sender is not None and filters.sender.lower() != value.lower():
         return None
@@ -361,6 +381,7 @@ def _from_email(filters: SearchFilters, condition: Condition) -> SearchFilters |
 
 
 def _subject(filters: SearchFilters, condition: Condition) -> SearchFilters | None:
+    """subject = the whole subject, or LIKE a prefix."""
     value, equals = condition.values[0], condition.op == "="
     if condition.op == "like":
         value, equals = _prefix_pattern(value, condition.position)
@@ -380,6 +401,7 @@ def _prefix_pattern(pattern: str, position: int) -> tuple[str, bool]:
 
 
 def _status(filters: SearchFilters, condition: Condition) -> SearchFilters | None:
+    """status = / IN SendGrid's statuses or ours; AND narrows to the common ones."""
     wanted: set[RecipientStatus] = set()
     for value in condition.values:
         statuses = SENDGRID_STATUSES.get(value.lower())
@@ -400,6 +422,7 @@ def _status(filters: SearchFilters, condition: Condition) -> SearchFilters | Non
 
 
 def _msg_id(filters: SearchFilters, condition: Condition) -> SearchFilters | None:
+    """msg_id = a message id, or SendGrid's `<message id>.<recipient id>`."""
     value = condition.values[0]
     message_id, _, recipient_id = value.partition(".")
     if not _same(filters.message_id, message_id.upper()):
@@ -413,6 +436,7 @@ def _msg_id(filters: SearchFilters, condition: Condition) -> SearchFilters | Non
 
 
 def _category(filters: SearchFilters, condition: Condition) -> SearchFilters | None:
+    """categories = / Contains(categories, …): one category per AND group."""
     value = condition.values[0]
     if filters.category is not None and filters.category != value:
         raise QueryError("one categories condition per AND group", condition.position)
@@ -420,17 +444,20 @@ def _category(filters: SearchFilters, condition: Condition) -> SearchFilters | N
 
 
 def _template(filters: SearchFilters, condition: Condition) -> SearchFilters | None:
+    """template_id = an id."""
     value = condition.values[0]
     return replace(filters, template_id=value) if _same(filters.template_id, value) else None
 
 
 def _unique_arg(filters: SearchFilters, condition: Condition) -> SearchFilters | None:
+    """unique_args['key'] = a value (custom_args)."""
     assert condition.key is not None  # the parser always reads unique_args' key
     pair = (condition.key, condition.values[0])
     return replace(filters, metadata=tuple(dict.fromkeys((*filters.metadata, pair))))
 
 
 def _time(filters: SearchFilters, condition: Condition) -> SearchFilters | None:
+    """last_event_time compared with a time: narrows the acceptance-time range."""
     moments = [_moment(value, condition.position) for value in condition.values]
     if any(moment.year in (MINYEAR, MAXYEAR) for moment in moments):
         raise QueryError("times must fall within the years 2 to 9998", condition.position)
@@ -457,10 +484,12 @@ _TICK = timedelta(microseconds=1)
 
 
 def _later(current: datetime | None, moment: datetime) -> datetime:
+    """The later of a bound and a moment."""
     return moment if current is None else max(current, moment)
 
 
 def _earlier(current: datetime | None, moment: datetime) -> datetime:
+    """The earlier of a bound and a moment."""
     return moment if current is None else min(current, moment)
 
 

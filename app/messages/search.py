@@ -161,11 +161,7 @@ def message_tag(kind: str, name: str, value: str | None = None) -> str:
 
 def metadata_text(value: Any) -> str:
     """A custom_args value as a metadata filter compares it: strings as they are."""
-    return value if isinstance(value, str) else _json(value)
-
-
-def _json(value: Any) -> str:
-    return jsontext.dumps(value)
+    return value if isinstance(value, str) else jsontext.dumps(value)
 
 
 def tags_of(categories: Iterable[str], metadata: Iterable[dict[str, Any]]) -> set[str]:
@@ -480,6 +476,7 @@ async def _recipients(
 
 
 def _found(row: Any, counts: dict[str, int], recipients: list[FoundRecipient]) -> FoundMessage:
+    """A result from its message row, status counts and listed recipients."""
     return FoundMessage(
         id=row["id"],
         created_at=row["created_at"],

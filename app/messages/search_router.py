@@ -129,6 +129,7 @@ def parse_time(value: str | None, field: str) -> datetime | None:
 
 
 def _view(found: search.FoundMessage) -> FoundMessageView:
+    """The JSON form of a found message."""
     return FoundMessageView.model_validate(
         {
             "id": found.id,
