@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 PG_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/postgres
 PG_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: dev test test-pg lint format bench bench-tracking openapi venv clean
+.PHONY: dev test test-pg lint format bench bench-tracking bench-search openapi venv clean
 
 venv: $(STAMP)
 
@@ -46,6 +46,9 @@ bench: $(STAMP)
 bench-tracking: $(STAMP)
 	sh bench/setup.sh $(BIN)/python
 	$(BIN)/python -m bench.tracking $(TRACKING_BENCH_ARGS)
+
+bench-search: $(STAMP)
+	$(BIN)/python -m bench.search $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
