@@ -39,26 +39,29 @@ class FastPath:
         self.routes = dict(routes)
         self.prefixes = dict(prefixes or {})
 
-    def _match(self, method: str, path: str) -> Endpoint | None:
-        """The endpoint for this method and path, if it is one served here."""
+    def _match(self, method: str, path: str) -> tuple[Endpoint, str] | None:
+        """The endpoint for this method and path, if it is one served here, and its route
+        template (a prefix route's last segment is a token: never logged, never a label)."""
         endpoint = self.routes.get((method, path))
         if endpoint is not None or not self.prefixes:
-            return endpoint
+            return (endpoint, path) if endpoint is not None else None
         head, slash, last = path.rpartition("/")
         if not last:
             return None
-        return self.prefixes.get((method, head + slash))
+        endpoint = self.prefixes.get((method, head + slash))
+        return (endpoint, head + slash + "{token}") if endpoint is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve a matched route; pass anything else on."""
-        endpoint = self._match(scope["method"], scope["path"]) if scope["type"] == "http" else None
-        if endpoint is None:
+        matched = self._match(scope["method"], scope["path"]) if scope["type"] == "http" else None
+        if matched is None:
             try:
                 await self.app(scope, receive, send)
             finally:  # the router put the route it matched in the scope
                 note_route(scope, getattr(scope.get("route"), "path", None))
             return
-        note_route(scope, scope["path"])
+        endpoint, template = matched
+        note_route(scope, template)
         request = StrictJsonRequest(scope, receive)
         try:
             refuse_nul_in_url(request)

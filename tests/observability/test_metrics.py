@@ -132,10 +132,11 @@ async def test_labels_are_bounded(client: httpx.AsyncClient, sender: Sender, db:
     await client.get("/v1/messages/01HXYZNOTAREALIDATALL00000", headers=sender.headers)
     await client.get("/no/such/path/with-a-token-abcdef0123456789")
     await client.request("PROPFIND", "/healthz")
+    await client.get("/t/o/AAAAtokenNOTREAL0123")  # a tracking link, served by the fast path
     page = await scrape(client, key)
     routes = {s.labels["route"] for s in page.samples if s.name == "columba_http_requests_total"}
-    assert "/v1/messages/{message_id}" in routes
-    assert not any("01HXYZ" in route or "abcdef" in route for route in routes)
+    assert {"/v1/messages/{message_id}", "/t/o/{token}"} <= routes
+    assert not any(part in route for route in routes for part in ("01HXYZ", "abcdef", "AAAA"))
     assert "<unmatched>" in routes
     methods = {s.labels["method"] for s in page.samples if s.name == "columba_http_requests_total"}
     assert "PROPFIND" not in methods
