@@ -25,10 +25,12 @@ from app.events.router import router as events_router
 from app.events.waiting import LongPolls
 from app.fastpath import FastPath
 from app.health import router as health_router
+from app.messages.activity_router import router as activity_router
 from app.messages.committer import SendCommitter
 from app.messages.router import router as messages_router
 from app.messages.router import send
 from app.messages.schemas import SendRequest
+from app.messages.search_router import router as search_router
 from app.middleware import BodySizeLimit, GzipRequests, body_limit_for
 from app.openapi import install_openapi
 from app.sendgrid.router import mail_send
@@ -99,6 +101,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_openapi(app, extra_models=[MailSend, SendRequest])
     app.include_router(health_router)
     app.include_router(messages_router)
+    app.include_router(search_router)
+    app.include_router(activity_router)
     app.include_router(events_router)
     app.include_router(webhooks_router)
     app.include_router(stats_router)

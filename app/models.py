@@ -8,7 +8,7 @@ from app.core.db import Base
 from app.domains.models import Domain, DomainKey
 from app.events.models import Event
 from app.idempotency.models import IdempotencyKey
-from app.messages.models import Attempt, Message, MessageAttachment, Recipient
+from app.messages.models import Attempt, Message, MessageAttachment, MessageTag, Recipient
 from app.stats.models import StatsCounter
 from app.submission.models import SmtpSubmission
 from app.suppressions.models import Suppression
@@ -33,6 +33,7 @@ __all__ = [
     "InboundReport",
     "Message",
     "MessageAttachment",
+    "MessageTag",
     "MtaStsPolicy",
     "Recipient",
     "SmtpSubmission",

@@ -16,6 +16,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    func,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -77,9 +78,8 @@ class Message(Base):
     __table_args__ = (Index("ix_messages_created_at", "created_at"),)  # retention's scan
 
     id: Mapped[str] = mapped_column(String(26), primary_key=True, default=new_id)
-    account_id: Mapped[str] = mapped_column(
-        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
-    )
+    # Indexed with id by ix_messages_search (below), which also serves the foreign key.
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
     api_key_id: Mapped[str | None] = mapped_column(
         ForeignKey("api_keys.id", ondelete="SET NULL"), default=None
     )
@@ -150,9 +150,8 @@ class Recipient(Base):
     message_id: Mapped[str] = mapped_column(
         ForeignKey("messages.id", ondelete="CASCADE"), index=True
     )
-    account_id: Mapped[str] = mapped_column(
-        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
-    )
+    # Indexed first by the search indexes (below), which also serve the foreign key.
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
     email: Mapped[str] = mapped_column(String(320))
     domain: Mapped[str] = mapped_column(String(253))
     kind: Mapped[str] = mapped_column(String(3), default=RecipientKind.TO)
@@ -201,3 +200,57 @@ class Attempt(Base):
     code: Mapped[int | None] = mapped_column(Integer, default=None)
     enhanced_code: Mapped[str | None] = mapped_column(String(16), default=None)
     response: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class MessageTag(Base):
+    """A category or custom_args pair a message is found by (app.messages.search.tags_of)."""
+
+    __tablename__ = "message_tags"
+    __table_args__ = (Index("ix_message_tags_search", "account_id", "tag", "message_id"),)
+
+    message_id: Mapped[str] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String(255), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+
+
+# Activity search (app.messages.search): one index per filter, each ending in the message id so
+# that a page of any single filter is an ordered range scan. Partial where the column is mostly
+# NULL, so that messages without a template or batch cost no index entry.
+SUBJECT_INDEXED = 200  # characters of the subject the prefix index holds (B-tree entry size)
+_subject_head = func.lower(func.substr(Message.subject, 1, SUBJECT_INDEXED)).label("subject_head")
+Index("ix_messages_search", Message.account_id, Message.id)
+Index("ix_messages_search_from", Message.account_id, func.lower(Message.from_email), Message.id)
+Index(
+    "ix_messages_search_subject",
+    Message.account_id,
+    _subject_head,
+    Message.id,
+    # A constant-prefix LIKE uses a B-tree whatever the database's collation with this class.
+    postgresql_ops={"subject_head": "text_pattern_ops"},
+)
+Index(
+    "ix_messages_search_template",
+    Message.account_id,
+    Message.template_id,
+    Message.id,
+    postgresql_where=Message.template_id.is_not(None),
+    sqlite_where=Message.template_id.is_not(None),
+)
+Index(
+    "ix_messages_search_batch",
+    Message.account_id,
+    Message.batch_id,
+    Message.id,
+    postgresql_where=Message.batch_id.is_not(None),
+    sqlite_where=Message.batch_id.is_not(None),
+)
+Index(
+    "ix_recipients_search_email",
+    Recipient.account_id,
+    func.lower(Recipient.email),
+    Recipient.message_id,
+)
+Index("ix_recipients_search_domain", Recipient.account_id, Recipient.domain, Recipient.message_id)
+Index("ix_recipients_search_status", Recipient.account_id, Recipient.status, Recipient.message_id)

@@ -27,7 +27,15 @@ from app.domains.models import Domain
 from app.domains.service import sending_domain_for
 from app.events import service as events
 from app.events.models import EventType
-from app.messages.models import Attempt, Message, MessageAttachment, Recipient, RecipientStatus
+from app.messages import search
+from app.messages.models import (
+    Attempt,
+    Message,
+    MessageAttachment,
+    MessageTag,
+    Recipient,
+    RecipientStatus,
+)
 from app.messages.personalize import copy_message_id
 from app.messages.precedence import template_parts
 from app.messages.schemas import (
@@ -46,6 +54,7 @@ from app.templates import service as templates
 _MESSAGES: Table = Message.__table__  # type: ignore[assignment]
 _ATTACHMENTS: Table = MessageAttachment.__table__  # type: ignore[assignment]
 _RECIPIENTS: Table = Recipient.__table__  # type: ignore[assignment]
+_TAGS: Table = MessageTag.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,6 +382,11 @@ async def write_messages(session: AsyncSession, sends: Sequence[Checked]) -> lis
         for event in _initial_states(send, send_rows, found, opted_out)
     ]
     await _insert_recipients(session, [row for send_rows in rows for row in send_rows])
+    tags = [
+        tag for send, send_rows in zip(sends, rows, strict=True) for tag in _tags(send, send_rows)
+    ]
+    if tags:
+        await session.execute(insert(_TAGS), tags)
     await events.record(session, new_events)
     return [
         Accepted(
@@ -384,6 +398,19 @@ async def write_messages(session: AsyncSession, sends: Sequence[Checked]) -> lis
             ),
         )
         for send, send_rows in zip(sends, rows, strict=True)
+    ]
+
+
+def _tags(send: Checked, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The message_tags rows the activity search finds the message by (categories, and the
+    custom_args of the message and of each recipient)."""
+    message = send.message
+    personal = (row["personalization"] for row in rows if row["personalization"])
+    metadata = [message.custom_args, *(p["custom_args"] for p in personal if "custom_args" in p)]
+    account_id, message_id = message.account_id, message.id
+    return [
+        {"message_id": message_id, "tag": tag, "account_id": account_id}
+        for tag in sorted(search.tags_of(message.categories, metadata))
     ]
 
 
