@@ -2,7 +2,7 @@
 message_tags for categories and custom_args (app.messages.search).
 
 Revision ID: 0191
-Revises: 0171
+Revises: 0183
 """
 
 from collections.abc import Sequence
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0191"
-down_revision: str | Sequence[str] | None = "0171"
+down_revision: str | Sequence[str] | None = "0183"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
