@@ -18,6 +18,7 @@ from app.core.errors import install_error_handlers
 from app.core.queue import Queue
 from app.core.ratelimit import RateLimitHeaders
 from app.core.signals import Listener
+from app.dashboard.router import install_dashboard
 from app.dev.embedded_redis import redis_url_for, release_redis
 from app.domains.cache import sending_domains
 from app.domains.router import router as domains_router
@@ -115,4 +116,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sendgrid_templates_router)
     app.include_router(inbound_router)
     app.include_router(domains_router)
+    install_dashboard(app)
     return app
