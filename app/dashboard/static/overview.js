@@ -8,7 +8,7 @@
     requests: "#4e79a7", delivered: "#59a14f", deferred: "#f28e2b",
     bounces: "#e15759", opens: "#76b7b2", clicks: "#b07aa1",
   };
-  const names = Object.keys(data.values);
+  const names = data.names; // in the page's order, not JSON's sorted keys
   const series = [{}].concat(names.map((name) => ({
     label: name, stroke: colours[name] || "#333", width: 2, points: { show: false },
   })));
