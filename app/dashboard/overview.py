@@ -131,7 +131,7 @@ async def latency(session: AsyncSession, *, account_id: str, since: datetime) ->
         .order_by(Message.id.desc())
         .limit(LATENCY_SAMPLE)
     )
-    accepted = dict((await session.execute(newest)).tuples().all())
+    accepted = {row[0]: row[1] for row in await session.execute(newest)}
     if not accepted:
         return Latency(0, None, None, None)
     attempts = select(Attempt.message_id, Attempt.started_at, Attempt.duration_ms).where(
