@@ -52,8 +52,9 @@ EXTRA_ROWS = [
        SELECT account_id, message_id, id, 'delivered', created_at, '{}' FROM recipients
        WHERE status = 'delivered'""",
     """INSERT INTO suppressions (id, account_id, email, type, reason, status, created_at)
-       SELECT id, account_id, lower(email), 'bounce', '550 5.1.1 no such user', '5.1.1',
-        created_at FROM recipients WHERE status = 'bounced'""",
+       SELECT min(id), account_id, lower(email), 'bounce', '550 5.1.1 no such user', '5.1.1',
+        min(created_at) FROM recipients WHERE status = 'bounced'
+       GROUP BY account_id, lower(email)""",
 ]
 
 
