@@ -97,26 +97,27 @@ def delivery_rate(chart: Series) -> float | None:
 
 
 async def queue_now(session: AsyncSession, *, account_id: str) -> QueueNow:
-    """Waiting recipients by status; read through ix_recipients_search_status, so only the
-    waiting rows are touched however many delivered ones the account has."""
-    now = clock.now()
-    is_due = (Recipient.next_attempt_at.is_(None)) | (Recipient.next_attempt_at <= now)
-    query = (
-        select(Recipient.status, is_due, func.count())
-        .where(Recipient.account_id == account_id, Recipient.status.in_(_QUEUED))
-        .group_by(Recipient.status, is_due)
+    """Waiting recipients. Counts by status come from ix_recipients_search_status alone
+    (an index-only scan, however many delivered rows the account has); only the deferred
+    ones still waiting for their retry are read further, through ix_recipients_due."""
+    by_status = dict(
+        (status, count)
+        for status, count in await session.execute(
+            select(Recipient.status, func.count())
+            .where(Recipient.account_id == account_id, Recipient.status.in_(_QUEUED))
+            .group_by(Recipient.status)
+        )
     )
-    counts = {"due": 0, "deferred": 0, "scheduled": 0}
-    for status, due, count in await session.execute(query):
-        if due and status != RecipientStatus.SCHEDULED:
-            counts["due"] += count
-        elif status == RecipientStatus.DEFERRED:
-            counts["deferred"] += count
-        elif status == RecipientStatus.SCHEDULED:
-            counts["scheduled"] += count
-        else:
-            counts["due"] += count
-    return QueueNow(**counts)
+    waiting = await session.scalar(
+        select(func.count()).where(
+            Recipient.status == RecipientStatus.DEFERRED,
+            Recipient.next_attempt_at > clock.now(),
+            Recipient.account_id == account_id,
+        )
+    )
+    deferred = int(waiting or 0)
+    due = by_status.get(RecipientStatus.QUEUED, 0) + by_status.get(RecipientStatus.DEFERRED, 0)
+    return QueueNow(due - deferred, deferred, by_status.get(RecipientStatus.SCHEDULED, 0))
 
 
 async def latency(session: AsyncSession, *, account_id: str, since: datetime) -> Latency:
