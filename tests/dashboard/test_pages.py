@@ -38,13 +38,18 @@ async def test_a_delivery_shows_on_every_page(
     mx: ScriptedMX,
     deliver: Callable[[], Awaitable[int]],
 ) -> None:
+    mx.reply_at("RCPT", 450, to="busy@example.test")
     message_id = await _send(client, sender, "buyer@example.test", "Order 1001 confirmed")
+    await _send(client, sender, "busy@example.test", "Order 1002 confirmed")
     await deliver()
     session = await dashboard(client, sender.key)
     overview = await session.get("/dashboard")
     assert re.search(r"delivered</span><span class=\"value\">1<", overview.text)
-    assert "100.0 %" in overview.text  # delivery rate
+    assert re.search(r"deferred</span><span class=\"value\">1<", overview.text)
+    assert "100.0 %" in overview.text  # delivery rate: no bounce
     assert "p50" in overview.text
+    assert "deferred (waiting to retry)</th><td>1<" in overview.text
+    assert "due</th><td>0<" in overview.text
 
     found = await session.get("/dashboard/activity", recipient="BUYER@example.test")
     assert MESSAGE_LINK.findall(found.text) == [message_id, message_id]
