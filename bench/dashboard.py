@@ -83,6 +83,12 @@ async def seed_extra(database: Database, seeded: Seeded) -> None:
             rows,
         )
         await session.commit()
+    # What autovacuum would have done by the time anyone looks: planner statistics for the
+    # new rows, and (PostgreSQL) the visibility map that index-only scans rely on.
+    async with database.engine.connect() as connection:
+        autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+        dialect = connection.dialect.name
+        await autocommit.execute(text("VACUUM ANALYZE" if dialect == "postgresql" else "ANALYZE"))
 
 
 async def _session_cookie(database: Database, settings: Settings, account_id: str) -> str:
