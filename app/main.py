@@ -19,6 +19,7 @@ from app.core.errors import install_error_handlers
 from app.core.queue import Queue
 from app.core.ratelimit import RateLimitHeaders
 from app.core.signals import Listener
+from app.dashboard.router import install_dashboard
 from app.dev.embedded_redis import redis_url_for, release_redis
 from app.domains.cache import sending_domains
 from app.domains.router import router as domains_router
@@ -138,4 +139,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(keys_router)
     app.include_router(tracking_router)
     app.include_router(tracking_settings_router)
+    install_dashboard(app)
     return app

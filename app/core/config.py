@@ -100,6 +100,8 @@ class Settings(BaseSettings):
     # How long a process may use a cached API key, account or sending domain (app/core/cache.py):
     # the bound on how late a revocation takes effect everywhere. At most 1 second; 0 disables.
     auth_cache_ttl: Duration = Field(default=timedelta(seconds=1), le=timedelta(seconds=1))
+    # How long a dashboard sign-in lasts (the key is checked on every page all the same).
+    dashboard_session_lifetime: Duration = Field(default=timedelta(hours=8), gt=timedelta(0))
     # SMTP submission (`columba smtp`): limits and protections of a public listener.
     submission_rate_limit: int = Field(default=100, ge=1)  # messages per minute per key
     submission_max_recipients: int = Field(default=1000, ge=1)
@@ -246,6 +248,7 @@ class Settings(BaseSettings):
         "submission_auth_lockout",
         "submission_idle_timeout",
         "auth_cache_ttl",
+        "dashboard_session_lifetime",
         "domain_check_interval",
         "dkim_rotation_grace",
         "dkim_rotate_after",

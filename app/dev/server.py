@@ -20,6 +20,7 @@ from app.bounces.inbound import start_inbound
 from app.core import migrate
 from app.core.config import Settings, load_settings
 from app.core.db import SQLITE_SIDE_FILES, Database, sqlite_path
+from app.dashboard.sessions import SIGNIN_LINK_LIFETIME
 from app.dev.embedded_redis import redis_url_for, stop_embedded_redis
 from app.dev.mailbox import start_capture_server
 from app.domains import service as domains
@@ -37,6 +38,7 @@ DEV_DOMAIN = "columba.test"
 # What work in flight gets once Ctrl-C or SIGTERM arrives: requests, submissions being stored,
 # deliveries (long polls answer at once). Idle, everything stops within a second or two.
 SHUTDOWN_GRACE_SECONDS = 5
+SIGNIN_MINUTES = int(SIGNIN_LINK_LIFETIME.total_seconds() // 60)
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -105,6 +107,13 @@ async def _dev_key(settings: Settings) -> str:
     return issued.plaintext
 
 
+def signin_link(app: FastAPI, key: str, base: str) -> str:
+    """A one-time dashboard sign-in link for the dev key (single use, expires in minutes)."""
+    parts = accounts.split_key(key)
+    assert parts is not None, "the dev key is one of ours"
+    return f"{base}/dashboard/signin/{app.state.signin_links.issue(parts[0])}"
+
+
 def _banner(
     key: str,
     host: str,
@@ -113,6 +122,7 @@ def _banner(
     submission: dict[str, int],
     inbound_port: int,
     public_url: str,
+    signin: str,
 ) -> str:
     body = (
         '{"from": "hello@' + DEV_DOMAIN + '", "to": ["you@example.test"], '
@@ -131,11 +141,13 @@ def _banner(
     return (
         f"\nColumba dev is running on http://{host}:{port}  (Ctrl-C stops everything)\n"
         f"  API key (account {DEV_ACCOUNT!r}, domain {DEV_DOMAIN}): {key}\n"
+        f"  Dashboard: http://{host}:{port}/dashboard  (mail captured, stats, activity)\n"
+        f"    one-time sign-in link (valid {SIGNIN_MINUTES} minutes): {signin}\n"
         f"  SMTP submission on 127.0.0.1:{submission['starttls']} (STARTTLS) and "
         f"127.0.0.1:{submission['tls']} (TLS), self-signed certificate;\n"
         "    user name `apikey`, password: the API key\n"
-        f"  Every message is captured under {mailbox}/ (links in it, tracking and\n"
-        f"    unsubscribe, point at {public_url})\n"
+        f"  Every message is captured under {mailbox}/ (browse it in the dashboard's Mailbox;\n"
+        f"    links in it, tracking and unsubscribe, point at {public_url})\n"
         f"  Bounces and complaints: columba inbound on 127.0.0.1:{inbound_port}; send a DSN to a\n"
         "    captured message's Return-Path and see it in GET /v1/inbound\n\n"
         f"Try:\n  {curl}\n  {swaks}\n"
@@ -179,7 +191,10 @@ async def _serve(
     worker_task = asyncio.create_task(worker.main())
     server_task = asyncio.create_task(server.serve())
     await asyncio.sleep(0.5)
-    banner = _banner(key, host, port, mailbox, submission.ports, inbound_port, settings.public_url)
+    signin = signin_link(app, key, f"http://{host}:{port}")
+    banner = _banner(
+        key, host, port, mailbox, submission.ports, inbound_port, settings.public_url, signin
+    )
     print(banner, flush=True)
     await stop.wait()
     for signum in (signal.SIGINT, signal.SIGTERM):
