@@ -42,6 +42,23 @@ REDIS_URL = os.environ.get("COLUMBA_TEST_REDIS_URL")
 SECRET_KEY = "test-secret-key-" + "x" * 32
 
 
+BACKENDS = {"database_url", "redis_url"}
+RUN_ONCE = pytest.mark.skip(
+    reason="touches neither the database nor Redis: it runs, identically, in `make test`"
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """On the PostgreSQL run, skip the tests that use neither backend (about half: parsers,
+    classifiers, renderers, property tests): `make test` runs them, and CI runs both suites
+    side by side on two cores, so running them twice only lengthened the run."""
+    if not PG_URL:
+        return
+    for item in items:
+        if not BACKENDS & set(getattr(item, "fixturenames", ())):
+            item.add_marker(RUN_ONCE)
+
+
 @pytest.fixture(scope="session")
 def var_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A scratch var/ directory for the session."""
