@@ -125,8 +125,12 @@ async def _provision(settings: Settings) -> tuple[str, str]:
 
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     handle = log.open("wb")
+    # The API at INFO: uvicorn's "Application startup complete" of each process is what
+    # _wait_started counts (uvicorn logs through Columba's levels since issue 15); text logs
+    # write no line per request, so the measurement is unchanged.
+    level = "INFO" if args[0] == "api" else "WARNING"
     return subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "--log-level", "WARNING", *args],
+        [sys.executable, "-m", "app.cli", "--log-level", level, *args],
         env=env,
         cwd=ROOT,
         stdout=handle,
