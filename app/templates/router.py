@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.errors import BadRequest
 from app.deps import (
     SessionDep,
     SettingsDep,
@@ -20,7 +19,6 @@ from app.templates import service
 from app.templates.budget import render_limits
 from app.templates.models import Template
 from app.templates.schemas import (
-    NO_CONTENT,
     TemplateIn,
     TemplatePatch,
     TemplateView,
@@ -189,20 +187,12 @@ async def edit_version(
     settings: SettingsDep,
 ) -> VersionView:
     """Edit a version; sends already accepted keep the content they were accepted with."""
-    template = await service.get_template(
-        session, account_id=principal.account.id, template_id=template_id
-    )
-    version = await service.get_version(
-        session, account_id=principal.account.id, template_id=template_id, version_id=version_id
-    )
-    changes = body.model_dump(exclude_unset=True)
-    if not (changes.get("html", version.html) or changes.get("text", version.text)):
-        raise BadRequest(NO_CONTENT, "html" if "html" in changes else "text")
-    await service.edit_version(
+    version = await service.edit_version(
         session,
-        template=template,
-        version=version,
-        changes=changes,
+        account_id=principal.account.id,
+        template_id=template_id,
+        version_id=version_id,
+        changes=body.model_dump(exclude_unset=True),
         limits=render_limits(settings),
     )
     await session.commit()

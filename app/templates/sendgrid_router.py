@@ -50,6 +50,9 @@ router = APIRouter(tags=["templates (SendGrid v3)"], route_class=StrictJsonRoute
 _ENGINES = {Generation.DYNAMIC: TemplateEngine.HANDLEBARS, Generation.LEGACY: TemplateEngine.LEGACY}
 # Our names of a version's parts, and SendGrid's.
 _FIELDS = {"html": "html_content", "text": "plain_content"}
+_SENDGRID_MESSAGES = {
+    NO_CONTENT: NO_CONTENT.replace("html or text", "html_content or plain_content")
+}
 _TEMPLATE = "/v3/templates/{template_id}"
 _VERSION = _TEMPLATE + "/versions/{version_id}"
 
@@ -60,7 +63,10 @@ async def _out(session: AsyncSession, template: Template) -> TemplateOut:
 
 def _in_sendgrid_words(exc: ApiError) -> ApiError:
     """The same error, naming the fields as SendGrid does (`html_content`, not `html`)."""
-    items = [ErrorItem(e.message, _FIELDS.get(e.field or "", e.field)) for e in exc.errors]
+    items = [
+        ErrorItem(_SENDGRID_MESSAGES.get(e.message, e.message), _FIELDS.get(e.field or "", e.field))
+        for e in exc.errors
+    ]
     return type(exc)(items[0].message, errors=items)
 
 
@@ -249,7 +255,7 @@ async def create_version(
         session, account_id=principal.account.id, template_id=template_id
     )
     if not (body.html_content or body.plain_content):
-        raise BadRequest(NO_CONTENT.replace("html or text", "html_content or plain_content"))
+        raise BadRequest(_SENDGRID_MESSAGES[NO_CONTENT])
     try:
         version = await service.add_version(
             session,
@@ -311,22 +317,13 @@ async def edit_version(
     settings: SettingsDep,
 ) -> VersionOut:
     """Edit a version; sends already accepted keep the content they were accepted with."""
-    template = await service.get_template(
-        session, account_id=principal.account.id, template_id=template_id
-    )
-    version = await service.get_version(
-        session, account_id=principal.account.id, template_id=template_id, version_id=version_id
-    )
-    changes = _changes(body)
-    if not (changes.get("html", version.html) or changes.get("text", version.text)):
-        field = "html_content" if "html" in changes else "plain_content"
-        raise BadRequest(NO_CONTENT.replace("html or text", "html_content or plain_content"), field)
     try:
-        await service.edit_version(
+        version = await service.edit_version(
             session,
-            template=template,
-            version=version,
-            changes=changes,
+            account_id=principal.account.id,
+            template_id=template_id,
+            version_id=version_id,
+            changes=_changes(body),
             limits=render_limits(settings),
         )
     except BadRequest as exc:

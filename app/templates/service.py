@@ -21,6 +21,7 @@ from app.templates.models import (
     new_template_id,
 )
 from app.templates.plaintext import plain_text
+from app.templates.schemas import NO_CONTENT
 
 # SendGrid: "Each user can create up to 300 different templates."
 MAX_TEMPLATES = 300
@@ -202,13 +203,21 @@ async def add_version(
 async def edit_version(
     session: AsyncSession,
     *,
-    template: Template,
-    version: TemplateVersion,
+    account_id: str,
+    template_id: str,
+    version_id: str,
     changes: dict[str, object],
     limits: RenderLimits,
 ) -> TemplateVersion:
     """Change a version's name, subject, html, text or SendGrid's fields (checked before
-    anything changes); a version that generates its text gets it made from its html anew."""
+    anything changes); a version that generates its text gets it made from its html anew.
+    404 for another account's template or version; 400 when no content would be left."""
+    template = await get_template(session, account_id=account_id, template_id=template_id)
+    version = await get_version(
+        session, account_id=account_id, template_id=template_id, version_id=version_id
+    )
+    if not (changes.get("html", version.html) or changes.get("text", version.text)):
+        raise BadRequest(NO_CONTENT, "html" if "html" in changes else "text")
     changes = dict(changes)
     html = changes.get("html", version.html)
     if changes.get("generate_plain_content", version.generate_plain_content) and html:
