@@ -6,6 +6,7 @@ dependencies as a user other than root. No Docker engine is needed."""
 from __future__ import annotations
 
 import importlib.metadata
+import ipaddress
 import json
 import os
 import re
@@ -272,10 +273,18 @@ def test_env_example_database_password_is_postgres_password(
     assert (url.hostname, url.path) == ("postgres", "/columba")
 
 
-def test_metrics_allow_list_is_the_compose_network(example_environment: dict[str, str]) -> None:
-    subnet = compose()["networks"]["default"]["ipam"]["config"][0]
-    assert Settings().metrics_allow_ips == (subnet["subnet"],)
-    assert Settings().forwarded_allow_ips == (subnet["gateway"],)
+def test_metrics_allow_list_is_the_containers_not_the_proxy(
+    example_environment: dict[str, str],
+) -> None:
+    """The reverse proxy on the host arrives from the gateway: were the gateway allowed, the
+    public could scrape the API's /metrics through the proxy without a key."""
+    network = compose()["networks"]["default"]["ipam"]["config"][0]
+    settings = Settings()
+    assert settings.metrics_allow_ips == (network["ip_range"],)
+    assert settings.forwarded_allow_ips == (network["gateway"],)
+    containers = ipaddress.IPv4Network(network["ip_range"])
+    assert containers.subnet_of(ipaddress.IPv4Network(network["subnet"]))
+    assert ipaddress.IPv4Address(network["gateway"]) not in containers
 
 
 # ─── Dockerfile, .dockerignore and the lock files ────────────────────────────────────────
