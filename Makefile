@@ -5,8 +5,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PG_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/postgres
 PG_REDIS_URL ?= redis://127.0.0.1:6379/15
+UV_VERSION := 0.13.9
+# `make lock` keeps the pins it can; `make lock LOCK_UPGRADE=--upgrade` moves all to the latest.
+LOCK_ARGS := --generate-hashes --python-version 3.11 --python-platform linux --quiet \
+	--custom-compile-command 'make lock' $(LOCK_UPGRADE)
 
-.PHONY: dev test test-pg lint format bench bench-tracking bench-search openapi venv clean
+.PHONY: dev test test-pg lint format bench bench-tracking bench-search openapi lock venv clean
 
 venv: $(STAMP)
 
@@ -37,6 +41,13 @@ format: $(STAMP)
 
 openapi: $(STAMP)
 	$(BIN)/columba openapi > openapi/openapi.json
+
+# The Docker image's pinned dependencies: requirements.lock (pyproject's runtime dependencies)
+# and requirements-build.lock (setuptools, which builds the sdists among them and the project).
+lock: $(STAMP)
+	$(BIN)/python -m pip install -q 'uv==$(UV_VERSION)'
+	$(BIN)/uv pip compile pyproject.toml $(LOCK_ARGS) -o requirements.lock
+	echo 'setuptools>=70.1' | $(BIN)/uv pip compile - $(LOCK_ARGS) -o requirements-build.lock
 
 bench: $(STAMP)
 	sh bench/setup.sh $(BIN)/python
