@@ -74,7 +74,9 @@ async def test_the_api_is_not_ready_without_its_database(
 def one_short_of_head(url: str) -> str:
     """The revision just before head ("base" while the baseline is the only one)."""
     scripts = ScriptDirectory.from_config(migrate.alembic_config(url))
-    previous = scripts.get_revision(scripts.get_current_head()).down_revision
+    head = scripts.get_revision("head")
+    assert head is not None
+    previous = head.down_revision
     assert previous is None or isinstance(previous, str)  # one linear history
     return previous or "base"
 
