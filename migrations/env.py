@@ -73,9 +73,18 @@ def _check_sqlite_foreign_keys(connection: Connection) -> None:
         raise RuntimeError(f"the migration broke foreign keys: {broken[:10]}")
 
 
+def _given_url() -> str | None:
+    """The URL the caller set (app.core.migrate does); None lets COLUMBA_DATABASE_URL decide.
+    `alembic -c pyproject.toml …` has no ini section, where asking for an option fails."""
+    config = context.config
+    if not config.file_config.has_section(config.config_ini_section):
+        return None
+    return config.get_main_option("sqlalchemy.url")
+
+
 async def _run_online() -> None:
     """Connect with the async engine and migrate."""
-    url = context.config.get_main_option("sqlalchemy.url")
+    url = _given_url()
     settings = load_settings(database_url=url) if url else load_settings()
     engine = create_engine(settings)
     try:
@@ -87,7 +96,7 @@ async def _run_online() -> None:
 
 def _run_offline() -> None:
     """Emit SQL without a database (`alembic upgrade --sql`)."""
-    url = context.config.get_main_option("sqlalchemy.url") or load_settings().database_url
+    url = _given_url() or load_settings().database_url
     context.configure(url=url, target_metadata=target_metadata, literal_binds=True)
     with context.begin_transaction():
         context.run_migrations()

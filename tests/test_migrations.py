@@ -236,18 +236,79 @@ def differences(connection: Connection) -> list[Any]:
         return list(compare_metadata(context, Base.metadata))
 
 
-def expression_index_sql(connection: Connection) -> tuple[dict[str, str], dict[str, str]]:
-    """SQLite only: (the models', the database's) SQL of every index on an expression, which
-    Alembic cannot compare there."""
+def index_definitions(connection: Connection) -> tuple[dict[str, str], dict[str, str]]:
+    """(The models', the database's) definition of every index, as the database states it.
+
+    Alembic compares an index's name, columns, expressions and uniqueness, but not its
+    dialect options (a partial index's WHERE, PostgreSQL's operator class), and on SQLite
+    not its expressions at all: those would drift unseen. SQLite keeps the CREATE INDEX it
+    was given, so the models' own is compiled beside it; PostgreSQL states its indexes in
+    one form (pg_indexes), so the models' are built in a scratch schema and rolled back."""
+    if connection.dialect.name == "sqlite":
+        return sqlite_index_sql(connection)
+    return postgresql_index_definitions(connection)
+
+
+def sqlite_index_sql(connection: Connection) -> tuple[dict[str, str], dict[str, str]]:
+    """The models' CREATE INDEX statements and SQLite's (unique constraints are the
+    tables', compared by Alembic)."""
     expected = {
         str(index.name): normalised(str(CreateIndex(index).compile(dialect=connection.dialect)))
         for table in Base.metadata.tables.values()
         for index in table.indexes
-        if not all(isinstance(expression, sa.Column) for expression in index.expressions)
     }
-    rows = connection.execute(sa.text("SELECT name, sql FROM sqlite_master WHERE type='index'"))
-    present = {name: normalised(sql) for name, sql in rows if name in expected}
+    query = "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+    present = {name: normalised(sql) for name, sql in connection.execute(sa.text(query))}
     return expected, present
+
+
+def postgresql_index_definitions(connection: Connection) -> tuple[dict[str, str], dict[str, str]]:
+    """pg_indexes' definitions of the migrated schema's indexes and of the models' (built in
+    a scratch schema inside a transaction that is rolled back: PostgreSQL's DDL is
+    transactional)."""
+    scratch, schema = "columba_models", str(connection.scalar(sa.text("SELECT current_schema()")))
+    query = sa.text(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = :schema"
+        f" AND tablename != '{VERSION_TABLE}'"
+    )
+    present = {name: sql for name, sql in connection.execute(query, {"schema": schema})}
+    try:
+        connection.exec_driver_sql(f"CREATE SCHEMA {scratch}")
+        Base.metadata.create_all(connection.execution_options(schema_translate_map={None: scratch}))
+        rows = connection.execute(query, {"schema": scratch}).all()
+    finally:
+        connection.rollback()
+    expected = {name: sql.replace(f" {scratch}.", f" {schema}.") for name, sql in rows}
+    return expected, present
+
+
+def describe(difference: Any) -> str:
+    """A difference from compare_metadata as a line a person reads: the operation, then
+    what it concerns (a column's changes come as a list of modify_… tuples)."""
+    if isinstance(difference, list):
+        return "\n".join(describe(change) for change in difference)
+    operation, *details = difference
+    if operation.startswith("modify_"):  # (op, schema, table, column, existing, database, models)
+        _, table, column, _, database, models = details
+        return (
+            f"  {operation}: {table}.{column}: database {named(database)}, models {named(models)}"
+        )
+    return f"  {operation}: " + ", ".join(named(d) for d in details if d is not None)
+
+
+def named(thing: Any) -> str:
+    """What a schema object is, briefly."""
+    if isinstance(thing, sa.Column):
+        return f"column {thing.table.name}.{thing.name} {thing.type}"
+    if isinstance(thing, sa.Table):
+        return f"table {thing.name}"
+    if isinstance(thing, sa.Index | sa.Constraint) and thing.table is not None:
+        options = getattr(thing, "ondelete", None)
+        text = f"{type(thing).__name__} {thing.name} on {thing.table.name}"
+        return text + (f" ON DELETE {options}" if options else "")
+    if isinstance(thing, sa.DefaultClause):
+        return f"server default {getattr(thing.arg, 'text', thing.arg)!r}"
+    return "none" if thing is None else repr(thing)
 
 
 def normalised(sql: str) -> str:
@@ -259,12 +320,16 @@ async def test_head_is_the_schema_of_the_models(db: Database) -> None:
     # The session's database: a new one, upgraded to head by conftest's `database_url`.
     async with db.engine.connect() as connection:
         found = await connection.run_sync(differences)
-        if connection.dialect.name == "sqlite":
-            expected, present = await connection.run_sync(expression_index_sql)
-            assert expected
-            assert present == expected
+        expected, present = await connection.run_sync(index_definitions)
     assert not found, (
         "the models and the migrations disagree; add a revision "
         "(README, Migrations: alembic revision --autogenerate):\n"
-        + "\n".join(pformat(difference) for difference in found)
+        + "\n".join(describe(difference) for difference in found)
     )
+    assert len(expected) > 10  # every index of the models, not none of them
+    drifted = {
+        name: {"models": expected.get(name), "database": present.get(name)}
+        for name in expected.keys() | present.keys()
+        if expected.get(name) != present.get(name)
+    }
+    assert not drifted, "indexes differ; add a revision:\n" + pformat(drifted, width=100)
