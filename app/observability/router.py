@@ -22,7 +22,10 @@ READY_EXAMPLE = {
     "status": "unready",
     "checks": {
         "database": {"status": "ok", "detail": "reachable"},
-        "migrations": {"status": "fail", "detail": "database at 0161; code expects 0171"},
+        "migrations": {
+            "status": "fail",
+            "detail": "database at nothing; code expects 0001: run columba migrate",
+        },
         "redis": {"status": "ok", "detail": "reachable"},
     },
 }

@@ -69,5 +69,7 @@ class StatsCounter(Base):
     unsubscribe_drops: Mapped[int] = mapped_column(Integer, default=0)
     unsubscribes: Mapped[int] = mapped_column(Integer, default=0)
     drops: Mapped[int] = mapped_column(Integer, default=0)
-    machine_opens: Mapped[int] = mapped_column(Integer, default=0)
-    machine_clicks: Mapped[int] = mapped_column(Integer, default=0)
+    # The two metrics added later (issue 12) have a server default: the column was added to
+    # tables that had rows, and the baseline migration keeps the schema that made.
+    machine_opens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    machine_clicks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
+from alembic import command
+from alembic.script import ScriptDirectory
 
 from app.core import migrate
 from app.core.config import Settings
@@ -69,15 +71,28 @@ async def test_the_api_is_not_ready_without_its_database(
     assert checks_of(response) == {"database": "fail", "migrations": "fail", "redis": "ok"}
 
 
+def one_short_of_head(url: str) -> str:
+    """The revision just before head ("base" while the baseline is the only one)."""
+    scripts = ScriptDirectory.from_config(migrate.alembic_config(url))
+    head = scripts.get_revision("head")
+    assert head is not None
+    previous = head.down_revision
+    assert previous is None or isinstance(previous, str)  # one linear history
+    return previous or "base"
+
+
 async def test_not_ready_when_migrations_are_behind(settings: Settings, tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
-    await asyncio.to_thread(migrate.upgrade, url, "0171")  # one migration short of head
+    behind = one_short_of_head(url)
+    # Up to head and back, so that the version table exists even when `behind` is base.
+    await asyncio.to_thread(migrate.upgrade, url)
+    await asyncio.to_thread(command.downgrade, migrate.alembic_config(url), behind)
     async with side_server(settings.model_copy(update={"database_url": url})) as http:
         response = await http.get("/readyz")
     assert response.status_code == 503
     assert checks_of(response) == {"database": "ok", "migrations": "fail", "redis": "ok"}
     detail = response.json()["checks"]["migrations"]["detail"]
-    assert "0171" in detail
+    assert f"database at {'nothing' if behind == 'base' else behind};" in detail
     assert all(head in detail for head in migration_heads())
     assert "columba migrate" in detail
 
