@@ -13,6 +13,7 @@ import httpx
 import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 
 from app.core import migrate
 from app.core.config import Settings
@@ -95,6 +96,25 @@ async def test_not_ready_when_migrations_are_behind(settings: Settings, tmp_path
     assert f"database at {'nothing' if behind == 'base' else behind};" in detail
     assert all(head in detail for head in migration_heads())
     assert "columba migrate" in detail
+
+
+async def test_ready_while_a_newer_release_has_migrated(settings: Settings, tmp_path: Path) -> None:
+    """A rolling deploy runs `columba migrate` before replacing the old processes: a revision
+    this code does not know is newer, and the old processes stay in the load balancer."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'newer.db'}"
+    await asyncio.to_thread(migrate.upgrade, url)
+    database = Database(settings.model_copy(update={"database_url": url}))
+    try:
+        async with database.session() as session, session.begin():
+            await session.execute(text("UPDATE alembic_version SET version_num = 'f00d'"))
+    finally:
+        await database.dispose()
+    async with side_server(settings.model_copy(update={"database_url": url})) as http:
+        response = await http.get("/readyz")
+    assert response.status_code == 200
+    assert checks_of(response) == {"database": "ok", "migrations": "ok", "redis": "ok"}
+    detail = response.json()["checks"]["migrations"]["detail"]
+    assert detail == "database at f00d, newer than this code: ready"
 
 
 async def test_not_ready_when_redis_is_down(settings: Settings) -> None:
