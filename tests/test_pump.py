@@ -86,7 +86,7 @@ async def run() -> AsyncIterator[list[Pump]]:
     pumps: list[Pump] = []
     yield pumps
     for pump in pumps:
-        await pump.stop(timeout=1)
+        await pump.stop(grace=1)
 
 
 def started(db: Database, pumps: list[Pump]) -> Pump:
