@@ -228,7 +228,11 @@ class _ScriptedSMTP(SMTP):
         """Apply stall and drop rules of a stage; return the scripted reply, if any."""
         stall = self._mx.take(stage, "stall", rcpt)
         if stall is not None:
-            await asyncio.sleep(stall.seconds)
+            self._mx.stalled += 1
+            try:
+                await asyncio.sleep(stall.seconds)
+            finally:
+                self._mx.stalled -= 1
         if self._mx.take(stage, "drop", rcpt) is not None:
             await (drop or self._drop)()
         return self._mx.take(stage, "reply", rcpt)
@@ -416,6 +420,7 @@ class ScriptedMX:
         self.refused_data: list[bytes] = []  # message data refused at the final dot
         self.sessions = 0
         self.transactions = 0
+        self.stalled = 0  # sessions inside a stall right now (a transaction under way)
         self.connections: set[_ScriptedSMTP] = set()
         self._rules: list[_Rule] = []
         self._arrived = asyncio.Event()
