@@ -52,3 +52,15 @@ async def test_a_listener_whose_sessions_end_stops_without_waiting_out_the_grace
         assert (await command(open_one, "QUIT")).startswith("221 ")
         await closing
     assert time.monotonic() - began < 3
+
+
+async def test_a_session_over_starttls_that_quits_does_not_hold_the_stop(
+    submission: Listener,
+) -> None:
+    client = await asyncio.to_thread(submission.smtp)
+    began = time.monotonic()
+    closing = asyncio.create_task(submission.server.close(grace=30))
+    await asyncio.sleep(0.1)
+    await asyncio.to_thread(client.quit)
+    await closing
+    assert time.monotonic() - began < 3
