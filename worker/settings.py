@@ -100,11 +100,12 @@ class GracefulWorker(Worker):
 
     def _begin_stopping(self, signum: signal.Signals) -> None:
         """Wind delivery down; a second signal exits at once."""
-        if self.signalled:
+        signalled = signum in (signal.SIGINT, signal.SIGTERM)  # not arq's own SIGUSR1 on close
+        if signalled and self.signalled:
             # Recipients in hand keep their leases until they run out (and count as expired).
             log.warning("second %s: exiting at once", signal.Signals(signum).name)
             os._exit(1)
-        self.signalled = True
+        self.signalled = self.signalled or signalled
         runtime: Runtime | None = self.ctx.get("runtime")
         if runtime is not None:
             runtime.begin_shutdown()
