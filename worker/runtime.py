@@ -135,9 +135,12 @@ class Runtime:
 
     async def _wind_down(self) -> None:
         grace = self.settings.shutdown_grace.total_seconds()
+        began = time.perf_counter()
+        log.info("stopping: %d recipient(s) in hand, grace %.0fs", self.pump.in_flight, grace)
         stop = asyncio.create_task(self.pump.stop(grace))  # sets `stopping` first of all
         await self.pool.stop_lending()  # checkouts waiting for a slot give up now
         await stop
+        log.info("delivery stopped after %.2fs", time.perf_counter() - began)
 
     async def close(self) -> None:
         """Wind down (see begin_shutdown), then QUIT SMTP connections and close the
