@@ -286,8 +286,7 @@ class ConnectionPool:
             self._reaper = None
         sessions = [s for idle in self._idle.values() for s in idle]
         self._idle.clear()
-        for pooled in sessions:
-            await self._discard(pooled)
-        for pooled in list(self._live):
+        for pooled in self._live.difference(sessions):
             pooled.session.abort()
-            await self._discard(pooled)
+        # Side by side: a stopping worker need not wait for each server's 221 in turn.
+        await asyncio.gather(*(self._discard(pooled) for pooled in list(self._live)))
