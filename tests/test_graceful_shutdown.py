@@ -105,6 +105,9 @@ async def test_sigterm_finishes_the_transaction_and_hands_back_the_rest(
     reclaim_seconds = time.monotonic() - began
     assert await exit_code(workers, 0) == 0
     stop_seconds = time.monotonic() - began
+    # Its connection, idle again after the transaction, ended with QUIT (handed to the other
+    # worker waiting for the slot, or at close), not dropped.
+    assert mx.quits >= 1
     await wait_until_delivered(db, 6, timeout=60)
     copies = Counter(address for message in mx.messages for address in message.rcpt_tos)
     assert copies == {f"r{i}@example.test": 1 for i in range(6)}
@@ -148,6 +151,7 @@ async def test_a_transaction_past_the_grace_period_is_cut_off_and_handed_back(
     assert handed_back.lease_expiries == 0
     assert handed_back.attempt_count == 0
     assert mx.messages == []  # the MX never answered the final dot: nothing arrived
+    assert mx.quits == 0  # a cut-off transaction's connection is dropped, not QUIT
     await start_ready(workers)
     await wait_until_delivered(db, 1, timeout=30)
     assert [m.rcpt_tos for m in mx.messages] == [["r0@example.test"]]

@@ -327,6 +327,12 @@ class _ScriptedSMTP(SMTP):
         return bool(ready and not arg and self.envelope is not None and self.envelope.rcpt_tos)
 
     @override
+    async def smtp_QUIT(self, arg: str) -> None:
+        """Count a polite goodbye (RFC 5321 §4.1.1.10), then answer it as aiosmtpd does."""
+        self._mx.quits += 1
+        await super().smtp_QUIT(arg)
+
+    @override
     async def smtp_DATA(self, arg: str) -> None:
         """Apply DATA rules to a valid DATA command; a drop happens mid-message."""
         if self._data_would_start(arg):
@@ -421,6 +427,7 @@ class ScriptedMX:
         self.sessions = 0
         self.transactions = 0
         self.stalled = 0  # sessions inside a stall right now (a transaction under way)
+        self.quits = 0  # sessions the client ended with QUIT
         self.connections: set[_ScriptedSMTP] = set()
         self._rules: list[_Rule] = []
         self._arrived = asyncio.Event()
