@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -173,6 +174,8 @@ def api(host: str, port: int, workers: int) -> None:
         # uvicorn's default of 5 s kills a worker still importing the app on a loaded machine,
         # and the next one, and so on (seen with 2 workers on 2 busy cores).
         timeout_worker_healthcheck=30,
+        # SIGTERM: stop accepting, give requests in flight this long, then cut them off.
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace.total_seconds()),
         **proxy_options(settings),
     )
 

@@ -18,6 +18,7 @@ from app.core.db import Database
 from app.core.errors import install_error_handlers
 from app.core.queue import Queue
 from app.core.ratelimit import RateLimitHeaders
+from app.core.shutdown import on_server_exit
 from app.core.signals import Listener
 from app.dashboard.router import install_dashboard
 from app.dev.embedded_redis import redis_url_for, release_redis
@@ -80,6 +81,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.long_polls = LongPolls(
             per_process=settings.long_poll_max, per_key=settings.long_poll_max_per_key
         )
+        # Waiting long polls answer as soon as the server is told to stop, rather than hold
+        # its graceful shutdown for as long as they were asked to wait.
+        forget_exit = on_server_exit(app.state.long_polls.stop)
         cache_ttl = settings.auth_cache_ttl.total_seconds()
         app.state.keys = KeyCache(app.state.db, ttl=cache_ttl)
         sending_domains.configure(cache_ttl)
@@ -88,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            forget_exit()
             await invalidations.stop()
             await app.state.keys.close()
             await app.state.committer.close()

@@ -64,14 +64,14 @@ class Workers:
         self.processes: list[subprocess.Popen[bytes]] = []
         self._log_files: list[IO[bytes]] = []
 
-    def start(self, count: int = 1) -> list[subprocess.Popen[bytes]]:
-        """Start `count` more workers."""
+    def start(self, count: int = 1, *options: str) -> list[subprocess.Popen[bytes]]:
+        """Start `count` more workers (`options` after `columba worker`)."""
         started = []
         for _ in range(count):
             log = (self.logs / f"worker{len(self.processes)}.log").open("wb")
             self._log_files.append(log)
             process = subprocess.Popen(
-                [sys.executable, "-m", "app.cli", "--log-level", "WARNING", "worker"],
+                [sys.executable, "-m", "app.cli", "--log-level", "WARNING", "worker", *options],
                 env=self.env,
                 cwd=ROOT,
                 stdout=log,

@@ -45,6 +45,7 @@ class Database:
     def __init__(self, recipients: Sequence[ClaimedRecipient]) -> None:
         self.due = list(recipients)
         self.recorded: list[str] = []
+        self.handed_back: list[str] = []
         self.renewals: list[list[str]] = []
         self.down = False  # every transaction fails
         self.refused: set[str] = set()  # results that make their transaction fail
@@ -62,6 +63,7 @@ class Database:
         if self.down or {o.recipient.id for o in outcomes} & self.refused:
             raise ConnectionError("the database refused the transaction")
         self.recorded += [o.recipient.id for o in outcomes]
+        self.handed_back += [r.id for r, _ in released]
         return len(outcomes)
 
     async def renew(self, tokens: list[str]) -> int:
@@ -86,7 +88,7 @@ async def run() -> AsyncIterator[list[Pump]]:
     pumps: list[Pump] = []
     yield pumps
     for pump in pumps:
-        await pump.stop(timeout=1)
+        await pump.stop(grace=1)
 
 
 def started(db: Database, pumps: list[Pump]) -> Pump:
@@ -149,3 +151,62 @@ async def test_every_result_is_recorded_exactly_once(run: list[Pump], down_for: 
     db.down = False
     await until(lambda: not db.due and pump.in_flight == 0)
     assert sorted(db.recorded) == sorted(f"r{i}" for i in range(25))
+
+
+class SlowDatabase(Database):
+    """Deliveries that take `seconds` each (a slow MX); claims that take `claim_seconds`."""
+
+    def __init__(
+        self, recipients: Sequence[ClaimedRecipient], seconds: float, claim_seconds: float = 0
+    ) -> None:
+        super().__init__(recipients)
+        self.seconds = seconds
+        self.claim_seconds = claim_seconds
+        self.started = asyncio.Event()
+
+    async def claim(self, limit: int, last_chances: int) -> Claim:
+        await asyncio.sleep(self.claim_seconds)
+        return await super().claim(limit, last_chances)
+
+    async def process(self, recipients: Sequence[ClaimedRecipient], emit: Emit) -> None:
+        self.started.set()
+        await asyncio.sleep(self.seconds)
+        await super().process(recipients, emit)
+
+
+async def test_stop_lets_a_delivery_in_flight_finish_within_the_grace_period(
+    run: list[Pump],
+) -> None:
+    db = SlowDatabase([recipient(i) for i in range(3)], seconds=0.3)
+    pump = started(db, run)
+    await db.started.wait()
+    began = asyncio.get_running_loop().time()
+    await pump.stop(grace=5)
+    took = asyncio.get_running_loop().time() - began
+    assert sorted(db.recorded) == ["r0", "r1", "r2"]
+    assert db.handed_back == []
+    assert took < 2  # it ended when the delivery did, not at the end of the grace period
+    assert pump.in_flight == 0
+
+
+async def test_stop_hands_back_what_outlives_the_grace_period(run: list[Pump]) -> None:
+    db = SlowDatabase([recipient(i) for i in range(3)], seconds=3600)
+    pump = started(db, run)
+    await db.started.wait()
+    began = asyncio.get_running_loop().time()
+    await pump.stop(grace=0.2)
+    took = asyncio.get_running_loop().time() - began
+    assert db.recorded == []
+    assert sorted(db.handed_back) == ["r0", "r1", "r2"]
+    assert 0.2 <= took < 2
+    assert pump.in_flight == 0
+
+
+async def test_a_claim_under_way_at_stop_is_handed_back_not_lost(run: list[Pump]) -> None:
+    db = SlowDatabase([recipient(i) for i in range(3)], seconds=0, claim_seconds=0.2)
+    pump = started(db, run)
+    await asyncio.sleep(0.05)  # inside the first claim's transaction
+    await pump.stop(grace=5)
+    assert db.recorded == []
+    assert sorted(db.handed_back) == ["r0", "r1", "r2"]
+    assert pump.in_flight == 0

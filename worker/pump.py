@@ -12,6 +12,12 @@ mail is already at its MX, and letting the leases run out would send it twice. T
 extends the leases of everything in flight, or waiting to be recorded, so a long SMTP
 exchange (or a database outage) is never mistaken for a dead worker.
 
+On shutdown (`stop`) the claimer stops at once; recipients claimed but not yet in an SMTP
+transaction are handed back by the processor (worker/runtime.py) as they reach it, for another
+worker to claim at once; transactions under way get `grace` seconds to end, and those still
+running then are cut off and their recipients handed back too; the recorder writes every
+outcome and hand-back before the pump stops.
+
 A recipient on its last chance (workers died while they had it, one short of the bound at
 which dispatch.claim drops it) gets the pump's attention alone: at most one is in flight, so
 that if this process dies on it too, it is the only one to reach the bound, not other
@@ -28,6 +34,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from app.core import clock
 from app.messages.dispatch import Claim, ClaimedRecipient, Outcome
 
 log = logging.getLogger(__name__)
@@ -36,6 +43,7 @@ Released = tuple[ClaimedRecipient, datetime]
 SPLIT_AFTER_FAILURES = 3  # group commits in a row that failed before results go one by one
 Emit = Callable[[list[Outcome], list[Released]], None]  # hands results to the recorder
 Processor = Callable[[Sequence[ClaimedRecipient], Emit], Awaitable[None]]
+FLUSH_SECONDS = 10.0  # after the grace period, how long shutdown waits for the last records
 
 
 @dataclass
@@ -96,7 +104,10 @@ class Pump:
         self._state = asyncio.Condition()
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._deliveries: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
+        self.stopping = False  # set by stop(): nothing new is claimed or started
+        self._claiming = False  # a claim's transaction is under way: not to be cancelled
 
     def start(self) -> None:
         """Run the claimer, recorder and renewer."""
@@ -120,30 +131,49 @@ class Pump:
             await self._state.wait_for(predicate)
 
     async def _claimer(self) -> None:
-        while True:
-            await self._wait_for(self._has_room)
+        while not self.stopping:
+            await self._wait_for(lambda: self._has_room() or self.stopping)
+            if self.stopping:
+                return
             room = self.settings.capacity - self.in_flight
             last_chances = 0 if self.last_chances_in_flight else 1
             # Cleared before claiming: a signal that arrives during the claim (for rows it
             # may not have seen) makes the next wait return at once.
             self._wake.clear()
+            self._claiming = True
             try:
                 claim = await self._claim(min(self.settings.batch_size, room), last_chances)
             except Exception:
                 log.exception("claiming due recipients failed; retrying")
                 await asyncio.sleep(1)
                 continue
+            finally:
+                self._claiming = False
             if not claim.recipients:
                 self.empty_claims += 1
                 await self._changed()
                 await self._idle()
                 continue
-            self.in_flight += len(claim.recipients)
-            self.last_chances_in_flight += sum(r.last_chance for r in claim.recipients)
-            self._tokens[claim.token] += len(claim.recipients)
+            self._track(claim)
+            if self.stopping:  # stop() came during the claim: these go straight back
+                self._hand_back(claim.recipients)
+                return
             task = asyncio.create_task(self._deliver(claim))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
+
+    def _track(self, claim: Claim) -> None:
+        """Count a claim's recipients as in flight and its lease as ours to renew."""
+        self.in_flight += len(claim.recipients)
+        self.last_chances_in_flight += sum(r.last_chance for r in claim.recipients)
+        self._tokens[claim.token] += len(claim.recipients)
+
+    def _hand_back(self, recipients: Sequence[ClaimedRecipient]) -> None:
+        """Give recipients back unattempted, due now, for another worker to claim."""
+        if recipients:
+            now = clock.now()
+            self._pending.emit([], [(recipient, now) for recipient in recipients])
+            self._notify_soon()
 
     def _has_room(self) -> bool:
         """Room for a whole batch (or nothing in flight): claims stay batch-sized when a
@@ -171,6 +201,14 @@ class Pump:
 
         try:
             await self._process(claim.recipients, emit)
+        except asyncio.CancelledError:
+            if not self.stopping:
+                raise
+            # Shutdown's grace period ran out: the transactions still under way were cut
+            # off. Their recipients go back without an attempt counted; an MX that had
+            # already taken the DATA will get the message again (the in-flight window).
+            self._hand_back([r for r in claim.recipients if r.id not in handled])
+            return
         except Exception:
             log.exception("delivering a batch of %d recipient(s) failed", len(claim.recipients))
         self._forget([r for r in claim.recipients if r.id not in handled])
@@ -273,18 +311,44 @@ class Pump:
         """True once a claim after `seen` empty ones found nothing, or work was taken."""
         return lambda: self.empty_claims > seen or self.in_flight > 0
 
-    async def stop(self, timeout: float = 30.0) -> None:
-        """Stop claiming, let deliveries in flight finish and be recorded, then stop."""
+    async def stop(self, grace: float = 30.0) -> None:
+        """Stop claiming at once; give deliveries in flight `grace` seconds to end (the
+        processor hands back what has not started); cut off those still running and hand
+        their recipients back; record everything; then stop."""
         if not self._loops:
             return
         claimer, recorder, renewer = self._loops
-        claimer.cancel()
+        self.stopping = True
+        self.wake()
+        await self._changed()
+        deadline = asyncio.get_running_loop().time() + grace
+        if not self._claiming:  # a claim under way must return its rows to be handed back
+            claimer.cancel()
+        await asyncio.wait([claimer], timeout=grace)
+        remaining = deadline - asyncio.get_running_loop().time()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wait_for(lambda: self.in_flight == 0), timeout)
+            await asyncio.wait_for(self._wait_for(self._settled), max(0.0, remaining))
+        cut_off = [task for task in self._deliveries if not task.done()]
+        if cut_off:
+            log.warning("grace period over: %d delivery task(s) cut off", len(cut_off))
+        for task in cut_off:
+            task.cancel()
+        await asyncio.gather(*cut_off, return_exceptions=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wait_for(lambda: self.in_flight == 0), FLUSH_SECONDS)
+        if self.in_flight:
+            log.error(
+                "stopping with %d recipient(s) unrecorded: their leases will run out",
+                self.in_flight,
+            )
         for loop in (claimer, recorder, renewer, *self._tasks):
             loop.cancel()
         await asyncio.gather(claimer, recorder, renewer, *self._tasks, return_exceptions=True)
         self._loops = []
+
+    def _settled(self) -> bool:
+        """Nothing in flight: every delivery ended and what it produced is recorded."""
+        return self.in_flight == 0 and not any(not t.done() for t in self._deliveries)
 
 
 def _names(results: Results) -> str:

@@ -25,11 +25,12 @@ from sqlalchemy.exc import DBAPIError
 from app.core import clock
 from app.core.config import Settings
 from app.core.db import Database
+from app.core.queue import WAKE_CHANNEL
 from app.delivery.idn import needs_smtputf8
 from app.delivery.mta_sts import Fetcher, MtaSts, PolicyError
 from app.delivery.mx import Destination, relay_destination, resolve_destination
 from app.delivery.outbound import deliver
-from app.delivery.pool import ConnectionPool, Throttled
+from app.delivery.pool import Closing, ConnectionPool, Throttled
 from app.delivery.replies import Reply, synthetic
 from app.delivery.resolver import make_resolver, resolve_host
 from app.delivery.retry import Decision, RetryPolicy, decide
@@ -61,6 +62,7 @@ class Runtime:
         self.settings = settings
         self.redis = redis
         self._listener: asyncio.Task[None] | None = None
+        self._shutdown: asyncio.Task[None] | None = None
         # No pre-ping (a round trip per transaction): a connection found dead is retried
         # once instead (`_retrying`).
         self.db = Database(settings, pool_pre_ping=False)
@@ -120,14 +122,37 @@ class Runtime:
         """Until everything due now is delivered and recorded."""
         await self.pump.drain()
 
+    @property
+    def stopping(self) -> bool:
+        """Shutting down: nothing new is claimed, and no new SMTP transaction starts."""
+        return self.pump.stopping
+
+    def begin_shutdown(self) -> None:
+        """SIGTERM: stop claiming and starting transactions now; those under way get
+        SHUTDOWN_GRACE to end, everything else goes back at once (close() waits for it)."""
+        if self._shutdown is None:
+            self._shutdown = asyncio.create_task(self._wind_down())
+
+    async def _wind_down(self) -> None:
+        grace = self.settings.shutdown_grace.total_seconds()
+        began = time.perf_counter()
+        log.info("stopping: %d recipient(s) in hand, grace %.0fs", self.pump.in_flight, grace)
+        stop = asyncio.create_task(self.pump.stop(grace))  # sets `stopping` first of all
+        await self.pool.stop_lending()  # checkouts waiting for a slot give up now
+        await stop
+        log.info("delivery stopped after %.2fs", time.perf_counter() - began)
+
     async def close(self) -> None:
-        """Finish what is in flight, then close SMTP connections and the database pool."""
+        """Wind down (see begin_shutdown), then QUIT SMTP connections and close the
+        database pool."""
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
             self._listener = None
-        await self.pump.stop()
+        self.begin_shutdown()
+        assert self._shutdown is not None
+        await self._shutdown
         await self.pool.close()
         try:
             await self.flush_tls_counts()
@@ -183,7 +208,19 @@ class Runtime:
         recorded = await _retrying(attempt)
         observed.observe_outcomes(outcomes, now=clock.now())
         observed.log_attempts(outcomes, level=self._attempt_log_level)
+        if released and self.stopping:
+            await self._wake_others(len(released))
         return recorded
+
+    async def _wake_others(self, count: int) -> None:
+        """Tell the other workers that handed-back recipients are due now, rather than
+        leave them to the next idle poll."""
+        if self.redis is None:
+            return
+        try:
+            await self.redis.publish(WAKE_CHANNEL, count)
+        except Exception as exc:  # their idle polls and the sweeper find the work anyway
+            log.warning("could not wake the other workers: %s", exc)
 
     async def renew(self, tokens: list[str]) -> int:
         """Extend the leases of claims still in flight."""
@@ -232,6 +269,9 @@ class Runtime:
     ) -> None:
         """One message's recipients: compose their copies, deliver each group."""
         started = clock.now()
+        if self.stopping:
+            emit([], [(r, started) for r in recipients])
+            return
         held = self._held(loaded)
         if held is not None:
             emit([self._outcome(r, held, loaded, started, 0) for r in recipients], [])
@@ -268,7 +308,13 @@ class Runtime:
         requirement, failure = await self.tls_requirement(leader.recipient.domain)
         key = self.throttle_key(destination)
         try:
+            if self.stopping:
+                raise Closing(key)
             result = await deliver(destination, envelope, self.pool, key, requirement)
+        except Closing:
+            log.info("shutting down: %d recipient(s) handed back", len(group))
+            emit([], [(copy.recipient, clock.now()) for copy in group])
+            return
         except Throttled as exc:
             retry_at = clock.now() + timedelta(seconds=exc.retry_after)
             log.info("%s throttled; %d recipient(s) wait", exc.destination.name, len(group))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import math
+import os
+import signal
 from datetime import timedelta
 from typing import Any
 
@@ -15,6 +19,8 @@ from app.observability.server import ObservabilityServer
 from app.webhooks.dispatcher import build_dispatcher
 from worker import deliverability, jobs
 from worker.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 WEBHOOKS_JOB = "dispatch_webhooks"
 SEQUENCE_JOB = "sequence_events"
@@ -76,6 +82,35 @@ def deliverability_cron_jobs() -> list[CronJob]:
     ]
 
 
+class GracefulWorker(Worker):
+    """arq's worker, whose first SIGTERM or SIGINT also winds the delivery pump down at
+    once (Runtime.begin_shutdown) and whose second ends the process on the spot."""
+
+    signalled = False
+
+    def handle_sig_wait_for_completion(self, signum: signal.Signals) -> None:
+        """Stop delivering, then let arq's running jobs finish (within the grace period)."""
+        self._begin_stopping(signum)
+        super().handle_sig_wait_for_completion(signum)
+
+    def handle_sig(self, signum: signal.Signals) -> None:
+        """The same, when the grace period is 0 (arq cancels its jobs at once)."""
+        self._begin_stopping(signum)
+        super().handle_sig(signum)
+
+    def _begin_stopping(self, signum: signal.Signals) -> None:
+        """Wind delivery down; a second signal exits at once."""
+        signalled = signum in (signal.SIGINT, signal.SIGTERM)  # not arq's own SIGUSR1 on close
+        if signalled and self.signalled:
+            # Recipients in hand keep their leases until they run out (and count as expired).
+            log.warning("second %s: exiting at once", signal.Signals(signum).name)
+            os._exit(1)
+        self.signalled = self.signalled or signalled
+        runtime: Runtime | None = self.ctx.get("runtime")
+        if runtime is not None:
+            runtime.begin_shutdown()
+
+
 def build_worker(
     settings: Settings,
     redis_url: str,
@@ -132,7 +167,9 @@ def build_worker(
         "keep_result": 0,  # frees a compatibility wake-up's job id at once
         "poll_delay": POLL_DELAY_SECONDS,
         "max_tries": 3,  # arq retries only help; recipient state changes only in the database
-        "job_completion_wait": 5,  # on SIGTERM let running (instant) wake-ups finish
+        # On SIGTERM running jobs (wake-ups are instant; a webhook batch may not be) get the
+        # grace period too; delivery winds down beside them (GracefulWorker).
+        "job_completion_wait": math.ceil(settings.shutdown_grace.total_seconds()),
     }
     options.update(overrides)
-    return Worker(**options)
+    return GracefulWorker(**options)

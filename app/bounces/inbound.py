@@ -20,6 +20,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app.bounces import inbox, intake, metrics, service, verp
 from app.bounces.models import InboundMessage
+from app.common.smtp_shutdown import GracefulSMTP, ListenerShutdown, until_signalled
 from app.core.config import Settings
 from app.core.db import Database
 from app.messages.models import Recipient
@@ -197,9 +198,15 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
 
 
 async def start_inbound(
-    settings: Settings, db: Database, *, host: str, port: int
+    settings: Settings,
+    db: Database,
+    *,
+    host: str,
+    port: int,
+    shutdown: ListenerShutdown | None = None,
 ) -> asyncio.base_events.Server:
-    """Listen for bounces and complaints on host:port."""
+    """Listen for bounces and complaints on host:port; `shutdown` tracks the sessions for a
+    graceful stop (app.common.smtp_shutdown)."""
     handler = InboundHandler(settings, db)
     context = tls_context(settings)
     options: dict[str, Any] = {
@@ -211,24 +218,34 @@ async def start_inbound(
     }
     if context is not None:
         options["tls_context"] = context
+    sessions = shutdown or ListenerShutdown()
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: SMTP(handler, **options), host, port)
+    return await loop.create_server(
+        lambda: GracefulSMTP(handler, shutdown=sessions, **options), host, port
+    )
 
 
 async def serve_inbound(
     settings: Settings, *, host: str, port: int, metrics_port: int | None = None
 ) -> None:
-    """Run the listener until cancelled; its metrics and health on `metrics_port` if given."""
+    """Run the listener until SIGTERM or SIGINT (then stop gracefully); its metrics and health
+    on `metrics_port` if given."""
     observability = ObservabilityServer(settings)
     if metrics_port:
         metrics.prime()
         await observability.start(host, metrics_port)
     db = Database(settings)
-    server = await start_inbound(settings, db, host=host, port=port)
+    shutdown = ListenerShutdown()
+    server = await start_inbound(settings, db, host=host, port=port, shutdown=shutdown)
     log.info("columba inbound listening on %s:%s", host, port)
     try:
-        async with server:
-            await server.serve_forever()
+        await until_signalled()
+        log.info("columba inbound stopping")
+        # New sessions get 421 while the open ones finish (a bounce being stored is
+        # answered before its channel closes); then the listening socket closes.
+        await shutdown.run(settings.shutdown_grace.total_seconds())
+        server.close()
+        await server.wait_closed()
     finally:
         await observability.close()
         await db.dispose()

@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     # last chance is given alone (app.messages.dispatch.claim).
     max_lease_expiries: int = Field(default=3, ge=2)
     sweep_interval: Duration = timedelta(seconds=5)
+    # On SIGTERM (or SIGINT) every process stops taking new work at once and gives what it
+    # has in hand this long to finish: a worker's SMTP transactions in flight, the API's
+    # requests, the SMTP listeners' open sessions. Then it aborts what is left (a worker
+    # hands those recipients back) and exits. A second signal ends the process at once.
+    shutdown_grace: Duration = timedelta(seconds=30)
     smtp_connect_timeout: Duration = timedelta(seconds=30)
     smtp_greeting_timeout: Duration = timedelta(minutes=5)
     smtp_command_timeout: Duration = timedelta(minutes=5)
@@ -227,6 +232,7 @@ class Settings(BaseSettings):
         "max_message_age",
         "lease_duration",
         "sweep_interval",
+        "shutdown_grace",
         "smtp_connect_timeout",
         "smtp_greeting_timeout",
         "smtp_command_timeout",

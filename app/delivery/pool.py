@@ -52,6 +52,15 @@ class Throttled(Exception):
         self.retry_after = retry_after
 
 
+class Closing(Throttled):
+    """The process is shutting down: these recipients go back now, for another process to
+    take at once (retry_after is 0)."""
+
+    def __init__(self, destination: DestinationKey) -> None:
+        super().__init__(destination, retry_after=0.0)
+        self.args = (f"shutting down: {destination.name} handed back",)
+
+
 @dataclass(eq=False)
 class PooledSession:
     """A session with the bookkeeping the pool needs."""
@@ -90,6 +99,7 @@ class ConnectionPool:
         self._live: set[PooledSession] = set()  # idle or in use; their slots are renewed
         self._wanted: dict[str, tuple[float, bool]] = {}  # destination → (until, answer)
         self._reaper: asyncio.Task[None] | None = None
+        self._closing = False
         self.opened = 0
 
     def start(self) -> None:
@@ -108,6 +118,8 @@ class ConnectionPool:
         deadline = time.monotonic() + self.slot_wait
         waited = False
         while True:
+            if self._closing:
+                raise Closing(destination)
             idle = await self._take_idle(ip)
             if idle is not None:
                 return idle
@@ -129,6 +141,14 @@ class ConnectionPool:
             await self._wait_for_return(
                 key, min(remaining, SLOT_POLL_SECONDS) if asker else remaining
             )
+
+    async def stop_lending(self) -> None:
+        """Shutdown: no new transaction starts; every checkout, waiting or to come, raises
+        Closing. Transactions already under way keep their sessions."""
+        self._closing = True
+        for condition in list(self._returned.values()):
+            async with condition:
+                condition.notify_all()
 
     async def _ask_for_slot(
         self, key: tuple[str, int], destination: DestinationKey, host: MXHost, ip: str
@@ -257,7 +277,8 @@ class ConnectionPool:
                 log.exception("connection pool upkeep failed")
 
     async def close(self) -> None:
-        """Stop the reaper and close every idle session."""
+        """Stop the reaper, close every idle session (QUIT, RFC 5321 §4.1.1.10) and drop any
+        still checked out: their transactions were aborted, a QUIT would not be read."""
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -265,5 +286,7 @@ class ConnectionPool:
             self._reaper = None
         sessions = [s for idle in self._idle.values() for s in idle]
         self._idle.clear()
-        for pooled in sessions:
-            await self._discard(pooled)
+        for pooled in self._live.difference(sessions):
+            pooled.session.abort()
+        # Side by side: a stopping worker need not wait for each server's 221 in turn.
+        await asyncio.gather(*(self._discard(pooled) for pooled in list(self._live)))

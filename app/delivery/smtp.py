@@ -212,6 +212,12 @@ class SmtpSession:
         """Whether EHLO advertised the extension."""
         return self.client.supports_extension(extension)
 
+    def abort(self) -> None:
+        """Drop the connection without a word: a transaction was cut off mid-way, so the
+        server would not read a QUIT as one (RFC 5321 §3.8: it treats this as a broken
+        transaction and discards it, unless it had already accepted the DATA)."""
+        self.client.close()
+
     async def close(self) -> None:
         """QUIT politely, then close whatever is left."""
         if self.client.is_connected:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Session, syntax
 
 from app.accounts.service import Principal
+from app.common.smtp_shutdown import GracefulSMTP, ListenerShutdown
 from app.observability.logs import request_id_from
 from app.submission.addresses import PLAIN_ADDRESS
 from app.submission.data import read_data
@@ -63,7 +64,7 @@ class SubmissionSession(Session):
         return self.auth_data if isinstance(self.auth_data, Principal) else None
 
 
-class SubmissionSMTP(SMTP):
+class SubmissionSMTP(GracefulSMTP):
     """One client connection of the submission listener."""
 
     def __init__(
@@ -73,10 +74,12 @@ class SubmissionSMTP(SMTP):
         implicit_tls: bool,
         tls_context: ssl.SSLContext,
         loop: asyncio.AbstractEventLoop,
+        shutdown: ListenerShutdown | None = None,
     ) -> None:
         settings = handler.settings
         super().__init__(
             handler,
+            shutdown=shutdown or ListenerShutdown(),
             data_size_limit=None,  # SIZE is advertised and enforced by the handler (RFC 1870)
             enable_SMTPUTF8=True,
             decode_data=False,
@@ -142,6 +145,9 @@ class SubmissionSMTP(SMTP):
 
     async def _handle_client(self) -> None:
         """Refuse a locked-out client before the greeting (RFC 5321 §3.1: 421 and close)."""
+        if self.shutdown.stopping:  # 421 at once, without asking Redis about the client
+            await super()._handle_client()
+            return
         refusal = await self.handler.refuse_connection(self.peer_ip())
         if refusal is not None:
             await self.push(refusal.reply)

@@ -4,15 +4,14 @@ port 465 with implicit TLS (RFC 8314), sharing one handler, database, queue and 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 import ssl
 from types import TracebackType
 
 from redis.asyncio import Redis
 
 from app.accounts.cache import KeyCache
+from app.common.smtp_shutdown import ListenerShutdown, until_signalled
 from app.core.config import Settings
 from app.core.db import Database
 from app.core.queue import Queue
@@ -20,14 +19,11 @@ from app.core.signals import Listener
 from app.dev.embedded_redis import redis_url_for
 from app.domains.cache import sending_domains
 from app.observability.server import ObservabilityServer
-from app.submission import replies
 from app.submission.guard import Guard, GuardLimits
 from app.submission.handler import SubmissionHandler
 from app.submission.protocol import SubmissionSMTP
 
 log = logging.getLogger(__name__)
-
-SHUTDOWN_GRACE_SECONDS = 10.0  # how long close() waits for messages being stored
 
 
 def guard_limits(settings: Settings) -> GuardLimits:
@@ -64,6 +60,7 @@ class SubmissionServer:
             guard=Guard(self.redis, guard_limits(settings)),
             keys=self.keys,
         )
+        self.shutdown = ListenerShutdown()
         self._servers: list[asyncio.Server] = []
         self.ports: dict[str, int] = {}  # "starttls" / "tls" → the port bound
 
@@ -93,7 +90,11 @@ class SubmissionServer:
 
             def factory(implicit: bool = implicit) -> SubmissionSMTP:
                 return SubmissionSMTP(
-                    self.handler, implicit_tls=implicit, tls_context=self.tls_context, loop=loop
+                    self.handler,
+                    implicit_tls=implicit,
+                    tls_context=self.tls_context,
+                    loop=loop,
+                    shutdown=self.shutdown,
                 )
 
             server = await loop.create_server(
@@ -102,14 +103,15 @@ class SubmissionServer:
             self._servers.append(server)
             self.ports[kind] = server.sockets[0].getsockname()[1]
 
-    async def close(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
-        """Stop listening, let messages being stored finish, then close every session with
-        421 (RFC 5321 §3.8) and release the database, queue and Redis."""
+    async def close(self, grace: float | None = None) -> None:
+        """Greet new sessions with 421, give open ones `grace` seconds (SHUTDOWN_GRACE) to
+        finish, close the rest with 421 (app.common.smtp_shutdown), stop listening, and
+        release the database, queue and Redis."""
+        if grace is None:
+            grace = self.settings.shutdown_grace.total_seconds()
+        await self.shutdown.run(grace)
         for server in self._servers:
             server.close()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.handler.idle.wait(), grace)
-        await self._close_sessions()
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
@@ -118,19 +120,6 @@ class SubmissionServer:
         await self.queue.close()
         await self.redis.aclose()
         await self.database.dispose()
-
-    async def _close_sessions(self) -> None:
-        """Say 421 to every open session, close it and wait for its task to end."""
-        connections = list(self.handler.connections)
-        tasks = [c._handler_coroutine for c in connections if c._handler_coroutine is not None]
-        for connection in connections:
-            if isinstance(connection.transport, asyncio.WriteTransport):
-                connection.transport.write(replies.SHUTTING_DOWN.encode() + b"\r\n")
-            connection.close()
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=5)
-            for task in pending:
-                task.cancel()
 
 
 async def serve(
@@ -151,13 +140,6 @@ async def serve(
         for kind, bound in server.ports.items():
             what = "STARTTLS" if kind == "starttls" else "implicit TLS"
             log.info("SMTP submission listening on %s:%d (%s)", host, bound, what)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        await stop.wait()
+        await until_signalled()
         log.info("SMTP submission stopping")
     await observability.close()
-    with contextlib.suppress(NotImplementedError):
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)

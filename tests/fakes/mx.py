@@ -228,7 +228,11 @@ class _ScriptedSMTP(SMTP):
         """Apply stall and drop rules of a stage; return the scripted reply, if any."""
         stall = self._mx.take(stage, "stall", rcpt)
         if stall is not None:
-            await asyncio.sleep(stall.seconds)
+            self._mx.stalled += 1
+            try:
+                await asyncio.sleep(stall.seconds)
+            finally:
+                self._mx.stalled -= 1
         if self._mx.take(stage, "drop", rcpt) is not None:
             await (drop or self._drop)()
         return self._mx.take(stage, "reply", rcpt)
@@ -321,6 +325,12 @@ class _ScriptedSMTP(SMTP):
         """Whether aiosmtpd would answer this DATA command with 354."""
         ready = self.session is not None and self.session.host_name
         return bool(ready and not arg and self.envelope is not None and self.envelope.rcpt_tos)
+
+    @override
+    async def smtp_QUIT(self, arg: str) -> None:
+        """Count a polite goodbye (RFC 5321 §4.1.1.10), then answer it as aiosmtpd does."""
+        self._mx.quits += 1
+        await super().smtp_QUIT(arg)
 
     @override
     async def smtp_DATA(self, arg: str) -> None:
@@ -416,6 +426,8 @@ class ScriptedMX:
         self.refused_data: list[bytes] = []  # message data refused at the final dot
         self.sessions = 0
         self.transactions = 0
+        self.stalled = 0  # sessions inside a stall right now (a transaction under way)
+        self.quits = 0  # sessions the client ended with QUIT
         self.connections: set[_ScriptedSMTP] = set()
         self._rules: list[_Rule] = []
         self._arrived = asyncio.Event()

@@ -58,7 +58,7 @@ async def start_submission(
 
     yield start
     for server in started:
-        await server.close()
+        await server.close(grace=0)  # open sessions get their 421 at once
 
 
 @pytest_asyncio.fixture
