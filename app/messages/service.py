@@ -809,6 +809,7 @@ async def get_message_view(
             "metadata": message.custom_args,
             "created_at": message.created_at,
             "size": message.size,
+            "content_purged": message.content_purged_at is not None,
             "recipients": [
                 _recipient_view(r, by_recipient.get(r.id, []), event_views.get(r.id, []))
                 for r in recipients
