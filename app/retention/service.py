@@ -27,7 +27,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Table, delete, exists, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    delete,
+    exists,
+    null,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.bounces.models import InboundMessage, InboundReport
@@ -245,7 +255,7 @@ async def purge_content_batch(session: AsyncSession, *, before: datetime, limit:
             select(Recipient.id).where(
                 Recipient.message_id.in_(ids), Recipient.personalization.is_not(None)
             ),
-            {"personalization": None},
+            {"personalization": null()},  # SQL NULL, not JSON null
         ),
     ]
     for table, keys, values in steps:
@@ -267,8 +277,8 @@ async def _empty_messages(session: AsyncSession, budget: _Budget, ids: list[str]
     emptied: dict[str, Any] = {
         "text": None,
         "html": None,
-        "alternatives": None,
-        "template_data": None,
+        "alternatives": null(),
+        "template_data": null(),
         "sections": {},
         "content_purged_at": clock.now(),
     }
