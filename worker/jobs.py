@@ -8,6 +8,7 @@ from typing import Any
 
 from app.batches import service as batches
 from app.core import clock
+from app.core.config import Settings
 from app.core.queue import Queue
 from app.events import sequencer
 from app.idempotency import service as idempotency
@@ -66,7 +67,12 @@ async def compact_stats(ctx: dict[str, Any]) -> int:
     return folded
 
 
-RETENTION_BATCH = 1000  # rows per transaction, cascades included: short locks, small WAL bursts
+# Rows per transaction, cascades included. PostgreSQL locks only the rows deleted (old mail
+# nothing else touches), so a batch there is sized for short transactions and small WAL
+# bursts; SQLite has one write lock for the whole database, which every send's commit waits
+# for while a batch holds it: a quarter of the rows keeps that wait to a few milliseconds.
+RETENTION_BATCH = 1000
+RETENTION_BATCH_SQLITE = 250
 RETENTION_MAX_BATCHES = 1000  # per run; what is left goes in the next hour's run
 RETENTION_PAUSE = 0.01  # seconds between batches, for the other writers of a SQLite database
 
@@ -88,14 +94,20 @@ async def purge_expired_data(ctx: dict[str, Any]) -> int:
     return purged.total
 
 
+def retention_batch(settings: Settings) -> int:
+    """Rows per purge transaction on the configured database."""
+    return RETENTION_BATCH_SQLITE if settings.is_sqlite else RETENTION_BATCH
+
+
 async def _purge(
     ctx: dict[str, Any], batch: retention.BatchFunction, before: datetime
 ) -> retention.Purged:
+    runtime = _runtime(ctx)
     return await retention.run_batches(
-        _runtime(ctx).db,
+        runtime.db,
         batch,
         before=before,
-        limit=RETENTION_BATCH,
+        limit=retention_batch(runtime.settings),
         max_batches=RETENTION_MAX_BATCHES,
         pause=RETENTION_PAUSE,
     )

@@ -15,7 +15,9 @@ attachments, raw MIME, template data, personalizations) and marks it `content_pu
 Every batch is one transaction that writes at most `limit` rows, cascades included: the
 children of a message are deleted explicitly, table by table, before the message itself, so
 that ON DELETE CASCADE has nothing left to do and no statement's size depends on how many
-recipients or events a message had. Locks are held for one batch only (milliseconds).
+recipients or events a message had. A batch first reads the keys of every row it will write
+(plain SELECTs, which on SQLite run before the transaction takes the database's one write
+lock), then writes them by key: the lock is held for the writes and the commit only.
 """
 
 from __future__ import annotations
@@ -78,45 +80,53 @@ class Purged:
         return ", ".join(f"{table} {count}" for table, count in sorted(self.rows.items()))
 
 
-class _Budget:
-    """Rows a batch may still write; each statement takes at most what is left."""
+class _Plan:
+    """The rows a batch will write, read first by key within its budget, written at once."""
 
     def __init__(self, limit: int) -> None:
         self.left = limit
-        self.rows: Counter[str] = Counter()
+        self.steps: list[tuple[Table, list[Any], dict[str, Any] | None]] = []
 
-    async def delete(self, session: AsyncSession, table: Table, ids: Select[Any]) -> bool:
-        """DELETE up to `left` rows of `table` whose key `ids` selects; True when the table
-        had no more (the budget was not used up by it)."""
-        if self.left <= 0:
-            return False
-        key = table.primary_key.columns.values()[0]
-        chosen = ids.limit(self.left).scalar_subquery()
-        result = await session.execute(delete(table).where(key.in_(chosen)))
-        return self.spent(table.name, result)
-
-    async def update(
-        self, session: AsyncSession, table: Table, ids: Select[Any], values: dict[str, Any]
+    async def take(
+        self,
+        session: AsyncSession,
+        table: Table,
+        where: Select[Any],
+        values: dict[str, Any] | None = None,
     ) -> bool:
-        """UPDATE up to `left` rows (see delete)."""
+        """Plan to delete (or, with `values`, update) up to `left` rows of `table` that
+        `where` selects (its columns: the table's primary key); True when that was all of
+        them, so the budget is not spent."""
         if self.left <= 0:
             return False
-        key = table.primary_key.columns.values()[0]
-        chosen = ids.limit(self.left).scalar_subquery()
-        result = await session.execute(update(table).where(key.in_(chosen)).values(**values))
-        return self.spent(table.name, result)
-
-    def spent(self, name: str, result: Any) -> bool:
-        """Count what a statement wrote; True while some budget is left."""
-        count = int(getattr(result, "rowcount", 0) or 0)
-        self.rows[name] += count
-        self.left -= count
+        keys = [tuple(row) for row in (await session.execute(where.limit(self.left))).all()]
+        if keys:
+            self.steps.append((table, keys, values))
+            self.left -= len(keys)
         return self.left > 0
 
-    @property
-    def purged(self) -> Purged:
-        """What the batch wrote."""
-        return Purged({name: count for name, count in self.rows.items() if count})
+    async def write(self, session: AsyncSession) -> Purged:
+        """Run the planned DELETEs and UPDATEs, in plan order (children before parents)."""
+        rows: Counter[str] = Counter()
+        for table, keys, values in self.steps:
+            key = table.primary_key.columns.values()
+            for chunk in _chunks(keys):
+                matching: ColumnElement[bool] = key[0].in_({k[0] for k in chunk})
+                if len(key) > 1:  # the first column's index finds them; the pair picks them
+                    matching = matching & tuple_(*key).in_(chunk)
+                statement = (
+                    delete(table).where(matching)
+                    if values is None
+                    else update(table).where(matching).values(**values)
+                )
+                result = await session.execute(statement)
+                rows[table.name] += int(getattr(result, "rowcount", 0) or 0)
+        return Purged({name: count for name, count in rows.items() if count})
+
+
+def _chunks(keys: list[Any], size: int = 500) -> list[list[Any]]:
+    """Keys in lists short enough for any database's limit on bound parameters."""
+    return [keys[start : start + size] for start in range(0, len(keys), size)]
 
 
 def _table(model: Any) -> Table:
@@ -143,137 +153,102 @@ async def purge_batch(session: AsyncSession, *, before: datetime, limit: int) ->
     """Delete up to `limit` rows (in all tables together) of what is older than `before`; the
     caller commits, so one batch is one short transaction. A batch that wrote fewer than
     `limit` rows left nothing to do."""
-    budget = _Budget(limit)
+    plan = _Plan(limit)
     messages = await _oldest(session, limit, *_finished_before(before))
     if messages:
-        await _delete_messages(session, budget, messages)
-    await budget.delete(
+        await _plan_messages(session, plan, messages)
+    await plan.take(
         session,
         _table(Event),
         select(Event.id)
         .where(Event.message_id.is_(None), Event.created_at < before)
         .order_by(Event.created_at),
     )
-    await _delete_webhook_batches(session, budget, before)
-    await budget.delete(
+    await _plan_webhook_batches(session, plan, before)
+    await plan.take(
         session,
         _table(InboundMessage),
         select(InboundMessage.id)
         .where(InboundMessage.received_at < before)
         .order_by(InboundMessage.received_at),
     )
-    return budget.purged
+    return await plan.write(session)
 
 
-async def _delete_messages(session: AsyncSession, budget: _Budget, ids: list[str]) -> None:
+async def _plan_messages(session: AsyncSession, plan: _Plan, ids: list[str]) -> None:
     """Children first, each table within the budget; the messages once none is left."""
     recipients = select(Recipient.id).where(Recipient.message_id.in_(ids))
     events = select(Event.id).where(Event.message_id.in_(ids))
     children = [
         (WebhookOutbox, select(WebhookOutbox.id).where(WebhookOutbox.event_id.in_(events))),
-        (Engagement, _engagement_keys(recipients)),
-        (InboundReport, _of(InboundReport.id, InboundReport.recipient_id, recipients)),
+        (Engagement, _of(Engagement, Engagement.recipient_id, recipients)),
+        (InboundReport, _of(InboundReport, InboundReport.recipient_id, recipients)),
         (Event, events),
-        (Attempt, _of(Attempt.id, Attempt.message_id, ids)),
-        (MessageAttachment, _of(MessageAttachment.id, MessageAttachment.message_id, ids)),
-        (SmtpSubmission, _of(SmtpSubmission.message_id, SmtpSubmission.message_id, ids)),
+        (Attempt, _of(Attempt, Attempt.message_id, ids)),
+        (MessageAttachment, _of(MessageAttachment, MessageAttachment.message_id, ids)),
+        (SmtpSubmission, _of(SmtpSubmission, SmtpSubmission.message_id, ids)),
+        (MessageTag, _of(MessageTag, MessageTag.message_id, ids)),
         (Recipient, recipients),
+        (Message, select(Message.id).where(Message.id.in_(ids))),
     ]
     for model, keys in children:
-        if not await budget.delete(session, _table(model), keys):
+        if not await plan.take(session, _table(model), keys):
             return  # the budget is spent: the rest is the next batch's
-    if await _delete_tags(session, budget, ids):
-        await budget.delete(session, _table(Message), select(Message.id).where(Message.id.in_(ids)))
 
 
-def _of(key: Any, parent: Any, parents: Any) -> Select[Any]:
-    """The keys of the rows whose `parent` column is among `parents`."""
-    return select(key).where(parent.in_(parents))
+def _of(model: Any, parent: Any, parents: Any) -> Select[Any]:
+    """The primary keys of the rows of `model` whose `parent` column is among `parents`."""
+    return select(*_table(model).primary_key.columns).where(parent.in_(parents))
 
 
-def _engagement_keys(recipients: Select[Any]) -> Select[Any]:
-    """Engagements (an open and a click at most per recipient) by their recipient id: the
-    one statement that may write a row more than its limit."""
-    return select(Engagement.recipient_id).where(Engagement.recipient_id.in_(recipients))
-
-
-async def _delete_tags(session: AsyncSession, budget: _Budget, ids: list[str]) -> bool:
-    """message_tags (keyed by message and tag together) of the messages, within the budget."""
-    if budget.left <= 0:
-        return False
-    key = tuple_(MessageTag.message_id, MessageTag.tag)
-    chosen = select(MessageTag.message_id, MessageTag.tag).where(MessageTag.message_id.in_(ids))
-    result = await session.execute(delete(MessageTag).where(key.in_(chosen.limit(budget.left))))
-    return budget.spent("message_tags", result)
-
-
-async def _delete_webhook_batches(session: AsyncSession, budget: _Budget, before: datetime) -> None:
+async def _plan_webhook_batches(session: AsyncSession, plan: _Plan, before: datetime) -> None:
     """Finished webhook batches, their attempts and outbox rows first."""
+    if plan.left <= 0:
+        return
     finished = (
         select(WebhookBatch.id)
         .where(WebhookBatch.state != BatchState.PENDING, WebhookBatch.completed_at < before)
         .order_by(WebhookBatch.completed_at)
-        .limit(budget.left if budget.left > 0 else 1)
+        .limit(plan.left)
     )
     ids = list((await session.execute(finished)).scalars())
     if not ids:
         return
-    if not await budget.delete(
-        session,
-        _table(WebhookAttempt),
-        select(WebhookAttempt.id).where(WebhookAttempt.batch_id.in_(ids)),
+    for model, keys in (
+        (WebhookAttempt, _of(WebhookAttempt, WebhookAttempt.batch_id, ids)),
+        (WebhookOutbox, _of(WebhookOutbox, WebhookOutbox.batch_id, ids)),
+        (WebhookBatch, _of(WebhookBatch, WebhookBatch.id, ids)),
     ):
-        return
-    if not await budget.delete(
-        session,
-        _table(WebhookOutbox),
-        select(WebhookOutbox.id).where(WebhookOutbox.batch_id.in_(ids)),
-    ):
-        return
-    await budget.delete(
-        session, _table(WebhookBatch), select(WebhookBatch.id).where(WebhookBatch.id.in_(ids))
-    )
+        if not await plan.take(session, _table(model), keys):
+            return
 
 
 async def purge_content_batch(session: AsyncSession, *, before: datetime, limit: int) -> Purged:
-    """Remove the content of up to `limit` rows' worth of finished messages older than
-    `before` (COLUMBA_CONTENT_RETENTION); the caller commits."""
-    budget = _Budget(limit)
+    """Remove the content of finished messages older than `before` (COLUMBA_CONTENT_RETENTION),
+    writing up to `limit` rows; the caller commits."""
+    plan = _Plan(limit)
     ids = await _oldest(
         session, limit, Message.content_purged_at.is_(None), *_finished_before(before)
     )
-    if not ids:
-        return budget.purged
-    steps: list[tuple[Table, Select[Any], dict[str, Any] | None]] = [
+    steps = [
+        (MessageAttachment, _of(MessageAttachment, MessageAttachment.message_id, ids), None),
         (
-            _table(MessageAttachment),
-            select(MessageAttachment.id).where(MessageAttachment.message_id.in_(ids)),
-            None,
-        ),
-        (
-            _table(Recipient),
-            select(Recipient.id).where(
-                Recipient.message_id.in_(ids), Recipient.personalization.is_not(None)
-            ),
+            Recipient,
+            _of(Recipient, Recipient.message_id, ids).where(Recipient.personalization.is_not(None)),
             {"personalization": null()},  # SQL NULL, not JSON null
         ),
     ]
-    for table, keys, values in steps:
-        done = (
-            await budget.delete(session, table, keys)
-            if values is None
-            else await budget.update(session, table, keys, values)
-        )
-        if not done:
-            return budget.purged
-    await _empty_messages(session, budget, ids)
-    return budget.purged
+    for model, keys, values in steps:
+        if not await plan.take(session, _table(model), keys, values):
+            return await plan.write(session)
+    if plan.left > 0 and ids:
+        await _plan_emptying(session, plan, ids[: plan.left])
+    return await plan.write(session)
 
 
-async def _empty_messages(session: AsyncSession, budget: _Budget, ids: list[str]) -> None:
+async def _plan_emptying(session: AsyncSession, plan: _Plan, ids: list[str]) -> None:
     """Clear the content columns and mark the messages; a raw MIME message keeps its header
     block (its Message-ID and addresses, which the row keeps anyway), not its body."""
-    chosen = ids[: max(budget.left, 0)]
     emptied: dict[str, Any] = {
         "text": None,
         "html": None,
@@ -283,13 +258,18 @@ async def _empty_messages(session: AsyncSession, budget: _Budget, ids: list[str]
         "content_purged_at": clock.now(),
     }
     raw = select(Message.id, Message.raw_mime).where(
-        Message.id.in_(chosen), Message.raw_mime.is_not(None)
+        Message.id.in_(ids), Message.raw_mime.is_not(None)
     )
+    heads: dict[str, bytes] = {}
     for message_id, data in (await session.execute(raw)).all():
-        head = bytes(data or b"").split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
-        await session.execute(update(Message).where(Message.id == message_id).values(raw_mime=head))
-    result = await session.execute(update(Message).where(Message.id.in_(chosen)).values(**emptied))
-    budget.spent("messages", result)
+        heads[message_id] = bytes(data or b"").split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+    plain = [message_id for message_id in ids if message_id not in heads]
+    messages = _table(Message)
+    if plain:
+        await plan.take(session, messages, select(Message.id).where(Message.id.in_(plain)), emptied)
+    for message_id, head in heads.items():  # one UPDATE each: their heads differ
+        keys = select(Message.id).where(Message.id == message_id)
+        await plan.take(session, messages, keys, emptied | {"raw_mime": head})
 
 
 BatchFunction = Callable[..., Awaitable[Purged]]

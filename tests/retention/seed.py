@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from app.core.db import Database
 
-SEEDED_TABLES = ("messages", "recipients", "attempts", "events")
+SEEDED_TABLES = ("messages", "recipients", "attempts", "events", "message_tags")
 
 
 def _dialect_parts(postgres: bool) -> dict[str, str]:
@@ -36,7 +36,8 @@ def _dialect_parts(postgres: bool) -> dict[str, str]:
 
 
 def _statements(parts: dict[str, str]) -> list[str]:
-    """One INSERT per table: a message, its delivered recipient, an attempt and an event."""
+    """One INSERT per table: a message, its delivered recipient, an attempt, an event and a
+    search tag."""
     head = f"WITH RECURSIVE {parts['seq']} "
     p = parts
     return [
@@ -57,13 +58,15 @@ def _statements(parts: dict[str, str]) -> list[str]:
         head + "INSERT INTO events (account_id, message_id, recipient_id, type, created_at, "
         f"data) SELECT :account, {p['m']}, {p['r']}, 'delivered', {p['created']}, "
         f"{p['object']} FROM seq",
+        head + "INSERT INTO message_tags (message_id, tag, account_id) "
+        f"SELECT {p['m']}, 'category:seeded', :account FROM seq",
     ]
 
 
 async def seed_finished_mail(
     db: Database, *, account_id: str, domain_id: str, count: int, created: datetime
 ) -> None:
-    """`count` delivered messages created at `created`: 4 × `count` rows in all."""
+    """`count` delivered messages created at `created`: 5 × `count` rows in all."""
     postgres = not db.settings.is_sqlite
     when: datetime | str = created
     if not postgres:  # the form SQLAlchemy stores a UTC time in on SQLite
