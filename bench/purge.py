@@ -204,6 +204,13 @@ async def _under_load(url: str, key: str, work: Callable[[], Awaitable[Any]]) ->
     return load, result
 
 
+def _spawn_api(port: int, env: dict[str, str], log: Any) -> subprocess.Popen[bytes]:
+    """Start `columba api` on `port`, its output to `log`."""
+    command = [sys.executable, "-m", "app.cli", "--log-level", "WARNING", "api"]
+    command += ["--port", str(port)]
+    return subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+
 @contextlib.asynccontextmanager
 async def api_process(settings: Settings) -> AsyncIterator[str]:
     """`columba api` in a process of its own (so that it does not share this process's GIL
@@ -221,17 +228,7 @@ async def api_process(settings: Settings) -> AsyncIterator[str]:
         "PYTHONPATH": str(ROOT),
     }
     log = (settings.var_dir / "api.log").open("wb")
-    command = [
-        sys.executable,
-        "-m",
-        "app.cli",
-        "--log-level",
-        "WARNING",
-        "api",
-        "--port",
-        str(port),
-    ]
-    process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    process = _spawn_api(port, env, log)
     url = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient() as http, asyncio.timeout(60):
