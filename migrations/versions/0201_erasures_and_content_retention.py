@@ -11,7 +11,6 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-
 revision: str = "0201"
 down_revision: str | Sequence[str] | None = "0191"
 branch_labels: str | Sequence[str] | None = None
