@@ -146,6 +146,12 @@ async def test_an_erased_address_leaves_no_trace_and_others_are_untouched(
     assert counts["idempotency_keys_deleted"] == 1
     assert counts["inbound_messages_deleted"] == 1
     assert await tables_naming(db, ERASED) == {}
+    # The suppression lists show the tombstones, not the address.
+    listed = (await client.get("/v1/suppressions", headers=sender.headers)).json()
+    assert [s["email"][:7] for s in listed["suppressions"]] == ["erased:"]
+    bounces = await client.get("/v3/suppression/bounces", headers=sender.headers)
+    assert bounces.status_code == 200
+    assert [b["email"][:7] for b in bounces.json()] == ["erased:"]
     gone = await client.get(f"/v1/messages/{alone}", headers=sender.headers)
     assert gone.status_code == 404
     # Bob's copy of the shared message is as it was, and is still delivered.
