@@ -43,6 +43,8 @@ from typing import Any
 
 import asyncpg
 import httpx
+from sqlalchemy import event
+from sqlalchemy.orm import Session as OrmSession
 
 from app.accounts import service as accounts
 from app.core import clock
@@ -281,6 +283,7 @@ async def measure(
                 baseline, _ = await _under_load(url, key, lambda: asyncio.sleep(args.baseline))
             base_waits = list(base_probe.waits)
             batch_ms: list[float] = []
+            holds = _hold_times()
 
             async def timed(session: Any, *, before: datetime, limit: int) -> retention.Purged:
                 began = time.perf_counter()
@@ -310,12 +313,34 @@ async def measure(
         "batches": len(batch_ms),
         "batch_limit": limit,
         "batch_ms": _stats(batch_ms),
+        "write_and_commit_ms": _stats(holds),
         "left": left,
         "lock_wait_ms_baseline": _stats(base_waits),
         "lock_wait_ms_purge": _stats(list(purge_probe.waits)),
         "load_baseline": baseline.summary(),
         "load_purge": during.summary(),
     }
+
+
+def _hold_times() -> list[float]:
+    """Times (ms) from a batch's first write to its commit's end: how long it holds SQLite's
+    write lock (on PostgreSQL, its row locks), whatever the machine's noise does to the
+    waiters; filled while the purge runs."""
+    holds: list[float] = []
+    original = retention._Plan.write
+
+    async def write(plan: retention._Plan, session: Any) -> retention.Purged:
+        session.info["write_started"] = time.perf_counter()
+        return await original(plan, session)
+
+    def committed(session: Any) -> None:
+        started = session.info.pop("write_started", None)
+        if started is not None:
+            holds.append((time.perf_counter() - started) * 1000)
+
+    retention._Plan.write = write  # type: ignore[method-assign,assignment]
+    event.listen(OrmSession, "after_commit", committed)
+    return holds
 
 
 def _settings(url: str, tmp: Path) -> Settings:
