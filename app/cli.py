@@ -18,6 +18,8 @@ import click
 
 from app.accounts import service as accounts
 from app.accounts.scopes import parse_scopes
+from app.addresses import service as addresses
+from app.common.fields import valid_email
 from app.core import migrate, signals
 from app.core.config import Settings, UnsafeSettingsError, load_settings
 from app.core.db import Database
@@ -27,6 +29,7 @@ from app.domains import rotation
 from app.domains import service as domains
 from app.observability import logs
 from app.observability.exposition import MULTIPROC_ENV
+from app.suppressions.tombstones import tombstone_key
 
 T = TypeVar("T")
 
@@ -363,6 +366,40 @@ def keys_revoke(prefix: str) -> None:
         raise click.ClickException(f"no active key with prefix {prefix!r}")
     _announce(settings, signals.KEY, prefix)
     click.echo(f"revoked SG.{prefix}")
+
+
+@main.group(name="addresses")
+def addresses_group() -> None:
+    """Recipients' addresses (GDPR erasure)."""
+
+
+@addresses_group.command(name="erase")
+@click.argument("email")
+@click.option("--account", default=accounts.DEFAULT_ACCOUNT, show_default=True)
+def addresses_erase(email: str, account: str) -> None:
+    """Erase EMAIL from the account's mail, events and lists (suppressions stay as keyed
+    hashes, so mail to it stays dropped); prints the rows touched per table as JSON."""
+    try:
+        address = valid_email(email)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="EMAIL") from exc
+    settings = _settings_for_production()
+
+    async def work(database: Database) -> addresses.Erased:
+        async with database.session() as session:
+            owner = await accounts.get_account_by_name(session, name=account)
+        if owner is None:
+            raise click.ClickException(f"no account named {account!r}")
+        return await addresses.erase(
+            database,
+            account_id=owner.id,
+            email=address,
+            actor="cli",
+            tombstone_key=tombstone_key(settings.secret_key_bytes()),
+        )
+
+    erased = _run_db(settings, work)
+    click.echo(json.dumps({"erasure_id": erased.id, "counts": erased.counts}, indent=2))
 
 
 @main.group(name="domains")

@@ -150,6 +150,7 @@ async def authorize(request: Request, scope: Scope) -> Principal:
 
 
 MailSender = Annotated[Principal, Depends(require(Scope.MAIL_SEND))]
+AddressEraser = Annotated[Principal, Depends(require(Scope.ADDRESSES_ERASE))]
 MessagesReader = Annotated[Principal, Depends(require(Scope.MESSAGES_READ))]
 StatsReader = Annotated[Principal, Depends(require(Scope.STATS_READ))]
 SuppressionReader = Annotated[Principal, Depends(require(Scope.SUPPRESSION_READ))]

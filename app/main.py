@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from app.accounts.cache import KeyCache
 from app.accounts.router import router as keys_router
+from app.addresses.router import router as addresses_router
 from app.asm.router import router as asm_router
 from app.batches.router import router as batches_router
 from app.bounces.router import router as inbound_router
@@ -133,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(stats_router)
     app.include_router(stats_segments_router)  # before suppressions: see its docstring
     app.include_router(suppressions_router)
+    app.include_router(addresses_router)
     app.include_router(asm_router)
     app.include_router(sendgrid_router)
     app.include_router(batches_router)

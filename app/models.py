@@ -1,6 +1,7 @@
 """Imports every table so that `Base.metadata` is complete (for Alembic and tests)."""
 
 from app.accounts.models import Account, ApiKey
+from app.addresses.models import Erasure
 from app.asm.models import GroupSuppression, UnsubscribeGroup
 from app.batches.models import Batch
 from app.bounces.models import InboundMessage, InboundReport
@@ -26,6 +27,7 @@ __all__ = [
     "Domain",
     "DomainKey",
     "Engagement",
+    "Erasure",
     "Event",
     "GroupSuppression",
     "IdempotencyKey",

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 from app.batches import service as batches
 from app.core import clock
+from app.core.config import Settings
 from app.core.queue import Queue
 from app.events import sequencer
 from app.idempotency import service as idempotency
@@ -65,27 +67,50 @@ async def compact_stats(ctx: dict[str, Any]) -> int:
     return folded
 
 
-RETENTION_BATCH = 1000  # rows of each kind per transaction: short locks, small WAL bursts
-RETENTION_MAX_BATCHES = 100  # per run; what is left goes in the next hour's run
+# Rows per transaction, cascades included. PostgreSQL locks only the rows deleted (old mail
+# nothing else touches), so a batch there is sized for short transactions and small WAL
+# bursts; SQLite has one write lock for the whole database, which every send's commit waits
+# for while a batch holds it: a quarter of the rows keeps that wait to a few milliseconds.
+RETENTION_BATCH = 1000
+RETENTION_BATCH_SQLITE = 250
+RETENTION_MAX_BATCHES = 1000  # per run; what is left goes in the next hour's run
+RETENTION_PAUSE = 0.01  # seconds between batches, for the other writers of a SQLite database
 
 
 async def purge_expired_data(ctx: dict[str, Any]) -> int:
-    """Delete what is older than COLUMBA_RETENTION (app.retention), a batch per transaction."""
-    runtime = _runtime(ctx)
-    if not runtime.settings.retention:
-        return 0
-    before = clock.now() - runtime.settings.retention
+    """Remove the content of finished messages past COLUMBA_CONTENT_RETENTION, then delete
+    what is older than COLUMBA_RETENTION (app.retention), a batch per transaction."""
+    settings = _runtime(ctx).settings
+    now = clock.now()
     purged = retention.Purged()
-    for _ in range(RETENTION_MAX_BATCHES):
-        async with runtime.db.session() as session:
-            batch = await retention.purge_batch(session, before=before, limit=RETENTION_BATCH)
-            await session.commit()
-        purged += batch
-        if batch.largest < RETENTION_BATCH:
-            break
+    if settings.content_retention_period:
+        purged += await _purge(
+            ctx, retention.purge_content_batch, now - settings.content_retention_period
+        )
+    if settings.retention:
+        purged += await _purge(ctx, retention.purge_batch, now - settings.retention)
     if purged.total:
-        log.info("retention: deleted %s", purged)
+        log.info("retention: %s", purged)
     return purged.total
+
+
+def retention_batch(settings: Settings) -> int:
+    """Rows per purge transaction on the configured database."""
+    return RETENTION_BATCH_SQLITE if settings.is_sqlite else RETENTION_BATCH
+
+
+async def _purge(
+    ctx: dict[str, Any], batch: retention.BatchFunction, before: datetime
+) -> retention.Purged:
+    runtime = _runtime(ctx)
+    return await retention.run_batches(
+        runtime.db,
+        batch,
+        before=before,
+        limit=retention_batch(runtime.settings),
+        max_batches=RETENTION_MAX_BATCHES,
+        pause=RETENTION_PAUSE,
+    )
 
 
 EXPIRY_BATCH = 1000  # recipients per transaction

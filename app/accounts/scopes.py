@@ -58,6 +58,8 @@ class Scope(StrEnum):
     TRACKING_GA_READ = "tracking_settings.google_analytics.read"
     TRACKING_GA_UPDATE = "tracking_settings.google_analytics.update"
     METRICS_READ = "metrics.read"  # Columba's own: scrape /metrics (no SendGrid counterpart)
+    # Columba's own: erase every trace of one address (DELETE /v1/addresses/{email}).
+    ADDRESSES_ERASE = "addresses.erase"
 
 
 def unknown_scopes(names: list[str] | tuple[str, ...]) -> list[str]:

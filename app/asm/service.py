@@ -18,6 +18,7 @@ from app.core.db import UTCDateTime
 from app.core.errors import BadRequest, NotFound
 from app.core.ids import new_id
 from app.suppressions import service as suppressions
+from app.suppressions import tombstones
 from app.suppressions.models import Suppression, SuppressionType
 
 LOOKUP_CHUNK = 500  # stay under bind-parameter limits
@@ -350,11 +351,19 @@ async def existing_groups(
 
 
 async def opted_out(
-    session: AsyncSession, *, account_id: str, group_ids: Collection[int], emails: Iterable[str]
+    session: AsyncSession,
+    *,
+    account_id: str,
+    group_ids: Collection[int],
+    emails: Iterable[str],
+    tombstone_key: bytes = b"",
 ) -> set[tuple[int, str]]:
-    """(group, lower-cased address) pairs among `group_ids` × `emails` that opted out: one
-    query per 500 addresses, however many groups (the accept path asks once per request)."""
-    keys = sorted({suppressions.suppression_key(email) for email in emails})
+    """(group, lower-cased address) pairs among `group_ids` × `emails` that opted out (or
+    whose opt-out an erasure left as a tombstone): one query per 500 addresses, however many
+    groups (the accept path asks once per request)."""
+    addresses = sorted({suppressions.suppression_key(email) for email in emails})
+    erased = tombstones.tombstones_of(addresses, tombstone_key)
+    keys = addresses + sorted(erased)
     groups = sorted(set(group_ids))
     found: set[tuple[int, str]] = set()
     if not groups:
@@ -365,7 +374,8 @@ async def opted_out(
             GroupSuppression.group_id.in_(groups),
             GroupSuppression.email.in_(keys[start : start + LOOKUP_CHUNK]),
         )
-        found.update((group_id, email) for group_id, email in (await session.execute(query)).all())
+        rows = (await session.execute(query)).all()
+        found.update((group_id, erased.get(email, email)) for group_id, email in rows)
     return found
 
 

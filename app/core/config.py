@@ -100,6 +100,11 @@ class Settings(BaseSettings):
     # Messages (with their recipients, attempts and events) whose recipients are all final,
     # and finished webhook batches, are deleted once older than this; 0 keeps everything.
     retention: Duration = timedelta(days=30)
+    # A finished message's content (bodies, attachments, raw MIME, template data and each
+    # recipient's personalization) is removed once older than this, while the message row,
+    # its recipients' statuses, attempts and events stay until RETENTION. Unset: the same as
+    # RETENTION; 0 keeps content as long as the message. At most RETENTION.
+    content_retention: Duration | None = None
     idempotency_lock: Duration = timedelta(seconds=60)
     rate_limit: str = "10000/1m"
     # How long a process may use a cached API key, account or sending domain (app/core/cache.py):
@@ -251,6 +256,7 @@ class Settings(BaseSettings):
         "idempotency_ttl",
         "idempotency_lock",
         "retention",
+        "content_retention",
         "submission_auth_lockout",
         "submission_idle_timeout",
         "auth_cache_ttl",
@@ -274,6 +280,22 @@ class Settings(BaseSettings):
                 "COLUMBA_WEBHOOK_RETRY_PERIOD"
             )
         return self
+
+    @model_validator(mode="after")
+    def _content_goes_before_its_message(self) -> Settings:
+        # Content outliving its message would be kept by nothing: say so rather than ignore it.
+        content = self.content_retention
+        if content and self.retention and content > self.retention:
+            raise ValueError(
+                "COLUMBA_CONTENT_RETENTION must be at most COLUMBA_RETENTION (or 0: keep content "
+                "as long as the message)"
+            )
+        return self
+
+    @property
+    def content_retention_period(self) -> timedelta:
+        """How long a finished message keeps its content; 0: as long as the message."""
+        return self.retention if self.content_retention is None else self.content_retention
 
     @field_validator("relay_url")
     @classmethod

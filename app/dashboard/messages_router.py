@@ -135,6 +135,13 @@ async def _source(
             db, settings, account_id=account_id, message_id=message_id.upper(),
             recipient_id=recipient.upper() if recipient else None, verify_dkim=check,
         )  # fmt: skip
+    except source.ContentPurged:
+        raise PageError(
+            410,
+            "The content of this message was removed after COLUMBA_CONTENT_RETENTION: it "
+            "cannot be shown or rendered again. Its timeline (statuses, attempts and events) "
+            "is kept until COLUMBA_RETENTION.",
+        ) from None
     except ApiError:
         raise PageError(404, "No such message in this account.") from None
 

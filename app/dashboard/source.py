@@ -15,7 +15,7 @@ import dns.resolver
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
-from app.core.errors import NotFound
+from app.core.errors import ApiError, NotFound
 from app.delivery.resolver import make_resolver
 from app.delivery.signing import DkimSigner
 from app.domains.service import dkim_keys
@@ -25,6 +25,12 @@ from app.messages.models import Message, Recipient
 from app.submission import compose as submitted
 
 DKIM_FIELD = re.compile(rb"^DKIM-Signature:", re.IGNORECASE | re.MULTILINE)
+
+
+class ContentPurged(ApiError):
+    """410: the message is known but its content is gone: nothing can be rendered again."""
+
+    status_code = 410
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +60,8 @@ async def source_of(
     message = await session.get(Message, message_id)
     if message is None or message.account_id != account_id:
         raise NotFound("message not found", "id")
+    if message.content_purged_at is not None:
+        raise ContentPurged("the content of this message was removed (COLUMBA_CONTENT_RETENTION)")
     recipient = await _recipient(session, message_id, recipient_id)
     loaded = await load_message(session, message_id=message_id)
     data, origin = _signed_copy(settings, loaded, recipient)

@@ -119,6 +119,9 @@ class Message(Base):
     # The HTTP request (X-Request-Id) or SMTP session that accepted it: its logs and events
     # name it, so one request can be followed through delivery.
     request_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    # When COLUMBA_CONTENT_RETENTION removed the bodies, attachments, raw MIME, template data
+    # and personalizations (app.retention); the row, statuses and history stay.
+    content_purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
     attachments: Mapped[list[MessageAttachment]] = relationship(
         lazy="raise", order_by="MessageAttachment.position", cascade="all, delete-orphan"

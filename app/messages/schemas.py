@@ -404,4 +404,9 @@ class MessageView(BaseModel):
     metadata: StoredJson
     created_at: datetime
     size: int
+    content_purged: bool = Field(
+        False,
+        description="True once COLUMBA_CONTENT_RETENTION removed the bodies, attachments and "
+        "personal data of this finished message; its statuses, attempts and events stay.",
+    )
     recipients: list[RecipientView]

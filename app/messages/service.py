@@ -51,6 +51,7 @@ from app.messages.submission import Personalization, Submission
 from app.observability.accepting import note_accepted
 from app.observability.logs import REQUEST_ID
 from app.suppressions import service as suppressions
+from app.suppressions import tombstones
 from app.suppressions.models import Suppression, SuppressionType
 from app.templates import service as templates
 from app.tracking import defaults as tracking
@@ -69,6 +70,9 @@ class AcceptPolicy:
     max_message_size: int
     require_verified_domains: bool
     max_schedule_ahead: timedelta = timedelta(days=7)
+    # Hashes erased addresses on the suppression lists (app.suppressions.tombstones);
+    # empty: no tombstone is looked for.
+    tombstone_key: bytes = b""
 
 
 def policy_from(settings: Settings) -> AcceptPolicy:
@@ -78,6 +82,9 @@ def policy_from(settings: Settings) -> AcceptPolicy:
         max_message_size=settings.max_message_size,
         require_verified_domains=settings.require_verified_domains,
         max_schedule_ahead=settings.max_schedule_ahead,
+        tombstone_key=(
+            tombstones.tombstone_key(settings.secret_key_bytes()) if settings.secret_key else b""
+        ),
     )
 
 
@@ -288,6 +295,7 @@ class Checked:
     message: Message
     submission: Submission
     batch_status: str | None = None
+    tombstone_key: bytes = b""  # AcceptPolicy.tombstone_key
 
 
 SANDBOXED = Accepted(message_id="", recipients=())  # sandbox mode: valid, nothing written
@@ -326,7 +334,12 @@ async def check(
     message.settings = await tracking.with_account_defaults(
         session, principal.account.id, message.settings
     )
-    return Checked(message=message, submission=submission, batch_status=batch_status)
+    return Checked(
+        message=message,
+        submission=submission,
+        batch_status=batch_status,
+        tombstone_key=policy.tombstone_key,
+    )
 
 
 async def accept(
@@ -381,7 +394,7 @@ async def write_messages(session: AsyncSession, sends: Sequence[Checked]) -> lis
     if files:
         await session.execute(insert(_ATTACHMENTS), files)
     rows = [_recipient_rows(send.submission, message=send.message) for send in sends]
-    found = await _suppressions_of(session, rows)
+    found = await _suppressions_of(session, sends, rows)
     opted_out = await _group_opt_outs(session, sends, rows)
     new_events = [
         event
@@ -606,16 +619,19 @@ Found = dict[tuple[str, str], list[Suppression]]  # (account, suppression key) â
 OptedOut = set[tuple[str, int, str]]  # (account, group, suppression key)
 
 
-async def _suppressions_of(session: AsyncSession, rows: list[list[dict[str, Any]]]) -> Found:
+async def _suppressions_of(
+    session: AsyncSession, sends: Sequence[Checked], rows: list[list[dict[str, Any]]]
+) -> Found:
     """The suppressions of every recipient about to be written, one lookup per account."""
     emails: dict[str, list[str]] = {}
     for send_rows in rows:
         for row in send_rows:
             emails.setdefault(row["account_id"], []).append(row["email"])
+    key = max((send.tombstone_key for send in sends), default=b"")
     found: Found = {}
     for account_id, addresses in emails.items():
         entries = await suppressions.all_suppressions(
-            session, account_id=account_id, emails=addresses
+            session, account_id=account_id, emails=addresses, tombstone_key=key
         )
         found.update({(account_id, key): value for key, value in entries.items()})
     return found
@@ -634,9 +650,12 @@ async def _group_opt_outs(
         groups, emails = wanted.setdefault(send.message.account_id, (set(), []))
         groups.add(group_id)
         emails.extend(row["email"] for row in send_rows)
+    key = max((send.tombstone_key for send in sends), default=b"")
     found: OptedOut = set()
     for account_id, (groups, emails) in wanted.items():
-        pairs = await asm.opted_out(session, account_id=account_id, group_ids=groups, emails=emails)
+        pairs = await asm.opted_out(
+            session, account_id=account_id, group_ids=groups, emails=emails, tombstone_key=key
+        )
         found.update((account_id, group_id, email) for group_id, email in pairs)
     return found
 
@@ -790,6 +809,7 @@ async def get_message_view(
             "metadata": message.custom_args,
             "created_at": message.created_at,
             "size": message.size,
+            "content_purged": message.content_purged_at is not None,
             "recipients": [
                 _recipient_view(r, by_recipient.get(r.id, []), event_views.get(r.id, []))
                 for r in recipients

@@ -111,6 +111,7 @@ class GroupCommitter(GroupCommit[_Message, str]):
                         item.prepared,
                         authorised=authorised,
                         hostname=self.policy.hostname,
+                        tombstone_key=self.policy.tombstone_key,
                     )
                 )
                 rows.append(submission_row(item.transaction, account_id=authorised.account_id))

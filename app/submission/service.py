@@ -131,12 +131,14 @@ def checked_submission(
     *,
     authorised: Authorised,
     hostname: str,
+    tombstone_key: bytes = b"",
 ) -> messages.Checked:
     """An authorised message as the accept path of the send APIs writes it (write_messages,
     with the other messages of its transaction)."""
     return messages.Checked(
         message=_message_row(transaction, prepared, authorised=authorised, hostname=hostname),
         submission=_as_submission(transaction, prepared),
+        tombstone_key=tombstone_key,
     )
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock
 from app.core.ids import new_id
+from app.suppressions import tombstones
 from app.suppressions.models import Suppression, SuppressionType
 
 SUPPRESSING_TYPES = tuple(t.value for t in SuppressionType if t.suppresses)
@@ -62,11 +63,14 @@ def _insert_for(session: AsyncSession) -> Callable[..., postgresql.Insert | sqli
 
 
 async def all_suppressions(
-    session: AsyncSession, *, account_id: str, emails: Iterable[str]
+    session: AsyncSession, *, account_id: str, emails: Iterable[str], tombstone_key: bytes = b""
 ) -> dict[str, list[Suppression]]:
-    """Every suppression of any of `emails` (an address may be on several lists), by address;
-    blocks are left out: they are listed, as SendGrid lists them, but suppress nothing."""
-    keys = sorted({suppression_key(email) for email in emails})
+    """Every suppression of any of `emails` (an address may be on several lists), by address,
+    those an erasure left as tombstones (app.suppressions.tombstones) included; blocks are
+    left out: they are listed, as SendGrid lists them, but suppress nothing."""
+    addresses = sorted({suppression_key(email) for email in emails})
+    erased = tombstones.tombstones_of(addresses, tombstone_key)
+    keys = addresses + sorted(erased)
     found: dict[str, list[Suppression]] = {}
     for start in range(0, len(keys), 500):  # stay under bind-parameter limits
         query = select(Suppression).where(
@@ -75,7 +79,7 @@ async def all_suppressions(
             Suppression.type.in_(SUPPRESSING_TYPES),
         )
         for row in (await session.execute(query)).scalars():
-            found.setdefault(row.email, []).append(row)
+            found.setdefault(erased.get(row.email, row.email), []).append(row)
     return found
 
 

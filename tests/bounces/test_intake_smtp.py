@@ -451,9 +451,9 @@ async def test_retention_deletes_old_inbound_messages(
     data = render("postfix_delayed.eml", VERP=mail_from, RCPT=GONE, MESSAGE_ID=message_id)
     await submit(inbound, mail_from, data)
     travel(settings.retention - timedelta(hours=1))
-    assert (await purge(db, settings)).inbound_messages == 0
+    assert (await purge(db, settings))["inbound_messages"] == 0
     travel(timedelta(hours=2))
-    assert (await purge(db, settings)).inbound_messages == 1
+    assert (await purge(db, settings))["inbound_messages"] == 1
     assert await inbound_list(client, sender) == []
 
 

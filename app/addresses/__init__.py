@@ -1,0 +1,1 @@
+"""Erasing one address from everything an account stores (GDPR Art. 17)."""
