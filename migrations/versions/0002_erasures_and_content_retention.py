@@ -1,8 +1,8 @@
 """Data over time (issue 17): the erasures audit table, and when a message's content was
 purged (COLUMBA_CONTENT_RETENTION).
 
-Revision ID: 0201
-Revises: 0191
+Revision ID: 0002
+Revises: 0001
 """
 
 from collections.abc import Sequence
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0201"
-down_revision: str | Sequence[str] | None = "0191"
+revision: str = "0002"
+down_revision: str | Sequence[str] | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -41,7 +41,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     """Revert."""
-    with op.batch_alter_table("messages") as batch:
-        batch.drop_column("content_purged_at")
+    # A plain DROP COLUMN (SQLite 3.35+ has it): batch mode would rebuild `messages` and lose
+    # its expression indexes, which Alembic cannot reflect to recreate.
+    op.drop_column("messages", "content_purged_at")
     op.drop_index("ix_erasures_account_id", table_name="erasures")
     op.drop_table("erasures")
