@@ -518,6 +518,10 @@ class ScriptedMX:
         self.messages.append(message)
         self._arrived.set()
 
+    def clear_rules(self) -> None:
+        """Forget every scripted reply, drop and stall: back to answering normally."""
+        self._rules.clear()
+
     def reset(self) -> None:
         """Forget messages, rules, counters and refuse_starttls(); extension flags stay."""
         self.messages.clear()
