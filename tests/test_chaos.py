@@ -395,6 +395,7 @@ async def test_nothing_is_lost_under_chaos(stage: Stage) -> None:
         load.run(plan(RECIPIENTS, PER_SEND), LOAD_SECONDS), chaos(stage, random.Random(17))
     )
     loaded = time.monotonic()
+    await stage.database.dispose()  # the test's own connections died with the restarts
     settled = await settle(stage)
 
     accepted = load.accepted()
