@@ -142,6 +142,7 @@ class Load:
         try:
             await client.connect()
             stage = "auth"
+            await client.ehlo()  # RFC 3207 §4.2: STARTTLS forgets the first EHLO
             await client.auth_plain("apikey", self.key)
             stage = "data"
             refused, reply = await client.sendmail(
@@ -166,6 +167,10 @@ class Load:
             return Answer(send, started, time.monotonic(), 0, stage=stage, error=repr(exc))
         finally:
             client.close()
+
+    def samples(self) -> dict[str, str]:
+        """One error text for each kind of answer that was not an acceptance."""
+        return {a.label: a.error[:160] for a in self.answers if not a.accepted and a.error}
 
     def counts(self) -> Counter[str]:
         """Answers by channel, code and stage."""

@@ -7,8 +7,9 @@ import collections
 import contextlib
 import socket
 import ssl
+import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, AnyStr, Literal, NoReturn
 
@@ -64,6 +65,7 @@ class ReceivedMessage:
     tls: bool
     mail_options: list[str]
     helo: str
+    received_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
