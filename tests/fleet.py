@@ -103,7 +103,7 @@ class Fleet:
             member._log_file = None
 
 
-async def until_healthy(url: str, timeout: float = 60) -> None:
+async def until_healthy(url: str, timeout: float = 120) -> None:
     """Until GET {url}/healthz answers 200."""
     async with asyncio.timeout(timeout), httpx.AsyncClient() as http:
         while True:
