@@ -70,13 +70,13 @@ class Fleet:
             if m.process is not None and m.process.poll() is not None
         ]
 
-    async def stop_all(self) -> None:
-        """SIGTERM every process still running (SIGKILL after 20 s); waits in threads so the
-        test's loop keeps serving the MX, DNS and webhook receiver meanwhile."""
+    async def stop_all(self, *, kill: bool = False) -> None:
+        """SIGTERM (or SIGKILL) every process still running, SIGKILL after 20 s; waits in
+        threads so the test's loop keeps serving the MX, DNS and webhook receiver."""
         running = [m for m in self.members.values() if m.process and m.process.poll() is None]
         for member in running:
             assert member.process is not None
-            member.process.terminate()
+            member.process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
         for member in running:
             assert member.process is not None
             try:
