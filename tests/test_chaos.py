@@ -121,7 +121,7 @@ def columba_env(settings: Settings, tmp_path: Path, tls: trustme.LeafCert) -> di
     overrides = {
         "VAR_DIR": str(tmp_path / "var"),
         "RETRY_SCHEDULE": "2s",
-        "LEASE_DURATION": "30s",  # longer than any outage here: no live worker's lease ends
+        "LEASE_DURATION": "20s",  # renewed every 5 s: outages up to 15 s end no live lease
         "DESTINATION_MAX_CONNECTIONS": str(DESTINATION_CONNECTIONS),
         "RATE_LIMIT": "1000000/1m",
         "SUBMISSION_RATE_LIMIT": "1000000",
