@@ -48,14 +48,25 @@ RUN_ONCE = pytest.mark.skip(
 )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the markers of this suite (pytest runs with --strict-markers)."""
+    config.addinivalue_line(
+        "markers",
+        "own_servers: the test starts private PostgreSQL and Redis servers of its own "
+        "(and decides itself on which run it runs)",
+    )
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """On the PostgreSQL run, skip the tests that use neither backend (about half: parsers,
     classifiers, renderers, property tests): `make test` runs them, and CI runs both suites
-    side by side on two cores, so running them twice only lengthened the run."""
+    side by side on two cores, so running them twice only lengthened the run. Tests with
+    servers of their own (`own_servers`) are not skipped here."""
     if not PG_URL:
         return
     for item in items:
-        if not BACKENDS & set(getattr(item, "fixturenames", ())):
+        uses_backends = BACKENDS & set(getattr(item, "fixturenames", ()))
+        if not uses_backends and item.get_closest_marker("own_servers") is None:
             item.add_marker(RUN_ONCE)
 
 

@@ -39,6 +39,10 @@ def delivered(claimed: ClaimedRecipient) -> Outcome:
     return Outcome(recipient=claimed, decision=decision, started_at=NOW, duration_ms=1)
 
 
+class Refused(Exception):
+    """The database refused a transaction for what it holds (bad data, not an outage)."""
+
+
 class Database:
     """What the pump's callables write to, failing when told to."""
 
@@ -47,7 +51,8 @@ class Database:
         self.recorded: list[str] = []
         self.handed_back: list[str] = []
         self.renewals: list[list[str]] = []
-        self.down = False  # every transaction fails
+        self.down = False  # every transaction fails: the server is unreachable
+        self.down_for_calls = 0  # the next this many transactions fail so
         self.refused: set[str] = set()  # results that make their transaction fail
         self.record_calls = 0
 
@@ -60,8 +65,10 @@ class Database:
 
     async def record(self, outcomes: list[Outcome], released: list[Released]) -> int:
         self.record_calls += 1
-        if self.down or {o.recipient.id for o in outcomes} & self.refused:
-            raise ConnectionError("the database refused the transaction")
+        if self.down or self.record_calls <= self.down_for_calls:
+            raise ConnectionRefusedError(111, "Connection refused")
+        if {o.recipient.id for o in outcomes} & self.refused:
+            raise Refused("the database refused the transaction")
         self.recorded += [o.recipient.id for o in outcomes]
         self.handed_back += [r.id for r, _ in released]
         return len(outcomes)
@@ -140,6 +147,18 @@ async def test_results_are_kept_while_every_single_one_fails_too(run: list[Pump]
     db.down = False
     await until(lambda: not db.due and pump.in_flight == 0)
     assert sorted(db.recorded) == ["r0", "r1", "r2"]
+
+
+async def test_results_are_not_given_up_as_the_database_comes_back(run: list[Pump]) -> None:
+    """Issue 17: after three failed group commits the results went one by one, and those that
+    failed while PostgreSQL came back (the first ones) were given up to their leases, to be
+    delivered again. An outage now keeps them whole until the group commit lands."""
+    db = Database([recipient(i) for i in range(5)])
+    db.down_for_calls = SPLIT_AFTER_FAILURES + 1
+    pump = started(db, run)
+    await until(lambda: not db.due and pump.in_flight == 0)
+    assert sorted(db.recorded) == [f"r{i}" for i in range(5)]
+    assert db.record_calls == SPLIT_AFTER_FAILURES + 2  # one group commit lands at last
 
 
 @pytest.mark.parametrize("down_for", [0.0, 0.05])

@@ -35,12 +35,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from app.core import clock
+from app.core.db import database_unavailable
 from app.messages.dispatch import Claim, ClaimedRecipient, Outcome
 
 log = logging.getLogger(__name__)
 
 Released = tuple[ClaimedRecipient, datetime]
-SPLIT_AFTER_FAILURES = 3  # group commits in a row that failed before results go one by one
+SPLIT_AFTER_FAILURES = 3  # group commits in a row refused (not an outage): then one by one
 Emit = Callable[[list[Outcome], list[Released]], None]  # hands results to the recorder
 Processor = Callable[[Sequence[ClaimedRecipient], Emit], Awaitable[None]]
 FLUSH_SECONDS = 10.0  # after the grace period, how long shutdown waits for the last records
@@ -232,20 +233,24 @@ class Pump:
         self._tokens += Counter()  # drop tokens that reached zero
 
     async def _recorder(self) -> None:
-        failures = 0
+        failures = refusals = 0  # failed commits in a row; those of them not an outage
         while True:
             await self._wait_for(lambda: len(self._pending) > 0)
             await asyncio.sleep(self.settings.flush_interval)  # let a group commit gather
             batch, self._pending = self._pending, Results()
             try:
-                if failures >= SPLIT_AFTER_FAILURES:
+                if refusals >= SPLIT_AFTER_FAILURES:
                     batch = await self._record_apart(batch)
                 else:
                     await self._record(batch.outcomes, batch.released)
                     self._forget_results(batch)
                     batch = Results()
-            except Exception:
+            except Exception as exc:
                 log.exception("recording %d outcome(s) failed", len(batch))
+                # An outage is no reason to split: one by one would only be slower to catch
+                # up once the database is back, and give up what fails as it comes back.
+                if not database_unavailable(exc):
+                    refusals += 1
             if batch:
                 # Kept, with their leases renewed, and tried again: these recipients' mail
                 # is at its MX already, so letting the leases run out would deliver it twice.
@@ -256,7 +261,7 @@ class Pump:
                 self._pending = batch
                 await asyncio.sleep(self.settings.record_retry * 2 ** min(failures - 1, 3))
                 continue
-            failures = 0
+            failures = refusals = 0
             await self._changed()
 
     async def _record_apart(self, batch: Results) -> Results:
@@ -267,11 +272,13 @@ class Pump:
         singles = [Results([o], []) for o in batch.outcomes]
         singles += [Results([], [r]) for r in batch.released]
         failed: list[Results] = []
-        for single in singles:
+        for number, single in enumerate(singles):
             try:
                 await self._record(single.outcomes, single.released)
-            except Exception:
+            except Exception as exc:
                 log.exception("recording one outcome failed")
+                if database_unavailable(exc):  # not this result's fault: keep the rest
+                    return _joined([*failed, *singles[number:]])
                 failed.append(single)
                 continue
             self._forget_results(single)
@@ -355,3 +362,11 @@ def _names(results: Results) -> str:
     """Which recipient a single result is about, for the log."""
     recipients = [o.recipient for o in results.outcomes] + [r for r, _ in results.released]
     return ", ".join(f"recipient {r.id} of message {r.message_id}" for r in recipients)
+
+
+def _joined(parts: Sequence[Results]) -> Results:
+    """The results of several parts, as one."""
+    joined = Results()
+    for part in parts:
+        joined.absorb(part)
+    return joined

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
 import signal
+import time
 from datetime import timedelta
 from typing import Any
 
 from arq import cron
+from arq.connections import RedisSettings
 from arq.cron import CronJob
 from arq.worker import Worker, func
+from redis.exceptions import RedisError
 
 from app.core.config import Settings
 from app.core.queue import DELIVER_JOB, QUEUE_NAME, SWEEP_JOB, Queue, redis_settings
@@ -36,6 +40,32 @@ TLS_REPORTS_JOB = "send_tls_reports"
 # arq's queue only carries periodic jobs (wake-ups come over pub/sub, worker/wakeups.py):
 # polling it less often saves idle CPU; cron jobs still start within this of their second.
 POLL_DELAY_SECONDS = 0.5
+# A worker started while Redis is down waits for it this long (one try a second) before it
+# gives up; a running worker outlives any outage (ResilientWorker).
+REDIS_STARTUP_WAIT_SECONDS = 3600
+REDIS_OUTAGE_LOG_SECONDS = 10.0
+
+log = logging.getLogger(__name__)
+
+
+class ResilientWorker(Worker):
+    """arq's Worker, kept running through a Redis outage. arq's polling loop ends the process
+    at the first Redis error; but Redis only carries wake-ups and periodic jobs here, and the
+    delivery pump claims due work from the database on its own, so the worker keeps
+    delivering meanwhile and polls Redis again once it is back (issue 17)."""
+
+    _outage_logged_at = float("-inf")
+
+    async def _poll_iteration(self) -> None:
+        """One poll of arq's queue; a Redis failure waits a moment instead of crashing."""
+        try:
+            await super()._poll_iteration()
+        except (RedisError, OSError) as exc:
+            now = time.monotonic()
+            if now - self._outage_logged_at >= REDIS_OUTAGE_LOG_SECONDS:
+                self._outage_logged_at = now
+                log.warning("Redis unavailable, delivering from the database meanwhile: %s", exc)
+            await asyncio.sleep(1.0)
 
 
 def sweep_seconds(settings: Settings) -> set[int]:
@@ -82,9 +112,10 @@ def deliverability_cron_jobs() -> list[CronJob]:
     ]
 
 
-class GracefulWorker(Worker):
-    """arq's worker, whose first SIGTERM or SIGINT also winds the delivery pump down at
-    once (Runtime.begin_shutdown) and whose second ends the process on the spot."""
+class GracefulWorker(ResilientWorker):
+    """arq's worker kept running through Redis outages, whose first SIGTERM or SIGINT also
+    winds the delivery pump down at once (Runtime.begin_shutdown) and whose second ends the
+    process on the spot."""
 
     signalled = False
 
@@ -159,7 +190,7 @@ def build_worker(
             ),
         ],
         "queue_name": QUEUE_NAME,
-        "redis_settings": redis_settings(redis_url),
+        "redis_settings": worker_redis_settings(redis_url),
         "on_startup": startup,
         "on_shutdown": shutdown,
         "max_jobs": settings.worker_max_jobs,
@@ -173,3 +204,12 @@ def build_worker(
     }
     options.update(overrides)
     return GracefulWorker(**options)
+
+
+def worker_redis_settings(redis_url: str) -> RedisSettings:
+    """arq's connection settings, waiting up to REDIS_STARTUP_WAIT_SECONDS for Redis at
+    start (a worker restarted during an outage would otherwise exit after a second)."""
+    settings = redis_settings(redis_url)
+    settings.conn_retries = REDIS_STARTUP_WAIT_SECONDS
+    settings.conn_retry_delay = 1
+    return settings

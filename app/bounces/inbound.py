@@ -15,14 +15,14 @@ import ssl
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app.bounces import inbox, intake, metrics, service, verp
 from app.bounces.models import InboundMessage
 from app.common.smtp_shutdown import GracefulSMTP, ListenerShutdown, until_signalled
 from app.core.config import Settings
-from app.core.db import Database
+from app.core.db import Database, database_unavailable
 from app.messages.models import Recipient
 from app.observability.server import ObservabilityServer
 from app.tracking import tokens
@@ -37,8 +37,10 @@ _TRANSIENT = (OSError, TimeoutError, OperationalError, InterfaceError, PoolTimeo
 
 
 def _transient(exc: BaseException) -> bool:
-    """Whether a retry of the same message may succeed (then 451), not a deterministic error."""
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+    """Whether a retry of the same message may succeed (then 451), not a deterministic error:
+    also a PostgreSQL starting up or shutting down (a plain DBAPIError, issue 17), which was
+    taken for bad data and the bounce kept unclassified once the database was back."""
+    if database_unavailable(exc):
         return True
     return isinstance(exc, _TRANSIENT) or isinstance(exc.__cause__, _TRANSIENT)
 

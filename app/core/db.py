@@ -11,9 +11,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
+import asyncpg
 from sqlalchemy import JSON, DateTime, MetaData, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -67,6 +69,34 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 # JSON everywhere, JSONB on PostgreSQL.
 JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+# SQLSTATE classes of a server that cannot serve now (PostgreSQL, Appendix A): 08 connection
+# exception, 57P shutting down, starting up, in crash recovery.
+UNAVAILABLE_SQLSTATES = ("08", "57P")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc`, or an error that caused it, says the database could not be reached or
+    dropped the connection (a restart, a failover): nothing was committed, a retry may work.
+    SQLAlchemy flags only some of these (`connection_invalidated`); refused connections
+    come through raw (OSError), and a server starting up or shutting down as a plain
+    DBAPIError carrying its SQLSTATE."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(current, OSError):  # refused, reset, timed out (TimeoutError)
+            return True
+        sqlstate = getattr(current, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(UNAVAILABLE_SQLSTATES):
+            return True
+        if isinstance(current, asyncpg.InterfaceError) and "connection is closed" in str(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")  # made beside the database file

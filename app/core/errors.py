@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.core.db import database_unavailable
 from app.core.strict_json import scrubbed
 
 log = logging.getLogger(__name__)
@@ -158,11 +159,12 @@ async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _handle_database_error(request: Request, exc: Exception) -> JSONResponse:
-    """503 when the database connection was lost (a restart, a failover): nothing of the
-    request was committed, and a retry gets a fresh connection (the pool was invalidated).
-    Without a pre-ping (app/core/db.py) this is how a dead pooled connection shows."""
-    assert isinstance(exc, DBAPIError)
-    if not exc.connection_invalidated:
+    """503 when the database is unreachable or the connection was lost (a restart, a
+    failover): nothing of the request was committed, and a retry gets a fresh connection
+    (the pool was invalidated). Without a pre-ping (app/core/db.py) this is how a dead pooled
+    connection shows; a refused connection comes as an OSError (ARCHITECTURE §5: 503, never
+    500, while the database is unreachable)."""
+    if not database_unavailable(exc):
         return await _handle_unexpected(request, exc)
     log.warning("database connection lost on %s %s: %s", request.method, request.url.path, exc)
     return error_response(
@@ -177,4 +179,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RefusedBody, _handle_refused_body)
     app.add_exception_handler(StarletteHTTPException, _handle_http_error)
     app.add_exception_handler(DBAPIError, _handle_database_error)
+    app.add_exception_handler(OSError, _handle_database_error)
     app.add_exception_handler(Exception, _handle_unexpected)

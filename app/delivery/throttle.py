@@ -4,16 +4,25 @@ A destination is the set of MX hosts a domain resolves to, so gmail.com and goog
 share one budget. Each destination has a ceiling on concurrent connections and, optionally,
 on messages per second; a destination that answers 421 or 4.7.x ("slow down") gets half
 its budget for a while (adaptive slow-down), recovering on its own when the deferrals stop.
+
+Redis only coordinates: while it is unreachable, each process keeps to the destination's
+connection limit on its own (no rate limit, no slow-down), and the bookkeeping after a
+transaction (giving a slot back, asking for one) never fails the transaction. A delivery
+the MX has taken must be recorded, not retried because Redis was away (issue 17).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from app.delivery.replies import Reply
 
@@ -22,6 +31,10 @@ CONNECTION_LEASE_SECONDS = 30  # a dead worker's slots free themselves after thi
 SLOWDOWN_SECONDS = 600  # how long a slow-down lasts after the last deferral that caused it
 MIN_FACTOR = 1 / 16
 WANTED_MILLISECONDS = 1000  # a waiter renews its demand while it waits
+OUTAGE_LOG_SECONDS = 10.0  # while Redis is unreachable, say so at most this often
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,41 +127,65 @@ return 0
 
 
 class DestinationThrottle:
-    """Connection slots, message rate and slow-down per destination, in Redis."""
+    """Connection slots, message rate and slow-down per destination, in Redis; each process's
+    own slots are also counted here, the limit it keeps to while Redis is unreachable."""
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._acquire = redis.register_script(_ACQUIRE)
         self._rate = redis.register_script(_RATE)
+        self._held: defaultdict[str, set[str]] = defaultdict(set)  # destination → tokens
+        self._outage_logged_at = float("-inf")
 
     def _key(self, destination: DestinationKey, what: str) -> str:
         return f"{KEY_PREFIX}:{destination.redis_id}:{what}"
 
+    async def _or(self, fallback: T, call: Awaitable[T]) -> T:
+        """`call`'s result, or `fallback` when Redis cannot be reached."""
+        try:
+            return await call
+        except (RedisError, OSError) as exc:
+            now = time.monotonic()
+            if now - self._outage_logged_at >= OUTAGE_LOG_SECONDS:
+                self._outage_logged_at = now
+                log.warning("destination limits kept per process (Redis unavailable): %s", exc)
+            return fallback
+
     async def factor(self, destination: DestinationKey) -> float:
         """1.0 normally; smaller while the destination has asked us to slow down."""
-        value = await self.redis.get(self._key(destination, "factor"))
+        value = await self._or(None, self.redis.get(self._key(destination, "factor")))
         return float(value) if value is not None else 1.0
 
     async def acquire_connection(self, destination: DestinationKey, token: str) -> bool:
-        """Take a connection slot for `token`, if the (slowed-down) limit allows one."""
+        """Take a connection slot for `token`, if the (slowed-down) limit allows one; without
+        Redis, if this process holds fewer than the limit."""
+        held = self._held[destination.name]
         factor = await self.factor(destination)
         limit = max(1, int(destination.limits.max_connections * factor))
         now = time.time()
-        granted = await self._acquire(
-            keys=[self._key(destination, "conns")],
-            args=[now, now + CONNECTION_LEASE_SECONDS, limit, token, CONNECTION_LEASE_SECONDS],
+        granted = await self._or(
+            len(held) < destination.limits.max_connections,
+            self._acquire(
+                keys=[self._key(destination, "conns")],
+                args=[now, now + CONNECTION_LEASE_SECONDS, limit, token, CONNECTION_LEASE_SECONDS],
+            ),
         )
+        if granted:
+            held.add(token)
         return bool(granted)
 
     async def renew_connection(self, destination: DestinationKey, token: str) -> None:
         """Keep a long-lived connection's slot."""
         expiry = time.time() + CONNECTION_LEASE_SECONDS
-        await self.redis.zadd(self._key(destination, "conns"), {token: expiry}, xx=True)
+        key = self._key(destination, "conns")
+        await self._or(0, self.redis.zadd(key, {token: expiry}, xx=True))
 
     async def renew_connections(self, held: Sequence[tuple[DestinationKey, str]]) -> None:
         """Renew many slots in one round trip."""
-        if not held:
-            return
+        if held:
+            await self._or(None, self._renew_all(held))
+
+    async def _renew_all(self, held: Sequence[tuple[DestinationKey, str]]) -> None:
         expiry = time.time() + CONNECTION_LEASE_SECONDS
         async with self.redis.pipeline(transaction=False) as pipe:
             for destination, token in held:
@@ -158,7 +195,8 @@ class DestinationThrottle:
 
     async def release_connection(self, destination: DestinationKey, token: str) -> None:
         """Give a slot back."""
-        await self.redis.zrem(self._key(destination, "conns"), token)
+        self._held[destination.name].discard(token)
+        await self._or(0, self.redis.zrem(self._key(destination, "conns"), token))
 
     async def rate_wait(self, destination: DestinationKey) -> float:
         """Seconds to wait before the next message may go (0: now, and it is counted)."""
@@ -167,22 +205,27 @@ class DestinationThrottle:
             return 0.0
         rate = limits.rate * await self.factor(destination)
         interval_ms = 1000.0 / rate
-        wait_ms = await self._rate(
-            keys=[self._key(destination, "rate")],
-            args=[int(time.time() * 1000), interval_ms, max(0, limits.burst - 1)],
+        wait_ms = await self._or(
+            0,
+            self._rate(
+                keys=[self._key(destination, "rate")],
+                args=[int(time.time() * 1000), interval_ms, max(0, limits.burst - 1)],
+            ),
         )
         return float(wait_ms) / 1000.0
 
     async def want(self, destination: DestinationKey) -> None:
         """Say that a process is waiting for a connection slot of this destination."""
-        await self.redis.set(self._key(destination, "wanted"), 1, px=WANTED_MILLISECONDS)
+        key = self._key(destination, "wanted")
+        await self._or(None, self.redis.set(key, 1, px=WANTED_MILLISECONDS))
 
     async def wanted(self, destination: DestinationKey) -> bool:
         """Whether some process waits for a slot: holders then close idle connections."""
-        return bool(await self.redis.exists(self._key(destination, "wanted")))
+        return bool(await self._or(0, self.redis.exists(self._key(destination, "wanted"))))
 
     async def slow_down(self, destination: DestinationKey) -> float:
         """Halve the destination's budget for SLOWDOWN_SECONDS; returns the new factor."""
         factor = max(MIN_FACTOR, await self.factor(destination) / 2)
-        await self.redis.set(self._key(destination, "factor"), factor, ex=SLOWDOWN_SECONDS)
+        key = self._key(destination, "factor")
+        await self._or(None, self.redis.set(key, factor, ex=SLOWDOWN_SECONDS))
         return factor

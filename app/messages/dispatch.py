@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -353,10 +353,21 @@ class MessageCache:
         missing = sorted(set(message_ids) - set(found))
         if missing:
             fetched = await load_messages(session, message_ids=missing)
+            _detach(session, fetched.values())
             for loaded in fetched.values():
                 self.put(loaded)
             found.update(fetched)
         return found
+
+
+def _detach(session: AsyncSession, loaded: Iterable[LoadedMessage]) -> None:
+    """Take cached messages out of the session that loaded them: its rollback (the database
+    went away before the claim committed) would expire them, and every batch of theirs would
+    then fail on a detached, expired row until the cache let them go."""
+    for item in loaded:
+        for row in (item.message, item.domain, *item.attachments):
+            if row in session:
+                session.expunge(row)
 
 
 def _addresses(rows: Sequence[dict[str, Any]]) -> tuple[Address, ...]:

@@ -1,14 +1,19 @@
 """Pooled connections are not pinged before use: when the server drops them, a request gets
-a 503 at worst (never a 500, never half-written), and the ones after it succeed."""
+a 503 at worst (never a 500, never half-written), and the ones after it succeed; while the
+server refuses connections, every request gets a 503."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import func, select, text
 
+from app.core.config import Settings
 from app.core.db import Database
 from app.messages.models import Message
+from tests.fakes.mx import free_port
 from tests.support import ApiServer, Sender
 
 
@@ -37,3 +42,30 @@ async def test_requests_recover_after_the_server_drops_every_connection(
     async with db.session() as session:
         count = await session.scalar(select(func.count()).select_from(Message))
     assert count == 3 + statuses.count(202)
+
+
+@pytest.mark.parametrize("path", ["/v1/send", "/v3/mail/send"])
+async def test_requests_get_503_while_the_database_refuses_connections(
+    settings: Settings, sender: Sender, path: str
+) -> None:
+    """ARCHITECTURE §5: 503, never 500, while the database is unreachable. asyncpg reports a
+    refused connection as a bare OSError, which used to reach the catch-all (500)."""
+    if settings.is_sqlite:
+        pytest.skip("SQLite has no server to be unreachable")
+    nowhere = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/columba"
+    down = settings.model_copy(update={"database_url": nowhere})
+    body: dict[str, Any] = {"from": sender.address(), "to": ["x@example.test"], "subject": "Hi"}
+    if path == "/v1/send":
+        body["text"] = "Hi"
+    else:
+        body = {
+            "personalizations": [{"to": [{"email": "x@example.test"}]}],
+            "from": {"email": sender.address()},
+            "subject": "Hi",
+            "content": [{"type": "text/plain", "value": "Hi"}],
+        }
+    async with ApiServer.running(down) as api, httpx.AsyncClient(base_url=api.url) as http:
+        response = await http.post(path, json=body, headers=sender.headers)
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["errors"][0]["message"] == "the database is unavailable; retry"

@@ -7,8 +7,9 @@ import collections
 import contextlib
 import socket
 import ssl
+import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, AnyStr, Literal, NoReturn
 
@@ -64,6 +65,7 @@ class ReceivedMessage:
     tls: bool
     mail_options: list[str]
     helo: str
+    received_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -529,6 +531,10 @@ class ScriptedMX:
         """Store an accepted message and wake wait_for()."""
         self.messages.append(message)
         self._arrived.set()
+
+    def clear_rules(self) -> None:
+        """Forget every scripted reply, drop and stall: back to answering normally."""
+        self._rules.clear()
 
     def reset(self) -> None:
         """Forget messages, rules, counters and refuse_starttls(); extension flags stay."""
