@@ -5,11 +5,13 @@ API, workers and migrations all connected through it."""
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from unittest import mock
 
 import httpx
 import pytest
@@ -69,7 +71,9 @@ async def pooled(
     """The test settings, connected through PgBouncer; the database migrated through it too
     (Alembic's DDL runs in one transaction, which transaction mode keeps together)."""
     through = bouncer.url_for(direct_url)
-    await migrate_database(through)
+    # `columba migrate` reads the setting from the environment, as the processes do.
+    with mock.patch.dict(os.environ, {"COLUMBA_DATABASE_POOLER": "pgbouncer"}):
+        await migrate_database(through)
     yield settings.model_copy(update={"database_url": through, "database_pooler": "pgbouncer"})
 
 
@@ -143,6 +147,7 @@ async def test_two_workers_claim_concurrently_and_deliver_each_message_once(
     mx: ScriptedMX,
     redis_url: str,
     bouncer: PgBouncer,
+    direct_url: str,
 ) -> None:
     addresses = [f"user{i}@example.test" for i in range(40)]
     async with ApiServer.running(pooled) as api, httpx.AsyncClient(base_url=api.url) as http:
@@ -159,7 +164,7 @@ async def test_two_workers_claim_concurrently_and_deliver_each_message_once(
     assert {message_id: kinds for message_id, kinds in events.items()} == {
         message_id: ["processed", "delivered"] for message_id in message_ids
     }
-    assert bouncer.server_connections(PG_URL or "") <= POOL_SIZE
+    assert 0 < bouncer.server_connections(direct_url) <= POOL_SIZE
 
 
 async def test_concurrent_claims_through_pgbouncer_never_share_a_recipient(
