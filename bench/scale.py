@@ -282,15 +282,16 @@ async def queue_backlog(s: Stack, database: Database, backlog: int, scratch: Pat
     )
     run = WrkRun(s.api_url, script, connections=2)
     try:
-        await asyncio.to_thread(run.process.wait)  # wrk stops once the quota is accepted
+        while True:  # until the API has written every copy (wrk idles once its quota is met)
+            if await queued(database) >= target:
+                break
+            if run.finished():
+                break  # it failed: its counts below say how
+            await asyncio.sleep(0.1)
     finally:
         _, accepted, refused = run.stop("backlog")
     if accepted < requests or refused:
         raise RuntimeError(f"backlog: {accepted} of {requests} accepted, {refused} refused")
-    while True:  # the API's group commit may still be writing the last request's rows
-        if await queued(database) >= target:
-            return
-        await asyncio.sleep(0.1)
 
 
 async def wait_for_sink(sink: Sink, count: int, stall: float = 120) -> None:
@@ -482,19 +483,24 @@ def save(args: argparse.Namespace, points: list[Point], load: dict[str, str]) ->
 
 
 async def measure(args: argparse.Namespace, points: list[Point]) -> None:
-    """Every point, in order; the PgBouncer ones last."""
-    for count in args.counts:
-        points.append(await api_point(args, None, count))
-    for count in args.counts:
-        points.append(await worker_point(args, None, count))
+    """Every point asked for, in order; the PgBouncer ones last."""
+    if "a" in args.parts:
+        for count in args.counts:
+            points.append(await api_point(args, None, count))
+    if "b" in args.parts:
+        for count in args.counts:
+            points.append(await worker_point(args, None, count))
     if not args.pgbouncer:
         return
     top = max(args.counts)
     with private_pgbouncer(args.postgres, pool_size=PGBOUNCER_POOL) as bouncer:
-        points.append(await api_point(args, bouncer, top))
-        points.append(await worker_point(args, bouncer, top))
-        points.append(await mixed_point(args, None, top))
-        points.append(await mixed_point(args, bouncer, top))
+        if "a" in args.parts:
+            points.append(await api_point(args, bouncer, top))
+        if "b" in args.parts:
+            points.append(await worker_point(args, bouncer, top))
+        if "c" in args.parts:
+            points.append(await mixed_point(args, None, top))
+            points.append(await mixed_point(args, bouncer, top))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -507,6 +513,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backlog", type=int, default=4000, help="copies per round of (b)")
     parser.add_argument(
         "--counts", type=lambda t: [int(n) for n in t.split(",")], default=[1, 2, 4]
+    )
+    parser.add_argument(
+        "--parts", type=lambda t: set(t.split(",")), default={"a", "b", "c"}, help="e.g. a,b"
     )
     parser.add_argument(
         "--pgbouncer",
