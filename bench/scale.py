@@ -371,7 +371,9 @@ async def mixed_point(args: argparse.Namespace, bouncer: PgBouncer | None, count
                     connections=WRK_CONNECTIONS,
                     tag=f"m{time.monotonic_ns() % 10**9}",
                 )
-                await asyncio.sleep(5)  # the workers' start-up
+                warm = WrkRun(s.api_url, script, connections=WRK_CONNECTIONS, seconds=3)
+                await asyncio.to_thread(warm.process.wait)  # and the workers start meanwhile
+                warm.stop("warm-up")
                 cpu = meter(s, lambda: pids)
                 with sampling(database_name(s), bouncer.port if bouncer else None) as peak:
                     run = WrkRun(
