@@ -239,7 +239,11 @@ async def running_stack(
                 for process in processes:
                     process.terminate()
                 for process in processes:
-                    await asyncio.to_thread(process.wait, 30)
+                    try:
+                        await asyncio.to_thread(process.wait, 30)
+                    except subprocess.TimeoutExpired:  # uvicorn's children, slow on a busy machine
+                        process.kill()
+                        await asyncio.to_thread(process.wait)
                 if log_dir is not None:
                     await asyncio.to_thread(_copy_logs, var_dir, log_dir)
                 if server is not None:
