@@ -225,7 +225,7 @@ def run_client(url: str, pooler: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("pooler", ["none", "pgbouncer"])
-async def test_without_the_setting_two_processes_statements_collide(
+async def test_two_processes_statements_collide_only_without_the_setting(
     pooled: Settings, direct_url: str, pooler: str
 ) -> None:
     """Why COLUMBA_DATABASE_POOLER exists: two processes name their prepared statements alike
