@@ -294,15 +294,18 @@ async def queue_backlog(s: Stack, database: Database, backlog: int, scratch: Pat
         raise RuntimeError(f"backlog: {accepted} of {requests} accepted, {refused} refused")
 
 
-async def wait_for_sink(sink: Sink, count: int, stall: float = 120) -> None:
-    """Until the sink has `count` messages; fails when nothing arrives for `stall` seconds."""
-    last, moved = sink.count, time.monotonic()
-    while sink.count < count:
-        if sink.count != last:
-            last, moved = sink.count, time.monotonic()
+async def wait_for_delivered(database: Database, count: int, stall: float = 120) -> int:
+    """Until `count` recipients are recorded delivered (polled every 50 ms); fails when none
+    is for `stall` seconds. The database, not smtp-sink's counter: smtp-sink writes its count
+    to a pipe in blocks of hundreds of messages, too coarse for a rate's start and end."""
+    last, moved = -1, time.monotonic()
+    while (done := await delivery.delivered(database)) < count:
+        if done != last:
+            last, moved = done, time.monotonic()
         elif time.monotonic() - moved > stall:
-            raise RuntimeError(f"nothing delivered for {stall:.0f} s ({sink.count} of {count})")
-        await asyncio.sleep(0.01)
+            raise RuntimeError(f"nothing delivered for {stall:.0f} s ({done} of {count})")
+        await asyncio.sleep(0.05)
+    return done
 
 
 async def worker_point(args: argparse.Namespace, bouncer: PgBouncer | None, count: int) -> Point:
@@ -313,28 +316,28 @@ async def worker_point(args: argparse.Namespace, bouncer: PgBouncer | None, coun
     rates: list[float] = []
     used: dict[str, float] = {}
     measured = short = 0  # short: copies not delivered when the round ended (deferred)
-    with Sink("127.0.0.1", sink_port) as sink:
+    with Sink("127.0.0.1", sink_port):
         async with stack(args, bouncer, api_workers=1, sink_port=sink_port) as s:
             database = Database(s.settings)  # with the pooler setting, from the environment
             try:
                 with sampling(database_name(s), bouncer.port if bouncer else None) as peak:
                     for _ in range(args.rounds):
-                        start = sink.count
+                        start = await delivery.delivered(database)
                         await queue_backlog(s, database, args.backlog, args.scratch)
                         total = max(1, args.backlog // COPIES_PER_REQUEST) * COPIES_PER_REQUEST
                         low, high = start + total // 10, start + total * 9 // 10
                         with workers(s, count, pooler_env(bouncer)) as pids:
                             cpu = meter(s, functools.partial(list, pids))
-                            await wait_for_sink(sink, low)
+                            low = await wait_for_delivered(database, low)
                             cpu.start()
                             began = time.perf_counter()
-                            await wait_for_sink(sink, high)
+                            high = await wait_for_delivered(database, high)
                             seconds = time.perf_counter() - began
                             for name, spent in cpu.stop().items():
                                 used[name] = used.get(name, 0.0) + spent
                             with contextlib.suppress(RuntimeError):  # e.g. deferred: see below
-                                await wait_for_sink(sink, start + total, stall=30)
-                            short += start + total - sink.count
+                                await wait_for_delivered(database, start + total, stall=30)
+                            short += start + total - await delivery.delivered(database)
                         rates.append((high - low) / seconds)
                         measured += high - low
             finally:
@@ -366,8 +369,9 @@ async def mixed_point(args: argparse.Namespace, bouncer: PgBouncer | None, count
     --seconds while the workers deliver them: connections open, rates."""
     mode = "pgbouncer" if bouncer else "direct"
     sink_port = free_port()
-    with Sink("127.0.0.1", sink_port) as sink:
+    with Sink("127.0.0.1", sink_port):
         async with stack(args, bouncer, api_workers=count, sink_port=sink_port) as s:
+            database = Database(s.settings)
             with workers(s, count, pooler_env(bouncer)) as pids:
                 script = sends_script(
                     delivery.single_sends(s),
@@ -385,14 +389,15 @@ async def mixed_point(args: argparse.Namespace, bouncer: PgBouncer | None, count
                     run = WrkRun(
                         s.api_url, script, connections=WRK_CONNECTIONS, seconds=args.seconds
                     )
-                    before = sink.count
+                    before = await delivery.delivered(database)
                     cpu.start()
                     began = time.perf_counter()
                     await asyncio.to_thread(run.process.wait)  # its -d runs out
                     seconds = time.perf_counter() - began
-                    delivered = sink.count - before
+                    delivered = await delivery.delivered(database) - before
                     used = cpu.stop()
                     _, accepted, refused = run.stop("mixed")
+            await database.dispose()
     point = Point(
         "mixed",
         mode,
