@@ -211,11 +211,26 @@ def pooler_env(bouncer: PgBouncer | None) -> dict[str, str]:
 # --- (a) accepting ---------------------------------------------------------------------------
 
 
+def api_script(args: argparse.Namespace, s: Stack, name: str) -> Path:
+    """`--api-body constant`: hot-path line 1's body (1 KB, a category and metadata, the same
+    recipient every time); `fresh`: (c)'s (~2 KB, no category, a new recipient each time)."""
+    if args.api_body == "constant":
+        return constant_script(v1_body(s.sender), s.headers(), args.scratch, name)
+    return sends_script(
+        delivery.single_sends(s),
+        s.headers(),
+        args.scratch / name,
+        quota=10**9,
+        connections=WRK_CONNECTIONS,
+        tag=f"a{time.monotonic_ns() % 10**9}",
+    )
+
+
 async def api_point(args: argparse.Namespace, bouncer: PgBouncer | None, count: int) -> Point:
     """`columba api --workers count`, wrk for --seconds, --rounds times: median req/s."""
     mode = "pgbouncer" if bouncer else "direct"
     async with stack(args, bouncer, api_workers=count) as s:
-        script = constant_script(v1_body(s.sender), s.headers(), args.scratch, f"api-{mode}{count}")
+        script = api_script(args, s, f"api-{mode}{count}")
         url = s.api_url + "/v1/send"
         await asyncio.to_thread(
             run_wrk, "warm-up", url, script, connections=WRK_CONNECTIONS, seconds=2
@@ -527,6 +542,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--counts", type=lambda t: [int(n) for n in t.split(",")], default=[1, 2, 4]
     )
+    parser.add_argument("--api-body", choices=["constant", "fresh"], default="constant")
     parser.add_argument(
         "--parts", type=lambda t: set(t.split(",")), default={"a", "b", "c"}, help="e.g. a,b"
     )
