@@ -403,6 +403,7 @@ async def mixed_point(args: argparse.Namespace, bouncer: PgBouncer | None, count
                 warm = WrkRun(s.api_url, script, connections=WRK_CONNECTIONS, seconds=3)
                 await asyncio.to_thread(warm.process.wait)  # and the workers start meanwhile
                 warm.stop("warm-up")
+                await wait_for_delivered(database, 1)  # the workers are up
                 cpu = meter(s, lambda: pids)
                 with sampling(database_name(s), bouncer.port if bouncer else None) as peak:
                     run = WrkRun(
