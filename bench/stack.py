@@ -11,6 +11,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,7 @@ from app.core.config import Settings
 from app.core.db import Database
 from app.dev.embedded_redis import embedded_redis_url, stop_embedded_redis
 from app.domains import service as domains
+from bench.procs import descendants
 from tests.fakes.dns import FakeDNS
 from tests.fakes.mx import free_port
 from tests.support import create_test_database, drop_test_database
@@ -163,6 +165,21 @@ def _copy_logs(var_dir: Path, log_dir: Path) -> None:
         shutil.copy(log, log_dir / log.name)
 
 
+async def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM, then SIGKILL to the whole tree of a process not gone 30 s later (uvicorn's
+    children took longer than that at a load average of 13)."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            await asyncio.to_thread(process.wait, 30)
+        except subprocess.TimeoutExpired:
+            for pid in reversed(descendants(process.pid)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            await asyncio.to_thread(process.wait)
+
+
 @contextlib.asynccontextmanager
 async def running_stack(
     *,
@@ -236,10 +253,7 @@ async def running_stack(
                     [process.pid for process in processes[1:]],
                 )
             finally:
-                for process in processes:
-                    process.terminate()
-                for process in processes:
-                    await asyncio.to_thread(process.wait, 30)
+                await _stop(processes)
                 if log_dir is not None:
                     await asyncio.to_thread(_copy_logs, var_dir, log_dir)
                 if server is not None:

@@ -85,6 +85,12 @@ class Settings(BaseSettings):
     throttle_wait: Duration = timedelta(seconds=10)
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=20, ge=0)
+    # `pgbouncer`: COLUMBA_DATABASE_URL points at a pooler in transaction mode (PgBouncer's
+    # `pool_mode = transaction`, before 1.21's prepared-statement support): asyncpg and
+    # SQLAlchemy then cache no prepared statements and give the ones they must make unique
+    # names, since consecutive transactions of one client run on different server connections.
+    # `none` (the default): a direct connection, or a pooler in session mode.
+    database_pooler: Literal["none", "pgbouncer"] = "none"
     # SQLite only: `full` makes every commit (every 202) survive a power failure; `normal`
     # is faster but may lose the last commits to one (a process crash loses nothing).
     sqlite_synchronous: Literal["full", "normal"] = "full"

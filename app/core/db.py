@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -152,7 +153,30 @@ def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     # the request gets a 503 (app/core/errors.py) and the next ones connect afresh. Recycling
     # by age keeps connections from outliving server-side and firewall idle timeouts.
     kwargs.setdefault("pool_recycle", 1800)
+    if settings.database_pooler == "pgbouncer":
+        kwargs["connect_args"] = TRANSACTION_POOLER_CONNECT_ARGS | kwargs.get("connect_args", {})
     return create_async_engine(settings.database_url, **_pool_sizes(settings, kwargs))
+
+
+def _unique_statement_name() -> str:
+    """A prepared statement's name no other client of the pooler's server connection uses."""
+    return f"__columba_{uuid.uuid4().hex}__"
+
+
+# COLUMBA_DATABASE_POOLER=pgbouncer. In transaction mode each transaction (and each statement
+# outside one) may run on a different server connection, shared with other clients: a cached
+# prepared statement would be missing there, and asyncpg's numbered names (__asyncpg_stmt_1__)
+# would collide with another client's ("prepared statement ... already exists"). So asyncpg
+# caches none (statement_cache_size; it then also re-parses rather than trust a statement
+# across a Flush, https://github.com/MagicStack/asyncpg/issues/1058), SQLAlchemy's dialect
+# caches none (prepared_statement_cache_size), and the statements SQLAlchemy must still
+# prepare to learn a result's columns get unique names (prepared_statement_name_func): see
+# https://docs.sqlalchemy.org/en/20/dialects/postgresql.html#prepared-statement-name-with-pgbouncer
+TRANSACTION_POOLER_CONNECT_ARGS: dict[str, Any] = {
+    "statement_cache_size": 0,
+    "prepared_statement_cache_size": 0,
+    "prepared_statement_name_func": _unique_statement_name,
+}
 
 
 def _sqlite_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
