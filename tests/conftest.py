@@ -47,6 +47,10 @@ RUN_ONCE = pytest.mark.skip(
     reason="touches neither the database nor Redis: it runs, identically, in `make test`"
 )
 
+MAKE_TEST_ONLY = pytest.mark.skip(
+    reason="signals and processes, the same on either database: runs in `make test`"
+)
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """Register the markers of this suite (pytest runs with --strict-markers)."""
@@ -54,6 +58,12 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "own_servers: the test starts private PostgreSQL and Redis servers of its own "
         "(and decides itself on which run it runs)",
+    )
+    config.addinivalue_line(
+        "markers",
+        "make_test_only: the test drives whole processes through signals, and what it checks "
+        "does not depend on the database: it runs in `make test` only (CI's two suites run "
+        "side by side on two cores; twice only lengthened the run)",
     )
 
 
@@ -65,6 +75,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if not PG_URL:
         return
     for item in items:
+        if item.get_closest_marker("make_test_only") is not None:
+            item.add_marker(MAKE_TEST_ONLY)
+            continue
         uses_backends = BACKENDS & set(getattr(item, "fixturenames", ()))
         if not uses_backends and item.get_closest_marker("own_servers") is None:
             item.add_marker(RUN_ONCE)

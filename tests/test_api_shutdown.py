@@ -18,6 +18,8 @@ from tests.fakes.mx import free_port
 from tests.support import Sender
 from tests.test_crash import ROOT, worker_env
 
+pytestmark = pytest.mark.make_test_only
+
 WAIT = 30  # what the long polls ask for (the most the API allows)
 
 

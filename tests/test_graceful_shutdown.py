@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import pytest
 import pytest_asyncio
 from sqlalchemy import select
 
@@ -24,6 +25,8 @@ from tests.fakes.mx import ScriptedMX, free_port
 from tests.support import ApiServer, Sender
 from tests.test_crash import Workers, wait_until_delivered
 from tests.test_processes import until_healthy
+
+pytestmark = pytest.mark.make_test_only
 
 LEASE = 60.0  # seconds: a hand-back must be claimed again long before this
 

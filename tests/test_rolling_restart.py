@@ -38,6 +38,8 @@ from tests.fakes.mx import ScriptedMX, free_port
 from tests.support import Sender
 from tests.test_crash import ROOT, worker_env
 
+pytestmark = pytest.mark.make_test_only
+
 GRACE = "5s"
 API_EVERY = 0.15  # seconds between sends over HTTP
 SMTP_EVERY = 0.3  # seconds between SMTP submissions
