@@ -627,13 +627,14 @@ async def _suppressions_of(
     for send_rows in rows:
         for row in send_rows:
             emails.setdefault(row["account_id"], []).append(row["email"])
-    key = max((send.tombstone_key for send in sends), default=b"")
+    # Every send of one commit carries its process's policy, hence the same key.
+    tombstone_key = next((send.tombstone_key for send in sends if send.tombstone_key), b"")
     found: Found = {}
     for account_id, addresses in emails.items():
         entries = await suppressions.all_suppressions(
-            session, account_id=account_id, emails=addresses, tombstone_key=key
+            session, account_id=account_id, emails=addresses, tombstone_key=tombstone_key
         )
-        found.update({(account_id, key): value for key, value in entries.items()})
+        found.update({(account_id, address): value for address, value in entries.items()})
     return found
 
 
