@@ -24,13 +24,20 @@ _SIZE_REFUSED = "552 5.3.4 Message size exceeds fixed maximum message size"
 _Action = Literal["reply", "drop", "stall"]
 
 
+# Ports this process has handed out: a probe socket is closed before its port is used, so
+# the kernel may offer the same port to the next probe (the chaos test once gave an API
+# process and the SMTP listener one port).
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port free on every address of LOOPBACK_HOSTS, for MX hosts sharing one port."""
+    """A TCP port free on every address of LOOPBACK_HOSTS and not handed out before."""
     for _ in range(50):
         with socket.socket() as probe:
             probe.bind((LOOPBACK_HOSTS[0], 0))
             port: int = probe.getsockname()[1]
-        if _free_everywhere(port):
+        if port not in _HANDED_OUT and _free_everywhere(port):
+            _HANDED_OUT.add(port)
             return port
     raise RuntimeError("no TCP port is free on all loopback addresses")
 
