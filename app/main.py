@@ -14,6 +14,7 @@ from app.addresses.router import router as addresses_router
 from app.asm.router import router as asm_router
 from app.batches.router import router as batches_router
 from app.bounces.router import router as inbound_router
+from app.core import cache
 from app.core.config import Settings, load_settings
 from app.core.db import Database
 from app.core.errors import install_error_handlers
@@ -23,7 +24,6 @@ from app.core.shutdown import on_server_exit
 from app.core.signals import Listener
 from app.dashboard.router import install_dashboard
 from app.dev.embedded_redis import redis_url_for, release_redis
-from app.domains.cache import sending_domains
 from app.domains.router import router as domains_router
 from app.domains.sendgrid import router as sg_domains_router
 from app.events.router import router as events_router
@@ -87,7 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         forget_exit = on_server_exit(app.state.long_polls.stop)
         cache_ttl = settings.auth_cache_ttl.total_seconds()
         app.state.keys = KeyCache(app.state.db, ttl=cache_ttl)
-        sending_domains.configure(cache_ttl)
+        cache.configure_account_caches(cache_ttl)
         invalidations = app.state.invalidations = Listener(app.state.queue.redis_url)
         invalidations.start()
         try:

@@ -17,6 +17,7 @@ from typing import Generic, Protocol, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+AccountKey = TypeVar("AccountKey", bound=tuple[str, ...])
 
 
 class Invalidatable(Protocol):
@@ -47,6 +48,13 @@ def clear_all() -> None:
     """Drop every entry of every cache (after invalidations may have been missed)."""
     for cache in list(_caches):
         cache.clear()
+
+
+def configure_account_caches(ttl: float) -> None:
+    """Set how long every AccountCache of the process keeps entries (AUTH_CACHE_TTL)."""
+    for cache in list(_caches):
+        if isinstance(cache, AccountCache):
+            cache.configure(ttl)
 
 
 class TtlCache(Generic[K, V]):
@@ -128,3 +136,50 @@ class SingleFlight(Generic[K, V]):
             self._loading.pop(key, None)
         future.set_result(value)
         return value
+
+
+class AccountCache(Generic[AccountKey, V]):
+    """One kind of an account's settings read on every send, cached per process.
+
+    Keys start with the account id; an invalidation of `kind` (app/core/signals.py) naming
+    the account drops its entries, and the TTL bounds staleness when one is lost. Values
+    are only read: they are shared by every request until they expire."""
+
+    def __init__(self, kind: str, ttl: float = 1.0) -> None:
+        self.kind = kind
+        self._entries: TtlCache[AccountKey, V] = TtlCache(ttl)
+        self._loading: SingleFlight[AccountKey, V | None] = SingleFlight()
+        register(self)
+
+    def configure(self, ttl: float) -> None:
+        """Set how long entries live; forgets what was cached."""
+        self._entries = TtlCache(ttl)
+
+    async def lookup(self, key: AccountKey, load: Callable[[], Awaitable[V | None]]) -> V | None:
+        """The cached value, or what `load` finds (kept unless None); concurrent misses of
+        one entry share one load, so an expiry under load costs one query, not one each."""
+        cached = self._entries.get(key)
+        if cached is not None:
+            return cached
+
+        async def load_and_keep() -> V | None:
+            value = await load()
+            if value is not None:
+                self._entries.put(key, value)
+            return value
+
+        # Another request's failed load (its session's trouble): try in our own session.
+        return await self._loading.run(key, load_and_keep, alone_on_error=True)
+
+    def invalidate(self, kind: str, key: str) -> None:
+        """Forget an account's entries ('' forgets every account's)."""
+        if kind != self.kind:
+            return
+        if key:
+            self._entries.drop_where(lambda entry: entry[0] == key)
+        else:
+            self._entries.clear()
+
+    def clear(self) -> None:
+        """Forget everything."""
+        self._entries.clear()

@@ -1,6 +1,7 @@
 """Invalidations between processes, over Redis pub/sub.
 
-A process that changes a key or a sending domain (the CLI, an API replica) announces it on
+A process that changes a key, a sending domain or an account's tracking settings (the CLI, an
+API replica) announces it on
 INVALIDATE_CHANNEL; every API and listener process drops the entry from its caches. Pub/sub
 delivers at most once, so the caches' TTL (at most a second for keys) is the bound that holds
 when an announcement is lost; after a lost connection every cache is cleared, since whatever
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 INVALIDATE_CHANNEL = "columba:invalidate"
 KEY = "key"  # an API key, by public prefix
 DOMAINS = "domains"  # an account's sending domains, by account id
+TRACKING = "tracking"  # an account's tracking settings, by account id
 RECONNECT_DELAY = 1.0
 
 

@@ -205,7 +205,7 @@ async def sending_domain_for(
         return domain
 
     try:
-        return await sending_domains.lookup(account_id, email_domain, load)
+        return await sending_domains.lookup((account_id, email_domain), load)
     except _Unsettled as unsettled:
         return unsettled.domain
 

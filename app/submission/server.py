@@ -12,12 +12,12 @@ from redis.asyncio import Redis
 
 from app.accounts.cache import KeyCache
 from app.common.smtp_shutdown import ListenerShutdown, until_signalled
+from app.core import cache
 from app.core.config import Settings
 from app.core.db import Database
 from app.core.queue import Queue
 from app.core.signals import Listener
 from app.dev.embedded_redis import redis_url_for
-from app.domains.cache import sending_domains
 from app.observability.server import ObservabilityServer
 from app.submission.guard import Guard, GuardLimits
 from app.submission.handler import SubmissionHandler
@@ -51,7 +51,7 @@ class SubmissionServer:
         # stops authenticating within AUTH_CACHE_TTL, at once when the revocation is announced.
         cache_ttl = settings.auth_cache_ttl.total_seconds()
         self.keys = KeyCache(self.database, ttl=cache_ttl)
-        sending_domains.configure(cache_ttl)
+        cache.configure_account_caches(cache_ttl)
         self.invalidations = Listener(redis_url)
         self.handler = SubmissionHandler(
             settings,

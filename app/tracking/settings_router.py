@@ -6,10 +6,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.scopes import Scope
 from app.accounts.service import Principal
-from app.deps import SessionDep, require
+from app.core import signals
+from app.core.queue import Queue
+from app.deps import QueueDep, SessionDep, require
 from app.openapi import errors
 from app.routing import StrictJsonRoute
 from app.tracking import settings
@@ -53,6 +56,17 @@ _LIST = (
         "subscription_enabled",
     ),
 )
+
+
+async def _save(
+    session: AsyncSession, queue: Queue, principal: Principal, changes: dict[str, Any]
+) -> TrackingSettingsView:
+    """Apply the changes, commit, and tell every process to read the settings again (the
+    send path caches them, app/tracking/defaults.py)."""
+    view = await settings.update(session, account_id=principal.account.id, changes=changes)
+    await session.commit()
+    await signals.announce_via(queue.pool, signals.TRACKING, principal.account.id)
+    return view
 
 
 def _click(view: TrackingSettingsView) -> ClickTracking:
@@ -109,14 +123,10 @@ async def get_click(principal: ClickReader, session: SessionDep) -> ClickTrackin
 
 @router.patch("/v3/tracking_settings/click", response_model=ClickTracking, responses=WRITE_ERRORS)
 async def patch_click(
-    body: ClickPatch, principal: ClickUpdater, session: SessionDep
+    body: ClickPatch, principal: ClickUpdater, session: SessionDep, queue: QueueDep
 ) -> ClickTracking:
     """Turn click tracking on or off."""
-    view = await settings.update(
-        session, account_id=principal.account.id, changes=_changes(body, "click_")
-    )
-    await session.commit()
-    return _click(view)
+    return _click(await _save(session, queue, principal, _changes(body, "click_")))
 
 
 @router.get("/v3/tracking_settings/open", response_model=OpenTracking, responses=READ_ERRORS)
@@ -127,12 +137,11 @@ async def get_open(principal: OpenReader, session: SessionDep) -> OpenTracking:
 
 
 @router.patch("/v3/tracking_settings/open", response_model=OpenTracking, responses=WRITE_ERRORS)
-async def patch_open(body: OpenPatch, principal: OpenUpdater, session: SessionDep) -> OpenTracking:
+async def patch_open(
+    body: OpenPatch, principal: OpenUpdater, session: SessionDep, queue: QueueDep
+) -> OpenTracking:
     """Turn open tracking on or off."""
-    view = await settings.update(
-        session, account_id=principal.account.id, changes=_changes(body, "open_")
-    )
-    await session.commit()
+    view = await _save(session, queue, principal, _changes(body, "open_"))
     return OpenTracking(enabled=view.open_enabled)
 
 
@@ -154,13 +163,11 @@ async def get_subscription(
     responses=WRITE_ERRORS,
 )
 async def patch_subscription(
-    body: SubscriptionPatch, principal: SubscriptionUpdater, session: SessionDep
+    body: SubscriptionPatch, principal: SubscriptionUpdater, session: SessionDep, queue: QueueDep
 ) -> SubscriptionTracking:
     """Change subscription tracking (and `list_unsubscribe`)."""
     changes = _changes(body, "subscription_", {"list_unsubscribe": "list_unsubscribe"})
-    view = await settings.update(session, account_id=principal.account.id, changes=changes)
-    await session.commit()
-    return _subscription(view)
+    return _subscription(await _save(session, queue, principal, changes))
 
 
 @router.get(
@@ -179,10 +186,8 @@ async def get_google_analytics(principal: GoogleReader, session: SessionDep) -> 
     responses=WRITE_ERRORS,
 )
 async def patch_google_analytics(
-    body: GoogleAnalyticsPatch, principal: GoogleUpdater, session: SessionDep
+    body: GoogleAnalyticsPatch, principal: GoogleUpdater, session: SessionDep, queue: QueueDep
 ) -> GoogleAnalytics:
     """Change the Google Analytics parameters."""
     changes = _changes(body, "", {"enabled": "ga_enabled"})
-    view = await settings.update(session, account_id=principal.account.id, changes=changes)
-    await session.commit()
-    return _google(view)
+    return _google(await _save(session, queue, principal, changes))
