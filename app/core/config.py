@@ -113,8 +113,9 @@ class Settings(BaseSettings):
     content_retention: Duration | None = None
     idempotency_lock: Duration = timedelta(seconds=60)
     rate_limit: str = "10000/1m"
-    # How long a process may use a cached API key, account or sending domain (app/core/cache.py):
-    # the bound on how late a revocation takes effect everywhere. At most 1 second; 0 disables.
+    # How long a process may use a cached API key, account, sending domain or tracking settings
+    # (app/core/cache.py): the bound on how late a revocation or change takes effect everywhere.
+    # At most 1 second; 0 disables.
     auth_cache_ttl: Duration = Field(default=timedelta(seconds=1), le=timedelta(seconds=1))
     # How long a dashboard sign-in lasts (the key is checked on every page all the same).
     dashboard_session_lifetime: Duration = Field(default=timedelta(hours=8), gt=timedelta(0))
