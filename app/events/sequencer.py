@@ -17,11 +17,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 SEQUENCER_LOCK = 0x636F6C756D6261
 BATCH = 10_000
 
+# The base (the largest position so far) is read inside the UPDATE, not before it: on SQLite
+# a SELECT runs outside the transaction the UPDATE begins, so a base read first could be stale
+# by the time the write lock is held, and two sequencers handed out the same positions
+# (UNIQUE constraint failed: events.position). One statement reads and writes under one lock.
 _NUMBER = text(
     """
     UPDATE events SET position = numbered.position
     FROM (
-        SELECT id, :base + row_number() OVER (ORDER BY id) AS position
+        SELECT id,
+               (SELECT coalesce(max(position), 0) FROM events)
+               + row_number() OVER (ORDER BY id) AS position
         FROM events WHERE position IS NULL ORDER BY id LIMIT :limit
     ) AS numbered
     WHERE events.id = numbered.id
@@ -49,6 +55,5 @@ async def sequence(session: AsyncSession, *, limit: int = BATCH) -> int:
         return 0
     if not await _take_lock(session):
         return 0  # another process is numbering right now; its rows show up on the next read
-    base = (await session.execute(text("SELECT coalesce(max(position), 0) FROM events"))).scalar()
-    result = await session.execute(_NUMBER, {"base": int(base or 0), "limit": limit})
+    result = await session.execute(_NUMBER, {"limit": limit})
     return int(getattr(result, "rowcount", 0) or 0)
