@@ -200,8 +200,9 @@ class Runtime:
 
         async def attempt() -> int:
             async with self.db.session() as session:
-                recorded = await dispatch.record_outcomes(session, outcomes=outcomes)
-                await dispatch.release(session, released=released)
+                recorded = await dispatch.record_and_release(
+                    session, outcomes=outcomes, released=released
+                )
                 await session.commit()
             return recorded
 

@@ -237,9 +237,18 @@ async def renew_leases(session: AsyncSession, *, tokens: Sequence[str], lease: t
     """Extend claims' leases while their deliveries still run; returns rows renewed."""
     if not tokens:
         return 0
+    # Rows locked in id order, as the group commit locks them (_LOCK_IN_ID_ORDER).
+    held = (
+        select(Recipient.id)
+        .where(Recipient.lease_token.in_(tokens), Recipient.status == RecipientStatus.SENDING)
+        .order_by(Recipient.id)
+        .with_for_update(key_share=True)
+        .cte("held")
+        .prefix_with("MATERIALIZED", dialect="postgresql")
+    )
     result = await session.execute(
         update(Recipient)
-        .where(Recipient.lease_token.in_(tokens), Recipient.status == RecipientStatus.SENDING)
+        .where(Recipient.id.in_(select(held.c.id)))
         .values(lease_expires_at=clock.now() + lease)
         .execution_options(synchronize_session=False)
     )
@@ -429,6 +438,39 @@ async def still_leased(session: AsyncSession, recipients: Sequence[ClaimedRecipi
         )
         owned.update(result.scalars())
     return owned
+
+
+async def record_and_release(
+    session: AsyncSession,
+    *,
+    outcomes: Sequence[Outcome],
+    released: Sequence[tuple[ClaimedRecipient, datetime]],
+) -> int:
+    """A worker's group commit: outcomes recorded, hand-backs released; returns outcomes
+    recorded. The caller commits."""
+    await _lock_in_id_order(
+        session, [o.recipient.id for o in outcomes] + [r.id for r, _ in released]
+    )
+    recorded = await record_outcomes(session, outcomes=outcomes)
+    await release(session, released=released)
+    return recorded
+
+
+# Every transaction that updates many leased recipients at once locks them in id order first:
+# a worker's lease renewal (its own task, its own connection) and its group commit touch the
+# same rows at the same moment, and two UPDATEs that lock them in their plans' orders (an
+# index on lease_token, an unnest join) deadlocked on PostgreSQL. FOR NO KEY UPDATE is the lock
+# an UPDATE takes anyway: inserts of attempts and events referring to the rows are not held.
+_LOCK_IN_ID_ORDER = text(
+    "SELECT id FROM recipients WHERE id = ANY(CAST(:ids AS varchar[])) "
+    "ORDER BY id FOR NO KEY UPDATE"
+)
+
+
+async def _lock_in_id_order(session: AsyncSession, ids: Sequence[str]) -> None:
+    """PostgreSQL: lock these recipients' rows in id order (SQLite has one writer anyway)."""
+    if ids and session.get_bind().dialect.name == "postgresql":
+        await session.execute(_LOCK_IN_ID_ORDER, {"ids": sorted(set(ids))})
 
 
 async def record_outcomes(session: AsyncSession, *, outcomes: Sequence[Outcome]) -> int:
