@@ -19,10 +19,13 @@ from app.core.db import Database
 from app.core.errors import Forbidden, TooManyRequests, Unauthorized
 from app.core.queue import Queue
 from app.core.ratelimit import FixedWindowLimiter
+from app.core.throttled_log import ThrottledWarning
 from app.messages.committer import SendCommitter
 from app.observability.http import note_account
 
 log = logging.getLogger(__name__)
+# Every request checks the rate limit: while Redis is away, one line now and then says so.
+_RATE_LIMIT_UNCHECKED = ThrottledWarning(log)
 
 INVALID_KEY = "The provided authorization grant is invalid, expired, or revoked"
 
@@ -78,7 +81,7 @@ async def limit_rate(request: Request, *, key: str) -> None:
         limiter = await _limiter(request)
         result = await limiter.hit(key, limit=rule.requests, window=rule.window_seconds)
     except (RedisError, OSError) as exc:
-        log.warning("rate limit not checked (Redis unavailable): %s", exc)
+        _RATE_LIMIT_UNCHECKED.warning("rate limit not checked (Redis unavailable): %s", exc)
         return
     request.state.rate_limit_headers = result.headers()
     if not result.allowed:

@@ -20,8 +20,11 @@ from arq.connections import ArqRedis, RedisSettings, create_pool
 from redis.exceptions import RedisError
 
 from app.core.redis_batch import RedisBatch
+from app.core.throttled_log import ThrottledWarning
 
 log = logging.getLogger(__name__)
+# Every group commit wakes the workers: while Redis is away, one line now and then says so.
+_WAKE_FAILED = ThrottledWarning(log)
 
 DELIVER_JOB = "deliver_message"
 SWEEP_JOB = "sweep_due_recipients"
@@ -83,7 +86,9 @@ class Queue:
             await batch.call(lambda pipe: pipe.publish(WAKE_CHANNEL, count))
         except (RedisError, OSError) as exc:
             # The database holds the work; idle polls and the sweeper find it.
-            log.warning("could not wake the workers (their polls will find the work): %s", exc)
+            _WAKE_FAILED.warning(
+                "could not wake the workers (their polls will find the work): %s", exc
+            )
             return False
         return True
 

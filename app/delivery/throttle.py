@@ -24,6 +24,7 @@ from typing import TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app.core.throttled_log import ThrottledWarning
 from app.delivery.replies import Reply
 
 KEY_PREFIX = "columba:throttle"
@@ -31,7 +32,6 @@ CONNECTION_LEASE_SECONDS = 30  # a dead worker's slots free themselves after thi
 SLOWDOWN_SECONDS = 600  # how long a slow-down lasts after the last deferral that caused it
 MIN_FACTOR = 1 / 16
 WANTED_MILLISECONDS = 1000  # a waiter renews its demand while it waits
-OUTAGE_LOG_SECONDS = 10.0  # while Redis is unreachable, say so at most this often
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -135,7 +135,7 @@ class DestinationThrottle:
         self._acquire = redis.register_script(_ACQUIRE)
         self._rate = redis.register_script(_RATE)
         self._held: defaultdict[str, set[str]] = defaultdict(set)  # destination → tokens
-        self._outage_logged_at = float("-inf")
+        self._outage = ThrottledWarning(log)  # while Redis is away, say so now and then
 
     def _key(self, destination: DestinationKey, what: str) -> str:
         return f"{KEY_PREFIX}:{destination.redis_id}:{what}"
@@ -145,10 +145,7 @@ class DestinationThrottle:
         try:
             return await call
         except (RedisError, OSError) as exc:
-            now = time.monotonic()
-            if now - self._outage_logged_at >= OUTAGE_LOG_SECONDS:
-                self._outage_logged_at = now
-                log.warning("destination limits kept per process (Redis unavailable): %s", exc)
+            self._outage.warning("destination limits kept per process (Redis unavailable): %s", exc)
             return fallback
 
     async def factor(self, destination: DestinationKey) -> float:

@@ -26,8 +26,11 @@ from redis.exceptions import RedisError
 
 from app.core import clock
 from app.core.ratelimit import FixedWindowLimiter, RateLimitResult
+from app.core.throttled_log import ThrottledWarning
 
 log = logging.getLogger(__name__)
+# Every SMTP command checks the protections: while Redis is away, one line now and then.
+_UNPROTECTED = ThrottledWarning(log)
 
 T = TypeVar("T")
 RATE_WINDOW_SECONDS = 60  # limits are per minute
@@ -141,5 +144,7 @@ async def _open_on_error(check: Awaitable[T], fallback: T) -> T:
     try:
         return await check
     except (RedisError, OSError) as exc:
-        log.warning("SMTP protections unavailable (Redis: %s); letting the client through", exc)
+        _UNPROTECTED.warning(
+            "SMTP protections unavailable (Redis: %s); letting the client through", exc
+        )
         return fallback
