@@ -4,6 +4,12 @@ Pause and cancel are one conditional UPDATE each, touching only recipients no wo
 claimed yet; a claim and a pause of the same recipient are serialised by its row lock, so
 each recipient is either sent or stopped, never both. Cancelled recipients get their
 `cancelled` events in the same transaction.
+
+Each change writes the batch's own status first, conditionally: that write locks the batch row
+(PostgreSQL) or the database (SQLite) before any recipient, so changes of one batch run one
+after the other, and a pause or resume never overwrites a cancel committed since the batch
+was read. Sends into a batch read its status under a share lock in their write transaction
+(app.messages.service), so none slips in beside a cancel.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from datetime import datetime
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.batches.models import Batch, BatchStatus
 from app.core import clock
@@ -77,8 +84,8 @@ def _of_batch(batch: Batch) -> object:
 
 async def pause(session: AsyncSession, *, batch: Batch) -> BatchChange:
     """Hold every unclaimed recipient; their due times are kept for the resume."""
-    _refuse_if_cancelled(batch)
     now = clock.now()
+    await _change_status(session, batch, BatchStatus.PAUSED, now=now)
     result = await session.execute(
         update(Recipient)
         .where(
@@ -88,14 +95,13 @@ async def pause(session: AsyncSession, *, batch: Batch) -> BatchChange:
         .values(status=RecipientStatus.PAUSED, updated_at=now)
         .execution_options(synchronize_session=False)
     )
-    await _set_status(session, batch, BatchStatus.PAUSED)
     return BatchChange(batch, int(getattr(result, "rowcount", 0) or 0))
 
 
 async def resume(session: AsyncSession, *, batch: Batch) -> BatchChange:
     """Release paused recipients: scheduled if their time is still ahead, queued if due."""
-    _refuse_if_cancelled(batch)
     now = clock.now()
+    await _change_status(session, batch, BatchStatus.ACTIVE, now=now)
     changed = 0
     for status, due in (
         (RecipientStatus.SCHEDULED, Recipient.next_attempt_at > now),
@@ -112,13 +118,13 @@ async def resume(session: AsyncSession, *, batch: Batch) -> BatchChange:
             .execution_options(synchronize_session=False)
         )
         changed += int(getattr(result, "rowcount", 0) or 0)
-    await _set_status(session, batch, BatchStatus.ACTIVE)
     return BatchChange(batch, changed)
 
 
 async def cancel(session: AsyncSession, *, batch: Batch) -> BatchChange:
     """Cancel every recipient not claimed yet (and those waiting for a retry), with events."""
     now = clock.now()
+    await _change_status(session, batch, BatchStatus.CANCELLED, now=now)
     rows = (
         await session.execute(
             update(Recipient)
@@ -151,7 +157,6 @@ async def cancel(session: AsyncSession, *, batch: Batch) -> BatchChange:
             for recipient_id, message_id, email in rows
         ],
     )
-    await _set_status(session, batch, BatchStatus.CANCELLED)
     return BatchChange(batch, len(rows))
 
 
@@ -191,15 +196,22 @@ async def expire_paused(session: AsyncSession, *, due_before: datetime, limit: i
     return len(rows)
 
 
-def _refuse_if_cancelled(batch: Batch) -> None:
-    if batch.status == BatchStatus.CANCELLED:
+async def _change_status(
+    session: AsyncSession, batch: Batch, status: BatchStatus, *, now: datetime
+) -> None:
+    """Write the batch's new status before its recipients' (see the module's docstring); a
+    cancelled batch stays cancelled: 400 for a pause or resume, whoever cancelled it."""
+    statement = update(Batch).where(Batch.id == batch.id).values(status=status, updated_at=now)
+    if status != BatchStatus.CANCELLED:
+        statement = statement.where(Batch.status != BatchStatus.CANCELLED)
+    changed = await session.execute(
+        statement.returning(Batch.id).execution_options(synchronize_session=False)
+    )
+    if changed.first() is None:
         raise BadRequest(
             "the batch is cancelled: its recipients were cancelled and cannot be paused or resumed",
             "batch_id",
         )
-
-
-async def _set_status(session: AsyncSession, batch: Batch, status: BatchStatus) -> None:
-    batch.status = status
-    batch.updated_at = clock.now()
-    await session.flush()
+    # The object the caller holds says what was written, without writing it again.
+    set_committed_value(batch, "status", status)
+    set_committed_value(batch, "updated_at", now)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import email.policy
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from email.parser import BytesHeaderParser
 from typing import Any
@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts.service import Principal
 from app.asm import service as asm
 from app.batches import service as batches
-from app.batches.models import BatchStatus
+from app.batches.models import Batch, BatchStatus
 from app.common.fields import EmailAddress
 from app.core import clock, jsontext
 from app.core.config import Settings
@@ -390,6 +390,7 @@ async def write_messages(session: AsyncSession, sends: Sequence[Checked]) -> lis
         return []
     # Core INSERTs (no unit of work): the accept path is what the send benchmark measures.
     await session.execute(insert(_MESSAGES), [_columns(send.message) for send in sends])
+    sends = await _with_current_batch_status(session, sends)
     files = [row for send in sends for row in _attachment_rows(send.submission, send.message.id)]
     if files:
         await session.execute(insert(_ATTACHMENTS), files)
@@ -420,6 +421,28 @@ async def write_messages(session: AsyncSession, sends: Sequence[Checked]) -> lis
             ),
         )
         for send, send_rows in zip(sends, rows, strict=True)
+    ]
+
+
+async def _with_current_batch_status(
+    session: AsyncSession, sends: Sequence[Checked]
+) -> Sequence[Checked]:
+    """The sends with their batches' statuses as they are now, read after the transaction's
+    first write: a batch cancelled or paused since the send was checked decides its
+    recipients' first status. A share lock on PostgreSQL (SQLite: the write lock is held by
+    then) makes a concurrent pause, resume or cancel, which writes the batch row first
+    (app.batches.service), wait for this commit and then see these recipients."""
+    batch_ids = {send.message.batch_id for send in sends if send.message.batch_id}
+    if not batch_ids:
+        return sends
+    query = select(Batch.id, Batch.status).where(Batch.id.in_(batch_ids))
+    rows = await session.execute(query.with_for_update(read=True))
+    current = {batch_id: status for batch_id, status in rows}
+    return [
+        replace(send, batch_status=current[send.message.batch_id])
+        if send.message.batch_id in current
+        else send
+        for send in sends
     ]
 
 
