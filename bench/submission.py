@@ -33,6 +33,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import aiosmtplib
@@ -203,6 +204,9 @@ async def columba_listener(
             require_verified_domains=False,
             smtp_tls_cert=cert,
             smtp_tls_key=key_file,
+            # The benchmark's clients may still hold idle sessions when it stops the listener:
+            # a rolling deploy's grace period (30 s) measures nothing here.
+            shutdown_grace=timedelta(seconds=1),
         )
         key = await _provision(settings)
         port = free_port()
@@ -216,11 +220,16 @@ async def columba_listener(
             await asyncio.to_thread(_wait_for_port, port)
             yield Listener(port, key, database_url, settings, process.pid)
         finally:
-            process.terminate()
-            await asyncio.wait_for(process.wait(), 30)
-            stop_embedded_redis()
-            if postgres_url:
-                await drop_test_database(postgres_url, database_url)
+            try:
+                process.terminate()
+                await asyncio.wait_for(process.wait(), 30)
+            finally:
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+                stop_embedded_redis()  # even so: the next line's stack starts its own
+                if postgres_url:
+                    await drop_test_database(postgres_url, database_url)
 
 
 async def _provision(settings: Settings) -> str:
@@ -251,6 +260,7 @@ def _environment(settings: Settings) -> dict[str, str]:
         "SMTP_TLS_CERT": str(settings.smtp_tls_cert),
         "SMTP_TLS_KEY": str(settings.smtp_tls_key),
         "VAR_DIR": str(settings.var_dir),
+        "SHUTDOWN_GRACE": f"{settings.shutdown_grace.total_seconds():g}s",
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLUMBA_")}
     env.update({f"COLUMBA_{k}": v for k, v in values.items()})
