@@ -36,19 +36,25 @@ class DatabasePolicyStore:
         return CachedPolicy(row.domain, row.policy_id, policy, row.fetched_at, row.expires_at)
 
     async def save(self, cached: CachedPolicy) -> None:
-        """Store (or replace) a policy."""
+        """Store (or replace) a policy: one upsert, since workers fetching a domain's first
+        policy at the same moment both store it (a read, then an INSERT, collided on the
+        primary key and left the recipients of that delivery to their leases)."""
+        values = {
+            "policy_id": cached.policy_id,
+            "mode": cached.policy.mode,
+            "mx": list(cached.policy.mx),
+            "max_age": cached.policy.max_age,
+            "text": cached.policy.text,
+            "fetched_at": cached.fetched_at,
+            "expires_at": cached.expires_at,
+        }
         async with self.db.session() as session:
-            row = await session.get(MtaStsPolicy, cached.domain)
-            if row is None:
-                row = MtaStsPolicy(domain=cached.domain)
-                session.add(row)
-            row.policy_id = cached.policy_id
-            row.mode = cached.policy.mode
-            row.mx = list(cached.policy.mx)
-            row.max_age = cached.policy.max_age
-            row.text = cached.policy.text
-            row.fetched_at = cached.fetched_at
-            row.expires_at = cached.expires_at
+            dialect = session.get_bind().dialect.name
+            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            statement = insert(MtaStsPolicy).values(domain=cached.domain, **values)
+            await session.execute(
+                statement.on_conflict_do_update(index_elements=["domain"], set_=values)
+            )
             await session.commit()
 
 
