@@ -69,6 +69,23 @@ def split_key(plaintext: str) -> tuple[str, str] | None:
     return (prefix, secret) if dot and prefix and secret else None
 
 
+async def lock_account(session: AsyncSession, *, account_id: str) -> None:
+    """Serialise this transaction with every other that locks the account, for checks that
+    read before they write (one endpoint per URL, at most N of a kind). PostgreSQL: the
+    account's row lock. SQLite: the database's write lock, taken now by a write that changes
+    nothing, since pysqlite begins a transaction only at the first write and a check read
+    before it would see a snapshot another connection may have moved past."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(select(Account.id).where(Account.id == account_id).with_for_update())
+    else:
+        await session.execute(
+            update(Account)
+            .where(Account.id == account_id)
+            .values(created_at=Account.created_at)
+            .execution_options(synchronize_session=False)
+        )
+
+
 async def get_account_by_name(session: AsyncSession, *, name: str) -> Account | None:
     """The account called `name`, if any."""
     result = await session.execute(select(Account).where(Account.name == name))

@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accounts import service as accounts
 from app.accounts.scopes import Scope
 from app.accounts.service import Principal
 from app.core import clock
@@ -92,7 +93,9 @@ async def _checked(body: SgWebhookRequest, settings: Settings) -> None:
 async def _unique_url(
     session: AsyncSession, principal: Principal, url: str, webhook: Webhook | None
 ) -> None:
-    """400 when another endpoint of the account already sends to `url` (as SendGrid)."""
+    """400 when another endpoint of the account already sends to `url` (as SendGrid); under
+    the account's lock, so two requests for one URL cannot both find it free."""
+    await accounts.lock_account(session, account_id=principal.account.id)
     other = await service.with_url(session, account_id=principal.account.id, url=url)
     if other is not None and other is not webhook:
         raise BadRequest(f"Webhook at '{url}' already exists. Please provide a unique URL.", "url")

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from sqlalchemy import Select, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.accounts.models import Account
+from app.accounts import service as accounts
 from app.core import clock
 from app.core.errors import BadRequest, Conflict, NotFound
 from app.events.models import Event
@@ -49,9 +49,8 @@ async def create(
 
 async def check_room(session: AsyncSession, *, account_id: str, max_webhooks: int) -> None:
     """400 when the account has its maximum of endpoints (each costs an outbox row per event)."""
-    # The account's row lock makes concurrent creates count one after the other (PostgreSQL;
-    # SQLite has a single writer).
-    await session.execute(select(Account.id).where(Account.id == account_id).with_for_update())
+    # Concurrent creates count one after the other.
+    await accounts.lock_account(session, account_id=account_id)
     count = await session.scalar(
         select(func.count()).select_from(Webhook).where(Webhook.account_id == account_id)
     )

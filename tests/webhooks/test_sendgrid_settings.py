@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 from python_http_client.exceptions import BadRequestsError, NotFoundError
 from sendgrid import SendGridAPIClient
@@ -188,3 +189,20 @@ async def test_the_test_event_is_signed_as_the_webhook_signs(
     receiver.answer(500)
     with pytest.raises(BadRequestsError):
         await call(event.test.post, request_body={"url": url})
+
+
+async def test_concurrent_creates_for_one_url_make_one_endpoint(
+    client: httpx.AsyncClient, sender: Sender, receiver: WebhookReceiver
+) -> None:
+    """The URL check and the insert run under the account's lock: of eight requests for one
+    URL at once, one creates the endpoint and seven get SendGrid's 400 (two endpoints would
+    deliver every event twice)."""
+    url = hook_url(receiver, "/race")
+    body = {"url": url, **SETTINGS}
+    path = "/v3/user/webhooks/event/settings"
+    answers = await asyncio.gather(
+        *(client.post(path, json=body, headers=sender.headers) for _ in range(8))
+    )
+    assert sorted(a.status_code for a in answers) == [201] + [400] * 7
+    listed = await client.get("/v3/user/webhooks/event/settings/all", headers=sender.headers)
+    assert [w["url"] for w in listed.json()["webhooks"]].count(url) == 1
