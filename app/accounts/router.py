@@ -73,6 +73,7 @@ async def _issue(
 ) -> accounts.IssuedKey:
     """A new key of the caller's account, within SendGrid's limit of keys per account."""
     granted = _grantable(principal, scopes)
+    await accounts.lock_account(session, account_id=principal.account.id)  # creates count in turn
     count = await accounts.active_key_count(session, account_id=principal.account.id)
     if count >= accounts.MAX_KEYS:
         raise Forbidden(

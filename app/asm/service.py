@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accounts import service as accounts
 from app.asm.models import GroupSuppression, UnsubscribeGroup
 from app.common.fields import MAX_INT64, as_int64
 from app.core import clock
@@ -202,6 +203,7 @@ async def create_group(
     session: AsyncSession, *, account_id: str, name: str, description: str, is_default: bool
 ) -> UnsubscribeGroup:
     """A new group; 400 past MAX_GROUPS or for a name the account already uses."""
+    await accounts.lock_account(session, account_id=account_id)  # concurrent creates count in turn
     count = select(func.count()).where(UnsubscribeGroup.account_id == account_id)
     if int(await session.scalar(count) or 0) >= MAX_GROUPS:
         raise BadRequest(f"An account may have at most {MAX_GROUPS} unsubscribe groups.", None)

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accounts import service as accounts
 from app.core.errors import ApiError, BadRequest, ErrorItem
 from app.deps import (
     SessionDep,
@@ -119,6 +120,7 @@ async def create_template(
 ) -> TemplateOut:
     """A template without versions (`generation`: legacy by default, as in SendGrid)."""
     account_id = principal.account.id
+    await accounts.lock_account(session, account_id=account_id)  # concurrent creates count in turn
     if await service.count_templates(session, account_id=account_id) >= service.MAX_TEMPLATES:
         raise BadRequest(f"You can create up to {service.MAX_TEMPLATES} templates.", "name")
     engine = _ENGINES[Generation(body.generation)]
