@@ -217,11 +217,14 @@ async def complete(session: AsyncSession, *, claim: Claim, response: StoredRespo
 
 
 async def release(session: AsyncSession, *, claim: Claim) -> None:
-    """Forget a claim whose request failed, so the key can be used again."""
+    """Forget a claim whose request failed, so the key can be used again; a claim another
+    request has taken over since (this one outlived its lock) is that request's to keep."""
     await session.rollback()  # whatever the failed attempt left unfinished
     await session.execute(
         delete(IdempotencyKey).where(
-            IdempotencyKey.id == claim.record_id, IdempotencyKey.status_code.is_(None)
+            IdempotencyKey.id == claim.record_id,
+            IdempotencyKey.status_code.is_(None),
+            IdempotencyKey.locked_until == claim.fence,
         )
     )
     await session.commit()

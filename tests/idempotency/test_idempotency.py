@@ -178,3 +178,36 @@ async def test_concurrent_identical_requests_send_exactly_once(
     retry = await post(client, sender, path, body, "stampede")
     assert retry.status_code == 202
     assert identity(retry) == accepted[0]
+
+
+async def test_a_late_failure_does_not_release_a_claim_taken_over_since(
+    sender: Sender, db: Database, travel: Callable[[timedelta], None]
+) -> None:
+    """A request that outlived its lock and then failed leaves the key to the request that
+    took it over (which would otherwise get a 409 when it stores its answer)."""
+
+    async def claim() -> idempotency.Claim | idempotency.StoredResponse | None:
+        async with db.session() as session:
+            outcome = await idempotency.begin(
+                session,
+                account_id=sender.account_id,
+                key="slow",
+                fingerprint=idempotency.fingerprint("POST", V1, b"{}"),
+                ttl=timedelta(hours=24),
+                lock=timedelta(seconds=60),
+            )
+            await session.commit()
+        return outcome
+
+    first = await claim()
+    assert isinstance(first, idempotency.Claim)
+    travel(timedelta(seconds=61))
+    second = await claim()
+    assert isinstance(second, idempotency.Claim)
+    async with db.session() as session:
+        await idempotency.release(session, claim=first)  # the first request fails, late
+    async with db.session() as session:
+        await idempotency.complete(
+            session, claim=second, response=idempotency.StoredResponse(202, {"id": "m"})
+        )
+        await session.commit()
