@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account, ApiKey
 from app.core import cache, clock
+from app.core.db import lock_row
 from app.core.signals import KEY
 
 DEFAULT_ACCOUNT = "default"
@@ -71,19 +72,8 @@ def split_key(plaintext: str) -> tuple[str, str] | None:
 
 async def lock_account(session: AsyncSession, *, account_id: str) -> None:
     """Serialise this transaction with every other that locks the account, for checks that
-    read before they write (one endpoint per URL, at most N of a kind). PostgreSQL: the
-    account's row lock. SQLite: the database's write lock, taken now by a write that changes
-    nothing, since pysqlite begins a transaction only at the first write and a check read
-    before it would see a snapshot another connection may have moved past."""
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(select(Account.id).where(Account.id == account_id).with_for_update())
-    else:
-        await session.execute(
-            update(Account)
-            .where(Account.id == account_id)
-            .values(created_at=Account.created_at)
-            .execution_options(synchronize_session=False)
-        )
+    read before they write (one endpoint per URL, at most N of a kind): app.core.db.lock_row."""
+    await lock_row(session, Account.id, account_id, touch=Account.created_at)
 
 
 async def get_account_by_name(session: AsyncSession, *, name: str) -> Account | None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import asyncpg
-from sqlalchemy import JSON, DateTime, MetaData, event
+from sqlalchemy import JSON, DateTime, MetaData, event, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, InstrumentedAttribute
 from sqlalchemy.types import TypeDecorator
 
 from app.core import jsontext
@@ -262,3 +262,26 @@ class Database:
     async def dispose(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()
+
+
+async def lock_row(
+    session: AsyncSession,
+    key: InstrumentedAttribute[Any],
+    value: Any,
+    *,
+    touch: InstrumentedAttribute[Any],
+) -> None:
+    """Serialise this transaction with every other that locks the same row, for checks that
+    read before they write. PostgreSQL: the row's lock (`key` = `value`). SQLite: the
+    database's write lock, taken now by a write of `touch` to itself, since pysqlite begins a
+    transaction only at the first write and a check read before it would see a snapshot
+    another connection may have moved past."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(select(key).where(key == value).with_for_update())
+    else:
+        await session.execute(
+            update(key.class_)
+            .where(key == value)
+            .values({touch.key: touch})
+            .execution_options(synchronize_session=False)
+        )

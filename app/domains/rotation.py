@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock
+from app.core.db import lock_row
 from app.core.encryption import encrypt
 from app.delivery.signing import generate_ed25519_key, generate_rsa_key, public_key_record
 from app.domains.models import Domain, DomainKey, KeyState
@@ -28,6 +29,7 @@ async def keys_of(session: AsyncSession, domain_id: str) -> list[DomainKey]:
         select(DomainKey)
         .where(DomainKey.domain_id == domain_id)
         .order_by(DomainKey.created_at, DomainKey.selector)
+        .execution_options(populate_existing=True)  # as stored now, not as first loaded
     )
     return list((await session.execute(query)).scalars())
 
@@ -47,6 +49,12 @@ async def start_rotation(
 ) -> list[DomainKey]:
     """Generate the next key(s): RSA, and Ed25519 when the domain dual-signs. They are
     published beside the current ones and sign once their records verify."""
+    # Under the domain's lock and from a fresh read of it: two rotations at once made two
+    # pending sets, and a domain object read before another transaction promoted today's
+    # selector let the new key take that live selector (its record would replace the key
+    # mail is being signed with).
+    await lock_row(session, Domain.id, domain.id, touch=Domain.created_at)
+    await session.refresh(domain)
     keys = await keys_of(session, domain.id)
     if any(key.state == KeyState.PENDING for key in keys):
         raise RotationInProgress(domain.name)

@@ -4,6 +4,7 @@ signs only once its record verifies; the old one retires after the grace period.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 from collections.abc import Callable
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from app.accounts.models import Account
+from app.core import clock
 from app.core.config import Settings
 from app.core.db import Database
 from app.domains import rotation
@@ -169,3 +171,47 @@ async def test_rotation_by_age(
     await run_job(aged, deliverability.reverify_domains)
     _, keys = await stored(db, sender.domain.id)
     assert [k.state for k in keys] == ([KeyState.PENDING] if due else [])
+
+
+async def test_two_rotations_at_once_make_one_pending_set(
+    sender: Sender, db: Database, settings: Settings
+) -> None:
+    async def rotate() -> str:
+        async with db.session() as session:
+            domain = await session.get_one(Domain, sender.domain.id)
+            try:
+                await rotation.start_rotation(
+                    session, domain=domain, secret_key=settings.secret_key_bytes()
+                )
+            except rotation.RotationInProgress:
+                return "in progress"
+            await session.commit()
+        return "started"
+
+    assert sorted(await asyncio.gather(rotate(), rotate(), rotate())) == [
+        "in progress",
+        "in progress",
+        "started",
+    ]
+    _, keys = await stored(db, sender.domain.id)
+    assert len([key for key in keys if key.state == KeyState.PENDING]) == 1
+
+
+async def test_a_rotation_from_a_stale_domain_never_takes_the_live_selector(
+    sender: Sender, db: Database, settings: Settings
+) -> None:
+    """A domain read before another transaction made today's selector the signing one (a
+    promotion): the new pending key must still get a selector of its own."""
+    today = rotation.new_selector(set(), clock.now())
+    async with db.session() as session:
+        stale = await session.get_one(Domain, sender.domain.id)
+        await session.commit()  # the read is over; the object is still held
+        async with db.session() as elsewhere:  # the promotion, committed meanwhile
+            promoted = await elsewhere.get_one(Domain, sender.domain.id)
+            promoted.dkim_selector = today
+            await elsewhere.commit()
+        [pending] = await rotation.start_rotation(
+            session, domain=stale, secret_key=settings.secret_key_bytes()
+        )
+        await session.commit()
+    assert pending.selector != today
