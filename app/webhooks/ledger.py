@@ -469,6 +469,9 @@ _NEW_BATCH = insert(WebhookBatch).from_select(
         bindparam("p_now", type_=UTCDateTime()),
     )
     .select_from(_UNBATCHED.subquery())
+    # Fenced like the other writes: on SQLite the head was read before this transaction's
+    # first write, and a dispatcher whose lease was taken over meanwhile must make no batch.
+    .where(_FENCE)
     .having(func.count() > 0),
 )
 _MARK = (

@@ -10,11 +10,12 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from app.core import clock
 from app.core.config import Settings
-from app.core.db import Database
+from app.core.db import Database, sqlite_path
 from app.webhooks import ledger
 from app.webhooks.client import PostResult
 from app.webhooks.dispatcher import Dispatcher, build_dispatcher
@@ -213,3 +214,40 @@ async def test_events_in_a_batch_carry_what_the_feed_shows(
         assert event["categories"] == ["receipt", "eu"]
         assert event["metadata"] == {"order": "42", "nested": "ünïcode"}
         assert event["smtp_id"].startswith("<")
+
+
+async def test_a_batch_is_never_made_under_a_lease_taken_over_after_the_head_was_read(
+    client: httpx.AsyncClient,
+    sender: Sender,
+    receiver: WebhookReceiver,
+    settings: Settings,
+    db: Database,
+    travel: Callable[[timedelta], None],
+) -> None:
+    """SQLite reads the endpoint's head before the step's first write: a lease taken over in
+    between must fence out the batch INSERT itself (the window, replayed statement by
+    statement)."""
+    path = sqlite_path(settings.database_url)
+    if path is None:
+        pytest.skip("PostgreSQL takes the step in one statement, under the endpoint's row lock")
+    hook = await create_webhook(client, sender, hook_url(receiver), event_types=["processed"])
+    await send(client, sender, to=recipients(3))
+    stale, fresh = (build_dispatcher(quick_settings(settings), db) for _ in range(2))
+    try:
+        held = await stale._claim(hook["id"])
+        assert held is not None
+        request = ledger.Request(held.id, held.token, clock.now(), "msg_late", 100)
+        params = {f"p_{name}": value for name, value in ledger._pg_params(request).items()}
+        engine = ledger.sqlite_engine(str(path), settings.sqlite_synchronous)
+        with engine.begin() as connection:  # the stale step has read its head…
+            head = connection.execute(ledger._HEAD, params).one()
+            travel(stale.lease + timedelta(seconds=1))
+            assert await fresh._claim(hook["id"]) is not None  # …the lease moves…
+            made = ledger._make(connection, request, {**params, "p_account_id": head.account_id})
+        assert made is None  # …and no batch is made under it
+    finally:
+        await stale.client.close()
+        await fresh.client.close()
+    async with db.session() as session:
+        batch_ids = (await session.execute(select(WebhookBatch.id))).scalars().all()
+    assert "msg_late" not in batch_ids
