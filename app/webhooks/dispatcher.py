@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock
 from app.core.config import Settings
-from app.core.db import Database
+from app.core.db import Database, lock_row
 from app.core.ids import new_id
 from app.delivery.resolver import make_resolver
 from app.events import service as events
@@ -313,8 +313,13 @@ class Dispatcher:
             # FOR NO KEY UPDATE, not FOR UPDATE: disabling an endpoint writes outbox rows for
             # the account's other endpoints, whose foreign keys take KEY SHARE locks on them;
             # FOR UPDATE would conflict with those, so two endpoints of one account disabled
-            # at once deadlocked on PostgreSQL.
-            webhook = await session.get(Webhook, endpoint.id, with_for_update={"key_share": True})
+            # at once deadlocked on PostgreSQL. On SQLite the lock is the write lock, taken
+            # before the read: a PATCH that re-enabled the endpoint (and reset its failure
+            # count) in between would otherwise be overwritten with the stale count.
+            await lock_row(
+                session, Webhook.id, endpoint.id, touch=Webhook.created_at, key_share=True
+            )
+            webhook = await session.get(Webhook, endpoint.id, populate_existing=True)
             row = await session.get(WebhookBatch, batch.id)
             if webhook is None or row is None or webhook.lease_token != endpoint.token:
                 return  # the lease was lost; whoever holds it now records its own attempt

@@ -11,15 +11,15 @@ from datetime import datetime, timedelta
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app.core import clock
 from app.core.config import Settings
 from app.core.db import Database, sqlite_path
 from app.webhooks import ledger
 from app.webhooks.client import PostResult
-from app.webhooks.dispatcher import Dispatcher, build_dispatcher
-from app.webhooks.models import WebhookAttempt, WebhookBatch
+from app.webhooks.dispatcher import Dispatcher, Outcome, build_dispatcher
+from app.webhooks.models import Webhook, WebhookAttempt, WebhookBatch
 from tests.fakes.webhooks import WebhookReceiver
 from tests.support import Sender
 from tests.test_end_to_end import send
@@ -251,3 +251,50 @@ async def test_a_batch_is_never_made_under_a_lease_taken_over_after_the_head_was
     async with db.session() as session:
         batch_ids = (await session.execute(select(WebhookBatch.id))).scalars().all()
     assert "msg_late" not in batch_ids
+
+
+async def test_a_failure_recorded_while_the_endpoint_is_reset_counts_from_the_reset(
+    client: httpx.AsyncClient,
+    sender: Sender,
+    receiver: WebhookReceiver,
+    settings: Settings,
+    db: Database,
+) -> None:
+    """SQLite: the failure's bookkeeping takes the write lock before it reads the endpoint,
+    so a reset committed while it waited (a PATCH re-enabling the endpoint) is what it counts
+    from, not the count it would have read before."""
+    path = sqlite_path(settings.database_url)
+    if path is None:
+        pytest.skip("PostgreSQL: the row lock (FOR NO KEY UPDATE) was always taken first")
+    hook = await create_webhook(client, sender, hook_url(receiver), event_types=["processed"])
+    await send(client, sender, to=recipients(1))
+    dispatcher = build_dispatcher(quick_settings(settings), db)
+    try:
+        endpoint = await dispatcher._claim(hook["id"])
+        assert endpoint is not None
+        batch = (await dispatcher._step(endpoint)).batch
+        assert batch is not None
+        engine = ledger.sqlite_engine(str(path), settings.sqlite_synchronous)
+        with engine.begin() as earlier:  # five failures already counted
+            earlier.execute(
+                update(Webhook).where(Webhook.id == hook["id"]).values(consecutive_failures=5)
+            )
+        with engine.connect() as other:
+            other.exec_driver_sql("BEGIN IMMEDIATE")  # another writer holds the lock…
+            failure = ledger_outcome()
+            recording = asyncio.create_task(dispatcher._record_failure(endpoint, batch, failure))
+            await asyncio.sleep(0.3)  # …while the failure waits for it
+            other.execute(
+                update(Webhook).where(Webhook.id == hook["id"]).values(consecutive_failures=0)
+            )
+            other.commit()
+        await asyncio.wait_for(recording, 30)
+    finally:
+        await dispatcher.client.close()
+    async with db.session() as session:
+        assert (await session.get_one(Webhook, hook["id"])).consecutive_failures == 1
+
+
+def ledger_outcome() -> Outcome:
+    """A 500 from the endpoint, just now."""
+    return Outcome(clock.now(), PostResult(500, None, None, 5))
