@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts import service as accounts
 from app.core import clock
+from app.core.db import lock_row
 from app.core.errors import BadRequest, Conflict, NotFound
 from app.events.models import Event
 from app.webhooks import signing
@@ -105,6 +106,10 @@ async def rotate_secret(
 ) -> tuple[str, datetime]:
     """A new secret; the current one keeps signing too until the grace period ends."""
     secret = signing.new_secret()
+    # Under the endpoint's lock, from a fresh read: two rotations at once both kept the same
+    # previous secret, and the first caller's new secret never signed anything.
+    await lock_row(session, Webhook.id, webhook.id, touch=Webhook.created_at, key_share=True)
+    await session.refresh(webhook)
     now = clock.now()
     webhook.previous_secret = webhook.secret
     webhook.previous_secret_expires_at = now + ROTATION_GRACE

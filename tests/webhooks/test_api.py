@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -375,3 +376,22 @@ async def test_replays_are_capped_with_what_still_waits(
         assert again.status_code == 409, again.text  # 2 still wait, 2 more would make 4
         backwards = await replay(since=middle, until=start)
         assert backwards.status_code == 400, backwards.text
+
+
+async def test_two_rotations_at_once_leave_both_new_secrets_signing(
+    client: httpx.AsyncClient,
+    sender: Sender,
+    receiver: WebhookReceiver,
+    dispatcher: Dispatcher,
+) -> None:
+    """The second rotation keeps the first one's secret as the previous one (not the secret
+    both read before): neither caller is handed a secret that never signs."""
+    hook = await create_webhook(client, sender, hook_url(receiver))
+    path = f"/v1/webhooks/{hook['id']}/rotate-secret"
+    answers = await asyncio.gather(*(client.post(path, headers=sender.headers) for _ in range(2)))
+    secrets = [answer.json()["secret"] for answer in answers]
+    await send(client, sender, to=["x@example.test"])
+    await drain_until(dispatcher, lambda: len(receiver.accepted) >= 1)
+    [request] = receiver.requests
+    for secret in secrets:
+        StandardWebhook(secret).verify(request.body, request.headers)
