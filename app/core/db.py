@@ -270,16 +270,16 @@ async def lock_row(
     value: Any,
     *,
     touch: InstrumentedAttribute[Any],
-    key_share: bool = False,
 ) -> None:
     """Serialise this transaction with every other that locks the same row, for checks that
-    read before they write. PostgreSQL: the row's lock (`key` = `value`). SQLite: the
-    database's write lock, taken now by a write of `touch` to itself, since pysqlite begins a
-    transaction only at the first write and a check read before it would see a snapshot
-    another connection may have moved past. `key_share`: FOR NO KEY UPDATE (what an UPDATE of
-    non-key columns takes), which lets other transactions insert rows referring to this one."""
+    read before they write. PostgreSQL: the row's lock (`key` = `value`), FOR NO KEY UPDATE:
+    what an UPDATE of other columns takes, so rows referring to this one (a send's message
+    and its account) can still be inserted meanwhile. SQLite: the database's write lock,
+    taken now by a write of `touch` to itself, since pysqlite begins a transaction only at
+    the first write and a check read before it would see a snapshot another connection may
+    have moved past."""
     if session.get_bind().dialect.name == "postgresql":
-        await session.execute(select(key).where(key == value).with_for_update(key_share=key_share))
+        await session.execute(select(key).where(key == value).with_for_update(key_share=True))
     else:
         await session.execute(
             update(key.class_)

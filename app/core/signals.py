@@ -1,11 +1,10 @@
 """Invalidations between processes, over Redis pub/sub.
 
 A process that changes a key, a sending domain or an account's tracking settings (the CLI, an
-API replica) announces it on
-INVALIDATE_CHANNEL; every API and listener process drops the entry from its caches. Pub/sub
-delivers at most once, so the caches' TTL (at most a second for keys) is the bound that holds
-when an announcement is lost; after a lost connection every cache is cleared, since whatever
-was announced meanwhile never arrived.
+API replica) announces it on INVALIDATE_CHANNEL; every API and listener process drops the
+entry from its caches. Pub/sub delivers at most once, so the caches' TTL (at most a second)
+is the bound that holds when an announcement is lost; after a lost connection every cache is
+cleared, since whatever was announced meanwhile never arrived.
 """
 
 from __future__ import annotations

@@ -316,9 +316,7 @@ class Dispatcher:
             # at once deadlocked on PostgreSQL. On SQLite the lock is the write lock, taken
             # before the read: a PATCH that re-enabled the endpoint (and reset its failure
             # count) in between would otherwise be overwritten with the stale count.
-            await lock_row(
-                session, Webhook.id, endpoint.id, touch=Webhook.created_at, key_share=True
-            )
+            await lock_row(session, Webhook.id, endpoint.id, touch=Webhook.created_at)
             webhook = await session.get(Webhook, endpoint.id, populate_existing=True)
             row = await session.get(WebhookBatch, batch.id)
             if webhook is None or row is None or webhook.lease_token != endpoint.token:

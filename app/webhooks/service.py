@@ -108,7 +108,7 @@ async def rotate_secret(
     secret = signing.new_secret()
     # Under the endpoint's lock, from a fresh read: two rotations at once both kept the same
     # previous secret, and the first caller's new secret never signed anything.
-    await lock_row(session, Webhook.id, webhook.id, touch=Webhook.created_at, key_share=True)
+    await lock_row(session, Webhook.id, webhook.id, touch=Webhook.created_at)
     await session.refresh(webhook)
     now = clock.now()
     webhook.previous_secret = webhook.secret
