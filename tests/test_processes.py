@@ -232,8 +232,11 @@ async def stopped_within(process: asyncio.subprocess.Process, seconds: float) ->
     assert process.stdout is not None
     process.send_signal(signal.SIGTERM)
     async with asyncio.timeout(seconds):
-        await process.stdout.read()  # what it says while stopping; keeps the pipe open
-        return await process.wait()
+        said = await process.stdout.read()  # what it says while stopping; keeps the pipe open
+        status = await process.wait()
+    if status:  # pytest shows it with the failure
+        print(said.decode(errors="replace"))
+    return status
 
 
 async def test_dev_keeps_its_database_private_and_stops_at_once_when_idle(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ import logging
 import math
 import os
 import signal
-import time
 from datetime import timedelta
 from typing import Any
 
@@ -19,6 +18,7 @@ from redis.exceptions import RedisError
 
 from app.core.config import Settings
 from app.core.queue import DELIVER_JOB, QUEUE_NAME, SWEEP_JOB, Queue, redis_settings
+from app.core.throttled_log import ThrottledWarning
 from app.observability.server import ObservabilityServer
 from app.webhooks.dispatcher import build_dispatcher
 from worker import deliverability, jobs
@@ -46,6 +46,7 @@ REDIS_STARTUP_WAIT_SECONDS = 3600
 REDIS_OUTAGE_LOG_SECONDS = 10.0
 
 log = logging.getLogger(__name__)
+_REDIS_OUTAGE = ThrottledWarning(log, REDIS_OUTAGE_LOG_SECONDS)  # one line now and then
 
 
 class ResilientWorker(Worker):
@@ -54,17 +55,14 @@ class ResilientWorker(Worker):
     delivery pump claims due work from the database on its own, so the worker keeps
     delivering meanwhile and polls Redis again once it is back (issue 17)."""
 
-    _outage_logged_at = float("-inf")
-
     async def _poll_iteration(self) -> None:
         """One poll of arq's queue; a Redis failure waits a moment instead of crashing."""
         try:
             await super()._poll_iteration()
         except (RedisError, OSError) as exc:
-            now = time.monotonic()
-            if now - self._outage_logged_at >= REDIS_OUTAGE_LOG_SECONDS:
-                self._outage_logged_at = now
-                log.warning("Redis unavailable, delivering from the database meanwhile: %s", exc)
+            _REDIS_OUTAGE.warning(
+                "Redis unavailable, delivering from the database meanwhile: %s", exc
+            )
             await asyncio.sleep(1.0)
 
 
