@@ -232,7 +232,15 @@ async def _stop_worker(worker: Worker, task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    await worker.close()
+    try:
+        await worker.close()
+    except asyncio.CancelledError:
+        # arq's close() gathers the job tasks it has just cancelled (a periodic job that was
+        # running): their CancelledError is theirs, not ours, unless this task is the one
+        # being cancelled. (It made `columba dev` exit 1 on SIGTERM now and then.)
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
 
 
 def _exit_now() -> None:
