@@ -7,7 +7,6 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import String, delete, func, literal, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,7 +14,7 @@ from app.accounts import service as accounts
 from app.asm.models import GroupSuppression, UnsubscribeGroup
 from app.common.fields import MAX_INT64, as_int64
 from app.core import clock
-from app.core.db import UTCDateTime
+from app.core.db import UTCDateTime, conflict_insert
 from app.core.errors import BadRequest, NotFound
 from app.core.ids import new_id
 from app.suppressions import service as suppressions
@@ -59,8 +58,7 @@ async def _opt_out_globally(
     """Put the address on the global unsubscribe list; whether it was not on it. One atomic
     INSERT … RETURNING, not a read then a write: two concurrent requests must not both find
     the address subscribed (each would record an unsubscribe)."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = conflict_insert(session)
     statement = (
         insert(Suppression)
         .values(
@@ -83,8 +81,7 @@ async def _opt_out_of_group(
 ) -> bool:
     """Insert the opt-out if the group is the account's (INSERT … SELECT: one statement);
     whether a row was added."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = conflict_insert(session)
     # SQLite reads ON CONFLICT after INSERT … SELECT only when the SELECT has a WHERE clause.
     source = select(
         UnsubscribeGroup.id,
@@ -283,8 +280,7 @@ async def add_to_group(
         {"group_id": group.id, "email": key, "account_id": group.account_id, "created_at": now}
         for key in keys
     ]
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = conflict_insert(session)
     for start in range(0, len(rows), LOOKUP_CHUNK):
         statement = insert(GroupSuppression).values(rows[start : start + LOOKUP_CHUNK])
         await session.execute(statement.on_conflict_do_nothing())

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from email.message import Message
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.asm import service as asm
@@ -23,6 +22,7 @@ from app.bounces.intake import Outcome, Reading
 from app.bounces.models import InboundReport, ReportKind
 from app.bounces.reports import FeedbackReport, RecipientStatus
 from app.core import clock
+from app.core.db import conflict_insert
 from app.delivery.classify import BounceKind, Bucket, Classification, classify, suppresses
 from app.delivery.idn import envelope_address
 from app.delivery.replies import Reply
@@ -147,8 +147,7 @@ async def _first_report(
     reporter: str | None,
 ) -> bool:
     """Record the report; False when one of this kind was already recorded."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = conflict_insert(session)
     statement = (
         insert(InboundReport)
         .values(

@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import asyncpg
 from sqlalchemy import JSON, DateTime, MetaData, event, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
@@ -287,3 +288,8 @@ async def lock_row(
             .values({touch.key: touch})
             .execution_options(synchronize_session=False)
         )
+
+
+def conflict_insert(session: AsyncSession) -> Callable[..., postgresql.Insert | sqlite.Insert]:
+    """The INSERT of the session's dialect: the one that has ON CONFLICT."""
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert

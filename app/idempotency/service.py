@@ -21,12 +21,12 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.service import Principal
 from app.core import clock
 from app.core.config import Settings
+from app.core.db import conflict_insert
 from app.core.errors import BadRequest, Conflict, Unprocessable
 from app.core.ids import new_id
 from app.idempotency.models import IdempotencyKey
@@ -121,8 +121,7 @@ async def _insert(
     ON CONFLICT DO NOTHING rather than catching the error: a failed statement would roll the
     request's whole session back and expire what it has loaded (the caller's principal)."""
     now = clock.now()
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = conflict_insert(session)
     statement = (
         insert(IdempotencyKey)
         .values(

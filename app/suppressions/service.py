@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock
+from app.core.db import conflict_insert
 from app.core.ids import new_id
 from app.suppressions import tombstones
 from app.suppressions.models import Suppression, SuppressionType
@@ -54,12 +54,6 @@ class NewSuppression:
     type: SuppressionType
     reason: str = ""
     status: str = ""
-
-
-def _insert_for(session: AsyncSession) -> Callable[..., postgresql.Insert | sqlite.Insert]:
-    """INSERT with ON CONFLICT for the session's dialect."""
-    dialect = session.get_bind().dialect.name
-    return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
 async def all_suppressions(
@@ -122,7 +116,7 @@ async def _insert(
         }
         for entry in entries
     }
-    insert = _insert_for(session)
+    insert = conflict_insert(session)
     values = list(rows.values())
     for start in range(0, len(values), LOOKUP_CHUNK):
         statement = insert(Suppression).values(values[start : start + LOOKUP_CHUNK])

@@ -8,11 +8,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock
-from app.core.db import Database
+from app.core.db import Database, conflict_insert
 from app.delivery.mta_sts import CachedPolicy, PolicyError, StsPolicy
 from app.delivery.smtp import TlsResult
 from app.delivery.tls_policy import TlsRequirement
@@ -49,8 +48,7 @@ class DatabasePolicyStore:
             "expires_at": cached.expires_at,
         }
         async with self.db.session() as session:
-            dialect = session.get_bind().dialect.name
-            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            insert = conflict_insert(session)
             statement = insert(MtaStsPolicy).values(domain=cached.domain, **values)
             await session.execute(
                 statement.on_conflict_do_update(index_elements=["domain"], set_=values)
@@ -111,8 +109,7 @@ class TlsCounter:
                 row["count"] += merged[unique]["count"]
             merged[unique] = row
         rows = list(merged.values())
-        dialect = session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        insert = conflict_insert(session)
         statement = insert(TlsReportCount)
         statement = statement.on_conflict_do_update(
             index_elements=list(_UNIQUE),

@@ -18,11 +18,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.asm.models import GroupSuppression, UnsubscribeGroup
 from app.core import clock
+from app.core.db import conflict_insert
 from app.core.ids import new_id
 from app.events import service as events
 from app.events.models import EventType
@@ -85,11 +85,6 @@ def target_group(token: Token) -> int | None:
     return token.recipient.group_id
 
 
-def _insert(session: AsyncSession) -> Any:
-    """The dialect's INSERT with ON CONFLICT."""
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-
-
 async def facts_of(
     session: AsyncSession, recipients: Iterable[TrackedRecipient]
 ) -> dict[str, Facts]:
@@ -139,7 +134,7 @@ async def first_engagements(session: AsyncSession, keys: Sequence[tuple[str, str
     now = clock.now()
     rows = [{"recipient_id": r, "kind": k, "created_at": now} for r, k in sorted(set(keys))]
     statement = (
-        _insert(session)(_ENGAGEMENTS)
+        conflict_insert(session)(_ENGAGEMENTS)
         .on_conflict_do_nothing()
         .returning(_ENGAGEMENTS.c.recipient_id, _ENGAGEMENTS.c.kind)
     )
@@ -157,7 +152,7 @@ async def opt_out_globally(session: AsyncSession, keys: Sequence[tuple[str, str]
         for account, email in sorted(set(keys))
     ]  # fmt: skip
     statement = (
-        _insert(session)(_SUPPRESSIONS)
+        conflict_insert(session)(_SUPPRESSIONS)
         .on_conflict_do_nothing()
         .returning(_SUPPRESSIONS.c.account_id, _SUPPRESSIONS.c.email)
     )
@@ -177,7 +172,7 @@ async def opt_out_of_groups(
     ]
     table = _GROUP_SUPPRESSIONS.c
     statement = (
-        _insert(session)(_GROUP_SUPPRESSIONS)
+        conflict_insert(session)(_GROUP_SUPPRESSIONS)
         .on_conflict_do_nothing()
         .returning(table.account_id, table.group_id, table.email)
     )

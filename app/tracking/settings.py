@@ -7,10 +7,10 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from sqlalchemy import update as sa_update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock
+from app.core.db import conflict_insert
 from app.tracking.models import TrackingSettings
 
 
@@ -58,8 +58,7 @@ async def update(
     session: AsyncSession, *, account_id: str, changes: dict[str, Any]
 ) -> TrackingSettingsView:
     """Change some settings (column name → value); the row is made on first change."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = conflict_insert(session)
     # Two concurrent first PATCHes: one inserts, both update (no unique-key error).
     await session.execute(
         insert(TrackingSettings).values(account_id=account_id).on_conflict_do_nothing()
