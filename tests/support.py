@@ -15,7 +15,7 @@ import dkim
 import dns.resolver
 import uvicorn
 from fastapi import FastAPI
-from sqlalchemy import delete, text
+from sqlalchemy import delete, event, text
 from sqlalchemy.engine import make_url
 
 from app.accounts import service as accounts
@@ -272,3 +272,18 @@ async def run_job(settings: Settings, job: Callable[[dict[str, Any]], Awaitable[
         return await job({"runtime": runtime})
     finally:
         await runtime.close()
+
+
+@contextlib.contextmanager
+def statements_run(db: Database) -> Iterator[list[str]]:
+    """The SQL of every statement run through `db`'s engine meanwhile, in order."""
+    run: list[str] = []
+
+    def seen(_connection: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        run.append(statement)
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        yield run
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", seen)

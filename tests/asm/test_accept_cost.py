@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from app.accounts import service as accounts
 from app.accounts.models import ApiKey
@@ -18,7 +18,7 @@ from app.messages.service import AcceptPolicy, Checked
 from app.messages.submission import Personalization, Submission
 from tests.asm.test_api import create
 from tests.asm.test_sends import opt_out
-from tests.support import Sender
+from tests.support import Sender, statements_run
 
 POLICY = AcceptPolicy(
     hostname="mta.columba.test", max_message_size=10_000_000, require_verified_domains=True
@@ -50,20 +50,11 @@ async def principal_of(db: Database, sender: Sender) -> Principal:
 
 async def write_counting(db: Database, checked: list[Checked]) -> tuple[list[Any], list[str]]:
     """write_messages in one transaction; what it accepted, and its group opt-out lookups."""
-    lookups: list[str] = []
-
-    def seen(*args: Any) -> None:
-        if "group_suppressions" in str(args[2]):
-            lookups.append(str(args[2]))
-
-    event.listen(db.engine.sync_engine, "before_cursor_execute", seen)
-    try:
+    with statements_run(db) as run:
         async with db.session() as session:
             accepted = await messages.write_messages(session, checked)
             await session.commit()
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", seen)
-    return accepted, lookups
+    return accepted, [statement for statement in run if "group_suppressions" in statement]
 
 
 async def checked(db: Database, principal: Principal, sends: list[Submission]) -> list[Checked]:

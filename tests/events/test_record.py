@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
 from app.core.db import Database
 from app.events import service as events
 from app.events.models import Event, EventType
 from app.stats.models import StatsCounter
 from app.webhooks.models import WebhookOutbox
-from tests.support import Sender
+from tests.support import Sender, statements_run
 from tests.test_end_to_end import send
 
 
@@ -23,11 +23,6 @@ async def test_a_thousand_events_take_a_few_statements(
     for url in ("http://127.0.0.1:9/a", "http://127.0.0.1:9/b"):
         response = await client.post("/v1/webhooks", json={"url": url}, headers=sender.headers)
         assert response.status_code == 201
-    statements: list[str] = []
-
-    def count(*args: Any) -> None:
-        statements.append(str(args[2]).split()[0])
-
     new = [
         events.NewEvent(
             account_id=sender.account_id,
@@ -37,13 +32,11 @@ async def test_a_thousand_events_take_a_few_statements(
         )
         for i in range(1000)
     ]
-    event.listen(db.engine.sync_engine, "before_cursor_execute", count)
-    try:
+    with statements_run(db) as run:
         async with db.session() as session:
             ids = await events.record(session, new)
             await session.commit()
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", count)
+    statements = [statement.split()[0] for statement in run]
     assert len(ids) == 1000
     assert len(statements) <= 8, statements
     async with db.session() as session:

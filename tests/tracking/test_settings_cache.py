@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 import httpx
-from sqlalchemy import event, update
+from sqlalchemy import update
 
 from app.core import signals
 from app.core.db import Database
 from app.messages.models import Message
 from app.tracking.models import TrackingSettings
-from tests.support import ApiServer, Sender
+from tests.support import ApiServer, Sender, statements_run
 
 
 async def send(client: httpx.AsyncClient, sender: Sender) -> str:
@@ -50,27 +47,12 @@ async def enable_open_tracking_behind_the_cache(db: Database, sender: Sender) ->
         await session.commit()
 
 
-@contextmanager
-def settings_reads(db: Database) -> Iterator[list[str]]:
-    """The statements that read tracking_settings through `db`'s engine meanwhile."""
-    reads: list[str] = []
-
-    def seen(*args: Any) -> None:
-        if "FROM tracking_settings" in str(args[2]):
-            reads.append(str(args[2]))
-
-    event.listen(db.engine.sync_engine, "before_cursor_execute", seen)
-    try:
-        yield reads
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", seen)
-
-
 async def test_sends_within_the_ttl_read_the_settings_once(
     client: httpx.AsyncClient, sender: Sender, api: ApiServer
 ) -> None:
-    with settings_reads(api.app.state.db) as reads:
+    with statements_run(api.app.state.db) as run:
         await asyncio.gather(*(send(client, sender) for _ in range(20)))
+    reads = [statement for statement in run if "FROM tracking_settings" in statement]
     # 20 concurrent sends of an account share one read (two if the TTL ran out meanwhile).
     assert 1 <= len(reads) <= 2
 
